@@ -1,1 +1,211 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end and integration tests: real servers on loopback
+//! (DESIGN.md §9), each owned by a guard that stops it on drop.
+
+use std::net::TcpListener;
+
+/// A free TCP port on 127.0.0.1, as the OS hands it out. Nothing holds it after the call,
+/// so a server started on it may still lose a race; [`nx::NxServer::start`] retries.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// NX-27017, the MongoDB wire-protocol server the tests use in place of MongoDB.
+pub mod nx {
+    use std::fs::{self, File};
+    use std::io::{Read, Seek, SeekFrom};
+    use std::net::{SocketAddr, TcpStream};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use tempfile::TempDir;
+
+    /// The environment variable naming the `nx-27017` executable to run.
+    pub const ENV_EXECUTABLE: &str = "OSCIED_NX27017";
+
+    const START_TIMEOUT: Duration = Duration::from_secs(20);
+    const START_ATTEMPTS: usize = 3;
+
+    /// One running `nx-27017` on a free loopback port, with its own data dir, log and pid
+    /// files in a temp dir. Killed (and its files removed) on drop.
+    pub struct NxServer {
+        child: Child,
+        port: u16,
+        dir: TempDir,
+        database: String,
+    }
+
+    impl NxServer {
+        /// Start a server and wait until it accepts connections.
+        ///
+        /// Panics when the executable is missing (with install instructions) or when the
+        /// server does not come up within 20 s (with the tail of its log).
+        pub fn start() -> NxServer {
+            let exe = executable();
+            let mut last_error = String::new();
+            for _ in 0..START_ATTEMPTS {
+                match try_start(&exe) {
+                    Ok(server) => return server,
+                    // Most likely the port was taken between free_port() and the bind.
+                    Err(e) => last_error = e,
+                }
+            }
+            panic!("nx-27017 ({}) did not start: {last_error}", exe.display());
+        }
+
+        /// A MongoDB URI whose default database is this server's own fresh test database
+        /// (`oscied_test_<random>`).
+        pub fn uri(&self) -> String {
+            self.uri_with_db(&self.database)
+        }
+
+        /// A MongoDB URI with `database` as its default database.
+        pub fn uri_with_db(&self, database: &str) -> String {
+            format!("mongodb://127.0.0.1:{}/{database}", self.port)
+        }
+
+        pub fn port(&self) -> u16 {
+            self.port
+        }
+
+        /// The server's log file.
+        pub fn log_path(&self) -> PathBuf {
+            self.dir.path().join("nx-27017.log")
+        }
+
+        /// The last few kilobytes of the server's log and console output.
+        pub fn log_tail(&self) -> String {
+            log_tail(self.dir.path())
+        }
+    }
+
+    impl Drop for NxServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// A fresh database name, `oscied_test_<random>`.
+    pub fn fresh_database() -> String {
+        format!("oscied_test_{}", uuid::Uuid::new_v4().simple())
+    }
+
+    /// The executable: `$OSCIED_NX27017`, else `<workspace>/.venv/bin/nx-27017`, else
+    /// `nx-27017` on the PATH.
+    pub fn executable() -> PathBuf {
+        if let Some(path) = std::env::var_os(ENV_EXECUTABLE) {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "{ENV_EXECUTABLE}={} is not a file",
+                path.display()
+            );
+            return path;
+        }
+        let venv = workspace_root().join(".venv/bin/nx-27017");
+        if venv.is_file() {
+            return venv;
+        }
+        if let Some(path) = on_path("nx-27017") {
+            return path;
+        }
+        panic!(
+            "nx-27017 not found: set {ENV_EXECUTABLE} to its path, or install it in the \
+             workspace with `python3 -m venv .venv && .venv/bin/pip install nx-27017==0.8.1` \
+             (run in {})",
+            workspace_root().display()
+        );
+    }
+
+    fn workspace_root() -> PathBuf {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        manifest.parent().unwrap_or(manifest).to_path_buf()
+    }
+
+    fn on_path(name: &str) -> Option<PathBuf> {
+        let paths = std::env::var_os("PATH")?;
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    }
+
+    fn try_start(exe: &Path) -> Result<NxServer, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("oscied-nx-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temp dir: {e}"))?;
+        let data = dir.path().join("data");
+        fs::create_dir(&data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
+        let console = File::create(dir.path().join("console.log"))
+            .map_err(|e| format!("cannot create the console log: {e}"))?;
+        let console_err = console
+            .try_clone()
+            .map_err(|e| format!("cannot clone the console log: {e}"))?;
+        let port = super::free_port();
+        let child = Command::new(exe)
+            .arg("--host")
+            .arg("127.0.0.1")
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--log-file")
+            .arg(dir.path().join("nx-27017.log"))
+            .arg("--pid-file")
+            .arg(dir.path().join("nx-27017.pid"))
+            .stdin(Stdio::null())
+            .stdout(console)
+            .stderr(console_err)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        let mut server = NxServer {
+            child,
+            port,
+            dir,
+            database: fresh_database(),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "it exited with {status}; log tail:\n{}",
+                    server.log_tail()
+                ));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                // Drop kills it.
+                return Err(format!(
+                    "port {port} not accepting connections after {START_TIMEOUT:?}; log tail:\n{}",
+                    server.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_tail(dir: &Path) -> String {
+        const TAIL: u64 = 4096;
+        let mut out = String::new();
+        for name in ["nx-27017.log", "console.log"] {
+            let path = dir.join(name);
+            let mut text = String::new();
+            if let Ok(mut file) = File::open(&path) {
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                let _ = file.seek(SeekFrom::Start(len.saturating_sub(TAIL)));
+                let mut bytes = Vec::new();
+                let _ = file.read_to_end(&mut bytes);
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            out.push_str(&format!("--- {} ---\n{text}\n", path.display()));
+        }
+        out
+    }
+}

@@ -1,0 +1,305 @@
+//! Who is calling (DESIGN.md §4): HTTP Basic for users (`mail:secret`, argon2id), for `root`
+//! and for units (`node`), or a bearer token from `POST /auth/token`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use blake2::{Blake2b512, Digest};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::models::User;
+use crate::state::AppState;
+
+/// The caller of a user route.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Root,
+    User(User),
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Caller::Root => true,
+            Caller::User(u) => u.admin_platform,
+        }
+    }
+
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self {
+            Caller::Root => None,
+            Caller::User(u) => Some(u.id),
+        }
+    }
+
+    /// May this caller see an object owned by `owner`? Others' objects answer 404.
+    pub fn can_see(&self, owner: Option<Uuid>) -> bool {
+        self.is_admin() || (owner.is_some() && owner == self.user_id())
+    }
+
+    /// The caller as an owning user; root owns nothing.
+    pub fn require_user(&self) -> Result<&User, ApiError> {
+        match self {
+            Caller::User(u) => Ok(u),
+            Caller::Root => Err(ApiError::forbidden(
+                "root owns no medias: create a user (POST /api/v1/users) and call as that user",
+            )),
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("only root or an admin_platform user may do this"))
+        }
+    }
+}
+
+/// The root and node secrets, from the configuration or kept in the data dir.
+pub struct Secrets {
+    pub root: String,
+    pub node: String,
+}
+
+impl Secrets {
+    /// Take each secret from `given`, else from `<data dir>/<name>`, else generate and keep it.
+    /// Returns the secrets and whether the root secret was generated now (to print it once).
+    pub fn load(
+        data_dir: &Path,
+        root: Option<&str>,
+        node: Option<&str>,
+    ) -> std::io::Result<(Secrets, bool)> {
+        let (root, root_new) = secret(data_dir, "root_secret", root)?;
+        let (node, _) = secret(data_dir, "node_secret", node)?;
+        Ok((Secrets { root, node }, root_new))
+    }
+}
+
+fn secret(dir: &Path, name: &str, given: Option<&str>) -> std::io::Result<(String, bool)> {
+    if let Some(given) = given.filter(|s| !s.is_empty()) {
+        return Ok((given.to_owned(), false));
+    }
+    let path = dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(kept) if !kept.trim().is_empty() => return Ok((kept.trim().to_owned(), false)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let fresh = random_token();
+    write_private(&path, &fresh)?;
+    Ok((fresh, true))
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+/// 256 random bits as hex (UUID v4 draws from the OS's CSPRNG).
+pub fn random_token() -> String {
+    let mut bytes = Vec::with_capacity(32);
+    bytes.extend_from_slice(Uuid::new_v4().as_bytes());
+    bytes.extend_from_slice(Uuid::new_v4().as_bytes());
+    hex(&bytes)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// BLAKE2b of `parts` (joined with NUL), as hex: token keys and cache keys.
+pub fn digest(parts: &[&str]) -> String {
+    let mut hasher = Blake2b512::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update([0u8]);
+        }
+        hasher.update(part.as_bytes());
+    }
+    hex(&hasher.finalize())
+}
+
+/// An argon2id hash (PHC string) of a user's secret.
+pub fn hash_secret(secret: &str) -> Result<String, ApiError> {
+    Argon2::default()
+        .hash_password(secret.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::internal(format!("hashing: {e}")))
+}
+
+fn verify_secret(secret: &str, hash: &str) -> bool {
+    Argon2::default()
+        .verify_password(secret.as_bytes(), hash)
+        .is_ok()
+}
+
+/// Argon2 costs tens of milliseconds by design; scripts call many times in a row with the
+/// same credentials. A successful check is remembered for a few minutes, keyed by a digest of
+/// the secret *and* the stored hash, so a changed secret is never served from the cache.
+#[derive(Default)]
+pub struct VerifiedCache {
+    entries: Mutex<HashMap<String, Instant>>,
+}
+
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+
+impl VerifiedCache {
+    fn check(&self, key: &str) -> bool {
+        self.entries
+            .lock()
+            .map(|e| e.get(key).is_some_and(|t| t.elapsed() < VERIFIED_TTL))
+            .unwrap_or(false)
+    }
+
+    fn remember(&self, key: String) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() > 10_000 {
+                entries.retain(|_, t| t.elapsed() < VERIFIED_TTL);
+            }
+            entries.insert(key, Instant::now());
+        }
+    }
+}
+
+/// Constant-time comparison for the root and node secrets.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+enum Credentials {
+    Basic(String, String),
+    Bearer(String),
+}
+
+fn credentials(parts: &Parts) -> Result<Credentials, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("authentication required (HTTP Basic mail:secret)"))?
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    let (scheme, value) = header
+        .split_once(' ')
+        .ok_or_else(|| ApiError::unauthorized("malformed Authorization header"))?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => {
+            let decoded = base64_decode(value.trim())
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| ApiError::unauthorized("malformed Basic credentials"))?;
+            let (user, secret) = decoded
+                .split_once(':')
+                .ok_or_else(|| ApiError::unauthorized("malformed Basic credentials"))?;
+            Ok(Credentials::Basic(user.to_owned(), secret.to_owned()))
+        }
+        "bearer" => Ok(Credentials::Bearer(value.trim().to_owned())),
+        _ => Err(ApiError::unauthorized("unsupported authorization scheme; use Basic or Bearer")),
+    }
+}
+
+fn base64_decode(input: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(input).ok()
+}
+
+const BAD_CREDENTIALS: &str = "wrong credentials";
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match credentials(parts)? {
+            Credentials::Basic(user, secret) if user == "root" => {
+                if same(&secret, &state.secrets.root) {
+                    Ok(Caller::Root)
+                } else {
+                    Err(ApiError::unauthorized(BAD_CREDENTIALS))
+                }
+            }
+            Credentials::Basic(user, _) if user == "node" => Err(ApiError::forbidden(
+                "node credentials serve the node routes only",
+            )),
+            Credentials::Basic(mail, secret) => {
+                let record = state
+                    .store
+                    .user_by_mail(&mail)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized(BAD_CREDENTIALS))?;
+                let key = digest(&[&record.secret_hash, &secret]);
+                if !state.verified.check(&key) {
+                    let hash = record.secret_hash.clone();
+                    let ok = tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
+                        .await
+                        .unwrap_or(false);
+                    if !ok {
+                        return Err(ApiError::unauthorized(BAD_CREDENTIALS));
+                    }
+                    state.verified.remember(key);
+                }
+                Ok(Caller::User(record.user))
+            }
+            Credentials::Bearer(token) => {
+                let token = state
+                    .store
+                    .get_token(&digest(&[&token]))
+                    .await?
+                    .filter(|t| t.expires_at > chrono::Utc::now())
+                    .ok_or_else(|| ApiError::unauthorized("unknown or expired token"))?;
+                let record = state
+                    .store
+                    .get_user(token.user_id)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized("the token's user is gone"))?;
+                Ok(Caller::User(record.user))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes_basic_credentials() {
+        assert_eq!(base64_decode("cm9vdDpzM2NyZXQ=").unwrap(), b"root:s3cret");
+        assert!(base64_decode("a*b").is_none());
+    }
+
+    #[test]
+    fn hashes_verify() {
+        let hash = hash_secret("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_secret("correct horse", &hash));
+        assert!(!verify_secret("wrong", &hash));
+    }
+
+    #[test]
+    fn secrets_are_generated_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, generated) = Secrets::load(dir.path(), None, None).unwrap();
+        assert!(generated);
+        let (again, generated) = Secrets::load(dir.path(), None, None).unwrap();
+        assert!(!generated);
+        assert_eq!(first.root, again.root);
+        assert_ne!(first.root, first.node);
+        let (given, _) = Secrets::load(dir.path(), Some("mine"), None).unwrap();
+        assert_eq!(given.root, "mine");
+    }
+}

@@ -1,0 +1,211 @@
+//! The REST API v1 (DESIGN.md §4): one module per resource, the shared extractors, and the
+//! router with its generated OpenAPI document.
+
+mod auth;
+mod health;
+mod medias;
+mod profiles;
+mod users;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Router;
+use serde::de::DeserializeOwned;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::models::ListOptions;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "OSCIED orchestra", description = "Media transcoding orchestrator: users, medias, transform profiles and tasks, publication."),
+    modifiers(&SecuritySchemes),
+    security(("basic" = []), ("bearer" = [])),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("basic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The whole application: `/api/v1/...`, JSON errors for unknown routes and methods.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", api_routes())
+        .split_for_parts();
+    let openapi = std::sync::Arc::new(openapi);
+    api.route(
+        "/api/v1/openapi.json",
+        axum::routing::get(move || {
+            let openapi = openapi.clone();
+            async move { Json(openapi.as_ref().clone()) }
+        }),
+    )
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .with_state(state)
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(health::routes())
+        .merge(auth::routes())
+        .merge(users::routes())
+        .merge(medias::routes())
+        .merge(profiles::routes())
+}
+
+/// The OpenAPI document, for tests and tooling.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", api_routes())
+        .into_openapi()
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route {} {}", request.method(), request.uri().path()),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", request.method(), request.uri().path()),
+    )
+}
+
+/// A JSON body whose rejections speak our error format: bad syntax is 400, missing or
+/// unknown fields and wrong types are 422.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+pub fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let text = rejection.body_text();
+    match rejection {
+        JsonRejection::JsonDataError(_) => ApiError::invalid(strip_axum_prefix(&text)),
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::bad_request("malformed_json", strip_axum_prefix(&text))
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::too_large("request body too large")
+        }
+        _ => ApiError::bad_request("bad_request", text),
+    }
+}
+
+/// axum says "Failed to deserialize the JSON body into the target type: missing field ..."
+fn strip_axum_prefix(text: &str) -> String {
+    let trimmed = text
+        .split_once(": ")
+        .filter(|(head, _)| head.starts_with("Failed to"))
+        .map_or(text, |(_, rest)| rest);
+    format!("invalid JSON body: {trimmed}")
+}
+
+/// Query parameters, with unknown or mistyped ones answered 422.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(query_rejection(rejection)),
+        }
+    }
+}
+
+fn query_rejection(rejection: QueryRejection) -> ApiError {
+    let text = rejection.body_text();
+    let detail = text
+        .split_once(": ")
+        .map_or(text.as_str(), |(_, rest)| rest);
+    ApiError::invalid(format!("invalid query parameter: {detail}"))
+}
+
+/// A path id; a malformed one names no object, so it is a 404 like an unknown one.
+pub fn parse_id(what: &str, raw: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found(what, raw))
+}
+
+pub const DEFAULT_LIMIT: u64 = 50;
+pub const MAX_LIMIT: u64 = 1000;
+
+/// Turn `limit`, `skip` and `sort` into store options. `allowed` maps the API's sort names to
+/// document paths; `-name` sorts descending.
+pub fn list_options(
+    limit: Option<u64>,
+    skip: Option<u64>,
+    sort: Option<&str>,
+    allowed: &[(&str, &'static str)],
+    default: &str,
+) -> ApiResult<ListOptions> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit > MAX_LIMIT {
+        return Err(ApiError::invalid(format!(
+            "limit must be at most {MAX_LIMIT} (got {limit})"
+        )));
+    }
+    let sort = sort.unwrap_or(default);
+    let (name, descending) = match sort.strip_prefix('-') {
+        Some(name) => (name, true),
+        None => (sort, false),
+    };
+    let path = allowed
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, path)| *path)
+        .ok_or_else(|| {
+            let names: Vec<_> = allowed.iter().map(|(n, _)| *n).collect();
+            ApiError::invalid(format!(
+                "cannot sort by {name:?}; sort by one of {} (prefix - for descending)",
+                names.join(", ")
+            ))
+        })?;
+    Ok(ListOptions {
+        limit,
+        skip: skip.unwrap_or(0),
+        sort: path,
+        descending,
+    })
+}
+
+/// 201 Created with the object.
+pub fn created<T: serde::Serialize>(value: T) -> impl IntoResponse {
+    (StatusCode::CREATED, Json(value))
+}

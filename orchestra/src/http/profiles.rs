@@ -1,0 +1,163 @@
+//! `/transform/encoders` and `/transform/profiles`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use oscied_protocol::EncoderName;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{ApiJson, ApiQuery, list_options, parse_id};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::models::{Page, ProfileFilter, TransformProfile};
+use crate::profiles::{NewProfile, ProfilePatch};
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_encoders))
+        .routes(routes!(list_profiles, create_profile))
+        .routes(routes!(get_profile, patch_profile, delete_profile))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Encoder {
+    pub name: EncoderName,
+    pub description: &'static str,
+}
+
+/// The encoders a profile can use.
+#[utoipa::path(get, path = "/transform/encoders", tag = "transform",
+    responses((status = 200, body = Page<Encoder>)))]
+async fn list_encoders(_caller: Caller) -> Json<Page<Encoder>> {
+    let items: Vec<_> = EncoderName::ALL
+        .into_iter()
+        .map(|name| Encoder {
+            name,
+            description: name.description(),
+        })
+        .collect();
+    Json(Page {
+        total: items.len() as u64,
+        items,
+    })
+}
+
+const SORTS: &[(&str, &str)] = &[
+    ("title", "title"),
+    ("created_at", "created_at"),
+    ("encoder_name", "encoder_name"),
+];
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ProfileListQuery {
+    /// Case-insensitive text in the title.
+    q: Option<String>,
+    encoder_name: Option<EncoderName>,
+    /// Profiles created by this user.
+    user_id: Option<Uuid>,
+    /// Default 50, at most 1000.
+    limit: Option<u64>,
+    skip: Option<u64>,
+    /// title, created_at, encoder_name; `-` for descending. Default: title.
+    sort: Option<String>,
+}
+
+/// Create a profile; its encoder string is validated (422 when refused).
+#[utoipa::path(post, path = "/transform/profiles", tag = "transform", request_body = NewProfile,
+    responses((status = 201, body = TransformProfile), (status = 409, description = "title taken", body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_profile(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(new): ApiJson<NewProfile>,
+) -> ApiResult<(StatusCode, Json<TransformProfile>)> {
+    let profile = new.into_profile(caller.user_id())?;
+    state.store.create_profile(&profile).await?;
+    Ok((StatusCode::CREATED, Json(profile)))
+}
+
+/// List profiles (every user sees all of them).
+#[utoipa::path(get, path = "/transform/profiles", tag = "transform", params(ProfileListQuery),
+    responses((status = 200, body = Page<TransformProfile>), (status = 422, body = ErrorBody)))]
+async fn list_profiles(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiQuery(query): ApiQuery<ProfileListQuery>,
+) -> ApiResult<Json<Page<TransformProfile>>> {
+    let opts = list_options(query.limit, query.skip, query.sort.as_deref(), SORTS, "title")?;
+    let filter = ProfileFilter {
+        q: query.q,
+        encoder_name: query.encoder_name,
+        user_id: query.user_id,
+    };
+    Ok(Json(state.store.list_profiles(&filter, &opts).await?))
+}
+
+async fn find_profile(state: &AppState, raw_id: &str) -> ApiResult<TransformProfile> {
+    let id = parse_id("profile", raw_id)?;
+    state
+        .store
+        .get_profile(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("profile", id))
+}
+
+/// Owners change their profiles; admins change any, built-ins included.
+fn require_owner(caller: &Caller, profile: &TransformProfile) -> ApiResult<()> {
+    if caller.is_admin() || (profile.user_id.is_some() && profile.user_id == caller.user_id()) {
+        Ok(())
+    } else if profile.user_id.is_none() {
+        Err(ApiError::forbidden("built-in profiles are changed by admins only"))
+    } else {
+        Err(ApiError::forbidden("only the profile's owner or an admin may change it"))
+    }
+}
+
+/// Get a profile.
+#[utoipa::path(get, path = "/transform/profiles/{id}", tag = "transform", params(("id" = String, Path)),
+    responses((status = 200, body = TransformProfile), (status = 404, body = ErrorBody)))]
+async fn get_profile(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TransformProfile>> {
+    Ok(Json(find_profile(&state, &id).await?))
+}
+
+/// Change a profile.
+#[utoipa::path(patch, path = "/transform/profiles/{id}", tag = "transform", params(("id" = String, Path)), request_body = ProfilePatch,
+    responses((status = 200, body = TransformProfile), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn patch_profile(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<ProfilePatch>,
+) -> ApiResult<Json<TransformProfile>> {
+    let mut profile = find_profile(&state, &id).await?;
+    require_owner(&caller, &profile)?;
+    patch.apply(&mut profile)?;
+    if !state.store.update_profile(&profile).await? {
+        return Err(ApiError::not_found("profile", profile.id));
+    }
+    Ok(Json(profile))
+}
+
+/// Delete a profile.
+#[utoipa::path(delete, path = "/transform/profiles/{id}", tag = "transform", params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_profile(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let profile = find_profile(&state, &id).await?;
+    require_owner(&caller, &profile)?;
+    state.store.delete_profile(profile.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,154 @@
+//! `/users`: accounts, managed by root and admins; a user sees and changes itself.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiJson, ApiQuery, list_options, parse_id};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::models::{MediaFilter, Page, User, UserFilter, UserRecord};
+use crate::state::AppState;
+use crate::users::{NewUser, UserPatch};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(me))
+        .routes(routes!(get_user, patch_user, delete_user))
+}
+
+const SORTS: &[(&str, &str)] = &[
+    ("created_at", "created_at"),
+    ("mail", "mail"),
+    ("name", "name"),
+    ("first_name", "first_name"),
+    ("last_name", "last_name"),
+];
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct UserListQuery {
+    /// Case-insensitive text in mail or name.
+    q: Option<String>,
+    /// Default 50, at most 1000.
+    limit: Option<u64>,
+    skip: Option<u64>,
+    /// created_at, mail, name, first_name, last_name; `-` for descending. Default: created_at.
+    sort: Option<String>,
+}
+
+/// Create a user (root or admin).
+#[utoipa::path(post, path = "/users", tag = "users", request_body = NewUser,
+    responses((status = 201, body = User), (status = 403, body = ErrorBody), (status = 409, description = "mail taken", body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(new): ApiJson<NewUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    caller.require_admin()?;
+    let record = new.into_record().await?;
+    state.store.create_user(&record).await?;
+    tracing::info!(user = %record.user.id, "user created");
+    Ok((StatusCode::CREATED, Json(record.user)))
+}
+
+/// List users: all of them for root and admins, oneself for others.
+#[utoipa::path(get, path = "/users", tag = "users", params(UserListQuery),
+    responses((status = 200, body = Page<User>), (status = 422, body = ErrorBody)))]
+async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<UserListQuery>,
+) -> ApiResult<Json<Page<User>>> {
+    let opts = list_options(query.limit, query.skip, query.sort.as_deref(), SORTS, "created_at")?;
+    let filter = UserFilter {
+        q: query.q,
+        id: if caller.is_admin() { None } else { caller.user_id() },
+    };
+    Ok(Json(state.store.list_users(&filter, &opts).await?))
+}
+
+/// The calling user.
+#[utoipa::path(get, path = "/users/me", tag = "users",
+    responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 403, description = "root is no user", body = ErrorBody)))]
+async fn me(caller: Caller) -> ApiResult<Json<User>> {
+    match caller {
+        Caller::User(user) => Ok(Json(user)),
+        Caller::Root => Err(ApiError::forbidden("root is not a user account")),
+    }
+}
+
+/// A user that the caller may see (itself, or any for admins).
+async fn visible_user(state: &AppState, caller: &Caller, raw_id: &str) -> ApiResult<UserRecord> {
+    let id = parse_id("user", raw_id)?;
+    if !caller.can_see(Some(id)) {
+        return Err(ApiError::not_found("user", id));
+    }
+    state
+        .store
+        .get_user(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user", id))
+}
+
+/// Get a user.
+#[utoipa::path(get, path = "/users/{id}", tag = "users", params(("id" = String, Path)),
+    responses((status = 200, body = User), (status = 404, body = ErrorBody)))]
+async fn get_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<User>> {
+    Ok(Json(visible_user(&state, &caller, &id).await?.user))
+}
+
+/// Change a user's names, mail or secret; admin_platform only by root or an admin.
+#[utoipa::path(patch, path = "/users/{id}", tag = "users", params(("id" = String, Path)), request_body = UserPatch,
+    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn patch_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<UserPatch>,
+) -> ApiResult<Json<User>> {
+    let mut record = visible_user(&state, &caller, &id).await?;
+    patch.apply(&caller, &mut record).await?;
+    if !state.store.update_user(&record).await? {
+        return Err(ApiError::not_found("user", record.user.id));
+    }
+    Ok(Json(record.user))
+}
+
+/// Delete a user that owns no medias.
+#[utoipa::path(delete, path = "/users/{id}", tag = "users", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, description = "the user still owns medias", body = ErrorBody)))]
+async fn delete_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let record = visible_user(&state, &caller, &id).await?;
+    let filter = MediaFilter {
+        user_id: Some(record.user.id),
+        ..MediaFilter::default()
+    };
+    let owned = state
+        .store
+        .list_medias(&filter, &list_options(Some(0), None, None, &[("created_at", "created_at")], "created_at")?)
+        .await?
+        .total;
+    if owned > 0 {
+        return Err(ApiError::conflict(format!(
+            "user {} still owns {owned} media(s); delete them first",
+            record.user.id
+        )));
+    }
+    state.store.delete_user(record.user.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

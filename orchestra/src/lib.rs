@@ -1,0 +1,18 @@
+//! The OSCIED orchestra: the REST service that keeps users, medias, profiles and tasks and
+//! hands work to units (DESIGN.md). `main.rs` only parses flags and calls [`startup::run`].
+//!
+//! Where to look: a route in `http/<resource>.rs`, the rules it applies in `<resource>.rs`,
+//! the store call in `store/`.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod medias;
+pub mod models;
+pub mod profiles;
+pub mod startup;
+pub mod state;
+pub mod storage;
+pub mod store;
+pub mod users;

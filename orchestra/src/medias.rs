@@ -1,0 +1,293 @@
+//! Medias: ingesting a file (upload or register), its metadata rules, and deletion.
+//!
+//! A media is only recorded once its file probes and sits in `medias/<id>/`; every earlier
+//! failure removes what was written (see [`Scratch`]), so a failed upload leaves nothing.
+
+use std::path::{Path, PathBuf};
+
+use axum::extract::Multipart;
+use axum::extract::multipart::{Field, MultipartError};
+use axum::http::StatusCode;
+use oscied_protocol::{ProbeError, probe};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::io::AsyncWriteExt;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::models::{Media, MediaStatus, now};
+use crate::state::AppState;
+use crate::storage::{Scratch, check_filename};
+
+pub type Metadata = Map<String, Value>;
+
+const MAX_TEXT_FIELD: usize = 1024 * 1024;
+
+/// `POST /medias` with JSON: adopt a file already under `uploads/`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterMedia {
+    /// Storage-relative path of a file under `uploads/`, e.g. `uploads/clip.mp4`. It is moved
+    /// into the media's directory.
+    pub uri: String,
+    /// Name of the media's file; default: the uri's file name.
+    pub filename: Option<String>,
+    /// Free JSON object; `title` is required.
+    #[schema(value_type = Object)]
+    pub metadata: Metadata,
+}
+
+/// `POST /medias` multipart form (documentation only: the form is streamed, not buffered).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The media file, sent with its filename.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+    /// metadata.title.
+    pub title: String,
+    /// Optional JSON object text of more metadata.
+    pub metadata: Option<String>,
+}
+
+/// `PATCH /medias/{id}`: a JSON merge patch (RFC 7386) of the metadata.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MediaPatch {
+    /// Keys set to null are removed; `title` must stay a non-empty string.
+    #[schema(value_type = Object)]
+    pub metadata: Metadata,
+}
+
+/// Metadata must hold a non-empty string `title`.
+pub fn check_metadata(metadata: &Metadata) -> ApiResult<()> {
+    match metadata.get("title") {
+        Some(Value::String(t)) if !t.trim().is_empty() && t.len() <= 1000 => Ok(()),
+        Some(Value::String(_)) => Err(ApiError::invalid(
+            "metadata.title must be 1 to 1000 characters",
+        )),
+        Some(_) => Err(ApiError::invalid("metadata.title must be a string")),
+        None => Err(ApiError::invalid("metadata.title is required")),
+    }
+}
+
+/// RFC 7386 merge patch of one object into another.
+pub fn merge_patch(target: &mut Metadata, patch: Metadata) {
+    for (key, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(&key);
+            }
+            Value::Object(inner) => {
+                let slot = target
+                    .entry(key)
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                if let Value::Object(existing) = slot {
+                    merge_patch(existing, inner);
+                }
+            }
+            other => {
+                target.insert(key, other);
+            }
+        }
+    }
+}
+
+fn multipart_error(e: MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large(e.body_text())
+    } else {
+        ApiError::bad_request("malformed_multipart", e.body_text())
+    }
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::too_large(format!("the file exceeds the upload limit of {limit} bytes"))
+}
+
+async fn read_text(mut field: Field<'_>, name: &str) -> ApiResult<String> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > MAX_TEXT_FIELD {
+            return Err(ApiError::too_large(format!("form field {name} is too large")));
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| ApiError::invalid(format!("form field {name} must be UTF-8 text")))
+}
+
+/// Stream the `file` part to a scratch file, counting bytes against the limit.
+async fn receive_file(state: &AppState, mut field: Field<'_>) -> ApiResult<(Scratch, String)> {
+    let filename = field
+        .file_name()
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::invalid("the file part has no filename"))?;
+    check_filename(&filename)?;
+    let limit = state.config.max_upload_bytes;
+    let scratch = Scratch::new(state.storage.scratch_path());
+    let mut out = tokio::fs::File::create(scratch.path()).await?;
+    let mut written = 0u64;
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        written += chunk.len() as u64;
+        if written > limit {
+            return Err(too_large(limit));
+        }
+        out.write_all(&chunk).await?;
+    }
+    out.flush().await?;
+    if written == 0 {
+        return Err(ApiError::invalid("the uploaded file is empty"));
+    }
+    Ok((scratch, filename))
+}
+
+/// `POST /medias` multipart: `file`, `title`, optional `metadata` (a JSON object).
+pub async fn upload(state: &AppState, owner: Uuid, mut multipart: Multipart) -> ApiResult<Media> {
+    let mut file = None;
+    let mut title = None;
+    let mut metadata = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "file" if file.is_some() => return Err(ApiError::invalid("send one file per upload")),
+            "file" => file = Some(receive_file(state, field).await?),
+            "title" => title = Some(read_text(field, "title").await?),
+            "metadata" => {
+                let text = read_text(field, "metadata").await?;
+                match serde_json::from_str(&text) {
+                    Ok(Value::Object(map)) => metadata = Some(map),
+                    _ => return Err(ApiError::invalid("form field metadata must be a JSON object")),
+                }
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "unknown form field {other:?}; expected file, title and optional metadata"
+                )));
+            }
+        }
+    }
+    let (scratch, filename) = file.ok_or_else(|| ApiError::invalid("form field file is required"))?;
+    let mut metadata = metadata.unwrap_or_default();
+    if let Some(title) = title {
+        metadata.insert("title".into(), Value::String(title));
+    }
+    check_metadata(&metadata)?;
+    let media = ingest(state, owner, scratch.path(), &filename, metadata, None).await?;
+    scratch.disarm();
+    Ok(media)
+}
+
+/// `POST /medias` JSON: adopt a file under `uploads/`. A file that does not probe stays put.
+pub async fn register(state: &AppState, owner: Uuid, request: RegisterMedia) -> ApiResult<Media> {
+    check_metadata(&request.metadata)?;
+    let source = state.storage.resolve_upload(&request.uri)?;
+    let filename = match request.filename {
+        Some(name) => name,
+        None => source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    check_filename(&filename)?;
+    ingest(state, owner, &source, &filename, request.metadata, Some(source.clone())).await
+}
+
+/// Probe `source`, move it into a new media dir and record the media READY.
+/// `restore`: where to put the file back if recording fails (a registered upload).
+async fn ingest(
+    state: &AppState,
+    owner: Uuid,
+    source: &Path,
+    filename: &str,
+    metadata: Metadata,
+    restore: Option<PathBuf>,
+) -> ApiResult<Media> {
+    let probe = probe::probe(source).await.map_err(|e| match e {
+        ProbeError::Spawn(_) => ApiError::unavailable(e.to_string()),
+        _ => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unreadable_media", format!("{filename}: {e}")),
+    })?;
+    let id = Uuid::new_v4();
+    let size = state.storage.adopt(source, id, filename).await?;
+    let at = now();
+    let media = Media {
+        id,
+        user_id: owner,
+        parent_id: None,
+        filename: filename.to_owned(),
+        uri: crate::storage::Storage::media_uri(id, filename),
+        public_uris: Default::default(),
+        metadata,
+        status: MediaStatus::Ready,
+        size,
+        duration: probe.duration(),
+        probe: Some(probe),
+        created_at: at,
+        updated_at: at,
+    };
+    if let Err(e) = state.store.create_media(&media).await {
+        let path = state.storage.path_of(&media.uri);
+        if let Some(original) = restore {
+            let _ = tokio::fs::rename(&path, original).await;
+        }
+        let _ = state.storage.remove_media(id).await;
+        return Err(e.into());
+    }
+    tracing::info!(media = %id, size, "media ingested");
+    Ok(media)
+}
+
+/// Delete a media's files and mark it DELETED (the record stays for lineage).
+pub async fn delete(state: &AppState, mut media: Media) -> ApiResult<()> {
+    if media.status == MediaStatus::Deleted {
+        return Err(ApiError::illegal_state(format!("media {} is already DELETED", media.id)));
+    }
+    if !media.public_uris.is_empty() {
+        let tasks: Vec<_> = media.public_uris.keys().cloned().collect();
+        return Err(ApiError::conflict(format!(
+            "media {} is published by publisher task(s) {}; unpublish it first",
+            media.id,
+            tasks.join(", ")
+        )));
+    }
+    media.status = MediaStatus::Deleted;
+    media.updated_at = now();
+    if !state.store.update_media(&media).await? {
+        return Err(ApiError::not_found("media", media.id));
+    }
+    if let Err(e) = state.storage.remove_media(media.id).await {
+        tracing::warn!(media = %media.id, error = %e, "could not remove the media's files");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Metadata {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let mut target = obj(json!({"title": "a", "tags": {"x": 1, "y": 2}, "drop": true}));
+        merge_patch(&mut target, obj(json!({"tags": {"x": null, "z": 3}, "drop": null, "new": [1]})));
+        assert_eq!(Value::Object(target), json!({"title": "a", "tags": {"y": 2, "z": 3}, "new": [1]}));
+    }
+
+    #[test]
+    fn metadata_needs_a_title() {
+        assert!(check_metadata(&obj(json!({"title": "ok"}))).is_ok());
+        assert!(check_metadata(&obj(json!({}))).is_err());
+        assert!(check_metadata(&obj(json!({"title": ""}))).is_err());
+        assert!(check_metadata(&obj(json!({"title": 3}))).is_err());
+    }
+}

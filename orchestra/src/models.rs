@@ -1,0 +1,217 @@
+//! The records the orchestra keeps (DESIGN.md §3), as stored and as answered in JSON.
+//!
+//! Secrets never live in these API types: a user's argon2 hash travels in [`UserRecord`] only.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use oscied_protocol::{EncoderName, Probe};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Timestamps are stored and answered as RFC 3339 UTC with fixed microseconds, so that
+/// string order is time order in both stores.
+pub mod ts {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|s| {
+                    DateTime::parse_from_rfc3339(&s)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(serde::de::Error::custom)
+                })
+                .transpose()
+        }
+    }
+}
+
+/// Now, truncated to the microsecond so that a stored and re-read timestamp compares equal.
+pub fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: Uuid,
+    pub first_name: String,
+    pub last_name: String,
+    pub mail: String,
+    pub admin_platform: bool,
+    /// `first_name last_name`, computed.
+    pub name: String,
+    #[serde(with = "ts")]
+    pub created_at: DateTime<Utc>,
+}
+
+impl User {
+    pub fn compute_name(&mut self) {
+        self.name = format!("{} {}", self.first_name.trim(), self.last_name.trim())
+            .trim()
+            .to_owned();
+    }
+}
+
+/// A user as stored: the API view plus the argon2id hash of the secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub user: User,
+    pub secret_hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum MediaStatus {
+    Pending,
+    Ready,
+    Deleted,
+}
+
+impl MediaStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaStatus::Pending => "PENDING",
+            MediaStatus::Ready => "READY",
+            MediaStatus::Deleted => "DELETED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Media {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// The input media of the task that made this one.
+    pub parent_id: Option<Uuid>,
+    pub filename: String,
+    /// Path relative to the storage root: `medias/<id>/<filename>`.
+    pub uri: String,
+    /// publisher task id → public URL.
+    #[schema(value_type = Object)]
+    pub public_uris: BTreeMap<String, String>,
+    /// Free JSON object; `title` is required.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub status: MediaStatus,
+    /// Bytes of the media's directory.
+    pub size: u64,
+    /// Seconds.
+    pub duration: Option<f64>,
+    pub probe: Option<Probe>,
+    #[serde(with = "ts")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "ts")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Media {
+    pub fn title(&self) -> &str {
+        self.metadata
+            .get("title")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TransformProfile {
+    pub id: Uuid,
+    /// None for the built-ins.
+    pub user_id: Option<Uuid>,
+    pub title: String,
+    pub description: String,
+    pub encoder_name: EncoderName,
+    pub encoder_string: String,
+    #[serde(with = "ts")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// A bearer token as stored: only the BLAKE2b hash of the token itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    pub hash: String,
+    pub user_id: Uuid,
+    #[serde(with = "ts")]
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One page of a list: `{"items": [...], "total": N}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// How many match the filters, all pages together.
+    pub total: u64,
+}
+
+/// Paging and order of a list. `sort` is a document path from the resource's allow-list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListOptions {
+    pub limit: u64,
+    pub skip: u64,
+    pub sort: &'static str,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserFilter {
+    /// Case-insensitive substring of mail or name.
+    pub q: Option<String>,
+    /// Only this user (a non-admin listing sees itself only).
+    pub id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaFilter {
+    pub user_id: Option<Uuid>,
+    pub parent_id: Option<Uuid>,
+    /// Any of these statuses.
+    pub statuses: Vec<MediaStatus>,
+    /// Case-insensitive substring of metadata.title.
+    pub q: Option<String>,
+}
+
+impl Default for MediaFilter {
+    /// Deleted medias are kept for lineage but hidden unless asked for.
+    fn default() -> Self {
+        MediaFilter {
+            user_id: None,
+            parent_id: None,
+            statuses: vec![MediaStatus::Pending, MediaStatus::Ready],
+            q: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProfileFilter {
+    /// Case-insensitive substring of the title.
+    pub q: Option<String>,
+    pub encoder_name: Option<EncoderName>,
+    pub user_id: Option<Uuid>,
+}

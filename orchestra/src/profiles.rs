@@ -1,0 +1,125 @@
+//! Transform profiles: validation of new and changed profiles, and the built-ins' seeding.
+
+use oscied_protocol::EncoderName;
+use oscied_protocol::builtins::BUILTIN_PROFILES;
+use oscied_protocol::encoder::validate_encoder_string;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::models::{ListOptions, ProfileFilter, TransformProfile, now};
+use crate::store::{Store, StoreError, StoreResult};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProfile {
+    /// Unique.
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub encoder_name: EncoderName,
+    /// ffmpeg output options (see GET /transform/encoders); ignored by `copy`.
+    #[serde(default)]
+    pub encoder_string: String,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilePatch {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub encoder_name: Option<EncoderName>,
+    pub encoder_string: Option<String>,
+}
+
+fn check_title(title: &str) -> ApiResult<String> {
+    let title = title.trim();
+    if title.is_empty() || title.len() > 200 || title.chars().any(char::is_control) {
+        return Err(ApiError::invalid("title must be 1 to 200 characters, without control characters"));
+    }
+    Ok(title.to_owned())
+}
+
+fn check_description(description: &str) -> ApiResult<String> {
+    if description.len() > 4000 {
+        return Err(ApiError::invalid("description must be at most 4000 bytes"));
+    }
+    Ok(description.trim().to_owned())
+}
+
+/// A profile's encoder string must validate for its encoder (DESIGN.md §6).
+fn check_encoder(name: EncoderName, encoder_string: &str) -> ApiResult<()> {
+    match name {
+        EncoderName::Ffmpeg => validate_encoder_string(encoder_string)
+            .map(drop)
+            .map_err(|e| ApiError::invalid(e.to_string())),
+        EncoderName::Copy => Ok(()),
+    }
+}
+
+impl NewProfile {
+    pub fn into_profile(self, owner: Option<Uuid>) -> ApiResult<TransformProfile> {
+        check_encoder(self.encoder_name, &self.encoder_string)?;
+        Ok(TransformProfile {
+            id: Uuid::new_v4(),
+            user_id: owner,
+            title: check_title(&self.title)?,
+            description: check_description(&self.description)?,
+            encoder_name: self.encoder_name,
+            encoder_string: self.encoder_string.trim().to_owned(),
+            created_at: now(),
+        })
+    }
+}
+
+impl ProfilePatch {
+    pub fn apply(self, profile: &mut TransformProfile) -> ApiResult<()> {
+        if let Some(title) = self.title {
+            profile.title = check_title(&title)?;
+        }
+        if let Some(description) = self.description {
+            profile.description = check_description(&description)?;
+        }
+        if let Some(name) = self.encoder_name {
+            profile.encoder_name = name;
+        }
+        if let Some(encoder_string) = self.encoder_string {
+            profile.encoder_string = encoder_string.trim().to_owned();
+        }
+        check_encoder(profile.encoder_name, &profile.encoder_string)
+    }
+}
+
+/// Seed the built-in profiles into a store that has no profile at all (its first start), so
+/// an admin's later deletions or edits of built-ins are not undone at the next start.
+pub async fn seed_builtins(store: &dyn Store) -> StoreResult<usize> {
+    let any = ListOptions {
+        limit: 0,
+        skip: 0,
+        sort: "title",
+        descending: false,
+    };
+    if store.list_profiles(&ProfileFilter::default(), &any).await?.total > 0 {
+        return Ok(0);
+    }
+    let mut seeded = 0;
+    for builtin in BUILTIN_PROFILES {
+        let profile = TransformProfile {
+            id: Uuid::new_v4(),
+            user_id: None,
+            title: builtin.title.to_owned(),
+            description: builtin.description.to_owned(),
+            encoder_name: builtin.encoder_name,
+            encoder_string: builtin.encoder_string.to_owned(),
+            created_at: now(),
+        };
+        match store.create_profile(&profile).await {
+            Ok(()) => seeded += 1,
+            // Another orchestra seeding the same store at the same time.
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(seeded)
+}

@@ -1,0 +1,144 @@
+//! Building the orchestra from its configuration and serving it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{Secrets, VerifiedCache};
+use crate::config::{Config, LogFormat};
+use crate::error::ApiError;
+use crate::profiles::seed_builtins;
+use crate::state::AppState;
+use crate::storage::Storage;
+use crate::store::{MongoStore, SqliteStore, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("data dir {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("storage root {0}: {1}")]
+    Storage(String, std::io::Error),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+}
+
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Open the stores and storage, load the secrets, seed the built-ins.
+pub async fn build(config: Config) -> Result<AppState, StartupError> {
+    let data_dir = config.data_dir.display().to_string();
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartupError::DataDir(data_dir.clone(), e))?;
+    let root = config.storage_root();
+    let storage =
+        Storage::open(&root).map_err(|e| StartupError::Storage(root.display().to_string(), e))?;
+    let (secrets, generated) = Secrets::load(
+        &config.data_dir,
+        config.root_secret.as_deref(),
+        config.node_secret.as_deref(),
+    )
+    .map_err(|e| StartupError::DataDir(data_dir.clone(), e))?;
+    if generated {
+        // Printed once, on the terminal only (never logged): it is kept in the data dir.
+        println!(
+            "OSCIED root secret (generated, kept in {}/root_secret): {}",
+            data_dir, secrets.root
+        );
+    }
+    let store: Arc<dyn Store> = match &config.mongodb_uri {
+        Some(uri) => Arc::new(MongoStore::connect(uri).await?),
+        None => Arc::new(SqliteStore::open(&config.data_dir.join("oscied.db"))?),
+    };
+    let seeded = seed_builtins(store.as_ref()).await?;
+    if seeded > 0 {
+        tracing::info!(seeded, "built-in profiles seeded");
+    }
+    Ok(AppState {
+        store,
+        storage,
+        secrets: Arc::new(secrets),
+        config: Arc::new(config),
+        verified: Arc::new(VerifiedCache::default()),
+    })
+}
+
+pub fn app(state: AppState) -> axum::Router {
+    crate::http::router(state)
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            axum::response::IntoResponse::into_response(ApiError::internal(
+                "the server hit a bug; it has been logged",
+            ))
+        }))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// A running orchestra: its address and the task serving it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Build and start serving in the background (tests embed the orchestra this way).
+pub async fn spawn(config: Config) -> Result<Running, StartupError> {
+    let listen = config.listen;
+    let state = build(config).await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartupError::Listen(listen, e))?;
+    let addr = listener.local_addr().map_err(|e| StartupError::Listen(listen, e))?;
+    let app = app(state.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+    Ok(Running { addr, state, server })
+}
+
+/// Serve until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let running = spawn(config).await?;
+    tracing::info!(
+        addr = %running.addr,
+        store = running.state.store.kind(),
+        storage = %running.state.storage.root().display(),
+        "orchestra listening on http://{}/api/v1",
+        running.addr
+    );
+    running.server.await??;
+    tracing::info!("orchestra stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,205 @@
+//! The shared storage tree (DESIGN.md §7): `uploads/`, `medias/<id>/<filename>`, `tmp/`.
+//!
+//! The store keeps paths relative to the root. Names from clients are checked here, and every
+//! path a client names is resolved and checked to stay inside its area.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+#[derive(Debug, Clone)]
+pub struct Storage {
+    root: PathBuf,
+}
+
+impl Storage {
+    /// Create the tree under `root` if needed.
+    pub fn open(root: &Path) -> io::Result<Storage> {
+        for area in ["uploads", "medias", "tmp"] {
+            std::fs::create_dir_all(root.join(area))?;
+        }
+        Ok(Storage {
+            root: root.canonicalize()?,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn media_dir(&self, id: Uuid) -> PathBuf {
+        self.root.join("medias").join(id.to_string())
+    }
+
+    /// The storage-relative uri of a media's main file.
+    pub fn media_uri(id: Uuid, filename: &str) -> String {
+        format!("medias/{id}/{filename}")
+    }
+
+    /// The absolute path of a storage-relative uri the orchestra wrote itself.
+    pub fn path_of(&self, uri: &str) -> PathBuf {
+        self.root.join(uri)
+    }
+
+    /// A fresh scratch path for an upload in progress, under `tmp/`.
+    pub fn scratch_path(&self) -> PathBuf {
+        self.root.join("tmp").join(format!("upload-{}", Uuid::new_v4()))
+    }
+
+    /// Resolve a client's `uploads/...` uri to a regular file inside `uploads/`.
+    pub fn resolve_upload(&self, uri: &str) -> Result<PathBuf, ApiError> {
+        let relative = Path::new(uri);
+        let escapes = relative.components().any(|c| !matches!(c, Component::Normal(_)));
+        if uri.contains('\0') || escapes || !relative.starts_with("uploads") {
+            return Err(ApiError::invalid(format!(
+                "uri must be a relative path under uploads/ (got {uri:?})"
+            )));
+        }
+        let uploads = self.root.join("uploads");
+        let path = self.root.join(relative);
+        // Symlinks could still point elsewhere: compare the real paths.
+        let real = path.canonicalize().map_err(|_| {
+            ApiError::invalid(format!("uri {uri:?}: no such file under uploads/"))
+        })?;
+        if !real.starts_with(&uploads) || !real.is_file() {
+            return Err(ApiError::invalid(format!(
+                "uri {uri:?} must name a regular file inside uploads/"
+            )));
+        }
+        Ok(real)
+    }
+
+    /// Move a file in as the main file of a new media dir; returns the dir's size in bytes.
+    pub async fn adopt(&self, from: &Path, id: Uuid, filename: &str) -> io::Result<u64> {
+        let dir = self.media_dir(id);
+        tokio::fs::create_dir_all(&dir).await?;
+        let target = dir.join(filename);
+        if let Err(e) = tokio::fs::rename(from, &target).await {
+            // Another filesystem (uploads/ on its own mount): copy, then remove the source.
+            if e.kind() != io::ErrorKind::CrossesDevices {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                return Err(e);
+            }
+            if let Err(e) = tokio::fs::copy(from, &target).await {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                return Err(e);
+            }
+            tokio::fs::remove_file(from).await?;
+        }
+        dir_size(&dir).await
+    }
+
+    /// Remove a media's directory; a missing one is fine.
+    pub async fn remove_media(&self, id: Uuid) -> io::Result<()> {
+        match tokio::fs::remove_dir_all(self.media_dir(id)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Total bytes of the regular files below `dir`.
+pub async fn dir_size(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let mut entries = tokio::fs::read_dir(&dir).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let kind = entry.file_type().await?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                total += entry.metadata().await?.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// A client-given filename must be one plain path component.
+pub fn check_filename(name: &str) -> Result<(), ApiError> {
+    let problem = if name.trim().is_empty() {
+        Some("must not be empty")
+    } else if name.len() > 255 {
+        Some("must be at most 255 bytes")
+    } else if name.contains('/') || name.contains('\\') {
+        Some("must not contain / or \\")
+    } else if name.contains("..") {
+        Some("must not contain ..")
+    } else if name.chars().any(char::is_control) {
+        Some("must not contain NUL or control characters")
+    } else if name == "." {
+        Some("must not be .")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ApiError::invalid(format!("filename {name:?} {problem}"))),
+        None => Ok(()),
+    }
+}
+
+/// Removes a scratch file or dir when dropped, unless disarmed: a failed upload leaves nothing.
+pub struct Scratch {
+    path: Option<PathBuf>,
+}
+
+impl Scratch {
+    pub fn new(path: PathBuf) -> Scratch {
+        Scratch { path: Some(path) }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    pub fn disarm(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames() {
+        assert!(check_filename("clip.mp4").is_ok());
+        assert!(check_filename("Émission du soir (v2).mov").is_ok());
+        for bad in ["", " ", "..", "../x.mp4", "a/b.mp4", "a\\b", "a\0b", "a\nb", "a\u{7f}", "."] {
+            assert!(check_filename(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn upload_uris_stay_in_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        std::fs::write(storage.root().join("uploads/a.mp4"), b"x").unwrap();
+        std::fs::write(storage.root().join("tmp/secret"), b"x").unwrap();
+        assert!(storage.resolve_upload("uploads/a.mp4").is_ok());
+        for bad in [
+            "/etc/passwd",
+            "uploads/../tmp/secret",
+            "tmp/secret",
+            "uploads/missing.mp4",
+            "uploads",
+            "./uploads/a.mp4",
+        ] {
+            assert!(storage.resolve_upload(bad).is_err(), "{bad}");
+        }
+        std::os::unix::fs::symlink("/etc/passwd", storage.root().join("uploads/link")).unwrap();
+        assert!(storage.resolve_upload("uploads/link").is_err());
+    }
+}

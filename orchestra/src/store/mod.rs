@@ -1,0 +1,68 @@
+//! The orchestra's persistence: one [`Store`] trait, an embedded SQLite implementation for
+//! standalone mode and a MongoDB one for clusters. Both pass the contract suite in
+//! `orchestra/tests/store_contract.rs`.
+
+mod mongo;
+mod sqlite;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::models::{
+    ListOptions, Media, MediaFilter, Page, ProfileFilter, Token, TransformProfile, User,
+    UserFilter, UserRecord,
+};
+
+pub use mongo::MongoStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique field is taken; the string names the field (`mail`, `title`).
+    #[error("{0} is already taken")]
+    Conflict(&'static str),
+    /// The database cannot be reached or refused the operation.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored document does not decode: a bug or a foreign writer.
+    #[error("store data error: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Every call is one round trip; replacing a record is whole-record (`update_*` returns false
+/// when the record is gone).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `mongodb`.
+    fn kind(&self) -> &'static str;
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>>;
+    /// Mail lookup is case-insensitive.
+    async fn user_by_mail(&self, mail: &str) -> StoreResult<Option<UserRecord>>;
+    async fn list_users(&self, filter: &UserFilter, opts: &ListOptions) -> StoreResult<Page<User>>;
+    async fn update_user(&self, user: &UserRecord) -> StoreResult<bool>;
+    async fn delete_user(&self, id: Uuid) -> StoreResult<bool>;
+
+    async fn create_media(&self, media: &Media) -> StoreResult<()>;
+    async fn get_media(&self, id: Uuid) -> StoreResult<Option<Media>>;
+    async fn list_medias(&self, filter: &MediaFilter, opts: &ListOptions)
+    -> StoreResult<Page<Media>>;
+    async fn update_media(&self, media: &Media) -> StoreResult<bool>;
+
+    async fn create_profile(&self, profile: &TransformProfile) -> StoreResult<()>;
+    async fn get_profile(&self, id: Uuid) -> StoreResult<Option<TransformProfile>>;
+    async fn list_profiles(
+        &self,
+        filter: &ProfileFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<TransformProfile>>;
+    async fn update_profile(&self, profile: &TransformProfile) -> StoreResult<bool>;
+    async fn delete_profile(&self, id: Uuid) -> StoreResult<bool>;
+
+    async fn create_token(&self, token: &Token) -> StoreResult<()>;
+    async fn get_token(&self, hash: &str) -> StoreResult<Option<Token>>;
+}

@@ -1,0 +1,515 @@
+//! The cluster store: MongoDB through the `mongodb` crate (tests run it on NX-27017).
+//!
+//! One collection per record kind: `users`, `medias`, `profiles`, `tokens`. A document is the
+//! record's API JSON with `id` renamed `_id` (the UUID as a string; a token's `_id` is its
+//! hash). Users also carry `mail_key` (the lowercased mail, unique) and `secret_hash`.
+//!
+//! Models go through `serde_json::Value`, never through bson's own serializer: that one is
+//! not human-readable, so it would store UUIDs as binary and interpret extended-JSON keys
+//! (`$oid`, `$date`...) inside free metadata. The conversion here is literal both ways:
+//! JSON integers become Int32/Int64 (above `i64::MAX`, a Double), floats become Doubles.
+//!
+//! Portable queries only (they run on MongoDB and on NX-27017): `$regex` as a string with
+//! `$options: "i"` (not a BSON regex value, which NX-27017 rejects), `$in`, `$or`, sorts on
+//! dotted paths with `_id` as the tiebreaker, and `count_documents` for totals.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, IndexModel};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{Store, StoreError, StoreResult};
+use crate::models::{
+    ListOptions, Media, MediaFilter, Page, ProfileFilter, Token, TransformProfile, User,
+    UserFilter, UserRecord,
+};
+
+/// The database when the URI names none.
+const DEFAULT_DATABASE: &str = "oscied";
+/// How long to look for a server before answering Unavailable, unless the URI says
+/// otherwise (`serverSelectionTimeoutMS`, `connectTimeoutMS`). The driver's 30 s would
+/// hang every request while the database is down.
+const SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// MongoDB's duplicate key error code.
+const DUPLICATE_KEY: i32 = 11000;
+
+#[derive(Clone)]
+pub struct MongoStore {
+    client: Client,
+    users: Collection<Document>,
+    medias: Collection<Document>,
+    profiles: Collection<Document>,
+    tokens: Collection<Document>,
+}
+
+impl MongoStore {
+    /// Connect to `uri` (database: the URI's default database, else `oscied`) and create
+    /// the indexes. Fails with Unavailable when no server answers within the selection
+    /// timeout.
+    pub async fn connect(uri: &str) -> StoreResult<MongoStore> {
+        let mut options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("invalid MongoDB URI: {e}")))?;
+        options.server_selection_timeout.get_or_insert(SELECTION_TIMEOUT);
+        options.connect_timeout.get_or_insert(SELECTION_TIMEOUT);
+        options
+            .app_name
+            .get_or_insert_with(|| "oscied-orchestra".to_owned());
+        let database = options
+            .default_database
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+        let client = Client::with_options(options).map_err(unavailable)?;
+        let db = client.database(&database);
+        let store = MongoStore {
+            users: db.collection("users"),
+            medias: db.collection("medias"),
+            profiles: db.collection("profiles"),
+            tokens: db.collection("tokens"),
+            client,
+        };
+        store.create_indexes().await?;
+        Ok(store)
+    }
+
+    /// Idempotent: MongoDB accepts re-creating an index with the same keys and options.
+    async fn create_indexes(&self) -> StoreResult<()> {
+        self.users
+            .create_index(unique_index(doc! { "mail_key": 1 }, "mail_key_unique"))
+            .await
+            .map_err(unavailable)?;
+        self.profiles
+            .create_index(unique_index(doc! { "title": 1 }, "title_unique"))
+            .await
+            .map_err(unavailable)?;
+        let media_keys = [
+            doc! { "user_id": 1 },
+            doc! { "status": 1 },
+            doc! { "parent_id": 1 },
+            doc! { "created_at": 1 },
+        ];
+        for keys in media_keys {
+            self.medias
+                .create_index(IndexModel::builder().keys(keys).build())
+                .await
+                .map_err(unavailable)?;
+        }
+        // Tokens are found by `_id` (their hash), which is always indexed.
+        Ok(())
+    }
+
+    /// One page of `coll` matching `filter`, plus the total of all pages.
+    async fn list<T: DeserializeOwned>(
+        &self,
+        coll: &Collection<Document>,
+        filter: Document,
+        opts: &ListOptions,
+        id_field: &str,
+    ) -> StoreResult<Page<T>> {
+        let total = coll
+            .count_documents(filter.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut items = Vec::new();
+        // A zero limit is an empty page (as SQL's LIMIT 0), not MongoDB's "no limit".
+        if opts.limit > 0 {
+            let direction = if opts.descending { -1 } else { 1 };
+            let path = if opts.sort == "id" { "_id" } else { opts.sort };
+            let mut sort = Document::new();
+            sort.insert(path, direction);
+            sort.insert("_id", direction);
+            let mut cursor = coll
+                .find(filter)
+                .sort(sort)
+                .skip(opts.skip)
+                .limit(i64::try_from(opts.limit).unwrap_or(i64::MAX))
+                .await
+                .map_err(unavailable)?;
+            while let Some(doc) = cursor.try_next().await.map_err(unavailable)? {
+                items.push(from_doc(doc, id_field)?);
+            }
+        }
+        Ok(Page { items, total })
+    }
+
+    async fn get<T: DeserializeOwned>(
+        coll: &Collection<Document>,
+        id: &str,
+        id_field: &str,
+    ) -> StoreResult<Option<T>> {
+        coll.find_one(doc! { "_id": id })
+            .await
+            .map_err(unavailable)?
+            .map(|doc| from_doc(doc, id_field))
+            .transpose()
+    }
+
+    /// Replace the whole document `_id`; false when it is gone.
+    async fn replace(
+        coll: &Collection<Document>,
+        doc: Document,
+        unique: &'static str,
+    ) -> StoreResult<bool> {
+        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        let result = coll
+            .replace_one(doc! { "_id": id }, doc)
+            .await
+            .map_err(|e| write_error(e, unique))?;
+        Ok(result.matched_count > 0)
+    }
+
+    async fn delete(coll: &Collection<Document>, id: &str) -> StoreResult<bool> {
+        let result = coll
+            .delete_one(doc! { "_id": id })
+            .await
+            .map_err(unavailable)?;
+        Ok(result.deleted_count > 0)
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    fn kind(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.client
+            .database("admin")
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()> {
+        self.users
+            .insert_one(user_doc(user)?)
+            .await
+            .map_err(|e| write_error(e, "mail"))?;
+        Ok(())
+    }
+
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        self.users
+            .find_one(doc! { "_id": id.to_string() })
+            .await
+            .map_err(unavailable)?
+            .map(user_record)
+            .transpose()
+    }
+
+    async fn user_by_mail(&self, mail: &str) -> StoreResult<Option<UserRecord>> {
+        self.users
+            .find_one(doc! { "mail_key": mail.to_lowercase() })
+            .await
+            .map_err(unavailable)?
+            .map(user_record)
+            .transpose()
+    }
+
+    async fn list_users(&self, filter: &UserFilter, opts: &ListOptions) -> StoreResult<Page<User>> {
+        let mut query = Document::new();
+        if let Some(id) = filter.id {
+            query.insert("_id", id.to_string());
+        }
+        if let Some(q) = non_empty(&filter.q) {
+            query.insert(
+                "$or",
+                vec![
+                    Bson::Document(doc! { "mail": contains(q) }),
+                    Bson::Document(doc! { "name": contains(q) }),
+                ],
+            );
+        }
+        self.list(&self.users, query, opts, "id").await
+    }
+
+    async fn update_user(&self, user: &UserRecord) -> StoreResult<bool> {
+        Self::replace(&self.users, user_doc(user)?, "mail").await
+    }
+
+    async fn delete_user(&self, id: Uuid) -> StoreResult<bool> {
+        Self::delete(&self.users, &id.to_string()).await
+    }
+
+    async fn create_media(&self, media: &Media) -> StoreResult<()> {
+        self.medias
+            .insert_one(to_doc(media, "id")?)
+            .await
+            .map_err(|e| write_error(e, "id"))?;
+        Ok(())
+    }
+
+    async fn get_media(&self, id: Uuid) -> StoreResult<Option<Media>> {
+        Self::get(&self.medias, &id.to_string(), "id").await
+    }
+
+    async fn list_medias(
+        &self,
+        filter: &MediaFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<Media>> {
+        let mut query = Document::new();
+        if let Some(user_id) = filter.user_id {
+            query.insert("user_id", user_id.to_string());
+        }
+        if let Some(parent_id) = filter.parent_id {
+            query.insert("parent_id", parent_id.to_string());
+        }
+        // No statuses: any status.
+        if !filter.statuses.is_empty() {
+            let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+            query.insert("status", doc! { "$in": statuses });
+        }
+        if let Some(q) = non_empty(&filter.q) {
+            query.insert("metadata.title", contains(q));
+        }
+        self.list(&self.medias, query, opts, "id").await
+    }
+
+    async fn update_media(&self, media: &Media) -> StoreResult<bool> {
+        Self::replace(&self.medias, to_doc(media, "id")?, "id").await
+    }
+
+    async fn create_profile(&self, profile: &TransformProfile) -> StoreResult<()> {
+        self.profiles
+            .insert_one(to_doc(profile, "id")?)
+            .await
+            .map_err(|e| write_error(e, "title"))?;
+        Ok(())
+    }
+
+    async fn get_profile(&self, id: Uuid) -> StoreResult<Option<TransformProfile>> {
+        Self::get(&self.profiles, &id.to_string(), "id").await
+    }
+
+    async fn list_profiles(
+        &self,
+        filter: &ProfileFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<TransformProfile>> {
+        let mut query = Document::new();
+        if let Some(encoder) = filter.encoder_name {
+            query.insert("encoder_name", encoder.as_str());
+        }
+        if let Some(user_id) = filter.user_id {
+            query.insert("user_id", user_id.to_string());
+        }
+        if let Some(q) = non_empty(&filter.q) {
+            query.insert("title", contains(q));
+        }
+        self.list(&self.profiles, query, opts, "id").await
+    }
+
+    async fn update_profile(&self, profile: &TransformProfile) -> StoreResult<bool> {
+        Self::replace(&self.profiles, to_doc(profile, "id")?, "title").await
+    }
+
+    async fn delete_profile(&self, id: Uuid) -> StoreResult<bool> {
+        Self::delete(&self.profiles, &id.to_string()).await
+    }
+
+    async fn create_token(&self, token: &Token) -> StoreResult<()> {
+        self.tokens
+            .insert_one(to_doc(token, "hash")?)
+            .await
+            .map_err(|e| write_error(e, "hash"))?;
+        Ok(())
+    }
+
+    async fn get_token(&self, hash: &str) -> StoreResult<Option<Token>> {
+        Self::get(&self.tokens, hash, "hash").await
+    }
+}
+
+fn unique_index(keys: Document, name: &str) -> IndexModel {
+    IndexModel::builder()
+        .keys(keys)
+        .options(
+            IndexOptions::builder()
+                .unique(true)
+                .name(name.to_owned())
+                .build(),
+        )
+        .build()
+}
+
+fn non_empty(q: &Option<String>) -> Option<&str> {
+    q.as_deref().filter(|q| !q.is_empty())
+}
+
+/// A case-insensitive "contains `text`" condition, `text` taken literally.
+fn contains(text: &str) -> Document {
+    doc! { "$regex": escape_regex(text), "$options": "i" }
+}
+
+/// Escape the regex metacharacters of PCRE (MongoDB) and Python's `re` (NX-27017) alike.
+/// Only ASCII punctuation is escaped: both engines read `\` + punctuation as the literal
+/// character, while `\` + a letter or digit may mean something else.
+fn escape_regex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\\' | '^' | '$' | '.' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}' | '-'
+                | '#' | '/'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn user_doc(user: &UserRecord) -> StoreResult<Document> {
+    let mut doc = to_doc(&user.user, "id")?;
+    doc.insert("mail_key", user.user.mail.to_lowercase());
+    doc.insert("secret_hash", user.secret_hash.clone());
+    Ok(doc)
+}
+
+fn user_record(mut doc: Document) -> StoreResult<UserRecord> {
+    doc.remove("mail_key");
+    let secret_hash = match doc.remove("secret_hash") {
+        Some(Bson::String(hash)) => hash,
+        _ => return Err(StoreError::Corrupt("a user without secret_hash".to_owned())),
+    };
+    Ok(UserRecord {
+        user: from_doc(doc, "id")?,
+        secret_hash,
+    })
+}
+
+/// A model as a document: its JSON, with `id_field` renamed `_id` (and put first).
+fn to_doc<T: Serialize>(model: &T, id_field: &str) -> StoreResult<Document> {
+    let value = serde_json::to_value(model).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let Value::Object(mut map) = value else {
+        return Err(StoreError::Corrupt("a record is not a JSON object".to_owned()));
+    };
+    let mut doc = Document::new();
+    if let Some(id) = map.remove(id_field) {
+        doc.insert("_id", json_to_bson(id));
+    }
+    for (key, value) in map {
+        doc.insert(key, json_to_bson(value));
+    }
+    Ok(doc)
+}
+
+/// The reverse of [`to_doc`].
+fn from_doc<T: DeserializeOwned>(mut doc: Document, id_field: &str) -> StoreResult<T> {
+    let id = doc.remove("_id");
+    let mut map = Map::new();
+    if let Some(id) = id {
+        map.insert(id_field.to_owned(), bson_to_json(id));
+    }
+    for (key, value) in doc {
+        map.insert(key, bson_to_json(value));
+    }
+    let id = map.get(id_field).cloned().unwrap_or(Value::Null);
+    serde_json::from_value(Value::Object(map))
+        .map_err(|e| StoreError::Corrupt(format!("document {id}: {e}")))
+}
+
+fn json_to_bson(value: Value) -> Bson {
+    match value {
+        Value::Null => Bson::Null,
+        Value::Bool(b) => Bson::Boolean(b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                match i32::try_from(i) {
+                    Ok(i) => Bson::Int32(i),
+                    Err(_) => Bson::Int64(i),
+                }
+            } else {
+                // A float, or an integer above i64::MAX (BSON has no u64): a double.
+                Bson::Double(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => Bson::String(s),
+        Value::Array(a) => Bson::Array(a.into_iter().map(json_to_bson).collect()),
+        Value::Object(o) => Bson::Document(
+            o.into_iter()
+                .map(|(k, v)| (k, json_to_bson(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn bson_to_json(value: Bson) -> Value {
+    match value {
+        Bson::Null | Bson::Undefined => Value::Null,
+        Bson::Boolean(b) => Value::Bool(b),
+        Bson::Int32(i) => Value::from(i),
+        Bson::Int64(i) => Value::from(i),
+        Bson::Double(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+        Bson::String(s) => Value::String(s),
+        Bson::Array(a) => Value::Array(a.into_iter().map(bson_to_json).collect()),
+        Bson::Document(d) => Value::Object(d.into_iter().map(|(k, v)| (k, bson_to_json(v))).collect()),
+        // Not written by this store; keep what a foreign writer put there readable.
+        other => other.into_relaxed_extjson(),
+    }
+}
+
+fn unavailable(e: MongoError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// A duplicate key is a Conflict on `unique` when the message names that key's index
+/// (MongoDB: `index: mail_key_unique dup key: ...`; NX-27017: `index 'idx_users_mail_key'`),
+/// else on `id` (a duplicate `_id`).
+fn write_error(e: MongoError, unique: &'static str) -> StoreError {
+    let duplicate = match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY => {
+            Some(w.message.clone())
+        }
+        ErrorKind::Command(c) if c.code == DUPLICATE_KEY => Some(c.message.clone()),
+        _ => None,
+    };
+    match duplicate {
+        Some(message) => {
+            let index_key = match unique {
+                "mail" => "mail_key",
+                other => other,
+            };
+            if message.contains(index_key) {
+                StoreError::Conflict(unique)
+            } else {
+                StoreError::Conflict("id")
+            }
+        }
+        None => unavailable(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trips_through_bson() {
+        let value = serde_json::json!({
+            "a": 1, "b": -5_000_000_000i64, "c": 2.5, "d": 1.0, "e": null, "f": [true, "x", {}],
+            "g": {"$oid": "not an id", "$date": 3}, "h": u64::MAX,
+        });
+        let back = bson_to_json(json_to_bson(value.clone()));
+        let mut expected = value;
+        expected["h"] = serde_json::json!(u64::MAX as f64);
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn escapes_metacharacters() {
+        assert_eq!(escape_regex("a.b*(c)"), r"a\.b\*\(c\)");
+        assert_eq!(escape_regex(r"\d$^é"), r"\\d\$\^é");
+    }
+}

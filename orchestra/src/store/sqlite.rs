@@ -1,0 +1,450 @@
+//! The embedded store of standalone mode: one SQLite file in the data dir.
+//!
+//! Each record is a JSON document in a `doc` column (the same JSON the API answers), with the
+//! unique keys in real columns so SQLite enforces them. Queries filter and sort with
+//! `json_extract`, so a new field needs no migration. rusqlite is synchronous: calls run on
+//! the blocking pool behind one connection (SQLite serialises writers anyway).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter, types::Value};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::{Store, StoreError, StoreResult};
+use crate::models::{
+    ListOptions, Media, MediaFilter, Page, ProfileFilter, Token, TransformProfile, User,
+    UserFilter, UserRecord,
+};
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA foreign_keys = ON;
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    mail_key TEXT NOT NULL UNIQUE,
+    secret_hash TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS medias (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS medias_user ON medias (json_extract(doc, '$.user_id'));
+CREATE INDEX IF NOT EXISTS medias_status ON medias (json_extract(doc, '$.status'));
+CREATE INDEX IF NOT EXISTS medias_parent ON medias (json_extract(doc, '$.parent_id'));
+CREATE INDEX IF NOT EXISTS medias_created ON medias (json_extract(doc, '$.created_at'));
+CREATE TABLE IF NOT EXISTS profiles (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL UNIQUE,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, doc TEXT NOT NULL);
+";
+
+impl SqliteStore {
+    /// Open (or create) the database file and its schema.
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        let conn = Connection::open(path).map_err(unavailable)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(unavailable)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Run `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("sqlite connection poisoned".into()))?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("sqlite task: {e}")))?
+    }
+
+    async fn get_doc<T: DeserializeOwned + Send + 'static>(
+        &self,
+        table: &'static str,
+        key: &'static str,
+        id: String,
+    ) -> StoreResult<Option<T>> {
+        self.with(move |c| {
+            let doc: Option<String> = c
+                .query_row(
+                    &format!("SELECT doc FROM {table} WHERE {key} = ?1"),
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            doc.map(|d| decode(&d)).transpose()
+        })
+        .await
+    }
+
+    async fn put_doc<T: Serialize>(
+        &self,
+        sql: &'static str,
+        values: Vec<Value>,
+        doc: &T,
+        unique: &'static str,
+    ) -> StoreResult<usize> {
+        let mut values = values;
+        values.push(Value::Text(encode(doc)?));
+        self.with(move |c| {
+            c.execute(sql, params_from_iter(values))
+                .map_err(|e| conflict_or(e, unique))
+        })
+        .await
+    }
+
+    async fn delete(&self, table: &'static str, id: Uuid) -> StoreResult<bool> {
+        self.with(move |c| {
+            c.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id.to_string()])
+                .map(|n| n > 0)
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    /// One page of `table` where all of `clauses` hold, with the total.
+    async fn list<T: DeserializeOwned + Send + 'static>(
+        &self,
+        table: &'static str,
+        where_: Where,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<T>> {
+        let path = json_path(opts.sort)?;
+        let order = if opts.descending { "DESC" } else { "ASC" };
+        let limit = i64::try_from(opts.limit).unwrap_or(i64::MAX);
+        let skip = i64::try_from(opts.skip).unwrap_or(i64::MAX);
+        self.with(move |c| {
+            let cond = where_.sql();
+            let total: i64 = c
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM {table} {cond}"),
+                    params_from_iter(where_.values.iter()),
+                    |r| r.get(0),
+                )
+                .map_err(unavailable)?;
+            let sql = format!(
+                "SELECT doc FROM {table} {cond} ORDER BY json_extract(doc, '{path}') {order}, id {order} LIMIT {limit} OFFSET {skip}"
+            );
+            let mut stmt = c.prepare(&sql).map_err(unavailable)?;
+            let docs = stmt
+                .query_map(params_from_iter(where_.values.iter()), |r| r.get::<_, String>(0))
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            let items = docs.iter().map(|d| decode(d)).collect::<StoreResult<_>>()?;
+            Ok(Page {
+                items,
+                total: u64::try_from(total).unwrap_or(0),
+            })
+        })
+        .await
+    }
+}
+
+/// A conjunction of SQL conditions with their bound values.
+#[derive(Default)]
+struct Where {
+    clauses: Vec<String>,
+    values: Vec<Value>,
+}
+
+impl Where {
+    fn eq(&mut self, path: &str, value: impl ToString) {
+        self.values.push(Value::Text(value.to_string()));
+        self.clauses
+            .push(format!("json_extract(doc, '$.{path}') = ?{}", self.values.len()));
+    }
+
+    /// Case-insensitive substring of any of `paths`; `instr` takes the text literally.
+    fn contains(&mut self, paths: &[&str], needle: &str) {
+        self.values.push(Value::Text(needle.to_lowercase()));
+        let n = self.values.len();
+        let any = paths
+            .iter()
+            .map(|p| format!("instr(lower(COALESCE(json_extract(doc, '$.{p}'), '')), ?{n}) > 0"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        self.clauses.push(format!("({any})"));
+    }
+
+    fn any_of(&mut self, path: &str, values: impl IntoIterator<Item = String>) {
+        let start = self.values.len();
+        self.values.extend(values.into_iter().map(Value::Text));
+        let marks = (start + 1..=self.values.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.clauses
+            .push(format!("json_extract(doc, '$.{path}') IN ({marks})"));
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+/// A sort path from an allow-list, checked anyway since it is spliced into SQL.
+fn json_path(path: &str) -> StoreResult<String> {
+    if path
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+    {
+        Ok(format!("$.{path}"))
+    } else {
+        Err(StoreError::Corrupt(format!("bad sort path {path}")))
+    }
+}
+
+fn encode<T: Serialize>(doc: &T) -> StoreResult<String> {
+    serde_json::to_string(doc).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(doc: &str) -> StoreResult<T> {
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn conflict_or(e: rusqlite::Error, unique: &'static str) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => StoreError::Conflict(unique),
+        _ => unavailable(e),
+    }
+}
+
+fn user_values(user: &UserRecord) -> Vec<Value> {
+    vec![
+        Value::Text(user.user.id.to_string()),
+        Value::Text(user.user.mail.to_lowercase()),
+        Value::Text(user.secret_hash.clone()),
+    ]
+}
+
+fn user_from_row(doc: &str, secret_hash: String) -> StoreResult<UserRecord> {
+    Ok(UserRecord {
+        user: decode(doc)?,
+        secret_hash,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.with(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> StoreResult<()> {
+        self.put_doc(
+            "INSERT INTO users (id, mail_key, secret_hash, doc) VALUES (?1, ?2, ?3, ?4)",
+            user_values(user),
+            &user.user,
+            "mail",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        self.user_where("id", id.to_string()).await
+    }
+
+    async fn user_by_mail(&self, mail: &str) -> StoreResult<Option<UserRecord>> {
+        self.user_where("mail_key", mail.to_lowercase()).await
+    }
+
+    async fn list_users(&self, filter: &UserFilter, opts: &ListOptions) -> StoreResult<Page<User>> {
+        let mut w = Where::default();
+        if let Some(q) = &filter.q {
+            w.contains(&["mail", "name"], q);
+        }
+        if let Some(id) = filter.id {
+            w.eq("id", id);
+        }
+        self.list("users", w, opts).await
+    }
+
+    async fn update_user(&self, user: &UserRecord) -> StoreResult<bool> {
+        let mut values = user_values(user);
+        values.rotate_left(1); // id goes last
+        self.put_doc(
+            "UPDATE users SET mail_key = ?1, secret_hash = ?2, doc = ?4 WHERE id = ?3",
+            values,
+            &user.user,
+            "mail",
+        )
+        .await
+        .map(|n| n > 0)
+    }
+
+    async fn delete_user(&self, id: Uuid) -> StoreResult<bool> {
+        self.delete("users", id).await
+    }
+
+    async fn create_media(&self, media: &Media) -> StoreResult<()> {
+        self.put_doc(
+            "INSERT INTO medias (id, doc) VALUES (?1, ?2)",
+            vec![Value::Text(media.id.to_string())],
+            media,
+            "id",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_media(&self, id: Uuid) -> StoreResult<Option<Media>> {
+        self.get_doc("medias", "id", id.to_string()).await
+    }
+
+    async fn list_medias(
+        &self,
+        filter: &MediaFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<Media>> {
+        let mut w = Where::default();
+        if let Some(user_id) = filter.user_id {
+            w.eq("user_id", user_id);
+        }
+        if let Some(parent_id) = filter.parent_id {
+            w.eq("parent_id", parent_id);
+        }
+        w.any_of(
+            "status",
+            filter.statuses.iter().map(|s| s.as_str().to_owned()),
+        );
+        if let Some(q) = &filter.q {
+            w.contains(&["metadata.title"], q);
+        }
+        self.list("medias", w, opts).await
+    }
+
+    async fn update_media(&self, media: &Media) -> StoreResult<bool> {
+        self.put_doc(
+            "UPDATE medias SET doc = ?2 WHERE id = ?1",
+            vec![Value::Text(media.id.to_string())],
+            media,
+            "id",
+        )
+        .await
+        .map(|n| n > 0)
+    }
+
+    async fn create_profile(&self, profile: &TransformProfile) -> StoreResult<()> {
+        self.put_doc(
+            "INSERT INTO profiles (id, title, doc) VALUES (?1, ?2, ?3)",
+            vec![
+                Value::Text(profile.id.to_string()),
+                Value::Text(profile.title.clone()),
+            ],
+            profile,
+            "title",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_profile(&self, id: Uuid) -> StoreResult<Option<TransformProfile>> {
+        self.get_doc("profiles", "id", id.to_string()).await
+    }
+
+    async fn list_profiles(
+        &self,
+        filter: &ProfileFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<TransformProfile>> {
+        let mut w = Where::default();
+        if let Some(q) = &filter.q {
+            w.contains(&["title"], q);
+        }
+        if let Some(encoder) = filter.encoder_name {
+            w.eq("encoder_name", encoder);
+        }
+        if let Some(user_id) = filter.user_id {
+            w.eq("user_id", user_id);
+        }
+        self.list("profiles", w, opts).await
+    }
+
+    async fn update_profile(&self, profile: &TransformProfile) -> StoreResult<bool> {
+        self.put_doc(
+            "UPDATE profiles SET title = ?2, doc = ?3 WHERE id = ?1",
+            vec![
+                Value::Text(profile.id.to_string()),
+                Value::Text(profile.title.clone()),
+            ],
+            profile,
+            "title",
+        )
+        .await
+        .map(|n| n > 0)
+    }
+
+    async fn delete_profile(&self, id: Uuid) -> StoreResult<bool> {
+        self.delete("profiles", id).await
+    }
+
+    async fn create_token(&self, token: &Token) -> StoreResult<()> {
+        self.put_doc(
+            "INSERT INTO tokens (hash, doc) VALUES (?1, ?2)",
+            vec![Value::Text(token.hash.clone())],
+            token,
+            "token",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_token(&self, hash: &str) -> StoreResult<Option<Token>> {
+        self.get_doc("tokens", "hash", hash.to_owned()).await
+    }
+}
+
+impl SqliteStore {
+    async fn user_where(&self, column: &'static str, value: String) -> StoreResult<Option<UserRecord>> {
+        self.with(move |c| {
+            let row: Option<(String, String)> = c
+                .query_row(
+                    &format!("SELECT doc, secret_hash FROM users WHERE {column} = ?1"),
+                    params![value],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            row.map(|(doc, hash)| user_from_row(&doc, hash)).transpose()
+        })
+        .await
+    }
+}
