@@ -45,24 +45,18 @@ impl Modify for SecuritySchemes {
 
 /// The whole application: `/api/v1/...`, JSON errors for unknown routes and methods.
 pub fn router(state: AppState) -> Router {
-    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api_routes())
-        .split_for_parts();
-    let openapi = std::sync::Arc::new(openapi);
-    api.route(
-        "/api/v1/openapi.json",
-        axum::routing::get(move || {
-            let openapi = openapi.clone();
-            async move { Json(openapi.as_ref().clone()) }
-        }),
-    )
-    .fallback(not_found)
+        .split_for_parts()
+        .0
+        .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     .with_state(state)
 }
 
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(openapi_json))
         .merge(health::routes())
         .merge(auth::routes())
         .merge(users::routes())
@@ -70,11 +64,24 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(profiles::routes())
 }
 
-/// The OpenAPI document, for tests and tooling.
+/// The OpenAPI document, generated from the routes and types above.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api_routes())
         .into_openapi()
+}
+
+static OPENAPI: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+
+/// This document: every route and schema of the API, OpenAPI 3.
+#[utoipa::path(get, path = "/openapi.json", tag = "health", security(()),
+    responses((status = 200, description = "the OpenAPI 3 document", content_type = "application/json")))]
+async fn openapi_json() -> Json<serde_json::Value> {
+    Json(
+        OPENAPI
+            .get_or_init(|| serde_json::to_value(openapi()).unwrap_or_default())
+            .clone(),
+    )
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -58,7 +58,9 @@ impl MongoStore {
         let mut options = ClientOptions::parse(uri)
             .await
             .map_err(|e| StoreError::Unavailable(format!("invalid MongoDB URI: {e}")))?;
-        options.server_selection_timeout.get_or_insert(SELECTION_TIMEOUT);
+        options
+            .server_selection_timeout
+            .get_or_insert(SELECTION_TIMEOUT);
         options.connect_timeout.get_or_insert(SELECTION_TIMEOUT);
         options
             .app_name
@@ -360,8 +362,22 @@ fn escape_regex(text: &str) -> String {
     for c in text.chars() {
         if matches!(
             c,
-            '\\' | '^' | '$' | '.' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}' | '-'
-                | '#' | '/'
+            '\\' | '^'
+                | '$'
+                | '.'
+                | '|'
+                | '?'
+                | '*'
+                | '+'
+                | '('
+                | ')'
+                | '['
+                | ']'
+                | '{'
+                | '}'
+                | '-'
+                | '#'
+                | '/'
         ) {
             out.push('\\');
         }
@@ -393,7 +409,9 @@ fn user_record(mut doc: Document) -> StoreResult<UserRecord> {
 fn to_doc<T: Serialize>(model: &T, id_field: &str) -> StoreResult<Document> {
     let value = serde_json::to_value(model).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let Value::Object(mut map) = value else {
-        return Err(StoreError::Corrupt("a record is not a JSON object".to_owned()));
+        return Err(StoreError::Corrupt(
+            "a record is not a JSON object".to_owned(),
+        ));
     };
     let mut doc = Document::new();
     if let Some(id) = map.remove(id_field) {
@@ -437,11 +455,9 @@ fn json_to_bson(value: Value) -> Bson {
         }
         Value::String(s) => Bson::String(s),
         Value::Array(a) => Bson::Array(a.into_iter().map(json_to_bson).collect()),
-        Value::Object(o) => Bson::Document(
-            o.into_iter()
-                .map(|(k, v)| (k, json_to_bson(v)))
-                .collect(),
-        ),
+        Value::Object(o) => {
+            Bson::Document(o.into_iter().map(|(k, v)| (k, json_to_bson(v))).collect())
+        }
     }
 }
 
@@ -454,7 +470,9 @@ fn bson_to_json(value: Bson) -> Value {
         Bson::Double(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
         Bson::String(s) => Value::String(s),
         Bson::Array(a) => Value::Array(a.into_iter().map(bson_to_json).collect()),
-        Bson::Document(d) => Value::Object(d.into_iter().map(|(k, v)| (k, bson_to_json(v))).collect()),
+        Bson::Document(d) => {
+            Value::Object(d.into_iter().map(|(k, v)| (k, bson_to_json(v))).collect())
+        }
         // Not written by this store; keep what a foreign writer put there readable.
         other => other.into_relaxed_extjson(),
     }

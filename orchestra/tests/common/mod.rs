@@ -1,0 +1,169 @@
+//! An orchestra served on a free loopback port, with a reqwest client and helpers.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use orchestra::config::Config;
+use orchestra::startup::{Running, spawn};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const ROOT_SECRET: &str = "root-secret-for-tests";
+
+pub struct App {
+    pub base: String,
+    pub running: Running,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+/// Who a request is sent as.
+#[derive(Clone, Copy)]
+pub enum As<'a> {
+    Nobody,
+    Root,
+    User(&'a str, &'a str),
+    Bearer(&'a str),
+}
+
+impl App {
+    pub async fn start() -> App {
+        App::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_data_dir(dir.path().join("data"));
+        config.root_secret = Some(ROOT_SECRET.into());
+        config.mongodb_uri = None;
+        config.storage_root = None;
+        tweak(&mut config);
+        let running = spawn(config).await.expect("orchestra starts");
+        App {
+            base: format!("http://{}/api/v1", running.addr),
+            running,
+            client: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    pub fn storage(&self) -> &Path {
+        self.running.state.storage.root()
+    }
+
+    pub fn req(&self, method: Method, path: &str, who: As) -> RequestBuilder {
+        let builder = self.client.request(method, format!("{}{}", self.base, path));
+        match who {
+            As::Nobody => builder,
+            As::Root => builder.basic_auth("root", Some(ROOT_SECRET)),
+            As::User(mail, secret) => builder.basic_auth(mail, Some(secret)),
+            As::Bearer(token) => builder.bearer_auth(token),
+        }
+    }
+
+    pub async fn get(&self, path: &str, who: As<'_>) -> (StatusCode, Value) {
+        read(self.req(Method::GET, path, who).send().await.unwrap()).await
+    }
+
+    pub async fn send_json(&self, method: Method, path: &str, who: As<'_>, body: Value) -> (StatusCode, Value) {
+        read(self.req(method, path, who).json(&body).send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, who: As<'_>, body: Value) -> (StatusCode, Value) {
+        self.send_json(Method::POST, path, who, body).await
+    }
+
+    pub async fn patch(&self, path: &str, who: As<'_>, body: Value) -> (StatusCode, Value) {
+        self.send_json(Method::PATCH, path, who, body).await
+    }
+
+    pub async fn delete(&self, path: &str, who: As<'_>) -> (StatusCode, Value) {
+        read(self.req(Method::DELETE, path, who).send().await.unwrap()).await
+    }
+
+    /// Create a user as root; returns its id.
+    pub async fn user(&self, mail: &str, secret: &str, admin: bool) -> String {
+        let (status, body) = self
+            .post(
+                "/users",
+                As::Root,
+                json!({"first_name": "Test", "last_name": mail, "mail": mail, "secret": secret, "admin_platform": admin}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn upload(&self, who: As<'_>, path: &Path, filename: &str, title: &str) -> (StatusCode, Value) {
+        let bytes = std::fs::read(path).unwrap();
+        let form = reqwest::multipart::Form::new().text("title", title.to_owned()).part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()),
+        );
+        read(self.req(Method::POST, "/medias", who).multipart(form).send().await.unwrap()).await
+    }
+
+    /// Files left anywhere under the storage root's tmp/ and medias/.
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![];
+        for area in ["tmp", "medias"] {
+            walk(&self.storage().join(area), &mut files);
+        }
+        files
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+}
+
+pub async fn read(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+    };
+    (status, value)
+}
+
+/// Assert an error answer: status, code, and words the message must contain.
+pub fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str, words: &str) {
+    let (got, body) = answer;
+    assert_eq!(*got, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.to_lowercase().contains(&words.to_lowercase()),
+        "message {message:?} should mention {words:?}"
+    );
+}
+
+/// A clip made with lavfi: `seconds` long, `width`x`height` at 25 fps with stereo audio.
+pub fn clip(dir: &Path, name: &str, seconds: u32, width: u32, height: u32) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc=size={width}x{height}:rate=25:duration={seconds}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=440:sample_rate=48000:duration={seconds}"))
+        .args(["-ac", "2", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-shortest"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg must be installed");
+    assert!(status.success());
+    path
+}

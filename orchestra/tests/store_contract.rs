@@ -1,0 +1,872 @@
+//! The store contract (DESIGN.md §2): one suite, written once over `&dyn Store`, run against
+//! the embedded SQLite store and against the MongoDB store on a real NX-27017 (§9).
+//!
+//! Every test gets fresh data: a new SQLite file, or a new NX-27017 server (with a fresh
+//! database). Sort keys are distinct within a test, so orders are exact.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use orchestra::models::{
+    ListOptions, Media, MediaFilter, MediaStatus, ProfileFilter, Token, TransformProfile, User,
+    UserFilter, UserRecord,
+};
+use orchestra::store::{Store, StoreError};
+use oscied_protocol::EncoderName;
+use oscied_protocol::probe::{Probe, ProbeFormat, ProbeStream};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+/// Generates, for each contract function, one test per store.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let store = orchestra::store::SqliteStore::open(&dir.path().join("oscied.db"))
+                        .expect("open the SQLite store");
+                    super::$name(&store).await;
+                }
+            )*
+        }
+
+        mod mongo {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let server = oscied_e2e::nx::NxServer::start();
+                    let store = orchestra::store::MongoStore::connect(&server.uri())
+                        .await
+                        .unwrap_or_else(|e| {
+                            panic!("connect to NX-27017: {e}\n{}", server.log_tail())
+                        });
+                    super::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    ping_and_kind,
+    user_crud,
+    user_mail_is_unique_case_insensitively,
+    user_list_q_paging_total,
+    media_crud_with_probe,
+    media_metadata_round_trips_exactly,
+    media_list_filters,
+    media_list_q_is_literal_and_case_insensitive,
+    media_list_sort_and_paging,
+    profile_crud_and_unique_title,
+    profile_list_filters,
+    token_create_get,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Builders.
+
+fn at(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0)
+        .single()
+        .expect("a valid date")
+        + Duration::minutes(minutes)
+        + Duration::microseconds(123_456)
+}
+
+fn opts(sort: &'static str, descending: bool, skip: u64, limit: u64) -> ListOptions {
+    ListOptions {
+        limit,
+        skip,
+        sort,
+        descending,
+    }
+}
+
+fn user(first: &str, last: &str, mail: &str, minute: i64) -> UserRecord {
+    let mut user = User {
+        id: Uuid::new_v4(),
+        first_name: first.to_owned(),
+        last_name: last.to_owned(),
+        mail: mail.to_owned(),
+        admin_platform: false,
+        name: String::new(),
+        created_at: at(minute),
+    };
+    user.compute_name();
+    UserRecord {
+        user,
+        secret_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$salt-{first}$hash-{last}"),
+    }
+}
+
+fn media(user_id: Uuid, title: &str, status: MediaStatus, minute: i64) -> Media {
+    let id = Uuid::new_v4();
+    let mut metadata = Map::new();
+    metadata.insert("title".to_owned(), json!(title));
+    Media {
+        id,
+        user_id,
+        parent_id: None,
+        filename: "clip.mp4".to_owned(),
+        uri: format!("medias/{id}/clip.mp4"),
+        public_uris: Default::default(),
+        metadata,
+        status,
+        size: 0,
+        duration: None,
+        probe: None,
+        created_at: at(minute),
+        updated_at: at(minute),
+    }
+}
+
+fn profile(
+    title: &str,
+    encoder_name: EncoderName,
+    user_id: Option<Uuid>,
+    minute: i64,
+) -> TransformProfile {
+    TransformProfile {
+        id: Uuid::new_v4(),
+        user_id,
+        title: title.to_owned(),
+        description: format!("{title} profile"),
+        encoder_name,
+        encoder_string: match encoder_name {
+            EncoderName::Copy => String::new(),
+            EncoderName::Ffmpeg => "-c:v libx264 -crf 23 -c:a aac -b:a 128k".to_owned(),
+        },
+        created_at: at(minute),
+    }
+}
+
+fn probe() -> Probe {
+    Probe {
+        format: ProbeFormat {
+            name: "mov,mp4,m4a,3gp,3g2,mj2".to_owned(),
+            long_name: Some("QuickTime / MOV".to_owned()),
+            duration: Some(10.04),
+            bit_rate: Some(1_234_567),
+            size: Some(1_549_393),
+        },
+        streams: vec![
+            ProbeStream {
+                index: 0,
+                codec_type: "video".to_owned(),
+                codec_name: Some("h264".to_owned()),
+                width: Some(1280),
+                height: Some(720),
+                frame_rate: Some(25.0),
+                bit_rate: Some(1_100_000),
+                channels: None,
+                sample_rate: None,
+                duration: Some(10.0),
+            },
+            ProbeStream {
+                index: 1,
+                codec_type: "audio".to_owned(),
+                codec_name: Some("aac".to_owned()),
+                width: None,
+                height: None,
+                frame_rate: None,
+                bit_rate: Some(128_000),
+                channels: Some(2),
+                sample_rate: Some(48_000),
+                duration: Some(10.026667),
+            },
+        ],
+    }
+}
+
+fn ids<T>(items: &[T], id: impl Fn(&T) -> Uuid) -> Vec<Uuid> {
+    items.iter().map(id).collect()
+}
+
+fn media_ids(items: &[Media]) -> Vec<Uuid> {
+    ids(items, |m| m.id)
+}
+
+fn all_statuses() -> Vec<MediaStatus> {
+    vec![
+        MediaStatus::Pending,
+        MediaStatus::Ready,
+        MediaStatus::Deleted,
+    ]
+}
+
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, field: &str) {
+    match result {
+        Err(StoreError::Conflict(f)) => assert_eq!(f, field, "conflict on the wrong field"),
+        other => panic!("expected Conflict({field:?}), got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The contract.
+
+async fn ping_and_kind(store: &dyn Store) {
+    store.ping().await.expect("ping");
+    assert!(
+        matches!(store.kind(), "sqlite" | "mongodb"),
+        "kind {}",
+        store.kind()
+    );
+}
+
+async fn user_crud(store: &dyn Store) {
+    let mut alice = user("Alice", "Liddell", "Alice.Liddell@Example.org", 0);
+    store.create_user(&alice).await.expect("create");
+
+    assert_eq!(
+        store.get_user(alice.user.id).await.expect("get"),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store
+            .user_by_mail("alice.liddell@example.org")
+            .await
+            .expect("by mail"),
+        Some(alice.clone()),
+        "mail lookup ignores case"
+    );
+    assert_eq!(
+        store
+            .user_by_mail("ALICE.LIDDELL@EXAMPLE.ORG")
+            .await
+            .expect("by mail"),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store
+            .user_by_mail("nobody@example.org")
+            .await
+            .expect("by mail"),
+        None
+    );
+    assert_eq!(
+        store.get_user(Uuid::new_v4()).await.expect("get missing"),
+        None
+    );
+
+    // Whole-record update, mail included.
+    alice.user.first_name = "Alicia".to_owned();
+    alice.user.mail = "alicia@example.net".to_owned();
+    alice.user.admin_platform = true;
+    alice.user.compute_name();
+    alice.secret_hash = "$argon2id$v=19$m=19456,t=2,p=1$other$hash".to_owned();
+    assert!(store.update_user(&alice).await.expect("update"));
+    assert_eq!(
+        store.get_user(alice.user.id).await.expect("get"),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store
+            .user_by_mail("Alice.Liddell@Example.org")
+            .await
+            .expect("old mail"),
+        None
+    );
+    assert_eq!(
+        store
+            .user_by_mail("ALICIA@example.net")
+            .await
+            .expect("new mail"),
+        Some(alice.clone())
+    );
+
+    let ghost = user("Ghost", "User", "ghost@example.org", 1);
+    assert!(!store.update_user(&ghost).await.expect("update missing"));
+    assert_eq!(store.get_user(ghost.user.id).await.expect("get"), None);
+
+    assert!(store.delete_user(alice.user.id).await.expect("delete"));
+    assert_eq!(
+        store.get_user(alice.user.id).await.expect("get deleted"),
+        None
+    );
+    assert_eq!(
+        store
+            .user_by_mail("alicia@example.net")
+            .await
+            .expect("by mail"),
+        None
+    );
+    assert!(
+        !store
+            .delete_user(alice.user.id)
+            .await
+            .expect("delete again")
+    );
+    assert!(
+        !store
+            .delete_user(Uuid::new_v4())
+            .await
+            .expect("delete missing")
+    );
+
+    // The mail is free again.
+    let again = user("Alicia", "Again", "Alicia@example.net", 2);
+    store
+        .create_user(&again)
+        .await
+        .expect("reuse a deleted user's mail");
+}
+
+async fn user_mail_is_unique_case_insensitively(store: &dyn Store) {
+    let bob = user("Bob", "Morane", "bob@example.org", 0);
+    store.create_user(&bob).await.expect("create");
+    for mail in ["bob@example.org", "BOB@example.org", "Bob@Example.Org"] {
+        let twin = user("Twin", "Bob", mail, 1);
+        assert_conflict(store.create_user(&twin).await, "mail");
+        assert_eq!(store.get_user(twin.user.id).await.expect("get"), None);
+    }
+
+    // An update onto a taken mail is refused too, and changes nothing.
+    let mut carol = user("Carol", "Danvers", "carol@example.org", 2);
+    store.create_user(&carol).await.expect("create");
+    let before = carol.clone();
+    carol.user.mail = "BOB@EXAMPLE.ORG".to_owned();
+    assert_conflict(store.update_user(&carol).await, "mail");
+    assert_eq!(
+        store.get_user(carol.user.id).await.expect("get"),
+        Some(before)
+    );
+
+    // Changing only the case of one's own mail is no conflict.
+    carol.user.mail = "Carol@Example.org".to_owned();
+    assert!(
+        store
+            .update_user(&carol)
+            .await
+            .expect("update own mail case")
+    );
+    assert_eq!(
+        store.get_user(carol.user.id).await.expect("get"),
+        Some(carol)
+    );
+}
+
+async fn user_list_q_paging_total(store: &dyn Store) {
+    let users = [
+        user("Ada", "Lovelace", "ada@analytical.org", 0),
+        user("Grace", "Hopper", "grace@navy.mil", 1),
+        user("Alan", "Turing", "alan@bletchley.uk", 2),
+        user("Edsger", "Dijkstra", "ewd@tue.nl", 3),
+        user("Barbara", "Liskov", "liskov@mit.edu", 4),
+    ];
+    for u in &users {
+        store.create_user(u).await.expect("create");
+    }
+    let user_ids = |page: &[User]| ids(page, |u| u.id);
+    let id = |i: usize| users[i].user.id;
+    let all = UserFilter::default();
+
+    let page = store
+        .list_users(&all, &opts("created_at", false, 0, 100))
+        .await
+        .expect("list");
+    assert_eq!(page.total, 5);
+    assert_eq!(
+        user_ids(&page.items),
+        vec![id(0), id(1), id(2), id(3), id(4)]
+    );
+    assert_eq!(
+        page.items[1], users[1].user,
+        "listed users are the API view"
+    );
+
+    let page = store
+        .list_users(&all, &opts("created_at", true, 1, 2))
+        .await
+        .expect("list");
+    assert_eq!(page.total, 5, "the total ignores paging");
+    assert_eq!(user_ids(&page.items), vec![id(3), id(2)]);
+
+    let page = store
+        .list_users(&all, &opts("mail", false, 0, 3))
+        .await
+        .expect("list");
+    assert_eq!(page.total, 5);
+    assert_eq!(user_ids(&page.items), vec![id(0), id(2), id(3)]);
+
+    let page = store
+        .list_users(&all, &opts("created_at", false, 10, 3))
+        .await
+        .expect("list");
+    assert_eq!(page.total, 5);
+    assert!(
+        page.items.is_empty(),
+        "skipping past the end gives an empty page"
+    );
+
+    // q: a case-insensitive substring of the mail or of the name.
+    let q = |q: &str| UserFilter {
+        q: Some(q.to_owned()),
+        id: None,
+    };
+    let page = store
+        .list_users(&q("NAVY"), &opts("created_at", false, 0, 100))
+        .await
+        .expect("q");
+    assert_eq!((page.total, user_ids(&page.items)), (1, vec![id(1)]));
+    let page = store
+        .list_users(&q("ace HOP"), &opts("created_at", false, 0, 100))
+        .await
+        .expect("q");
+    assert_eq!(
+        (page.total, user_ids(&page.items)),
+        (1, vec![id(1)]),
+        "q matches the name"
+    );
+    let page = store
+        .list_users(&q("a"), &opts("created_at", false, 0, 2))
+        .await
+        .expect("q");
+    // "a" is in every name.
+    assert_eq!(page.total, 5);
+    assert_eq!(user_ids(&page.items), vec![id(0), id(1)]);
+    let page = store
+        .list_users(&q("."), &opts("created_at", false, 0, 100))
+        .await
+        .expect("q");
+    assert_eq!(page.total, 5, "every mail has a literal dot");
+    let page = store
+        .list_users(&q("l.v"), &opts("created_at", false, 0, 100))
+        .await
+        .expect("q");
+    assert_eq!(page.total, 0, "q is literal, not a pattern (Lovelace)");
+    let page = store
+        .list_users(&q("zzz"), &opts("created_at", false, 0, 100))
+        .await
+        .expect("q");
+    assert_eq!((page.total, page.items.len()), (0, 0));
+
+    // id: one user only.
+    let only = UserFilter {
+        q: None,
+        id: Some(id(3)),
+    };
+    let page = store
+        .list_users(&only, &opts("created_at", false, 0, 100))
+        .await
+        .expect("id");
+    assert_eq!((page.total, user_ids(&page.items)), (1, vec![id(3)]));
+}
+
+async fn media_crud_with_probe(store: &dyn Store) {
+    let owner = Uuid::new_v4();
+    let mut m = media(owner, "Big Buck Bunny", MediaStatus::Pending, 0);
+    m.parent_id = Some(Uuid::new_v4());
+    store.create_media(&m).await.expect("create");
+    assert_eq!(store.get_media(m.id).await.expect("get"), Some(m.clone()));
+    assert_eq!(
+        store.get_media(Uuid::new_v4()).await.expect("get missing"),
+        None
+    );
+
+    m.status = MediaStatus::Ready;
+    m.size = 5_000_000_000;
+    m.duration = Some(10.04);
+    m.probe = Some(probe());
+    m.public_uris.insert(
+        Uuid::new_v4().to_string(),
+        "http://127.0.0.1:5080/medias/x/clip.mp4".to_owned(),
+    );
+    m.metadata
+        .insert("description".to_owned(), json!("A rabbit"));
+    m.updated_at = at(5);
+    assert!(store.update_media(&m).await.expect("update"));
+    let back = store.get_media(m.id).await.expect("get").expect("present");
+    assert_eq!(back, m);
+    assert_eq!(back.probe, Some(probe()), "the probe round-trips");
+
+    let ghost = media(owner, "Ghost", MediaStatus::Ready, 1);
+    assert!(!store.update_media(&ghost).await.expect("update missing"));
+    assert_eq!(store.get_media(ghost.id).await.expect("get"), None);
+}
+
+async fn media_metadata_round_trips_exactly(store: &dyn Store) {
+    let metadata = json!({
+        "title": "Métadonnées « exactes » 🎬",
+        "empty_string": "",
+        "int": 42,
+        "negative": -7,
+        "big": 9_007_199_254_740_993i64,
+        "float": 2.5,
+        "whole_float": 1.0,
+        "tiny": 1.5e-9,
+        "yes": true,
+        "no": false,
+        "nothing": null,
+        "list": [1, "two", 3.25, null, [], {}, {"deep": [true]}],
+        "empty_object": {},
+        "nested": {"a": {"b": {"c": {"d": "deep", "n": [0, -1]}}}},
+        "with.dot": "kept",
+        "quotes": "it's \"quoted\" \\ backslash\nnewline\ttab",
+    });
+    let Value::Object(metadata) = metadata else {
+        unreachable!()
+    };
+    let mut m = media(Uuid::new_v4(), "", MediaStatus::Ready, 0);
+    m.metadata = metadata.clone();
+    store.create_media(&m).await.expect("create");
+    let back = store.get_media(m.id).await.expect("get").expect("present");
+    assert_eq!(
+        Value::Object(back.metadata.clone()),
+        Value::Object(metadata)
+    );
+    assert_eq!(
+        serde_json::to_string(&back.metadata).expect("json"),
+        serde_json::to_string(&m.metadata).expect("json"),
+        "numbers keep their JSON types (1.0 stays a float)"
+    );
+    assert_eq!(back, m);
+}
+
+async fn media_list_filters(store: &dyn Store) {
+    let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+    let a = media(u1, "Alpha", MediaStatus::Ready, 0);
+    let b = media(u1, "Bravo", MediaStatus::Pending, 1);
+    let mut c = media(u1, "Charlie", MediaStatus::Deleted, 2);
+    c.parent_id = Some(a.id);
+    let mut d = media(u2, "Delta", MediaStatus::Ready, 3);
+    d.parent_id = Some(a.id);
+    let mut e = media(u2, "Echo", MediaStatus::Pending, 4);
+    e.parent_id = Some(b.id);
+    for m in [&a, &b, &c, &d, &e] {
+        store.create_media(m).await.expect("create");
+    }
+    let list = |filter: MediaFilter| async move {
+        let page = store
+            .list_medias(&filter, &opts("created_at", false, 0, 100))
+            .await
+            .expect("list");
+        assert_eq!(page.total, page.items.len() as u64);
+        media_ids(&page.items)
+    };
+
+    assert_eq!(
+        list(MediaFilter::default()).await,
+        vec![a.id, b.id, d.id, e.id],
+        "deleted medias are hidden by default"
+    );
+    let with = |statuses: Vec<MediaStatus>| MediaFilter {
+        statuses,
+        ..MediaFilter::default()
+    };
+    assert_eq!(
+        list(with(all_statuses())).await,
+        vec![a.id, b.id, c.id, d.id, e.id]
+    );
+    assert_eq!(list(with(vec![MediaStatus::Ready])).await, vec![a.id, d.id]);
+    assert_eq!(list(with(vec![MediaStatus::Deleted])).await, vec![c.id]);
+    assert_eq!(
+        list(with(vec![MediaStatus::Deleted, MediaStatus::Pending])).await,
+        vec![b.id, c.id, e.id]
+    );
+
+    let of_user = |user_id: Uuid| MediaFilter {
+        user_id: Some(user_id),
+        statuses: all_statuses(),
+        ..MediaFilter::default()
+    };
+    assert_eq!(list(of_user(u1)).await, vec![a.id, b.id, c.id]);
+    assert_eq!(list(of_user(u2)).await, vec![d.id, e.id]);
+    assert_eq!(list(of_user(Uuid::new_v4())).await, Vec::<Uuid>::new());
+
+    let children_of = |parent: Uuid| MediaFilter {
+        parent_id: Some(parent),
+        statuses: all_statuses(),
+        ..MediaFilter::default()
+    };
+    assert_eq!(list(children_of(a.id)).await, vec![c.id, d.id]);
+    assert_eq!(list(children_of(b.id)).await, vec![e.id]);
+    assert_eq!(list(children_of(e.id)).await, Vec::<Uuid>::new());
+
+    // All filters at once.
+    let all = MediaFilter {
+        user_id: Some(u2),
+        parent_id: Some(a.id),
+        statuses: vec![MediaStatus::Ready],
+        q: Some("ELT".to_owned()),
+    };
+    assert_eq!(list(all.clone()).await, vec![d.id]);
+    assert_eq!(
+        list(MediaFilter {
+            statuses: vec![MediaStatus::Pending],
+            ..all
+        })
+        .await,
+        Vec::<Uuid>::new()
+    );
+}
+
+async fn media_list_q_is_literal_and_case_insensitive(store: &dyn Store) {
+    let owner = Uuid::new_v4();
+    let titles = [
+        "Big Buck Bunny",
+        "big buck bunny (1080p)",
+        "Sintel [trailer]",
+        "a.b",
+        "axb",
+        "Cost: $5 ^_^ *star* +plus+ {x} | pipe \\ back? yes",
+        "Ünïcödé 日本語",
+    ];
+    let medias: Vec<Media> = titles
+        .iter()
+        .enumerate()
+        .map(|(i, title)| media(owner, title, MediaStatus::Ready, i as i64))
+        .collect();
+    for m in &medias {
+        store.create_media(m).await.expect("create");
+    }
+    let id = |i: usize| medias[i].id;
+    let search = |q: &str| {
+        let filter = MediaFilter {
+            q: Some(q.to_owned()),
+            ..MediaFilter::default()
+        };
+        async move {
+            let page = store
+                .list_medias(&filter, &opts("created_at", false, 0, 100))
+                .await
+                .expect("list");
+            assert_eq!(page.total, page.items.len() as u64);
+            media_ids(&page.items)
+        }
+    };
+
+    assert_eq!(search("BUNNY").await, vec![id(0), id(1)]);
+    assert_eq!(search("buck b").await, vec![id(0), id(1)]);
+    assert_eq!(search("(1080P)").await, vec![id(1)]);
+    assert_eq!(search("[TRAILER]").await, vec![id(2)]);
+    assert_eq!(search("a.b").await, vec![id(3)], "a dot is a dot");
+    assert_eq!(search(".").await, vec![id(3)]);
+    assert_eq!(search(".*").await, Vec::<Uuid>::new());
+    assert_eq!(search("^big").await, Vec::<Uuid>::new());
+    assert_eq!(search("bunny$").await, Vec::<Uuid>::new());
+    assert_eq!(search("$5 ^_^").await, vec![id(5)]);
+    assert_eq!(search("*STAR*").await, vec![id(5)]);
+    assert_eq!(search("+plus+ {x} | pipe").await, vec![id(5)]);
+    assert_eq!(search("\\ back?").await, vec![id(5)]);
+    assert_eq!(search("日本").await, vec![id(6)]);
+    assert_eq!(search("cödé").await, vec![id(6)]);
+    assert_eq!(search("nothing like it").await, Vec::<Uuid>::new());
+    assert_eq!(
+        search("").await.len(),
+        titles.len(),
+        "an empty q filters nothing"
+    );
+}
+
+async fn media_list_sort_and_paging(store: &dyn Store) {
+    let owner = Uuid::new_v4();
+    // created_at order: 0..4; title order: Apple(3), Banana(1), Cherry(4), Date(0), Elder(2).
+    let titles = ["Date", "Banana", "Elder", "Apple", "Cherry"];
+    let medias: Vec<Media> = titles
+        .iter()
+        .enumerate()
+        .map(|(i, title)| media(owner, title, MediaStatus::Ready, i as i64 * 90))
+        .collect();
+    for m in &medias {
+        store.create_media(m).await.expect("create");
+    }
+    let id = |i: usize| medias[i].id;
+    let all = MediaFilter::default();
+    let list = |o: ListOptions| {
+        let all = all.clone();
+        async move {
+            let page = store.list_medias(&all, &o).await.expect("list");
+            (page.total, media_ids(&page.items))
+        }
+    };
+
+    assert_eq!(
+        list(opts("created_at", false, 0, 10)).await,
+        (5, vec![id(0), id(1), id(2), id(3), id(4)])
+    );
+    assert_eq!(
+        list(opts("created_at", true, 0, 10)).await,
+        (5, vec![id(4), id(3), id(2), id(1), id(0)])
+    );
+    assert_eq!(
+        list(opts("metadata.title", false, 0, 10)).await,
+        (5, vec![id(3), id(1), id(4), id(0), id(2)])
+    );
+    assert_eq!(
+        list(opts("metadata.title", true, 0, 10)).await,
+        (5, vec![id(2), id(0), id(4), id(1), id(3)])
+    );
+
+    // Paging: the total counts all pages; pages tile the whole list.
+    assert_eq!(
+        list(opts("created_at", false, 0, 2)).await,
+        (5, vec![id(0), id(1)])
+    );
+    assert_eq!(
+        list(opts("created_at", false, 2, 2)).await,
+        (5, vec![id(2), id(3)])
+    );
+    assert_eq!(
+        list(opts("created_at", false, 4, 2)).await,
+        (5, vec![id(4)])
+    );
+    assert_eq!(list(opts("created_at", false, 5, 2)).await, (5, vec![]));
+    assert_eq!(
+        list(opts("metadata.title", true, 1, 3)).await,
+        (5, vec![id(0), id(4), id(1)])
+    );
+    assert_eq!(
+        list(opts("created_at", true, 3, 100)).await,
+        (5, vec![id(1), id(0)])
+    );
+}
+
+async fn profile_crud_and_unique_title(store: &dyn Store) {
+    let mut p = profile("H.264 720p", EncoderName::Ffmpeg, None, 0);
+    store.create_profile(&p).await.expect("create");
+    assert_eq!(store.get_profile(p.id).await.expect("get"), Some(p.clone()));
+    assert_eq!(
+        store
+            .get_profile(Uuid::new_v4())
+            .await
+            .expect("get missing"),
+        None
+    );
+
+    let twin = profile("H.264 720p", EncoderName::Copy, Some(Uuid::new_v4()), 1);
+    assert_conflict(store.create_profile(&twin).await, "title");
+    assert_eq!(store.get_profile(twin.id).await.expect("get"), None);
+
+    let mut other = profile("Copy", EncoderName::Copy, Some(Uuid::new_v4()), 2);
+    store.create_profile(&other).await.expect("create");
+
+    p.title = "H.264 720p (fast)".to_owned();
+    p.description = "faster".to_owned();
+    p.encoder_string = "-c:v libx264 -preset veryfast".to_owned();
+    assert!(store.update_profile(&p).await.expect("update"));
+    assert_eq!(store.get_profile(p.id).await.expect("get"), Some(p.clone()));
+
+    let before = other.clone();
+    other.title = p.title.clone();
+    assert_conflict(store.update_profile(&other).await, "title");
+    assert_eq!(
+        store.get_profile(other.id).await.expect("get"),
+        Some(before)
+    );
+
+    // The old title is free again.
+    let reuse = profile("H.264 720p", EncoderName::Ffmpeg, None, 3);
+    store
+        .create_profile(&reuse)
+        .await
+        .expect("reuse a freed title");
+
+    let ghost = profile("Ghost", EncoderName::Copy, None, 4);
+    assert!(!store.update_profile(&ghost).await.expect("update missing"));
+    assert!(store.delete_profile(p.id).await.expect("delete"));
+    assert_eq!(store.get_profile(p.id).await.expect("get deleted"), None);
+    assert!(!store.delete_profile(p.id).await.expect("delete again"));
+    assert!(
+        !store
+            .delete_profile(Uuid::new_v4())
+            .await
+            .expect("delete missing")
+    );
+}
+
+async fn profile_list_filters(store: &dyn Store) {
+    let owner = Uuid::new_v4();
+    let profiles = [
+        profile("Copy", EncoderName::Copy, None, 0),
+        profile("H.264 480p", EncoderName::Ffmpeg, None, 1),
+        profile("H.264 720p", EncoderName::Ffmpeg, Some(owner), 2),
+        profile("HLS (H.264)", EncoderName::Ffmpeg, None, 3),
+        profile("My copy", EncoderName::Copy, Some(owner), 4),
+    ];
+    for p in &profiles {
+        store.create_profile(p).await.expect("create");
+    }
+    let id = |i: usize| profiles[i].id;
+    let list = |filter: ProfileFilter, o: ListOptions| async move {
+        let page = store.list_profiles(&filter, &o).await.expect("list");
+        (page.total, ids(&page.items, |p| p.id))
+    };
+    let by_title = opts("title", false, 0, 100);
+
+    assert_eq!(
+        list(ProfileFilter::default(), by_title.clone()).await,
+        (5, vec![id(0), id(1), id(2), id(3), id(4)])
+    );
+    assert_eq!(
+        list(ProfileFilter::default(), opts("title", true, 1, 2)).await,
+        (5, vec![id(3), id(2)])
+    );
+    let encoder = |e: EncoderName| ProfileFilter {
+        encoder_name: Some(e),
+        ..ProfileFilter::default()
+    };
+    assert_eq!(
+        list(encoder(EncoderName::Copy), by_title.clone()).await,
+        (2, vec![id(0), id(4)])
+    );
+    assert_eq!(
+        list(encoder(EncoderName::Ffmpeg), opts("created_at", true, 0, 2)).await,
+        (3, vec![id(3), id(2)])
+    );
+    let q = |q: &str| ProfileFilter {
+        q: Some(q.to_owned()),
+        ..ProfileFilter::default()
+    };
+    assert_eq!(
+        list(q("COPY"), by_title.clone()).await,
+        (2, vec![id(0), id(4)])
+    );
+    assert_eq!(
+        list(q("h.264"), by_title.clone()).await,
+        (3, vec![id(1), id(2), id(3)])
+    );
+    assert_eq!(list(q("(h.264)"), by_title.clone()).await, (1, vec![id(3)]));
+    assert_eq!(list(q("H.2.4"), by_title.clone()).await, (0, vec![]));
+    let mine = ProfileFilter {
+        user_id: Some(owner),
+        ..ProfileFilter::default()
+    };
+    assert_eq!(list(mine, by_title.clone()).await, (2, vec![id(2), id(4)]));
+    let mine_copy = ProfileFilter {
+        user_id: Some(owner),
+        encoder_name: Some(EncoderName::Copy),
+        q: Some("my".to_owned()),
+    };
+    assert_eq!(list(mine_copy, by_title).await, (1, vec![id(4)]));
+}
+
+async fn token_create_get(store: &dyn Store) {
+    let token = Token {
+        hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
+        user_id: Uuid::new_v4(),
+        expires_at: at(60),
+    };
+    store.create_token(&token).await.expect("create");
+    assert_eq!(
+        store.get_token(&token.hash).await.expect("get"),
+        Some(token.clone())
+    );
+    assert_eq!(store.get_token("0000").await.expect("get missing"), None);
+    let other = Token {
+        hash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".to_owned(),
+        user_id: token.user_id,
+        expires_at: at(120),
+    };
+    store
+        .create_token(&other)
+        .await
+        .expect("a second token of the same user");
+    assert_eq!(
+        store.get_token(&other.hash).await.expect("get"),
+        Some(other)
+    );
+    assert_eq!(
+        store.get_token(&token.hash).await.expect("get"),
+        Some(token)
+    );
+}
