@@ -209,3 +209,5 @@ pub mod nx {
         out
     }
 }
+
+pub mod orchestra;

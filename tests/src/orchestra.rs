@@ -1,0 +1,134 @@
+//! The real `orchestra` binary, started on a free port in its own working directory.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::free_port;
+
+/// The `OSCIED_*` variables the orchestra reads; the tests set them explicitly, so any in the
+/// caller's environment are removed.
+const OSCIED_VARS: &[&str] = &[
+    "OSCIED_LISTEN",
+    "OSCIED_DATA_DIR",
+    "OSCIED_STORAGE_ROOT",
+    "OSCIED_MONGODB_URI",
+    "OSCIED_AMQP_URI",
+    "OSCIED_ROOT_SECRET",
+    "OSCIED_NODE_SECRET",
+    "OSCIED_MAX_UPLOAD_BYTES",
+    "OSCIED_TOKEN_TTL",
+    "OSCIED_LOG_FORMAT",
+];
+
+/// A running orchestra process, killed on drop. Its working directory holds `oscied-data/`
+/// (the default data dir) and `orchestra.log` (stdout and stderr).
+pub struct Orchestra {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Orchestra {
+    /// Start with the defaults plus `env`, and wait until `/health` answers 200.
+    pub fn start(env: &[(&str, &str)]) -> Orchestra {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("orchestra.log")).expect("log file");
+        let mut command = Command::new(binary());
+        for var in OSCIED_VARS {
+            command.env_remove(var);
+        }
+        command
+            .current_dir(dir.path())
+            .env("OSCIED_LISTEN", format!("127.0.0.1:{port}"))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        let child = command.spawn().expect("the orchestra binary starts");
+        let orchestra = Orchestra { child, port, dir };
+        orchestra.wait_healthy(Duration::from_secs(30));
+        orchestra
+    }
+
+    fn wait_healthy(&self, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some((200, _)) = self.get("/api/v1/health") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the orchestra did not become healthy in {timeout:?}:\n{}", self.log_tail());
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<port>/api/v1`
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1", self.port)
+    }
+
+    pub fn workdir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("orchestra.log")).unwrap_or_default();
+        let start = log.len().saturating_sub(8000);
+        log[log.floor_char_boundary(start)..].to_owned()
+    }
+
+    /// A plain HTTP/1.1 GET without credentials: status and body, or None if unreachable.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split(' ').nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+        Some((status, body))
+    }
+}
+
+impl Drop for Orchestra {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `orchestra` binary cargo built beside this test, built now if it is missing.
+/// `OSCIED_ORCHESTRA_BIN` overrides.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("OSCIED_ORCHESTRA_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/orchestra
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable inside target/<profile>/deps");
+    let binary = profile_dir.join("orchestra");
+    if !binary.exists() {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.current_dir(&workspace).args(["build", "-p", "orchestra", "--bin", "orchestra"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the orchestra failed");
+    }
+    binary
+}

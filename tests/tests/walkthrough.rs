@@ -1,0 +1,116 @@
+//! The README's curl walkthrough, run as written against the real `orchestra` binary: once on
+//! the embedded SQLite store, once on NX-27017 through `OSCIED_MONGODB_URI`.
+
+use std::path::Path;
+use std::process::Command;
+
+use oscied_e2e::nx::NxServer;
+use oscied_e2e::orchestra::Orchestra;
+
+/// The shell blocks between the walkthrough markers of the README, in order.
+fn walkthrough_script() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+        .expect("README.md at the workspace root");
+    let start = readme.find("<!-- walkthrough:start -->").expect("walkthrough start marker");
+    let end = readme.find("<!-- walkthrough:end -->").expect("walkthrough end marker");
+    let mut script = String::from("set -euo pipefail\n");
+    let mut in_block = false;
+    for line in readme[start..end].lines() {
+        match (in_block, line.trim()) {
+            (false, "```sh") => in_block = true,
+            (true, "```") => in_block = false,
+            (true, _) => {
+                script.push_str(line);
+                script.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(script.contains("curl"), "the walkthrough has curl commands");
+    script
+}
+
+/// Run the walkthrough in the orchestra's working directory, as a user next to it would.
+fn run_walkthrough(orchestra: &Orchestra) -> String {
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(walkthrough_script())
+        .current_dir(orchestra.workdir())
+        .env("API", orchestra.api())
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the README walkthrough failed ({}):\nstdout:\n{stdout}\nstderr:\n{}\norchestra log:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        orchestra.log_tail()
+    );
+    stdout
+}
+
+/// What the walkthrough prints that a user would look at.
+fn check_output(stdout: &str, store: &str) {
+    assert!(stdout.contains(&format!("\"store_kind\":\"{store}\"")), "{stdout}");
+    assert!(stdout.contains("\"status\": \"READY\""), "the uploaded media is READY: {stdout}");
+    assert!(stdout.contains("\"height\": 360"), "the probe shows the clip's height: {stdout}");
+    assert!(stdout.contains("\"My first clip\""), "the list finds the clip: {stdout}");
+    assert!(stdout.contains("\"demo\""), "the metadata patch applied: {stdout}");
+    for builtin in ["File Copy", "Tablet 480p/25", "HLS 720p", "DASH 720p"] {
+        assert!(stdout.contains(builtin), "built-in {builtin} listed: {stdout}");
+    }
+    assert!(stdout.contains("\"Small 240p\""), "the new profile: {stdout}");
+    assert!(stdout.contains("\"Ada Lovelace\""), "the token works: {stdout}");
+}
+
+#[test]
+fn readme_walkthrough_standalone() {
+    let orchestra = Orchestra::start(&[]);
+    let stdout = run_walkthrough(&orchestra);
+    check_output(&stdout, "sqlite");
+    // The root secret was printed once at first start and kept in the data dir.
+    let secret = std::fs::read_to_string(orchestra.workdir().join("oscied-data/root_secret")).unwrap();
+    assert!(orchestra.log_tail().contains(secret.trim()));
+    // The bytes served are the bytes stored.
+    let stored = walk_media_files(&orchestra.workdir().join("oscied-data/storage/medias"));
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        std::fs::read(&stored[0]).unwrap(),
+        std::fs::read(orchestra.workdir().join("copy.mp4")).unwrap()
+    );
+}
+
+#[test]
+fn readme_walkthrough_on_mongodb() {
+    let nx = NxServer::start();
+    let uri = nx.uri();
+    let orchestra = Orchestra::start(&[("OSCIED_MONGODB_URI", uri.as_str())]);
+    let stdout = run_walkthrough(&orchestra);
+    check_output(&stdout, "mongodb");
+    // The records live in MongoDB, not in a SQLite file.
+    assert!(!orchestra.workdir().join("oscied-data/oscied.db").exists());
+
+    // A restart against the same database keeps everything and seeds nothing twice.
+    drop(orchestra);
+    let again = Orchestra::start(&[("OSCIED_MONGODB_URI", uri.as_str())]);
+    let output = Command::new("curl")
+        .args(["-sf", "-u", "ada@example.com:analytical-engine"])
+        .arg(format!("{}/transform/profiles?limit=0", again.api()))
+        .output()
+        .expect("curl runs");
+    assert!(output.status.success(), "{}", again.log_tail());
+    let page: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let builtins = oscied_protocol::builtins::BUILTIN_PROFILES.len() as u64;
+    assert_eq!(page["total"], builtins + 1, "the built-ins and Small 240p, once each");
+}
+
+fn walk_media_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = vec![];
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        for file in std::fs::read_dir(entry.path()).unwrap().flatten() {
+            files.push(file.path());
+        }
+    }
+    files
+}
