@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -59,7 +59,9 @@ impl Caller {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(ApiError::forbidden("only root or an admin_platform user may do this"))
+            Err(ApiError::forbidden(
+                "only root or an admin_platform user may do this",
+            ))
         }
     }
 }
@@ -180,7 +182,11 @@ impl VerifiedCache {
 
 /// Constant-time comparison for the root and node secrets.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 enum Credentials {
@@ -209,7 +215,9 @@ fn credentials(parts: &Parts) -> Result<Credentials, ApiError> {
             Ok(Credentials::Basic(user.to_owned(), secret.to_owned()))
         }
         "bearer" => Ok(Credentials::Bearer(value.trim().to_owned())),
-        _ => Err(ApiError::unauthorized("unsupported authorization scheme; use Basic or Bearer")),
+        _ => Err(ApiError::unauthorized(
+            "unsupported authorization scheme; use Basic or Bearer",
+        )),
     }
 }
 

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::Parser;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "orchestra", version, about = "OSCIED orchestra: the REST service of the OSCIED media transcoding orchestrator")]
+#[command(
+    name = "orchestra",
+    version,
+    about = "OSCIED orchestra: the REST service of the OSCIED media transcoding orchestrator"
+)]
 pub struct Config {
     /// HTTP listener.
     #[arg(long, env = "OSCIED_LISTEN", default_value = "127.0.0.1:5000")]

@@ -106,7 +106,9 @@ fn multipart_error(e: MultipartError) -> ApiError {
 }
 
 fn too_large(limit: u64) -> ApiError {
-    ApiError::too_large(format!("the file exceeds the upload limit of {limit} bytes"))
+    ApiError::too_large(format!(
+        "the file exceeds the upload limit of {limit} bytes"
+    ))
 }
 
 async fn read_text(mut field: Field<'_>, name: &str) -> ApiResult<String> {
@@ -114,10 +116,13 @@ async fn read_text(mut field: Field<'_>, name: &str) -> ApiResult<String> {
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         bytes.extend_from_slice(&chunk);
         if bytes.len() > MAX_TEXT_FIELD {
-            return Err(ApiError::too_large(format!("form field {name} is too large")));
+            return Err(ApiError::too_large(format!(
+                "form field {name} is too large"
+            )));
         }
     }
-    String::from_utf8(bytes).map_err(|_| ApiError::invalid(format!("form field {name} must be UTF-8 text")))
+    String::from_utf8(bytes)
+        .map_err(|_| ApiError::invalid(format!("form field {name} must be UTF-8 text")))
 }
 
 /// Stream the `file` part to a scratch file, counting bytes against the limit.
@@ -160,7 +165,11 @@ pub async fn upload(state: &AppState, owner: Uuid, mut multipart: Multipart) -> 
                 let text = read_text(field, "metadata").await?;
                 match serde_json::from_str(&text) {
                     Ok(Value::Object(map)) => metadata = Some(map),
-                    _ => return Err(ApiError::invalid("form field metadata must be a JSON object")),
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "form field metadata must be a JSON object",
+                        ));
+                    }
                 }
             }
             other => {
@@ -170,7 +179,8 @@ pub async fn upload(state: &AppState, owner: Uuid, mut multipart: Multipart) -> 
             }
         }
     }
-    let (scratch, filename) = file.ok_or_else(|| ApiError::invalid("form field file is required"))?;
+    let (scratch, filename) =
+        file.ok_or_else(|| ApiError::invalid("form field file is required"))?;
     let mut metadata = metadata.unwrap_or_default();
     if let Some(title) = title {
         metadata.insert("title".into(), Value::String(title));
@@ -193,7 +203,15 @@ pub async fn register(state: &AppState, owner: Uuid, request: RegisterMedia) -> 
             .unwrap_or_default(),
     };
     check_filename(&filename)?;
-    ingest(state, owner, &source, &filename, request.metadata, Some(source.clone())).await
+    ingest(
+        state,
+        owner,
+        &source,
+        &filename,
+        request.metadata,
+        Some(source.clone()),
+    )
+    .await
 }
 
 /// Probe `source`, move it into a new media dir and record the media READY.
@@ -208,7 +226,11 @@ async fn ingest(
 ) -> ApiResult<Media> {
     let probe = probe::probe(source).await.map_err(|e| match e {
         ProbeError::Spawn(_) => ApiError::unavailable(e.to_string()),
-        _ => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unreadable_media", format!("{filename}: {e}")),
+        _ => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unreadable_media",
+            format!("{filename}: {e}"),
+        ),
     })?;
     let id = Uuid::new_v4();
     let size = state.storage.adopt(source, id, filename).await?;
@@ -243,7 +265,10 @@ async fn ingest(
 /// Delete a media's files and mark it DELETED (the record stays for lineage).
 pub async fn delete(state: &AppState, mut media: Media) -> ApiResult<()> {
     if media.status == MediaStatus::Deleted {
-        return Err(ApiError::illegal_state(format!("media {} is already DELETED", media.id)));
+        return Err(ApiError::illegal_state(format!(
+            "media {} is already DELETED",
+            media.id
+        )));
     }
     if !media.public_uris.is_empty() {
         let tasks: Vec<_> = media.public_uris.keys().cloned().collect();
@@ -279,8 +304,14 @@ mod tests {
     #[test]
     fn merge_patch_follows_rfc_7386() {
         let mut target = obj(json!({"title": "a", "tags": {"x": 1, "y": 2}, "drop": true}));
-        merge_patch(&mut target, obj(json!({"tags": {"x": null, "z": 3}, "drop": null, "new": [1]})));
-        assert_eq!(Value::Object(target), json!({"title": "a", "tags": {"y": 2, "z": 3}, "new": [1]}));
+        merge_patch(
+            &mut target,
+            obj(json!({"tags": {"x": null, "z": 3}, "drop": null, "new": [1]})),
+        );
+        assert_eq!(
+            Value::Object(target),
+            json!({"title": "a", "tags": {"y": 2, "z": 3}, "new": [1]})
+        );
     }
 
     #[test]

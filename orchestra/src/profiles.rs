@@ -36,7 +36,9 @@ pub struct ProfilePatch {
 fn check_title(title: &str) -> ApiResult<String> {
     let title = title.trim();
     if title.is_empty() || title.len() > 200 || title.chars().any(char::is_control) {
-        return Err(ApiError::invalid("title must be 1 to 200 characters, without control characters"));
+        return Err(ApiError::invalid(
+            "title must be 1 to 200 characters, without control characters",
+        ));
     }
     Ok(title.to_owned())
 }
@@ -100,7 +102,12 @@ pub async fn seed_builtins(store: &dyn Store) -> StoreResult<usize> {
         sort: "title",
         descending: false,
     };
-    if store.list_profiles(&ProfileFilter::default(), &any).await?.total > 0 {
+    if store
+        .list_profiles(&ProfileFilter::default(), &any)
+        .await?
+        .total
+        > 0
+    {
         return Ok(0);
     }
     let mut seeded = 0;

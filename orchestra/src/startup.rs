@@ -40,7 +40,8 @@ pub fn init_tracing(format: LogFormat) {
 /// Open the stores and storage, load the secrets, seed the built-ins.
 pub async fn build(config: Config) -> Result<AppState, StartupError> {
     let data_dir = config.data_dir.display().to_string();
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartupError::DataDir(data_dir.clone(), e))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartupError::DataDir(data_dir.clone(), e))?;
     let root = config.storage_root();
     let storage =
         Storage::open(&root).map_err(|e| StartupError::Storage(root.display().to_string(), e))?;
@@ -76,11 +77,13 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
 
 pub fn app(state: AppState) -> axum::Router {
     crate::http::router(state)
-        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-            axum::response::IntoResponse::into_response(ApiError::internal(
-                "the server hit a bug; it has been logged",
-            ))
-        }))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                axum::response::IntoResponse::into_response(ApiError::internal(
+                    "the server hit a bug; it has been logged",
+                ))
+            },
+        ))
         .layer(TraceLayer::new_for_http())
 }
 
@@ -98,14 +101,20 @@ pub async fn spawn(config: Config) -> Result<Running, StartupError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| StartupError::Listen(listen, e))?;
-    let addr = listener.local_addr().map_err(|e| StartupError::Listen(listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartupError::Listen(listen, e))?;
     let app = app(state.clone());
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
     });
-    Ok(Running { addr, state, server })
+    Ok(Running {
+        addr,
+        state,
+        server,
+    })
 }
 
 /// Serve until SIGINT or SIGTERM.
@@ -127,13 +136,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

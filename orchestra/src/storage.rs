@@ -46,13 +46,17 @@ impl Storage {
 
     /// A fresh scratch path for an upload in progress, under `tmp/`.
     pub fn scratch_path(&self) -> PathBuf {
-        self.root.join("tmp").join(format!("upload-{}", Uuid::new_v4()))
+        self.root
+            .join("tmp")
+            .join(format!("upload-{}", Uuid::new_v4()))
     }
 
     /// Resolve a client's `uploads/...` uri to a regular file inside `uploads/`.
     pub fn resolve_upload(&self, uri: &str) -> Result<PathBuf, ApiError> {
         let relative = Path::new(uri);
-        let escapes = relative.components().any(|c| !matches!(c, Component::Normal(_)));
+        let escapes = relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)));
         if uri.contains('\0') || escapes || !relative.starts_with("uploads") {
             return Err(ApiError::invalid(format!(
                 "uri must be a relative path under uploads/ (got {uri:?})"
@@ -61,9 +65,9 @@ impl Storage {
         let uploads = self.root.join("uploads");
         let path = self.root.join(relative);
         // Symlinks could still point elsewhere: compare the real paths.
-        let real = path.canonicalize().map_err(|_| {
-            ApiError::invalid(format!("uri {uri:?}: no such file under uploads/"))
-        })?;
+        let real = path
+            .canonicalize()
+            .map_err(|_| ApiError::invalid(format!("uri {uri:?}: no such file under uploads/")))?;
         if !real.starts_with(&uploads) || !real.is_file() {
             return Err(ApiError::invalid(format!(
                 "uri {uri:?} must name a regular file inside uploads/"
@@ -177,7 +181,9 @@ mod tests {
     fn filenames() {
         assert!(check_filename("clip.mp4").is_ok());
         assert!(check_filename("Émission du soir (v2).mov").is_ok());
-        for bad in ["", " ", "..", "../x.mp4", "a/b.mp4", "a\\b", "a\0b", "a\nb", "a\u{7f}", "."] {
+        for bad in [
+            "", " ", "..", "../x.mp4", "a/b.mp4", "a\\b", "a\0b", "a\nb", "a\u{7f}", ".",
+        ] {
             assert!(check_filename(bad).is_err(), "{bad:?}");
         }
     }

@@ -48,11 +48,13 @@ fn check_mail(mail: &str) -> ApiResult<String> {
     let mail = mail.trim();
     let valid = mail.len() <= 254
         && !mail.chars().any(|c| c.is_whitespace() || c.is_control())
-        && mail
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+        && mail.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+        });
     if !valid || mail.eq_ignore_ascii_case("root") || mail.eq_ignore_ascii_case("node") {
-        return Err(ApiError::invalid(format!("mail {mail:?} is not a valid address")));
+        return Err(ApiError::invalid(format!(
+            "mail {mail:?} is not a valid address"
+        )));
     }
     Ok(mail.to_owned())
 }
@@ -96,7 +98,10 @@ impl NewUser {
 impl UserPatch {
     /// Apply to `record` as `caller` would have it.
     pub async fn apply(self, caller: &Caller, record: &mut UserRecord) -> ApiResult<()> {
-        if self.admin_platform.is_some_and(|a| a != record.user.admin_platform) {
+        if self
+            .admin_platform
+            .is_some_and(|a| a != record.user.admin_platform)
+        {
             caller.require_admin()?;
         }
         let user = &mut record.user;

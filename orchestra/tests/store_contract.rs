@@ -870,3 +870,103 @@ async fn token_create_get(store: &dyn Store) {
         Some(token)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// MongoDB only: connection behaviour.
+
+mod mongo_connection {
+    use std::time::{Duration, Instant};
+
+    use orchestra::store::{MongoStore, Store, StoreError};
+    use oscied_e2e::nx::{NxServer, fresh_database};
+
+    use super::user;
+
+    /// The URI's database is the store's; connecting again (indexes re-created) keeps the data.
+    #[tokio::test]
+    async fn uses_the_uri_database_and_reconnects() {
+        let server = NxServer::start();
+        let (db_a, db_b) = (fresh_database(), fresh_database());
+        let alice = user("Alice", "A", "alice@example.org", 0);
+        {
+            let a = MongoStore::connect(&server.uri_with_db(&db_a))
+                .await
+                .expect("connect");
+            a.create_user(&alice).await.expect("create");
+        }
+        let b = MongoStore::connect(&server.uri_with_db(&db_b))
+            .await
+            .expect("connect");
+        assert_eq!(b.get_user(alice.user.id).await.expect("get"), None);
+        b.create_user(&alice)
+            .await
+            .expect("the mail is free in another database");
+
+        let a = MongoStore::connect(&server.uri_with_db(&db_a))
+            .await
+            .expect("reconnect");
+        assert_eq!(
+            a.get_user(alice.user.id).await.expect("get"),
+            Some(alice.clone())
+        );
+        let twin = user("Twin", "A", "ALICE@example.org", 1);
+        match a.create_user(&twin).await {
+            Err(StoreError::Conflict("mail")) => {}
+            other => panic!("the unique mail index survives a reconnect: {other:?}"),
+        }
+    }
+
+    /// No server: Unavailable within the selection timeout (the URI's, when it gives one),
+    /// not the driver's default 30 s.
+    #[tokio::test]
+    async fn no_server_is_unavailable_quickly() {
+        let port = oscied_e2e::free_port();
+        for (uri, limit) in [
+            (
+                format!("mongodb://127.0.0.1:{port}/oscied_test"),
+                Duration::from_secs(12),
+            ),
+            (
+                format!("mongodb://127.0.0.1:{port}/oscied_test?serverSelectionTimeoutMS=500"),
+                Duration::from_secs(4),
+            ),
+        ] {
+            let started = Instant::now();
+            match MongoStore::connect(&uri).await {
+                Err(StoreError::Unavailable(_)) => {}
+                Err(e) => panic!("{uri}: expected Unavailable, got {e:?}"),
+                Ok(_) => panic!("{uri}: connected to nothing"),
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{uri}: took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+
+    /// A server that goes away: calls answer Unavailable instead of hanging.
+    #[tokio::test]
+    async fn server_gone_is_unavailable() {
+        let server = NxServer::start();
+        let store = MongoStore::connect(&format!("{}?serverSelectionTimeoutMS=1000", server.uri()))
+            .await
+            .expect("connect");
+        store.ping().await.expect("ping");
+        drop(server);
+        let started = Instant::now();
+        match store.ping().await {
+            Err(StoreError::Unavailable(_)) => {}
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        match store.get_user(uuid::Uuid::new_v4()).await {
+            Err(StoreError::Unavailable(_)) => {}
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -64,7 +64,10 @@ impl Orchestra {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("the orchestra did not become healthy in {timeout:?}:\n{}", self.log_tail());
+        panic!(
+            "the orchestra did not become healthy in {timeout:?}:\n{}",
+            self.log_tail()
+        );
     }
 
     pub fn port(&self) -> u16 {
@@ -81,7 +84,8 @@ impl Orchestra {
     }
 
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("orchestra.log")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self.dir.path().join("orchestra.log")).unwrap_or_default();
         let start = log.len().saturating_sub(8000);
         log[log.floor_char_boundary(start)..].to_owned()
     }
@@ -89,8 +93,14 @@ impl Orchestra {
     /// A plain HTTP/1.1 GET without credentials: status and body, or None if unreachable.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
         let status = response.split(' ').nth(1)?.parse().ok()?;
@@ -123,7 +133,9 @@ pub fn binary() -> PathBuf {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.current_dir(&workspace).args(["build", "-p", "orchestra", "--bin", "orchestra"]);
+        build
+            .current_dir(&workspace)
+            .args(["build", "-p", "orchestra", "--bin", "orchestra"]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }

@@ -9,10 +9,15 @@ use oscied_e2e::orchestra::Orchestra;
 
 /// The shell blocks between the walkthrough markers of the README, in order.
 fn walkthrough_script() -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-        .expect("README.md at the workspace root");
-    let start = readme.find("<!-- walkthrough:start -->").expect("walkthrough start marker");
-    let end = readme.find("<!-- walkthrough:end -->").expect("walkthrough end marker");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md at the workspace root");
+    let start = readme
+        .find("<!-- walkthrough:start -->")
+        .expect("walkthrough start marker");
+    let end = readme
+        .find("<!-- walkthrough:end -->")
+        .expect("walkthrough end marker");
     let mut script = String::from("set -euo pipefail\n");
     let mut in_block = false;
     for line in readme[start..end].lines() {
@@ -52,16 +57,40 @@ fn run_walkthrough(orchestra: &Orchestra) -> String {
 
 /// What the walkthrough prints that a user would look at.
 fn check_output(stdout: &str, store: &str) {
-    assert!(stdout.contains(&format!("\"store_kind\":\"{store}\"")), "{stdout}");
-    assert!(stdout.contains("\"status\": \"READY\""), "the uploaded media is READY: {stdout}");
-    assert!(stdout.contains("\"height\": 360"), "the probe shows the clip's height: {stdout}");
-    assert!(stdout.contains("\"My first clip\""), "the list finds the clip: {stdout}");
-    assert!(stdout.contains("\"demo\""), "the metadata patch applied: {stdout}");
+    assert!(
+        stdout.contains(&format!("\"store_kind\":\"{store}\"")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"status\": \"READY\""),
+        "the uploaded media is READY: {stdout}"
+    );
+    assert!(
+        stdout.contains("\"height\": 360"),
+        "the probe shows the clip's height: {stdout}"
+    );
+    assert!(
+        stdout.contains("\"My first clip\""),
+        "the list finds the clip: {stdout}"
+    );
+    assert!(
+        stdout.contains("\"demo\""),
+        "the metadata patch applied: {stdout}"
+    );
     for builtin in ["File Copy", "Tablet 480p/25", "HLS 720p", "DASH 720p"] {
-        assert!(stdout.contains(builtin), "built-in {builtin} listed: {stdout}");
+        assert!(
+            stdout.contains(builtin),
+            "built-in {builtin} listed: {stdout}"
+        );
     }
-    assert!(stdout.contains("\"Small 240p\""), "the new profile: {stdout}");
-    assert!(stdout.contains("\"Ada Lovelace\""), "the token works: {stdout}");
+    assert!(
+        stdout.contains("\"Small 240p\""),
+        "the new profile: {stdout}"
+    );
+    assert!(
+        stdout.contains("\"Ada Lovelace\""),
+        "the token works: {stdout}"
+    );
 }
 
 #[test]
@@ -70,7 +99,8 @@ fn readme_walkthrough_standalone() {
     let stdout = run_walkthrough(&orchestra);
     check_output(&stdout, "sqlite");
     // The root secret was printed once at first start and kept in the data dir.
-    let secret = std::fs::read_to_string(orchestra.workdir().join("oscied-data/root_secret")).unwrap();
+    let secret =
+        std::fs::read_to_string(orchestra.workdir().join("oscied-data/root_secret")).unwrap();
     assert!(orchestra.log_tail().contains(secret.trim()));
     // The bytes served are the bytes stored.
     let stored = walk_media_files(&orchestra.workdir().join("oscied-data/storage/medias"));
@@ -102,7 +132,11 @@ fn readme_walkthrough_on_mongodb() {
     assert!(output.status.success(), "{}", again.log_tail());
     let page: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let builtins = oscied_protocol::builtins::BUILTIN_PROFILES.len() as u64;
-    assert_eq!(page["total"], builtins + 1, "the built-ins and Small 240p, once each");
+    assert_eq!(
+        page["total"],
+        builtins + 1,
+        "the built-ins and Small 240p, once each"
+    );
 }
 
 fn walk_media_files(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -73,7 +73,9 @@ pub enum EncoderError {
     FileOption(String),
     #[error("encoder_string value {0:?} looks like a path; paths are not allowed")]
     Path(String),
-    #[error("encoder_string value {0:?} names a protocol or URL; only the unit's own files are allowed")]
+    #[error(
+        "encoder_string value {0:?} names a protocol or URL; only the unit's own files are allowed"
+    )]
     Protocol(String),
     #[error("encoder_string filter {0:?} reads files and is not allowed")]
     Filter(String),
@@ -123,7 +125,14 @@ const FLAGS: &[&str] = &[
 ];
 
 /// Options the unit owns or that act on inputs or outputs other than the one the unit names.
-const RESERVED: &[&str] = &["-i", "-y", "-n", "-progress", "-f_strict_input", "-stream_loop"];
+const RESERVED: &[&str] = &[
+    "-i",
+    "-y",
+    "-n",
+    "-progress",
+    "-f_strict_input",
+    "-stream_loop",
+];
 
 /// Options whose value is a file to read or write.
 const FILE_OPTIONS: &[&str] = &[
@@ -207,19 +216,75 @@ const FILE_FILTER_KEYS: &[&str] = &[
 /// Option names whose value is a filter graph.
 fn is_filter_option(name: &str) -> bool {
     let base = name.split(':').next().unwrap_or(name);
-    matches!(base, "-vf" | "-af" | "-filter" | "-filter_complex" | "-lavfi")
+    matches!(
+        base,
+        "-vf" | "-af" | "-filter" | "-filter_complex" | "-lavfi"
+    )
 }
 
 /// Output formats that write elsewhere than the one output the unit names.
-const FORBIDDEN_FORMATS: &[&str] = &["tee", "segment", "stream_segment", "ssegment", "fifo", "image2pipe"];
+const FORBIDDEN_FORMATS: &[&str] = &[
+    "tee",
+    "segment",
+    "stream_segment",
+    "ssegment",
+    "fifo",
+    "image2pipe",
+];
 
 /// Protocols that an ffmpeg value could open. A value `proto:...` or `proto,...` is refused.
 const PROTOCOLS: &[&str] = &[
-    "async", "bluray", "cache", "concat", "concatf", "crypto", "data", "fd", "file", "ftp", "gopher",
-    "gophers", "hls", "http", "httpproxy", "https", "icecast", "ipfs", "ipns", "md5", "mmsh", "mmst",
-    "pipe", "prompeg", "rist", "rtmp", "rtmpe", "rtmps", "rtmpt", "rtmpte", "rtmpts", "rtp", "rtsp",
-    "sctp", "sftp", "smb", "srt", "srtp", "subfile", "tcp", "tee", "tls", "udp", "udplite", "unix",
-    "zmq", "libsmbclient", "librist", "libssh", "libsrt", "libzmq",
+    "async",
+    "bluray",
+    "cache",
+    "concat",
+    "concatf",
+    "crypto",
+    "data",
+    "fd",
+    "file",
+    "ftp",
+    "gopher",
+    "gophers",
+    "hls",
+    "http",
+    "httpproxy",
+    "https",
+    "icecast",
+    "ipfs",
+    "ipns",
+    "md5",
+    "mmsh",
+    "mmst",
+    "pipe",
+    "prompeg",
+    "rist",
+    "rtmp",
+    "rtmpe",
+    "rtmps",
+    "rtmpt",
+    "rtmpte",
+    "rtmpts",
+    "rtp",
+    "rtsp",
+    "sctp",
+    "sftp",
+    "smb",
+    "srt",
+    "srtp",
+    "subfile",
+    "tcp",
+    "tee",
+    "tls",
+    "udp",
+    "udplite",
+    "unix",
+    "zmq",
+    "libsmbclient",
+    "librist",
+    "libssh",
+    "libsrt",
+    "libzmq",
 ];
 
 /// Split and validate an ffmpeg encoder string. Returns its tokens, ready for [`ffmpeg_args`].
@@ -227,7 +292,10 @@ pub fn validate_encoder_string(encoder_string: &str) -> Result<Vec<String>, Enco
     if encoder_string.len() > MAX_ENCODER_STRING {
         return Err(EncoderError::TooLong(encoder_string.len()));
     }
-    if encoder_string.chars().any(|c| c.is_control() && c != ' ' && c != '\t' && c != '\n') {
+    if encoder_string
+        .chars()
+        .any(|c| c.is_control() && c != ' ' && c != '\t' && c != '\n')
+    {
         return Err(EncoderError::ControlCharacter);
     }
     let tokens =
@@ -476,7 +544,10 @@ mod tests {
     #[test]
     fn refuses_inputs_outputs_and_reserved_options() {
         assert!(matches!(bad("-i other.mp4"), EncoderError::Reserved(_)));
-        assert!(matches!(bad("-c copy out2.mp4"), EncoderError::StrayArgument(_)));
+        assert!(matches!(
+            bad("-c copy out2.mp4"),
+            EncoderError::StrayArgument(_)
+        ));
         assert!(matches!(bad("-y"), EncoderError::Reserved(_)));
         assert!(matches!(bad("-progress x"), EncoderError::Reserved(_)));
         assert!(matches!(bad("-c:v"), EncoderError::MissingValue(_)));
@@ -486,12 +557,21 @@ mod tests {
 
     #[test]
     fn refuses_paths_and_protocols() {
-        assert!(matches!(bad("-metadata /etc/passwd"), EncoderError::Path(_)));
+        assert!(matches!(
+            bad("-metadata /etc/passwd"),
+            EncoderError::Path(_)
+        ));
         assert!(matches!(bad("-metadata ../x"), EncoderError::Path(_)));
         assert!(matches!(bad("-metadata ./x"), EncoderError::Path(_)));
         assert!(matches!(bad("-passlogfile x"), EncoderError::FileOption(_)));
-        assert!(matches!(bad("-hls_segment_filename seg%d.ts"), EncoderError::FileOption(_)));
-        assert!(matches!(bad("-metadata http://evil/x"), EncoderError::Protocol(_)));
+        assert!(matches!(
+            bad("-hls_segment_filename seg%d.ts"),
+            EncoderError::FileOption(_)
+        ));
+        assert!(matches!(
+            bad("-metadata http://evil/x"),
+            EncoderError::Protocol(_)
+        ));
         assert!(matches!(bad("-c:v file:/x"), EncoderError::Protocol(_)));
         assert!(matches!(bad("-c:v concat:a|b"), EncoderError::Protocol(_)));
     }
@@ -504,28 +584,52 @@ mod tests {
             bad("-filter_complex '[0:v]scale=640:-2[a];movie=logo.png[l];[a][l]overlay'"),
             EncoderError::Filter(_)
         ));
-        assert!(matches!(bad("-vf subtitles=s.srt"), EncoderError::Filter(_)));
-        assert!(matches!(bad("-vf drawtext=textfile=t.txt"), EncoderError::Filter(_)));
-        assert!(matches!(bad("-vf 'MOVIE@x=a.mp4'"), EncoderError::Filter(_)));
+        assert!(matches!(
+            bad("-vf subtitles=s.srt"),
+            EncoderError::Filter(_)
+        ));
+        assert!(matches!(
+            bad("-vf drawtext=textfile=t.txt"),
+            EncoderError::Filter(_)
+        ));
+        assert!(matches!(
+            bad("-vf 'MOVIE@x=a.mp4'"),
+            EncoderError::Filter(_)
+        ));
     }
 
     #[test]
     fn refuses_broken_quoting_and_control_characters() {
         assert!(matches!(bad("-vf 'scale=1:2"), EncoderError::Quoting(_)));
         assert!(matches!(bad("-c:v \"libx264"), EncoderError::Quoting(_)));
-        assert!(matches!(bad("-c:v lib\u{0}x264"), EncoderError::ControlCharacter));
+        assert!(matches!(
+            bad("-c:v lib\u{0}x264"),
+            EncoderError::ControlCharacter
+        ));
     }
 
     #[test]
     fn builds_the_documented_command_line() {
         let tokens = validate_encoder_string("-c:v libx264 -vf 'scale=-2:480'").unwrap();
         let args = ffmpeg_args(Path::new("in.mp4"), &tokens, Path::new("out.mp4"));
-        let args: Vec<_> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<_> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             args,
             [
-                "-nostdin", "-y", "-i", "in.mp4", "-c:v", "libx264", "-vf", "scale=-2:480",
-                "-progress", "pipe:1", "out.mp4"
+                "-nostdin",
+                "-y",
+                "-i",
+                "in.mp4",
+                "-c:v",
+                "libx264",
+                "-vf",
+                "scale=-2:480",
+                "-progress",
+                "pipe:1",
+                "out.mp4"
             ]
         );
         let hls = ffmpeg_args(Path::new("in.mp4"), &[], Path::new("out.m3u8"));

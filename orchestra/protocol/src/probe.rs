@@ -77,7 +77,14 @@ pub enum ProbeError {
 /// which accepts any text file.
 pub async fn probe(path: &Path) -> Result<Probe, ProbeError> {
     let output = Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
         .arg(path)
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -144,13 +151,15 @@ pub fn parse(json: &[u8]) -> Result<Probe, ProbeError> {
     }
     let raw: Raw = serde_json::from_slice(json)
         .map_err(|e| ProbeError::Unreadable(format!("ffprobe output: {e}")))?;
-    let format = raw.format.map_or_else(ProbeFormat::default, |f| ProbeFormat {
-        name: f.format_name,
-        long_name: f.format_long_name,
-        duration: f.duration.as_deref().and_then(number),
-        bit_rate: f.bit_rate.as_deref().and_then(|s| s.parse().ok()),
-        size: f.size.as_deref().and_then(|s| s.parse().ok()),
-    });
+    let format = raw
+        .format
+        .map_or_else(ProbeFormat::default, |f| ProbeFormat {
+            name: f.format_name,
+            long_name: f.format_long_name,
+            duration: f.duration.as_deref().and_then(number),
+            bit_rate: f.bit_rate.as_deref().and_then(|s| s.parse().ok()),
+            size: f.size.as_deref().and_then(|s| s.parse().ok()),
+        });
     let streams = raw
         .streams
         .into_iter()

@@ -13,9 +13,28 @@ fn generate_clip(dir: &Path) -> PathBuf {
     let path = dir.join("input.mp4");
     let status = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=25:duration=2"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=2"])
-        .args(["-ac", "2", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x360:rate=25:duration=2",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000:duration=2",
+        ])
+        .args([
+            "-ac",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
         .args(["-c:a", "aac", "-shortest"])
         .arg(&path)
         .status()
@@ -32,7 +51,10 @@ async fn run_builtin(title: &str, input: &Path, out: &Path) -> Probe {
     assert_eq!(profile.encoder_name, EncoderName::Ffmpeg);
     let tokens = validate_encoder_string(profile.encoder_string).expect("built-in validates");
     let args = ffmpeg_args(input, &tokens, out);
-    let output = Command::new("ffmpeg").args(&args).output().expect("ffmpeg runs");
+    let output = Command::new("ffmpeg")
+        .args(&args)
+        .output()
+        .expect("ffmpeg runs");
     assert!(
         output.status.success(),
         "{title} failed: {}",
@@ -40,8 +62,13 @@ async fn run_builtin(title: &str, input: &Path, out: &Path) -> Probe {
     );
     // -progress pipe:1 reports on stdout and ends with progress=end.
     let progress = String::from_utf8_lossy(&output.stdout);
-    assert!(progress.contains("progress=end"), "{title}: no progress report: {progress}");
-    probe::probe(out).await.unwrap_or_else(|e| panic!("{title}: output does not probe: {e}"))
+    assert!(
+        progress.contains("progress=end"),
+        "{title}: no progress report: {progress}"
+    );
+    probe::probe(out)
+        .await
+        .unwrap_or_else(|e| panic!("{title}: output does not probe: {e}"))
 }
 
 fn close(actual: Option<f64>, expected: f64, tolerance: f64) -> bool {
@@ -66,11 +93,18 @@ async fn every_builtin_ffmpeg_profile_produces_what_it_says() {
         assert_eq!(p.video().unwrap().height, Some(360), "{title}");
         assert_eq!(p.video().unwrap().codec_name.as_deref(), Some("h264"));
         assert!(p.audio().is_some(), "{title} keeps audio");
-        assert!(close(p.duration(), 2.0, 0.15), "{title}: {:?}", p.duration());
+        assert!(
+            close(p.duration(), 2.0, 0.15),
+            "{title}: {:?}",
+            p.duration()
+        );
     }
 
     let p = run_builtin("Force 720p", &input, &mp4("Force 720p")).await;
-    assert_eq!((p.video().unwrap().width, p.video().unwrap().height), (Some(1280), Some(720)));
+    assert_eq!(
+        (p.video().unwrap().width, p.video().unwrap().height),
+        (Some(1280), Some(720))
+    );
 
     let p = run_builtin("HQ PAL-SD", &input, &mp4("HQ PAL-SD")).await;
     assert_eq!(p.video().unwrap().height, Some(576));
@@ -78,7 +112,11 @@ async fn every_builtin_ffmpeg_profile_produces_what_it_says() {
 
     let p = run_builtin("Speed-up 2x", &input, &mp4("Speed-up 2x")).await;
     assert!(p.audio().is_none(), "Speed-up 2x removes audio");
-    assert!(close(p.duration(), 1.0, 0.15), "Speed-up 2x halves: {:?}", p.duration());
+    assert!(
+        close(p.duration(), 1.0, 0.15),
+        "Speed-up 2x halves: {:?}",
+        p.duration()
+    );
 
     let p = run_builtin("Tablet 480p/25", &input, &mp4("Tablet 480p/25")).await;
     let v = p.video().unwrap();
@@ -93,11 +131,17 @@ async fn every_builtin_ffmpeg_profile_produces_what_it_says() {
     let p = run_builtin("HLS 720p", &input, &hls_dir.join("clip.m3u8")).await;
     assert_eq!(p.video().unwrap().height, Some(720));
     let playlist = std::fs::read_to_string(hls_dir.join("clip.m3u8")).unwrap();
-    assert!(playlist.contains("#EXT-X-ENDLIST"), "a VOD playlist: {playlist}");
+    assert!(
+        playlist.contains("#EXT-X-ENDLIST"),
+        "a VOD playlist: {playlist}"
+    );
     let segments: Vec<_> = playlist.lines().filter(|l| l.ends_with(".ts")).collect();
     assert!(!segments.is_empty());
     for segment in segments {
-        assert!(hls_dir.join(segment).is_file(), "segment {segment} beside the playlist");
+        assert!(
+            hls_dir.join(segment).is_file(),
+            "segment {segment} beside the playlist"
+        );
     }
 
     let dash_dir = dir.path().join("dash");
@@ -106,7 +150,13 @@ async fn every_builtin_ffmpeg_profile_produces_what_it_says() {
     assert!(p.format.name.contains("dash"), "{}", p.format.name);
     let segments = std::fs::read_dir(&dash_dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "m4s"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "m4s")
+        })
         .count();
     assert!(segments >= 2, "init and media segments beside the manifest");
 }

@@ -37,7 +37,9 @@ async fn create_token(
     let user = match &caller {
         Caller::User(user) => user,
         Caller::Root => {
-            return Err(ApiError::forbidden("root authenticates with HTTP Basic, not tokens"));
+            return Err(ApiError::forbidden(
+                "root authenticates with HTTP Basic, not tokens",
+            ));
         }
     };
     let token = random_token();

@@ -43,9 +43,17 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         version: env!("CARGO_PKG_VERSION"),
         store: if store_ok { "ok" } else { "down" },
         broker: "ok",
-        mode: if state.config.mongodb_uri.is_some() { "cluster" } else { "standalone" },
+        mode: if state.config.mongodb_uri.is_some() {
+            "cluster"
+        } else {
+            "standalone"
+        },
         store_kind: state.store.kind(),
     };
-    let status = if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(health))
 }

@@ -139,7 +139,13 @@ async fn list_medias(
     caller: Caller,
     ApiQuery(query): ApiQuery<MediaListQuery>,
 ) -> ApiResult<Json<Page<Media>>> {
-    let opts = list_options(query.limit, query.skip, query.sort.as_deref(), SORTS, "-created_at")?;
+    let opts = list_options(
+        query.limit,
+        query.skip,
+        query.sort.as_deref(),
+        SORTS,
+        "-created_at",
+    )?;
     let mut filter = MediaFilter {
         user_id: query.user_id,
         parent_id: query.parent_id,
@@ -152,7 +158,10 @@ async fn list_medias(
     if !caller.is_admin() {
         let me = caller.user_id();
         if filter.user_id.is_some_and(|asked| Some(asked) != me) {
-            return Ok(Json(Page { items: vec![], total: 0 }));
+            return Ok(Json(Page {
+                items: vec![],
+                total: 0,
+            }));
         }
         filter.user_id = me;
     }
@@ -192,7 +201,10 @@ async fn patch_media(
 ) -> ApiResult<Json<Media>> {
     let mut media = visible_media(&state, &caller, &id).await?;
     if media.status == MediaStatus::Deleted {
-        return Err(ApiError::illegal_state(format!("media {} is DELETED", media.id)));
+        return Err(ApiError::illegal_state(format!(
+            "media {} is DELETED",
+            media.id
+        )));
     }
     merge_patch(&mut media.metadata, patch.metadata);
     check_metadata(&media.metadata)?;
@@ -230,7 +242,10 @@ async fn download_media(
     match media.status {
         MediaStatus::Ready => {}
         MediaStatus::Pending => {
-            return Err(ApiError::illegal_state(format!("media {} is PENDING: not ready yet", media.id)));
+            return Err(ApiError::illegal_state(format!(
+                "media {} is PENDING: not ready yet",
+                media.id
+            )));
         }
         MediaStatus::Deleted => return Err(ApiError::not_found("media file", media.id)),
     }
@@ -244,7 +259,9 @@ async fn download_media(
     }
     let mut response = response.map(Body::new);
     if let Ok(value) = HeaderValue::from_str(&content_disposition(&media.filename)) {
-        response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
 }
@@ -253,12 +270,20 @@ async fn download_media(
 fn content_disposition(filename: &str) -> String {
     let ascii: String = filename
         .chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let encoded: String = filename
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect();

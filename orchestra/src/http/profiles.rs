@@ -90,7 +90,13 @@ async fn list_profiles(
     _caller: Caller,
     ApiQuery(query): ApiQuery<ProfileListQuery>,
 ) -> ApiResult<Json<Page<TransformProfile>>> {
-    let opts = list_options(query.limit, query.skip, query.sort.as_deref(), SORTS, "title")?;
+    let opts = list_options(
+        query.limit,
+        query.skip,
+        query.sort.as_deref(),
+        SORTS,
+        "title",
+    )?;
     let filter = ProfileFilter {
         q: query.q,
         encoder_name: query.encoder_name,
@@ -113,9 +119,13 @@ fn require_owner(caller: &Caller, profile: &TransformProfile) -> ApiResult<()> {
     if caller.is_admin() || (profile.user_id.is_some() && profile.user_id == caller.user_id()) {
         Ok(())
     } else if profile.user_id.is_none() {
-        Err(ApiError::forbidden("built-in profiles are changed by admins only"))
+        Err(ApiError::forbidden(
+            "built-in profiles are changed by admins only",
+        ))
     } else {
-        Err(ApiError::forbidden("only the profile's owner or an admin may change it"))
+        Err(ApiError::forbidden(
+            "only the profile's owner or an admin may change it",
+        ))
     }
 }
 

@@ -66,10 +66,20 @@ async fn list_users(
     caller: Caller,
     ApiQuery(query): ApiQuery<UserListQuery>,
 ) -> ApiResult<Json<Page<User>>> {
-    let opts = list_options(query.limit, query.skip, query.sort.as_deref(), SORTS, "created_at")?;
+    let opts = list_options(
+        query.limit,
+        query.skip,
+        query.sort.as_deref(),
+        SORTS,
+        "created_at",
+    )?;
     let filter = UserFilter {
         q: query.q,
-        id: if caller.is_admin() { None } else { caller.user_id() },
+        id: if caller.is_admin() {
+            None
+        } else {
+            caller.user_id()
+        },
     };
     Ok(Json(state.store.list_users(&filter, &opts).await?))
 }
@@ -140,7 +150,16 @@ async fn delete_user(
     };
     let owned = state
         .store
-        .list_medias(&filter, &list_options(Some(0), None, None, &[("created_at", "created_at")], "created_at")?)
+        .list_medias(
+            &filter,
+            &list_options(
+                Some(0),
+                None,
+                None,
+                &[("created_at", "created_at")],
+                "created_at",
+            )?,
+        )
         .await?
         .total;
     if owned > 0 {

@@ -49,8 +49,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_media(&self, media: &Media) -> StoreResult<()>;
     async fn get_media(&self, id: Uuid) -> StoreResult<Option<Media>>;
-    async fn list_medias(&self, filter: &MediaFilter, opts: &ListOptions)
-    -> StoreResult<Page<Media>>;
+    async fn list_medias(
+        &self,
+        filter: &MediaFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<Media>>;
     async fn update_media(&self, media: &Media) -> StoreResult<bool>;
 
     async fn create_profile(&self, profile: &TransformProfile) -> StoreResult<()>;

@@ -115,9 +115,12 @@ impl SqliteStore {
 
     async fn delete(&self, table: &'static str, id: Uuid) -> StoreResult<bool> {
         self.with(move |c| {
-            c.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id.to_string()])
-                .map(|n| n > 0)
-                .map_err(unavailable)
+            c.execute(
+                &format!("DELETE FROM {table} WHERE id = ?1"),
+                [id.to_string()],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable)
         })
         .await
     }
@@ -171,8 +174,10 @@ struct Where {
 impl Where {
     fn eq(&mut self, path: &str, value: impl ToString) {
         self.values.push(Value::Text(value.to_string()));
-        self.clauses
-            .push(format!("json_extract(doc, '$.{path}') = ?{}", self.values.len()));
+        self.clauses.push(format!(
+            "json_extract(doc, '$.{path}') = ?{}",
+            self.values.len()
+        ));
     }
 
     /// Case-insensitive substring of any of `paths`; `instr` takes the text literally.
@@ -260,11 +265,8 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.with(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(unavailable)
-        })
-        .await
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+            .await
     }
 
     async fn create_user(&self, user: &UserRecord) -> StoreResult<()> {
@@ -433,7 +435,11 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
-    async fn user_where(&self, column: &'static str, value: String) -> StoreResult<Option<UserRecord>> {
+    async fn user_where(
+        &self,
+        column: &'static str,
+        value: String,
+    ) -> StoreResult<Option<UserRecord>> {
         self.with(move |c| {
             let row: Option<(String, String)> = c
                 .query_row(

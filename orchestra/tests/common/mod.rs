@@ -54,7 +54,9 @@ impl App {
     }
 
     pub fn req(&self, method: Method, path: &str, who: As) -> RequestBuilder {
-        let builder = self.client.request(method, format!("{}{}", self.base, path));
+        let builder = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
         match who {
             As::Nobody => builder,
             As::Root => builder.basic_auth("root", Some(ROOT_SECRET)),
@@ -67,8 +69,21 @@ impl App {
         read(self.req(Method::GET, path, who).send().await.unwrap()).await
     }
 
-    pub async fn send_json(&self, method: Method, path: &str, who: As<'_>, body: Value) -> (StatusCode, Value) {
-        read(self.req(method, path, who).json(&body).send().await.unwrap()).await
+    pub async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        who: As<'_>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        read(
+            self.req(method, path, who)
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, who: As<'_>, body: Value) -> (StatusCode, Value) {
@@ -96,13 +111,28 @@ impl App {
         body["id"].as_str().unwrap().to_owned()
     }
 
-    pub async fn upload(&self, who: As<'_>, path: &Path, filename: &str, title: &str) -> (StatusCode, Value) {
+    pub async fn upload(
+        &self,
+        who: As<'_>,
+        path: &Path,
+        filename: &str,
+        title: &str,
+    ) -> (StatusCode, Value) {
         let bytes = std::fs::read(path).unwrap();
-        let form = reqwest::multipart::Form::new().text("title", title.to_owned()).part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()),
-        );
-        read(self.req(Method::POST, "/medias", who).multipart(form).send().await.unwrap()).await
+        let form = reqwest::multipart::Form::new()
+            .text("title", title.to_owned())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()),
+            );
+        read(
+            self.req(Method::POST, "/medias", who)
+                .multipart(form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     /// Files left anywhere under the storage root's tmp/ and medias/.
@@ -156,10 +186,23 @@ pub fn clip(dir: &Path, name: &str, seconds: u32, width: u32, height: u32) -> Pa
     let path = dir.join(name);
     let status = Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc=size={width}x{height}:rate=25:duration={seconds}"))
+        .arg(format!(
+            "testsrc=size={width}x{height}:rate=25:duration={seconds}"
+        ))
         .args(["-f", "lavfi", "-i"])
-        .arg(format!("sine=frequency=440:sample_rate=48000:duration={seconds}"))
-        .args(["-ac", "2", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=48000:duration={seconds}"
+        ))
+        .args([
+            "-ac",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
         .args(["-c:a", "aac", "-shortest"])
         .arg(&path)
         .status()
