@@ -560,6 +560,11 @@ async fn media_list_filters(store: &dyn Store) {
     assert_eq!(list(with(vec![MediaStatus::Ready])).await, vec![a.id, d.id]);
     assert_eq!(list(with(vec![MediaStatus::Deleted])).await, vec![c.id]);
     assert_eq!(
+        list(with(vec![])).await,
+        Vec::<Uuid>::new(),
+        "no statuses: nothing matches"
+    );
+    assert_eq!(
         list(with(vec![MediaStatus::Deleted, MediaStatus::Pending])).await,
         vec![b.id, c.id, e.id]
     );
@@ -718,6 +723,11 @@ async fn media_list_sort_and_paging(store: &dyn Store) {
     assert_eq!(
         list(opts("created_at", true, 3, 100)).await,
         (5, vec![id(1), id(0)])
+    );
+    assert_eq!(
+        list(opts("created_at", false, 0, 0)).await,
+        (5, vec![]),
+        "a zero limit is an empty page, not \"no limit\""
     );
 }
 

@@ -267,11 +267,9 @@ impl Store for MongoStore {
         if let Some(parent_id) = filter.parent_id {
             query.insert("parent_id", parent_id.to_string());
         }
-        // No statuses: any status.
-        if !filter.statuses.is_empty() {
-            let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
-            query.insert("status", doc! { "$in": statuses });
-        }
+        // Any of the statuses; none matches nothing (as SQL's `IN ()`).
+        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        query.insert("status", doc! { "$in": statuses });
         if let Some(q) = non_empty(&filter.q) {
             query.insert("metadata.title", contains(q));
         }
@@ -358,27 +356,10 @@ fn contains(text: &str) -> Document {
 /// Only ASCII punctuation is escaped: both engines read `\` + punctuation as the literal
 /// character, while `\` + a letter or digit may mean something else.
 fn escape_regex(text: &str) -> String {
+    const REGEX_METACHARACTERS: &str = "\\^$.|?*+()[]{}-#/";
     let mut out = String::with_capacity(text.len() * 2);
     for c in text.chars() {
-        if matches!(
-            c,
-            '\\' | '^'
-                | '$'
-                | '.'
-                | '|'
-                | '?'
-                | '*'
-                | '+'
-                | '('
-                | ')'
-                | '['
-                | ']'
-                | '{'
-                | '}'
-                | '-'
-                | '#'
-                | '/'
-        ) {
+        if REGEX_METACHARACTERS.contains(c) {
             out.push('\\');
         }
         out.push(c);
