@@ -655,6 +655,11 @@ async fn media_list_q_is_literal_and_case_insensitive(store: &dyn Store) {
     assert_eq!(search("\\ back?").await, vec![id(5)]);
     assert_eq!(search("日本").await, vec![id(6)]);
     assert_eq!(search("cödé").await, vec![id(6)]);
+    assert_eq!(
+        search("ÜNÏCÖDÉ").await,
+        vec![id(6)],
+        "case folds beyond ASCII"
+    );
     assert_eq!(search("nothing like it").await, Vec::<Uuid>::new());
     assert_eq!(
         search("").await.len(),

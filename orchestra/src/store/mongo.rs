@@ -459,8 +459,19 @@ fn bson_to_json(value: Bson) -> Value {
     }
 }
 
+/// The driver's messages carry its whole topology; an API client needs the gist.
 fn unavailable(e: MongoError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    let message = match &*e.kind {
+        ErrorKind::ServerSelection { .. } => {
+            "no MongoDB server answered (server selection timed out)".to_owned()
+        }
+        _ => {
+            let text = e.to_string();
+            let gist = text.split(", labels:").next().unwrap_or(&text);
+            gist.chars().take(300).collect()
+        }
+    };
+    StoreError::Unavailable(message)
 }
 
 /// A duplicate key is a Conflict on `unique` when the message names that key's index

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter, types::Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -55,6 +56,14 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        // SQLite's lower() folds ASCII only; searches must fold like MongoDB's /i regex.
+        conn.create_scalar_function(
+            "unicode_lower",
+            1,
+            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|s| s.to_lowercase())),
+        )
+        .map_err(unavailable)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -186,7 +195,9 @@ impl Where {
         let n = self.values.len();
         let any = paths
             .iter()
-            .map(|p| format!("instr(lower(COALESCE(json_extract(doc, '$.{p}'), '')), ?{n}) > 0"))
+            .map(|p| {
+                format!("instr(unicode_lower(COALESCE(json_extract(doc, '$.{p}'), '')), ?{n}) > 0")
+            })
             .collect::<Vec<_>>()
             .join(" OR ");
         self.clauses.push(format!("({any})"));
