@@ -931,6 +931,42 @@ mod mongo_connection {
         }
     }
 
+    /// Start-up creates the indexes: unique mail and title, medias and task lookups.
+    #[tokio::test]
+    async fn connect_creates_the_indexes() {
+        let server = NxServer::start();
+        let db = fresh_database();
+        MongoStore::connect(&server.uri_with_db(&db))
+            .await
+            .expect("connect");
+        let client = mongodb::Client::with_uri_str(server.uri_with_db(&db))
+            .await
+            .expect("client");
+        let database = client.database(&db);
+        for (collection, keys) in [
+            ("users", &["mail_key"][..]),
+            ("profiles", &["title"]),
+            ("medias", &["user_id", "status", "parent_id", "created_at"]),
+            (
+                "transform_tasks",
+                &["status", "user_id", "media_in_id", "media_out_id"],
+            ),
+            ("publisher_tasks", &["status", "user_id", "media_id"]),
+        ] {
+            let indexes = database
+                .collection::<mongodb::bson::Document>(collection)
+                .list_index_names()
+                .await
+                .expect("list indexes");
+            for key in keys {
+                assert!(
+                    indexes.iter().any(|name| name.contains(key)),
+                    "{collection}: no index on {key} in {indexes:?}"
+                );
+            }
+        }
+    }
+
     /// No server: Unavailable within the selection timeout (the URI's, when it gives one),
     /// not the driver's default 30 s.
     #[tokio::test]

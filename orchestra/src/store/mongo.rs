@@ -104,6 +104,25 @@ impl MongoStore {
                 .await
                 .map_err(unavailable)?;
         }
+        // Task lookups (by status for dispatch and reaping, by owner, by media for the
+        // "in use" checks). The task collections are filled from the transform and publish
+        // pipelines on; creating their indexes now makes any cluster database ready for them.
+        let db = self.medias.namespace().db;
+        let task_keys: [(&str, &[&str]); 2] = [
+            (
+                "transform_tasks",
+                &["status", "user_id", "media_in_id", "media_out_id"],
+            ),
+            ("publisher_tasks", &["status", "user_id", "media_id"]),
+        ];
+        for (collection, fields) in task_keys {
+            let coll = self.client.database(&db).collection::<Document>(collection);
+            for field in fields {
+                coll.create_index(IndexModel::builder().keys(doc! { *field: 1 }).build())
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
         // Tokens are found by `_id` (their hash), which is always indexed.
         Ok(())
     }
