@@ -133,7 +133,7 @@ async fn receive_file(state: &AppState, mut field: Field<'_>) -> ApiResult<(Scra
         .ok_or_else(|| ApiError::invalid("the file part has no filename"))?;
     check_filename(&filename)?;
     let limit = state.config.max_upload_bytes;
-    let scratch = Scratch::new(state.storage.scratch_path());
+    let scratch = Scratch::new(state.storage.scratch_path(&filename));
     let mut out = tokio::fs::File::create(scratch.path()).await?;
     let mut written = 0u64;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {

@@ -44,11 +44,16 @@ impl Storage {
         self.root.join(uri)
     }
 
-    /// A fresh scratch path for an upload in progress, under `tmp/`.
-    pub fn scratch_path(&self) -> PathBuf {
+    /// A fresh scratch path under `tmp/` for an upload of `filename` in progress. It keeps
+    /// the file's extension: ffprobe needs it to recognise some raw formats.
+    pub fn scratch_path(&self, filename: &str) -> PathBuf {
+        let extension = Path::new(filename)
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default();
         self.root
             .join("tmp")
-            .join(format!("upload-{}", Uuid::new_v4()))
+            .join(format!("upload-{}{extension}", Uuid::new_v4()))
     }
 
     /// Resolve a client's `uploads/...` uri to a regular file inside `uploads/`.
