@@ -639,16 +639,8 @@ async fn bad_uploads_leave_nothing_behind() {
             "file",
             reqwest::multipart::Part::stream(stream).file_name("s.mp4"),
         );
-    let answer = read(
-        app.req(Method::POST, "/medias", ADA)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
     assert_error(
-        &answer,
+        &app.post_form(ADA, form).await,
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         "limit",
@@ -695,28 +687,14 @@ async fn bad_uploads_leave_nothing_behind() {
         reqwest::multipart::Part::bytes(std::fs::read(&input).unwrap()).file_name("x.mp4"),
     );
     assert_error(
-        &read(
-            app.req(Method::POST, "/medias", ADA)
-                .multipart(no_title)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await,
+        &app.post_form(ADA, no_title).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_field",
         "title",
     );
     let no_file = reqwest::multipart::Form::new().text("title", "t");
     assert_error(
-        &read(
-            app.req(Method::POST, "/medias", ADA)
-                .multipart(no_file)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await,
+        &app.post_form(ADA, no_file).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_field",
         "file",
@@ -725,14 +703,7 @@ async fn bad_uploads_leave_nothing_behind() {
         .text("title", "t")
         .text("colour", "red");
     assert_error(
-        &read(
-            app.req(Method::POST, "/medias", ADA)
-                .multipart(stray)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await,
+        &app.post_form(ADA, stray).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_field",
         "colour",
@@ -745,14 +716,7 @@ async fn bad_uploads_leave_nothing_behind() {
             reqwest::multipart::Part::bytes(std::fs::read(&input).unwrap()).file_name("x.mp4"),
         );
     assert_error(
-        &read(
-            app.req(Method::POST, "/medias", ADA)
-                .multipart(bad_meta)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await,
+        &app.post_form(ADA, bad_meta).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_field",
         "metadata",

@@ -211,3 +211,31 @@ pub mod nx {
 }
 
 pub mod orchestra;
+
+/// Test media, generated with ffmpeg's lavfi sources (never downloaded).
+pub mod media {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// `dir/name`: `seconds` of testsrc at `width`x`height`, 25 fps, H.264, with a 48 kHz
+    /// stereo AAC sine tone.
+    pub fn clip(dir: &Path, name: &str, seconds: u32, width: u32, height: u32) -> PathBuf {
+        let path = dir.join(name);
+        let status = Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!(
+                "testsrc=size={width}x{height}:rate=25:duration={seconds}"
+            ))
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!(
+                "sine=frequency=440:sample_rate=48000:duration={seconds}"
+            ))
+            .args(["-ac", "2", "-c:v", "libx264", "-preset", "ultrafast"])
+            .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"])
+            .arg(&path)
+            .status()
+            .expect("ffmpeg must be installed");
+        assert!(status.success(), "ffmpeg could not generate {name}");
+        path
+    }
+}

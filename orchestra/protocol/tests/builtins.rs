@@ -10,37 +10,7 @@ use oscied_protocol::{EncoderName, Probe, probe};
 
 /// A 2 s, 640x360 at 25 fps clip with stereo audio, made with lavfi.
 fn generate_clip(dir: &Path) -> PathBuf {
-    let path = dir.join("input.mp4");
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x360:rate=25:duration=2",
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000:duration=2",
-        ])
-        .args([
-            "-ac",
-            "2",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-shortest"])
-        .arg(&path)
-        .status()
-        .expect("ffmpeg must be installed");
-    assert!(status.success(), "generating the test clip failed");
-    path
+    oscied_e2e::media::clip(dir, "input.mp4", 2, 640, 360)
 }
 
 async fn run_builtin(title: &str, input: &Path, out: &Path) -> Probe {

@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use orchestra::config::Config;
 use orchestra::startup::{Running, spawn};
@@ -111,6 +110,22 @@ impl App {
         body["id"].as_str().unwrap().to_owned()
     }
 
+    /// POST /medias with a multipart form.
+    pub async fn post_form(
+        &self,
+        who: As<'_>,
+        form: reqwest::multipart::Form,
+    ) -> (StatusCode, Value) {
+        read(
+            self.req(Method::POST, "/medias", who)
+                .multipart(form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
     pub async fn upload(
         &self,
         who: As<'_>,
@@ -125,14 +140,7 @@ impl App {
                 "file",
                 reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()),
             );
-        read(
-            self.req(Method::POST, "/medias", who)
-                .multipart(form)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        self.post_form(who, form).await
     }
 
     /// Files left anywhere under the storage root's tmp/ and medias/.
@@ -181,32 +189,4 @@ pub fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str
     );
 }
 
-/// A clip made with lavfi: `seconds` long, `width`x`height` at 25 fps with stereo audio.
-pub fn clip(dir: &Path, name: &str, seconds: u32, width: u32, height: u32) -> PathBuf {
-    let path = dir.join(name);
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!(
-            "testsrc=size={width}x{height}:rate=25:duration={seconds}"
-        ))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency=440:sample_rate=48000:duration={seconds}"
-        ))
-        .args([
-            "-ac",
-            "2",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-shortest"])
-        .arg(&path)
-        .status()
-        .expect("ffmpeg must be installed");
-    assert!(status.success());
-    path
-}
+pub use oscied_e2e::media::clip;
