@@ -189,4 +189,5 @@ pub fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str
     );
 }
 
+#[allow(unused_imports)] // not every test binary generates clips
 pub use oscied_e2e::media::clip;
