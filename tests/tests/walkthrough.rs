@@ -58,7 +58,7 @@ fn run_walkthrough(orchestra: &Orchestra) -> String {
 /// What the walkthrough prints that a user would look at.
 fn check_output(stdout: &str, store: &str) {
     assert!(
-        stdout.contains(&format!("\"store_kind\":\"{store}\"")),
+        stdout.contains(&format!("\"store_kind\": \"{store}\"")),
         "{stdout}"
     );
     assert!(
