@@ -81,28 +81,32 @@ pub enum EncoderError {
     Filter(String),
     #[error("encoder_string output format {0:?} is not allowed")]
     Format(String),
+    #[error("encoder_string option {0} prints information instead of encoding")]
+    NotOutputOption(String),
 }
 
 pub const MAX_ENCODER_STRING: usize = 4096;
 
-/// Options that never take a value. Anything else starting with `-` takes exactly one.
+/// ffmpeg's boolean options (fftools' OPT_BOOL and argument-less options), which take no
+/// value; `-noX` negates a boolean `-X`. Every other option, AVOptions included, takes exactly
+/// one value. Getting this list right is what makes a stray word detectable: a word after an
+/// unknown boolean would be an extra output to ffmpeg.
 const FLAGS: &[&str] = &[
     "-an",
     "-vn",
     "-sn",
     "-dn",
     "-shortest",
-    "-nostdin",
     "-stdin",
     "-hide_banner",
-    "-nostats",
     "-stats",
     "-copyts",
     "-start_at_zero",
     "-ignore_unknown",
     "-copy_unknown",
+    "-recast_media",
     "-accurate_seek",
-    "-noaccurate_seek",
+    "-seek_timestamp",
     "-benchmark",
     "-benchmark_all",
     "-intra",
@@ -110,19 +114,57 @@ const FLAGS: &[&str] = &[
     "-same_quant",
     "-deinterlace",
     "-psnr",
-    "-vstats",
     "-xerror",
     "-debug_ts",
     "-qphist",
     "-autorotate",
-    "-noautorotate",
     "-autoscale",
-    "-noautoscale",
+    "-fix_sub_duration",
+    "-fix_sub_duration_heartbeat",
+    "-find_stream_info",
+    "-print_graphs",
     "-dump",
     "-hex",
     "-re",
     "-bitexact",
 ];
+
+/// Options that print information and exit instead of encoding.
+const INFO_OPTIONS: &[&str] = &[
+    "-h",
+    "-?",
+    "-help",
+    "--help",
+    "-version",
+    "-buildconf",
+    "-formats",
+    "-muxers",
+    "-demuxers",
+    "-devices",
+    "-codecs",
+    "-decoders",
+    "-encoders",
+    "-bsfs",
+    "-protocols",
+    "-filters",
+    "-pix_fmts",
+    "-layouts",
+    "-sample_fmts",
+    "-dispositions",
+    "-colors",
+    "-hwaccels",
+    "-L",
+    "-sources",
+    "-sinks",
+    "-license",
+];
+
+fn is_flag(name: &str) -> bool {
+    FLAGS.contains(&name)
+        || name
+            .strip_prefix("-no")
+            .is_some_and(|rest| FLAGS.contains(&format!("-{rest}").as_str()))
+}
 
 /// Options the unit owns or that act on inputs or outputs other than the one the unit names.
 const RESERVED: &[&str] = &[
@@ -164,6 +206,13 @@ const FILE_OPTIONS: &[&str] = &[
     "-x264opts_file",
     "-x264-params-file",
     "-x265-params-file",
+    "-vstats",
+    "-print_graphs_file",
+    "-fpre",
+    "-vpre",
+    "-apre",
+    "-spre",
+    "-pre",
 ];
 
 /// Filters that read files (or take commands from outside) and so could escape the storage tree.
@@ -318,7 +367,10 @@ pub fn validate_encoder_string(encoder_string: &str) -> Result<Vec<String>, Enco
         if FILE_OPTIONS.contains(&base) {
             return Err(EncoderError::FileOption(token.clone()));
         }
-        if FLAGS.contains(&base) {
+        if INFO_OPTIONS.contains(&base) {
+            return Err(EncoderError::NotOutputOption(token.clone()));
+        }
+        if is_flag(base) {
             continue;
         }
         let value = iter
@@ -344,24 +396,29 @@ fn is_option(token: &str) -> bool {
             .is_some_and(|c| !(c.is_ascii_digit() || c == '.'))
 }
 
-/// Refuse values that look like paths or protocol URLs.
+/// Refuse values that look like paths or protocol URLs, whole or in any piece of a
+/// `key=value:key=value` list (`-x264-params stats=/tmp/x` names a file too).
 fn check_value(value: &str) -> Result<(), EncoderError> {
     if value.contains("://") {
         return Err(EncoderError::Protocol(value.to_owned()));
     }
-    if let Some(pos) = value.find([':', ',']) {
-        let scheme = &value[..pos];
-        if PROTOCOLS.contains(&scheme.to_ascii_lowercase().as_str()) {
+    let unquoted = value.replace(['\\', '\''], "");
+    for piece in unquoted.split(['=', ',', '|']) {
+        if let Some((scheme, _)) = piece.split_once(':')
+            && PROTOCOLS.contains(&scheme.trim().to_ascii_lowercase().as_str())
+        {
             return Err(EncoderError::Protocol(value.to_owned()));
         }
     }
-    let looks_like_path = value.starts_with('/')
-        || value.starts_with("./")
-        || value.starts_with('~')
-        || value.starts_with('\\')
-        || value == "."
-        || value.split(['/', '\\']).any(|part| part == "..");
-    if looks_like_path {
+    let path_like = |piece: &str| {
+        let piece = piece.trim();
+        piece.starts_with('/')
+            || piece.starts_with("./")
+            || piece.starts_with('~')
+            || piece == "."
+            || piece.split('/').any(|part| part == "..")
+    };
+    if value.starts_with('\\') || unquoted.split(['=', ',', ':', '|']).any(path_like) {
         return Err(EncoderError::Path(value.to_owned()));
     }
     Ok(())
@@ -376,14 +433,15 @@ fn check_filter_graph(graph: &str) -> Result<(), EncoderError> {
             Some((name, args)) => (name.trim(), args),
             None => (filter.trim(), ""),
         };
-        // `name@instance` addresses a filter instance.
-        let name = name.split('@').next().unwrap_or(name).to_ascii_lowercase();
+        // ffmpeg unescapes names (`mov\\ie`, `'movie'`); `name@instance` names an instance.
+        let name = unescape(name);
+        let name = name.split('@').next().unwrap_or(&name).to_ascii_lowercase();
         if FILE_FILTERS.contains(&name.as_str()) {
             return Err(EncoderError::Filter(name));
         }
         for arg in split_unescaped(args, ':') {
             if let Some((key, value)) = arg.split_once('=') {
-                let key = key.trim().to_ascii_lowercase();
+                let key = unescape(key.trim()).to_ascii_lowercase();
                 if FILE_FILTER_KEYS.contains(&key.as_str()) {
                     return Err(EncoderError::Filter(format!("{name}: {key}=")));
                 }
@@ -392,6 +450,24 @@ fn check_filter_graph(graph: &str) -> Result<(), EncoderError> {
         }
     }
     Ok(())
+}
+
+/// What ffmpeg's tokenizer makes of a word: backslash escapes and single quotes removed.
+fn unescape(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    let mut escaped = false;
+    for c in word.chars() {
+        match c {
+            _ if escaped => {
+                out.push(c);
+                escaped = false;
+            }
+            '\\' => escaped = true,
+            '\'' => {}
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Split a graph on `,` and `;` outside single quotes and brackets, honouring `\` escapes.
@@ -538,6 +614,9 @@ mod tests {
         ok("-itsoffset -0.5 -an -movflags +faststart");
         ok("-filter_complex '[0:v]split=2[a][b];[a]negate[c];[b][c]hstack' -an");
         ok("-map 0:v:0 -map 0:a? -metadata title=Hello -f mp4");
+        ok("-x264-params keyint=50:min-keyint=25:scenecut=0 -movflags +faststart");
+        ok("-vf 'setdar=16/9,scale=trunc(iw/2)*2:trunc(ih/2)*2' -af volume=-3dB");
+        ok("-noautorotate -nostdin -hide_banner");
         ok("");
     }
 
@@ -553,6 +632,29 @@ mod tests {
         assert!(matches!(bad("-c:v"), EncoderError::MissingValue(_)));
         assert!(matches!(bad("-f tee"), EncoderError::Format(_)));
         assert!(matches!(bad("-/vf f.txt"), EncoderError::FileOption(_)));
+        // A word after a boolean option is an extra output to ffmpeg.
+        assert!(matches!(
+            bad("-shortest out2.mp4"),
+            EncoderError::StrayArgument(_)
+        ));
+        assert!(matches!(
+            bad("-noshortest out2.mp4"),
+            EncoderError::StrayArgument(_)
+        ));
+        assert!(matches!(
+            bad("-fix_sub_duration out2.mp4"),
+            EncoderError::StrayArgument(_)
+        ));
+        assert!(matches!(
+            bad("-recast_media out2.mp4"),
+            EncoderError::StrayArgument(_)
+        ));
+        assert!(matches!(
+            bad("-an -vn -sn -dn x.mp4"),
+            EncoderError::StrayArgument(_)
+        ));
+        assert!(matches!(bad("-formats"), EncoderError::NotOutputOption(_)));
+        assert!(matches!(bad("-h full"), EncoderError::NotOutputOption(_)));
     }
 
     #[test]
@@ -574,6 +676,24 @@ mod tests {
         ));
         assert!(matches!(bad("-c:v file:/x"), EncoderError::Protocol(_)));
         assert!(matches!(bad("-c:v concat:a|b"), EncoderError::Protocol(_)));
+        assert!(matches!(
+            bad("-x264-params keyint=60:stats=/tmp/x"),
+            EncoderError::Path(_)
+        ));
+        assert!(matches!(
+            bad("-x264-params pass=1:stats=../x"),
+            EncoderError::Path(_)
+        ));
+        assert!(matches!(
+            bad("-x264-params stats=file:x"),
+            EncoderError::Protocol(_)
+        ));
+        assert!(matches!(bad("-vpre slow"), EncoderError::FileOption(_)));
+        assert!(matches!(
+            bad("-fpre my.ffpreset"),
+            EncoderError::FileOption(_)
+        ));
+        assert!(matches!(bad("-vstats"), EncoderError::FileOption(_)));
     }
 
     #[test]
