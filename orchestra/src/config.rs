@@ -36,8 +36,9 @@ pub struct Config {
     #[arg(long, env = "OSCIED_NODE_SECRET", hide_env_values = true)]
     pub node_secret: Option<String>,
 
-    /// Largest accepted upload, in bytes (larger ones answer 413).
-    #[arg(long, env = "OSCIED_MAX_UPLOAD_BYTES", default_value_t = 16 * 1024 * 1024 * 1024)]
+    /// Largest accepted upload (larger ones answer 413): bytes, or with a unit such as
+    /// `500M`, `2GiB`, `16G` (powers of 1024).
+    #[arg(long, env = "OSCIED_MAX_UPLOAD_BYTES", default_value = "16GiB", value_parser = parse_size)]
     pub max_upload_bytes: u64,
 
     /// Lifetime of bearer tokens from POST /auth/token, in seconds.
@@ -55,6 +56,29 @@ pub enum LogFormat {
     Json,
 }
 
+/// `1048576`, `512K`, `500M`, `2GiB`, `16G`: a byte count with an optional binary unit.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 1048576, 500M or 2GiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => return Err(format!("unknown size unit {other:?}; use K, M, G or T")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 impl Config {
     pub fn storage_root(&self) -> PathBuf {
         self.storage_root
@@ -68,5 +92,23 @@ impl Config {
         config.data_dir = data_dir.into();
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("16g"), Ok(16 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 }

@@ -62,6 +62,7 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
         Some(uri) => Arc::new(MongoStore::connect(uri).await?),
         None => Arc::new(SqliteStore::open(&config.data_dir.join("oscied.db"))?),
     };
+    warn_without_ffprobe().await;
     let seeded = seed_builtins(store.as_ref()).await?;
     if seeded > 0 {
         tracing::info!(seeded, "built-in profiles seeded");
@@ -73,6 +74,22 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
         config: Arc::new(config),
         verified: Arc::new(VerifiedCache::default()),
     })
+}
+
+/// Uploads need ffprobe; say so at start rather than at the first upload (which answers 503).
+async fn warn_without_ffprobe() {
+    let found = tokio::process::Command::new("ffprobe")
+        .arg("-version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !found {
+        tracing::warn!(
+            "ffprobe is not on the PATH: uploads will answer 503 until ffmpeg is installed"
+        );
+    }
 }
 
 pub fn app(state: AppState) -> axum::Router {

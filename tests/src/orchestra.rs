@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -51,16 +52,19 @@ impl Orchestra {
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
         let child = command.spawn().expect("the orchestra binary starts");
-        let orchestra = Orchestra { child, port, dir };
+        let mut orchestra = Orchestra { child, port, dir };
         orchestra.wait_healthy(Duration::from_secs(30));
         orchestra
     }
 
-    fn wait_healthy(&self, timeout: Duration) {
+    fn wait_healthy(&mut self, timeout: Duration) {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Some((200, _)) = self.get("/api/v1/health") {
                 return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the orchestra exited ({status}):\n{}", self.log_tail());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -116,31 +120,39 @@ impl Drop for Orchestra {
     }
 }
 
-/// The `orchestra` binary cargo built beside this test, built now if it is missing.
+/// The `orchestra` binary beside this test's executable, brought up to date once per test
+/// process (`cargo test -p oscied-e2e` alone would otherwise run a stale one).
 /// `OSCIED_ORCHESTRA_BIN` overrides.
 pub fn binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
     if let Some(path) = std::env::var_os("OSCIED_ORCHESTRA_BIN") {
         return PathBuf::from(path);
     }
+    BUILT.get_or_init(build).clone()
+}
+
+fn build() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/orchestra
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test executable inside target/<profile>/deps");
-    let binary = profile_dir.join("orchestra");
-    if !binary.exists() {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .current_dir(&workspace)
-            .args(["build", "-p", "orchestra", "--bin", "orchestra"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "building the orchestra failed");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(&workspace).args([
+        "build",
+        "--quiet",
+        "-p",
+        "orchestra",
+        "--bin",
+        "orchestra",
+    ]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        command.arg("--release");
     }
-    binary
+    let status = command.status().expect("cargo runs");
+    assert!(status.success(), "building the orchestra failed");
+    profile_dir.join("orchestra")
 }

@@ -1,0 +1,91 @@
+//! `OSCIED_MAX_UPLOAD_BYTES` on the real binary: an upload over it answers 413 with the JSON
+//! error body and leaves no partial file; one under it is READY.
+
+use std::process::Command;
+
+use oscied_e2e::orchestra::Orchestra;
+
+fn curl(args: &[&str]) -> (u16, serde_json::Value) {
+    let output = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let (body, status) = text.rsplit_once('\n').expect("status line");
+    (
+        status.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or_default(),
+    )
+}
+
+fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| {
+                if e.path().is_dir() {
+                    files_under(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
+}
+
+#[test]
+fn uploads_over_the_configured_limit_are_refused_and_leave_nothing() {
+    let orchestra = Orchestra::start(&[
+        ("OSCIED_MAX_UPLOAD_BYTES", "256K"),
+        ("OSCIED_ROOT_SECRET", "limit-root-secret"),
+    ]);
+    let api = orchestra.api();
+    let (status, _) = curl(&[
+        "-u",
+        "root:limit-root-secret",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"first_name": "U", "last_name": "L", "mail": "u@example.com", "secret": "upload-limit"}"#,
+        &format!("{api}/users"),
+    ]);
+    assert_eq!(status, 201);
+
+    let work = orchestra.workdir();
+    let small = oscied_e2e::media::clip(work, "small.mp4", 1, 160, 120);
+    let big = work.join("big.mp4");
+    std::fs::write(&big, vec![0u8; 1024 * 1024]).unwrap();
+
+    let upload = |file: &std::path::Path| {
+        curl(&[
+            "-u",
+            "u@example.com:upload-limit",
+            "-F",
+            &format!("file=@{}", file.display()),
+            "-F",
+            "title=t",
+            &format!("{api}/medias"),
+        ])
+    };
+    let (status, error) = upload(&big);
+    assert_eq!(status, 413, "{error}");
+    assert_eq!(error["error"]["code"], "payload_too_large");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("262144")
+    );
+
+    let storage = work.join("oscied-data/storage");
+    assert_eq!(files_under(&storage.join("tmp")), 0);
+    assert_eq!(files_under(&storage.join("medias")), 0);
+
+    let (status, media) = upload(&small);
+    assert_eq!(
+        (status, media["status"].as_str()),
+        (201, Some("READY")),
+        "{media}"
+    );
+}
