@@ -120,6 +120,21 @@ impl Drop for Orchestra {
     }
 }
 
+/// Run `curl -s` with `args`; the HTTP status and the JSON body (Null when not JSON).
+pub fn curl(args: &[&str]) -> (u16, serde_json::Value) {
+    let output = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let (body, status) = text.rsplit_once('\n').expect("curl printed the status");
+    (
+        status.trim().parse().expect("an HTTP status"),
+        serde_json::from_str(body).unwrap_or_default(),
+    )
+}
+
 /// The `orchestra` binary beside this test's executable, brought up to date once per test
 /// process (`cargo test -p oscied-e2e` alone would otherwise run a stale one).
 /// `OSCIED_ORCHESTRA_BIN` overrides.

@@ -1,23 +1,15 @@
 //! With MongoDB gone, the orchestra answers 503 with the JSON error body instead of hanging
 //! or failing with a 500, and says so on /health.
 
-use std::process::Command;
-
 use oscied_e2e::nx::NxServer;
-use oscied_e2e::orchestra::Orchestra;
+use oscied_e2e::orchestra::{Orchestra, curl};
 
 fn curl_root(orchestra: &Orchestra, path: &str) -> (u16, serde_json::Value) {
-    let output = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "-u", "root:e2e-root-secret"])
-        .arg(format!("{}{path}", orchestra.api()))
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let (body, status) = text.rsplit_once('\n').expect("status line");
-    (
-        status.trim().parse().unwrap(),
-        serde_json::from_str(body).unwrap_or_default(),
-    )
+    curl(&[
+        "-u",
+        "root:e2e-root-secret",
+        &format!("{}{path}", orchestra.api()),
+    ])
 }
 
 #[test]

@@ -1,23 +1,7 @@
 //! `OSCIED_MAX_UPLOAD_BYTES` on the real binary: an upload over it answers 413 with the JSON
 //! error body and leaves no partial file; one under it is READY.
 
-use std::process::Command;
-
-use oscied_e2e::orchestra::Orchestra;
-
-fn curl(args: &[&str]) -> (u16, serde_json::Value) {
-    let output = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let (body, status) = text.rsplit_once('\n').expect("status line");
-    (
-        status.trim().parse().unwrap(),
-        serde_json::from_str(body).unwrap_or_default(),
-    )
-}
+use oscied_e2e::orchestra::{Orchestra, curl};
 
 fn files_under(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |entries| {

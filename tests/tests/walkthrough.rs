@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use oscied_e2e::nx::NxServer;
-use oscied_e2e::orchestra::Orchestra;
+use oscied_e2e::orchestra::{Orchestra, curl};
 
 /// The shell blocks between the walkthrough markers of the README, in order.
 fn walkthrough_script() -> String {
@@ -124,13 +124,12 @@ fn readme_walkthrough_on_mongodb() {
     // A restart against the same database keeps everything and seeds nothing twice.
     drop(orchestra);
     let again = Orchestra::start(&[("OSCIED_MONGODB_URI", uri.as_str())]);
-    let output = Command::new("curl")
-        .args(["-sf", "-u", "ada@example.com:analytical-engine"])
-        .arg(format!("{}/transform/profiles?limit=0", again.api()))
-        .output()
-        .expect("curl runs");
-    assert!(output.status.success(), "{}", again.log_tail());
-    let page: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (status, page) = curl(&[
+        "-u",
+        "ada@example.com:analytical-engine",
+        &format!("{}/transform/profiles?limit=0", again.api()),
+    ]);
+    assert_eq!(status, 200, "{}", again.log_tail());
     let builtins = oscied_protocol::builtins::BUILTIN_PROFILES.len() as u64;
     assert_eq!(
         page["total"],
