@@ -153,7 +153,16 @@ fn build() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("test executable inside target/<profile>/deps");
+    let binary = profile_dir.join("orchestra");
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // `cargo test --workspace` has just built it; a nested build would re-resolve features
+    // without the dev-dependencies and rebuild for nothing. Build only when it is stale.
+    let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok();
+    let sources = newest_source(&workspace.join("orchestra"))
+        .max(newest_source(&workspace.join("Cargo.lock")));
+    if built.is_some_and(|b| sources.is_some_and(|s| b >= s)) {
+        return binary;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command.current_dir(&workspace).args([
@@ -169,5 +178,18 @@ fn build() -> PathBuf {
     }
     let status = command.status().expect("cargo runs");
     assert!(status.success(), "building the orchestra failed");
-    profile_dir.join("orchestra")
+    binary
+}
+
+/// The newest modification time of a file, or of the files below a directory.
+fn newest_source(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| newest_source(&entry.path()))
+        .max()
 }
