@@ -101,7 +101,13 @@ fn multipart_error(e: MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(e.body_text())
     } else {
-        ApiError::bad_request("malformed_multipart", e.body_text())
+        ApiError::bad_request(
+            "malformed_multipart",
+            format!(
+                "malformed multipart body: {} (control characters in a filename must be percent-encoded)",
+                e.body_text()
+            ),
+        )
     }
 }
 
@@ -127,9 +133,14 @@ async fn read_text(mut field: Field<'_>, name: &str) -> ApiResult<String> {
 
 /// Stream the `file` part to a scratch file, counting bytes against the limit.
 async fn receive_file(state: &AppState, mut field: Field<'_>) -> ApiResult<(Scratch, String)> {
+    // Browsers percent-encode CR, LF and `"` in multipart filenames (WHATWG); nothing else.
     let filename = field
         .file_name()
-        .map(str::to_owned)
+        .map(|name| {
+            name.replace("%0A", "\n")
+                .replace("%0D", "\r")
+                .replace("%22", "\"")
+        })
         .ok_or_else(|| ApiError::invalid("the file part has no filename"))?;
     check_filename(&filename)?;
     let limit = state.config.max_upload_bytes;

@@ -598,19 +598,29 @@ async fn register_adopts_files_under_uploads_only() {
         "a refused file is left where the user put it"
     );
     clip(&uploads, "third.mp4", 1, 160, 120);
-    let answer = app
-        .post(
-            "/medias",
-            ADA,
-            json!({"uri": "uploads/third.mp4", "filename": "../x.mp4", "metadata": {"title": "t"}}),
-        )
-        .await;
-    assert_error(
-        &answer,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_field",
-        "filename",
-    );
+    for filename in [
+        "../x.mp4",
+        "a/b.mp4",
+        "..",
+        "nul\0.mp4",
+        "bell\u{7}.mp4",
+        "tab\t.mp4",
+    ] {
+        let answer = app
+            .post(
+                "/medias",
+                ADA,
+                json!({"uri": "uploads/third.mp4", "filename": filename, "metadata": {"title": "t"}}),
+            )
+            .await;
+        assert_error(
+            &answer,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "filename",
+        );
+    }
+    assert!(uploads.join("third.mp4").exists());
     assert_eq!(app.get("/medias", ADA).await.1["total"], 2);
 }
 
@@ -666,12 +676,42 @@ async fn bad_uploads_leave_nothing_behind() {
         "bell\u{7}.mp4",
         "new\nline.mp4",
     ] {
+        // Raw control characters cannot travel in an HTTP header: those are a 400.
         let answer = app.upload(ADA, &input, name, "Bad name").await;
         assert!(
             answer.0 == StatusCode::UNPROCESSABLE_ENTITY || answer.0 == StatusCode::BAD_REQUEST,
             "{name:?}: {answer:?}"
         );
         assert!(answer.1["error"]["code"].is_string(), "{answer:?}");
+    }
+    // Browsers send CR, LF and `"` percent-encoded (WHATWG multipart/form-data): decoded,
+    // they are refused as a filename like the others.
+    let clip_bytes = std::fs::read(&input).unwrap();
+    for encoded in [
+        "\"new%0Aline.mp4\"",
+        "\"cr%0D.mp4\"",
+        "\"../%22evil%22.mp4\"",
+        "\"..\"",
+    ] {
+        let mut body = format!(
+            "--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nt\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename={encoded}\r\nContent-Type: video/mp4\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(&clip_bytes);
+        body.extend_from_slice(b"\r\n--XyZ--\r\n");
+        let answer = app
+            .req(Method::POST, "/medias", ADA)
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=XyZ")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_error(
+            &read(answer).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "filename",
+        );
     }
     let answer = app.upload(ADA, &input, "../evil.mp4", "Bad name").await;
     assert_error(
