@@ -181,6 +181,18 @@ pub struct ListOptions {
     pub descending: bool,
 }
 
+impl ListOptions {
+    /// No items, only the total: a count through the same filters as a list.
+    pub fn count_only() -> ListOptions {
+        ListOptions {
+            limit: 0,
+            skip: 0,
+            sort: "created_at",
+            descending: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserFilter {
     /// Case-insensitive substring of mail or name.

@@ -96,14 +96,8 @@ impl ProfilePatch {
 /// Seed the built-in profiles into a store that has no profile at all (its first start), so
 /// an admin's later deletions or edits of built-ins are not undone at the next start.
 pub async fn seed_builtins(store: &dyn Store) -> StoreResult<usize> {
-    let any = ListOptions {
-        limit: 0,
-        skip: 0,
-        sort: "title",
-        descending: false,
-    };
     if store
-        .list_profiles(&ProfileFilter::default(), &any)
+        .list_profiles(&ProfileFilter::default(), &ListOptions::count_only())
         .await?
         .total
         > 0

@@ -1169,12 +1169,7 @@ async fn the_root_secret_is_generated_once_and_kept() {
     let again = orchestra::startup::build(config).await.unwrap();
     assert_eq!(again.secrets.root, kept.trim());
     // Built-ins are seeded once, not again at the next start.
-    let opts = orchestra::models::ListOptions {
-        limit: 0,
-        skip: 0,
-        sort: "title",
-        descending: false,
-    };
+    let opts = orchestra::models::ListOptions::count_only();
     let total = again
         .store
         .list_profiles(&Default::default(), &opts)

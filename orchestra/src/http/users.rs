@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use super::{ApiJson, ApiQuery, list_options, parse_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::models::{MediaFilter, Page, User, UserFilter, UserRecord};
+use crate::models::{ListOptions, MediaFilter, Page, User, UserFilter, UserRecord};
 use crate::state::AppState;
 use crate::users::{NewUser, UserPatch};
 
@@ -150,16 +150,7 @@ async fn delete_user(
     };
     let owned = state
         .store
-        .list_medias(
-            &filter,
-            &list_options(
-                Some(0),
-                None,
-                None,
-                &[("created_at", "created_at")],
-                "created_at",
-            )?,
-        )
+        .list_medias(&filter, &ListOptions::count_only())
         .await?
         .total;
     if owned > 0 {
