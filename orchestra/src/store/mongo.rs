@@ -174,6 +174,18 @@ impl MongoStore {
     }
 
     /// Replace the whole document `_id`; false when it is gone.
+    /// Insert one document; a duplicate key is a Conflict on `unique`.
+    async fn insert(
+        coll: &Collection<Document>,
+        doc: Document,
+        unique: &'static str,
+    ) -> StoreResult<()> {
+        coll.insert_one(doc)
+            .await
+            .map_err(|e| write_error(e, unique))?;
+        Ok(())
+    }
+
     async fn replace(
         coll: &Collection<Document>,
         doc: Document,
@@ -212,11 +224,7 @@ impl Store for MongoStore {
     }
 
     async fn create_user(&self, user: &UserRecord) -> StoreResult<()> {
-        self.users
-            .insert_one(user_doc(user)?)
-            .await
-            .map_err(|e| write_error(e, "mail"))?;
-        Ok(())
+        Self::insert(&self.users, user_doc(user)?, "mail").await
     }
 
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<UserRecord>> {
@@ -263,11 +271,7 @@ impl Store for MongoStore {
     }
 
     async fn create_media(&self, media: &Media) -> StoreResult<()> {
-        self.medias
-            .insert_one(to_doc(media, "id")?)
-            .await
-            .map_err(|e| write_error(e, "id"))?;
-        Ok(())
+        Self::insert(&self.medias, to_doc(media, "id")?, "id").await
     }
 
     async fn get_media(&self, id: Uuid) -> StoreResult<Option<Media>> {
@@ -300,11 +304,7 @@ impl Store for MongoStore {
     }
 
     async fn create_profile(&self, profile: &TransformProfile) -> StoreResult<()> {
-        self.profiles
-            .insert_one(to_doc(profile, "id")?)
-            .await
-            .map_err(|e| write_error(e, "title"))?;
-        Ok(())
+        Self::insert(&self.profiles, to_doc(profile, "id")?, "title").await
     }
 
     async fn get_profile(&self, id: Uuid) -> StoreResult<Option<TransformProfile>> {
@@ -338,11 +338,7 @@ impl Store for MongoStore {
     }
 
     async fn create_token(&self, token: &Token) -> StoreResult<()> {
-        self.tokens
-            .insert_one(to_doc(token, "hash")?)
-            .await
-            .map_err(|e| write_error(e, "hash"))?;
-        Ok(())
+        Self::insert(&self.tokens, to_doc(token, "hash")?, "hash").await
     }
 
     async fn get_token(&self, hash: &str) -> StoreResult<Option<Token>> {
