@@ -2,11 +2,21 @@
 //!
 //! Both sides depend on this crate and never on each other: the encoder rules and the exact
 //! ffmpeg command line (so a profile validated by the orchestra runs as validated on a unit),
-//! the probe of a media file, and the built-in profiles.
+//! the probe of a media file, the built-in profiles, the broker, the job messages, the node
+//! API's payloads and the client units call it with.
 
+pub mod broker;
 pub mod builtins;
+pub mod client;
 pub mod encoder;
+pub mod job;
+pub mod node;
 pub mod probe;
+pub mod queue;
+pub mod task;
 
+pub use broker::{Broker, BrokerError, Consumer, Delivery};
 pub use encoder::{EncoderError, EncoderName};
+pub use job::TransformJob;
 pub use probe::{Probe, ProbeError};
+pub use task::{ProgressReport, TaskStatus};

@@ -1,0 +1,2 @@
+//! RabbitMQ through lapin (placeholder, being written).
+pub struct AmqpBroker;

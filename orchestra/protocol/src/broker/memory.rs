@@ -1,0 +1,2 @@
+//! In-process queues for standalone mode (placeholder, being written).
+pub struct MemoryBroker;

@@ -1,0 +1,112 @@
+//! The node API: what units send the orchestra and what it answers (DESIGN.md §5).
+//!
+//! Routes, all under `/api/v1` with HTTP Basic `node:<node secret>`:
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `PUT /node/units/{unit_id}` | [`UnitHeartbeat`] | 200 the unit as listed by `GET /units` |
+//! | `POST /node/transform/tasks/{id}/claim` | [`ClaimRequest`] | 200 [`ClaimAnswer`]; 409 `stale_attempt` |
+//! | `POST /node/transform/tasks/{id}/progress` | [`ProgressRequest`] | 200 [`ProgressAnswer`]; 409 `stale_attempt` |
+//! | `POST /node/transform/tasks/{id}/complete` | [`CompleteRequest`] | 200 [`CompleteAnswer`]; 409 `stale_attempt` |
+//!
+//! A 404 (task gone) or 409 `stale_attempt` means: this unit's attempt is not the current one;
+//! drop the message, stop the work, clean up, and do not complete.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::probe::Probe;
+use crate::task::{ProgressReport, TaskStatus};
+
+/// The error code of a claim, progress or completion for an attempt that is not current.
+pub const STALE_ATTEMPT: &str = "stale_attempt";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitKind {
+    Transform,
+    Publisher,
+}
+
+impl UnitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitKind::Transform => "transform",
+            UnitKind::Publisher => "publisher",
+        }
+    }
+}
+
+/// Sent by every unit every `heartbeat_secs`; registers the unit on first call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UnitHeartbeat {
+    pub kind: UnitKind,
+    pub queues: Vec<String>,
+    pub hostname: String,
+    /// The unit's OSCIED version.
+    pub version: String,
+    /// `ffmpeg -version`'s first line, for transform units.
+    pub ffmpeg_version: Option<String>,
+    pub concurrency: u32,
+    /// Ids of the tasks the unit is running now.
+    pub running_tasks: Vec<Uuid>,
+    /// How often the unit sends this; it is offline after three missed beats.
+    pub heartbeat_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClaimRequest {
+    pub unit_id: String,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClaimAnswer {
+    pub task_id: Uuid,
+    pub attempt: u32,
+    /// The unit must report (progress or a bare heartbeat) more often than this, or the
+    /// orchestra takes the task back.
+    pub lease_secs: u64,
+}
+
+/// Progress, or a bare lease heartbeat when `progress` is null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProgressRequest {
+    pub unit_id: String,
+    pub attempt: u32,
+    pub progress: Option<ProgressReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProgressAnswer {
+    /// The task was revoked: kill the work within a second, clean up, complete as REVOKED.
+    pub cancel: bool,
+}
+
+/// What a transform produced: the files are in `tmp_dir(task, attempt)`, the main one named
+/// as the job's `filename`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TransformOutput {
+    /// Bytes of the whole output directory.
+    pub size: u64,
+    pub probe: Probe,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CompleteRequest {
+    pub unit_id: String,
+    pub attempt: u32,
+    /// SUCCESS, FAILURE or REVOKED.
+    pub status: TaskStatus,
+    /// For FAILURE: what went wrong (ffmpeg's own error lines).
+    pub error: Option<String>,
+    /// For a transform's SUCCESS.
+    pub output: Option<TransformOutput>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CompleteAnswer {
+    /// The task's status after the call (a revoked task answers REVOKED to a SUCCESS).
+    pub status: TaskStatus,
+}
