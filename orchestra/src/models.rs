@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use oscied_protocol::{EncoderName, Probe};
+use oscied_protocol::node::UnitKind;
+use oscied_protocol::{EncoderName, Probe, ProgressReport, TaskStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -229,4 +230,82 @@ pub struct ProfileFilter {
     pub q: Option<String>,
     pub encoder_name: Option<EncoderName>,
     pub user_id: Option<Uuid>,
+}
+
+/// Where a running task stands: the unit's last report and when the orchestra got it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Progress {
+    #[serde(flatten)]
+    pub report: ProgressReport,
+    #[serde(with = "ts")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A transform task (DESIGN.md §3). Status changes go through `lifecycle` only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TransformTask {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub media_in_id: Uuid,
+    pub media_out_id: Uuid,
+    pub profile_id: Uuid,
+    pub queue: String,
+    /// 0 (default) to 9; higher runs first.
+    pub priority: u8,
+    pub status: TaskStatus,
+    /// 1 for the first run; a lost lease re-queues with attempt + 1.
+    pub attempt: u32,
+    pub progress: Option<Progress>,
+    /// Why it failed (ffmpeg's own error lines), or why it was retried.
+    pub error: Option<String>,
+    /// The unit holding (or last holding) the task.
+    pub unit_id: Option<String>,
+    #[serde(with = "ts")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "ts::option")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(with = "ts::option")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the broker confirmed the current attempt's message; null while the broker is
+    /// unreachable (the dispatch loop retries).
+    #[serde(with = "ts::option")]
+    pub dispatched_at: Option<DateTime<Utc>>,
+    /// A running task whose unit has not reported by then is taken back.
+    #[serde(with = "ts::option")]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskFilter {
+    pub user_id: Option<Uuid>,
+    /// Tasks whose input or output is this media.
+    pub media_id: Option<Uuid>,
+    /// Any of these statuses (empty = all).
+    pub statuses: Vec<TaskStatus>,
+    pub queue: Option<String>,
+    pub unit_id: Option<String>,
+    /// Only tasks whose current attempt is not on the broker yet (`dispatched_at` null).
+    pub undispatched: bool,
+    /// Only tasks whose lease ended before this instant.
+    pub lease_expired_before: Option<DateTime<Utc>>,
+}
+
+/// A worker unit as registered by its heartbeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Unit {
+    pub id: String,
+    pub kind: UnitKind,
+    pub queues: Vec<String>,
+    pub hostname: String,
+    pub version: String,
+    pub ffmpeg_version: Option<String>,
+    pub concurrency: u32,
+    pub running_tasks: Vec<Uuid>,
+    pub heartbeat_secs: u64,
+    #[serde(with = "ts")]
+    pub last_heartbeat: DateTime<Utc>,
+    /// Derived when answered: a heartbeat within three intervals.
+    pub online: bool,
+    #[serde(with = "ts")]
+    pub registered_at: DateTime<Utc>,
 }

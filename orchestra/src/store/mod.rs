@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::models::{
-    ListOptions, Media, MediaFilter, Page, ProfileFilter, Token, TransformProfile, User,
-    UserFilter, UserRecord,
+    ListOptions, Media, MediaFilter, Page, ProfileFilter, TaskFilter, Token, TransformProfile,
+    TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
 pub use mongo::MongoStore;
@@ -68,4 +68,20 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_token(&self, token: &Token) -> StoreResult<()>;
     async fn get_token(&self, hash: &str) -> StoreResult<Option<Token>>;
+
+    async fn create_transform_task(&self, task: &TransformTask) -> StoreResult<()>;
+    async fn get_transform_task(&self, id: Uuid) -> StoreResult<Option<TransformTask>>;
+    /// Sortable on `created_at`, `started_at`, `finished_at`, `status`, `priority`.
+    async fn list_transform_tasks(
+        &self,
+        filter: &TaskFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<TransformTask>>;
+    async fn update_transform_task(&self, task: &TransformTask) -> StoreResult<bool>;
+
+    /// Insert or replace the unit with this id.
+    async fn put_unit(&self, unit: &Unit) -> StoreResult<()>;
+    async fn get_unit(&self, id: &str) -> StoreResult<Option<Unit>>;
+    /// All units, by id.
+    async fn list_units(&self) -> StoreResult<Vec<Unit>>;
 }
