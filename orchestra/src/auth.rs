@@ -228,6 +228,29 @@ fn base64_decode(input: &str) -> Option<Vec<u8>> {
 
 const BAD_CREDENTIALS: &str = "wrong credentials";
 
+/// The caller of a node route: a unit, with `node:<node secret>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Node;
+
+impl FromRequestParts<AppState> for Node {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match credentials(parts)? {
+            Credentials::Basic(user, secret) if user == "node" => {
+                if same(&secret, &state.secrets.node) {
+                    Ok(Node)
+                } else {
+                    Err(ApiError::unauthorized(BAD_CREDENTIALS))
+                }
+            }
+            _ => Err(ApiError::forbidden(
+                "node routes are for units, with node:<node secret>",
+            )),
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 

@@ -28,6 +28,24 @@ pub struct Config {
     #[arg(long, env = "OSCIED_MONGODB_URI", hide_env_values = true)]
     pub mongodb_uri: Option<String>,
 
+    /// RabbitMQ connection string (`amqp://user:pass@host:5672/vhost`); unset = in-process
+    /// queues and in-process units (standalone).
+    #[arg(long, env = "OSCIED_AMQP_URI", hide_env_values = true)]
+    pub amqp_uri: Option<String>,
+
+    /// Transform tasks the in-process unit of standalone mode runs at once.
+    #[arg(long, env = "OSCIED_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+
+    /// Seconds a unit may stay silent about a running task before the task is taken back
+    /// and re-queued with attempt + 1.
+    #[arg(long, env = "OSCIED_TASK_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=86400))]
+    pub task_lease_secs: u64,
+
+    /// Attempts a task gets (lost leases included) before it ends in FAILURE.
+    #[arg(long, env = "OSCIED_TASK_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub task_max_attempts: u32,
+
     /// Secret of the `root` account. Unset: generated once, printed, kept in the data dir.
     #[arg(long, env = "OSCIED_ROOT_SECRET", hide_env_values = true)]
     pub root_secret: Option<String>,

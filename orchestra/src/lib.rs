@@ -6,8 +6,10 @@
 
 pub mod auth;
 pub mod config;
+pub mod dispatch;
 pub mod error;
 pub mod http;
+pub mod lifecycle;
 pub mod medias;
 pub mod models;
 pub mod profiles;
@@ -15,4 +17,6 @@ pub mod startup;
 pub mod state;
 pub mod storage;
 pub mod store;
+pub mod transforms;
+pub mod units;
 pub mod users;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use axum::extract::Multipart;
 use axum::extract::multipart::{Field, MultipartError};
 use axum::http::StatusCode;
-use oscied_protocol::{ProbeError, probe};
+use oscied_protocol::{ProbeError, TaskStatus, probe};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
-use crate::models::{Media, MediaStatus, now};
+use crate::models::{ListOptions, Media, MediaStatus, TaskFilter, now};
 use crate::state::AppState;
 use crate::storage::{Scratch, check_filename};
 
@@ -287,6 +287,23 @@ pub async fn delete(state: &AppState, mut media: Media) -> ApiResult<()> {
             "media {} is published by publisher task(s) {}; unpublish it first",
             media.id,
             tasks.join(", ")
+        )));
+    }
+    let active = TaskFilter {
+        media_id: Some(media.id),
+        statuses: TaskStatus::ACTIVE.to_vec(),
+        ..TaskFilter::default()
+    };
+    let tasks = state
+        .store
+        .list_transform_tasks(&active, &ListOptions::count_only_with(10))
+        .await?;
+    if tasks.total > 0 {
+        let ids: Vec<_> = tasks.items.iter().map(|t| t.id.to_string()).collect();
+        return Err(ApiError::conflict(format!(
+            "media {} is used by active transform task(s) {}; wait for them or revoke them first",
+            media.id,
+            ids.join(", ")
         )));
     }
     media.status = MediaStatus::Deleted;

@@ -192,6 +192,14 @@ impl ListOptions {
             descending: false,
         }
     }
+
+    /// The first `limit` items by creation, with the total.
+    pub fn count_only_with(limit: u64) -> ListOptions {
+        ListOptions {
+            limit,
+            ..ListOptions::count_only()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -3,13 +3,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use oscied_protocol::Broker;
+use oscied_protocol::broker::{AmqpBroker, MemoryBroker};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Secrets, VerifiedCache};
 use crate::config::{Config, LogFormat};
+use crate::dispatch::{self, InFlight};
 use crate::error::ApiError;
+use crate::lifecycle::TaskLocks;
 use crate::profiles::seed_builtins;
 use crate::state::AppState;
 use crate::storage::Storage;
@@ -23,6 +27,8 @@ pub enum StartupError {
     Storage(String, std::io::Error),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("in-process units: {0}")]
+    Units(String),
     #[error("listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
 }
@@ -63,16 +69,23 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
         None => Arc::new(SqliteStore::open(&config.data_dir.join("oscied.db"))?),
     };
     warn_without_ffprobe().await;
+    let broker: Arc<dyn Broker> = match &config.amqp_uri {
+        Some(uri) => Arc::new(AmqpBroker::connect(uri)),
+        None => Arc::new(MemoryBroker::new()),
+    };
     let seeded = seed_builtins(store.as_ref()).await?;
     if seeded > 0 {
         tracing::info!(seeded, "built-in profiles seeded");
     }
     Ok(AppState {
         store,
+        broker,
         storage,
         secrets: Arc::new(secrets),
         config: Arc::new(config),
         verified: Arc::new(VerifiedCache::default()),
+        locks: Arc::new(TaskLocks::default()),
+        in_flight: Arc::new(InFlight::default()),
     })
 }
 
@@ -109,6 +122,49 @@ pub struct Running {
     pub addr: SocketAddr,
     pub state: AppState,
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub background: Background,
+}
+
+/// The orchestra's own tasks beside the server: the dispatch loop and reaper, and in
+/// standalone mode the in-process units. Dropping it stops them.
+pub struct Background {
+    loops: tokio::task::JoinHandle<()>,
+    units: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.loops.abort();
+        if let Some(units) = &self.units {
+            units.abort();
+        }
+    }
+}
+
+/// The id of standalone mode's in-process transform unit. It is the same across restarts,
+/// so the tasks it held when the orchestra stopped are taken back at once on the next start.
+pub const LOCAL_TRANSFORM_UNIT: &str = "standalone-transform";
+
+/// Standalone mode: a transform unit in this process, consuming the in-process queues and
+/// calling this orchestra back over HTTP like any unit.
+fn start_local_units(
+    state: &AppState,
+    addr: SocketAddr,
+) -> Result<tokio::task::JoinHandle<()>, StartupError> {
+    let client = oscied_protocol::client::NodeClient::new(
+        &format!("http://{addr}"),
+        &state.secrets.node,
+    )
+    .map_err(|e| StartupError::Units(e.to_string()))?;
+    let config = worker_transform::UnitConfig {
+        unit_id: LOCAL_TRANSFORM_UNIT.to_owned(),
+        storage_root: state.storage.root().to_path_buf(),
+        queues: vec![oscied_protocol::queue::TRANSFORM_QUEUE.to_owned()],
+        concurrency: state.config.concurrency,
+        heartbeat_secs: 5,
+    };
+    let unit = worker_transform::TransformUnit::new(config, state.broker.clone(), client);
+    Ok(tokio::spawn(unit.run(std::future::pending())))
 }
 
 /// Build and start serving in the background (tests embed the orchestra this way).
@@ -127,10 +183,20 @@ pub async fn spawn(config: Config) -> Result<Running, StartupError> {
             .with_graceful_shutdown(shutdown_signal())
             .await
     });
+    let standalone = state.config.amqp_uri.is_none();
+    let local_unit = standalone.then_some(LOCAL_TRANSFORM_UNIT);
+    dispatch::recover(&state, local_unit).await;
+    let loops = dispatch::spawn_loops(state.clone());
+    let units = if standalone {
+        Some(start_local_units(&state, addr)?)
+    } else {
+        None
+    };
     Ok(Running {
         addr,
         state,
         server,
+        background: Background { loops, units },
     })
 }
 

@@ -101,6 +101,30 @@ impl Storage {
         dir_size(&dir).await
     }
 
+    /// Move a unit's finished attempt directory in as a media's directory; returns its size.
+    /// Idempotent: when the source is gone and the media dir exists, the move already
+    /// happened (a completion call repeated after a crash).
+    pub async fn adopt_dir(&self, from: &Path, id: Uuid) -> io::Result<u64> {
+        let dir = self.media_dir(id);
+        let from_exists = tokio::fs::try_exists(from).await?;
+        if !from_exists && tokio::fs::try_exists(&dir).await? {
+            return dir_size(&dir).await;
+        }
+        // A leftover of an earlier, interrupted attempt must not mix with this one.
+        self.remove_media(id).await?;
+        tokio::fs::rename(from, &dir).await?;
+        dir_size(&dir).await
+    }
+
+    /// Remove everything the units wrote for a task (`tmp/<task>/`); a missing dir is fine.
+    pub async fn remove_task_tmp(&self, task: Uuid) -> io::Result<()> {
+        let path = self.root.join(oscied_protocol::job::task_tmp_root(task));
+        match tokio::fs::remove_dir_all(path).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Remove a media's directory; a missing one is fine.
     pub async fn remove_media(&self, id: Uuid) -> io::Result<()> {
         match tokio::fs::remove_dir_all(self.media_dir(id)).await {

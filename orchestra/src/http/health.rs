@@ -38,19 +38,23 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let store_ok = tokio::time::timeout(Duration::from_secs(3), state.store.ping())
         .await
         .is_ok_and(|r| r.is_ok());
+    let broker_ok = tokio::time::timeout(Duration::from_secs(3), state.broker.ping())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    let all_ok = store_ok && broker_ok;
     let health = Health {
-        status: if store_ok { "ok" } else { "degraded" },
+        status: if all_ok { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
         store: if store_ok { "ok" } else { "down" },
-        broker: "ok",
-        mode: if state.config.mongodb_uri.is_some() {
+        broker: if broker_ok { "ok" } else { "down" },
+        mode: if state.config.mongodb_uri.is_some() || state.config.amqp_uri.is_some() {
             "cluster"
         } else {
             "standalone"
         },
         store_kind: state.store.kind(),
     };
-    let status = if store_ok {
+    let status = if all_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -4,7 +4,10 @@
 mod auth;
 mod health;
 mod medias;
+mod node;
 mod profiles;
+mod transform_tasks;
+mod units;
 mod users;
 
 use axum::Json;
@@ -68,6 +71,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(users::routes())
         .merge(medias::routes())
         .merge(profiles::routes())
+        .merge(transform_tasks::routes())
+        .merge(units::routes())
+        .merge(node::routes())
 }
 
 /// The OpenAPI document, generated from the routes and types above.

@@ -1,0 +1,233 @@
+//! Getting tasks to units and taking them back (DESIGN.md §5): the job message built from a
+//! task, its publication with the broker's confirm, the dispatch loop that re-publishes tasks
+//! whose publication failed, and the lease reaper.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use oscied_protocol::{TaskStatus, TransformJob};
+use uuid::Uuid;
+
+use crate::models::{ListOptions, TaskFilter, TransformTask, now};
+use crate::state::AppState;
+use crate::transforms;
+
+/// How often the loops look for undispatched tasks and lapsed leases.
+const TICK: Duration = Duration::from_secs(1);
+/// A publication that takes longer is left to the dispatch loop.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tasks being published right now, so the loop and a request don't publish one twice.
+#[derive(Default)]
+pub struct InFlight(Mutex<HashSet<Uuid>>);
+
+struct InFlightGuard<'a>(&'a InFlight, Uuid);
+
+impl InFlight {
+    fn enter(&self, id: Uuid) -> Option<InFlightGuard<'_>> {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(id).then_some(InFlightGuard(self, id))
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut set = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        set.remove(&self.1);
+    }
+}
+
+/// The message for the task's current attempt, with the profile as it is now. `Err` is why
+/// the task cannot run at all.
+async fn transform_job(state: &AppState, task: &TransformTask) -> Result<TransformJob, String> {
+    let store_err = |e: crate::store::StoreError| format!("store: {e}");
+    let media_in = state
+        .store
+        .get_media(task.media_in_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| format!("the input media {} is gone", task.media_in_id))?;
+    let media_out = state
+        .store
+        .get_media(task.media_out_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| format!("the output media {} is gone", task.media_out_id))?;
+    let profile = state
+        .store
+        .get_profile(task.profile_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| format!("the profile {} was deleted", task.profile_id))?;
+    Ok(TransformJob {
+        task_id: task.id,
+        attempt: task.attempt,
+        media_in_uri: media_in.uri,
+        media_in_duration: media_in.duration,
+        media_out_id: media_out.id,
+        filename: media_out.filename,
+        profile_title: profile.title,
+        encoder_name: profile.encoder_name,
+        encoder_string: profile.encoder_string,
+    })
+}
+
+/// Publish a queued task's current attempt and note when the broker confirmed it. Returns the
+/// updated task, or None when it was not published (the dispatch loop will try again).
+pub async fn dispatch_transform(state: &AppState, id: Uuid) -> Option<TransformTask> {
+    let _in_flight = state.in_flight.enter(id)?;
+    let task = state.store.get_transform_task(id).await.ok()??;
+    if !task.status.is_queued() || task.dispatched_at.is_some() {
+        return None;
+    }
+    let job = match transform_job(state, &task).await {
+        Ok(job) => job,
+        Err(reason) if reason.starts_with("store:") => {
+            tracing::warn!(task = %id, %reason, "dispatch postponed");
+            return None;
+        }
+        Err(reason) => {
+            let _guard = state.locks.lock(id).await;
+            let mut task = state.store.get_transform_task(id).await.ok()??;
+            if task.status.is_queued() {
+                let _ = transforms::fail(state, &mut task, reason).await;
+            }
+            return Some(task);
+        }
+    };
+    let payload = match serde_json::to_vec(&job) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(task = %id, error = %e, "job does not serialize");
+            return None;
+        }
+    };
+    let published = tokio::time::timeout(
+        PUBLISH_TIMEOUT,
+        state.broker.publish(&task.queue, &payload, task.priority),
+    )
+    .await;
+    match published {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(task = %id, error = %e, "publish failed; the dispatch loop will retry");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!(task = %id, "publish timed out; the dispatch loop will retry");
+            return None;
+        }
+    }
+    let _guard = state.locks.lock(id).await;
+    let mut task = state.store.get_transform_task(id).await.ok()??;
+    // The unit may have claimed it already; the attempt tells whether this is still it.
+    if task.attempt == job.attempt && task.dispatched_at.is_none() {
+        task.dispatched_at = Some(now());
+        if let Err(e) = state.store.update_transform_task(&task).await {
+            tracing::warn!(task = %id, error = %e, "could not note the dispatch");
+        }
+    }
+    tracing::debug!(task = %id, attempt = job.attempt, queue = %task.queue, "task dispatched");
+    Some(task)
+}
+
+/// One pass of the dispatch loop: queued tasks whose publication failed.
+pub async fn dispatch_pending(state: &AppState) {
+    let filter = TaskFilter {
+        statuses: TaskStatus::QUEUED.to_vec(),
+        undispatched: true,
+        ..TaskFilter::default()
+    };
+    let opts = ListOptions {
+        limit: 200,
+        skip: 0,
+        sort: "created_at",
+        descending: false,
+    };
+    match state.store.list_transform_tasks(&filter, &opts).await {
+        Ok(page) => {
+            for task in page.items {
+                dispatch_transform(state, task.id).await;
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "dispatch loop: store unavailable"),
+    }
+}
+
+/// One pass of the lease reaper: running tasks whose unit went silent.
+pub async fn reap(state: &AppState) {
+    let filter = TaskFilter {
+        statuses: TaskStatus::RUNNING.to_vec(),
+        lease_expired_before: Some(now()),
+        ..TaskFilter::default()
+    };
+    let opts = ListOptions {
+        limit: 200,
+        skip: 0,
+        sort: "created_at",
+        descending: false,
+    };
+    match state.store.list_transform_tasks(&filter, &opts).await {
+        Ok(page) => {
+            for task in page.items {
+                if let Err(e) = transforms::take_back(state, task.id).await {
+                    tracing::warn!(task = %task.id, error = %e, "reaper could not take the task back");
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "reaper: store unavailable"),
+    }
+}
+
+/// Run the dispatch loop and the reaper until the process ends.
+pub fn spawn_loops(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            dispatch_pending(&state).await;
+            reap(&state).await;
+        }
+    })
+}
+
+/// At start: with in-process queues nothing queued survived the last run, so every queued
+/// task is dispatched again; tasks the last run's in-process unit held are taken back now
+/// rather than when their lease lapses.
+pub async fn recover(state: &AppState, local_unit: Option<&str>) {
+    let filter = TaskFilter {
+        statuses: TaskStatus::ACTIVE.to_vec(),
+        ..TaskFilter::default()
+    };
+    let opts = ListOptions {
+        limit: 10_000,
+        skip: 0,
+        sort: "created_at",
+        descending: false,
+    };
+    let tasks = match state.store.list_transform_tasks(&filter, &opts).await {
+        Ok(page) => page.items,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not recover tasks at start");
+            return;
+        }
+    };
+    for mut task in tasks {
+        let requeue = task.status.is_queued() && !state.broker.durable();
+        let orphaned = task.status.is_running()
+            && local_unit.is_some()
+            && task.unit_id.as_deref() == local_unit;
+        if requeue {
+            task.dispatched_at = None;
+        } else if orphaned {
+            task.lease_expires_at = Some(now());
+        } else {
+            continue;
+        }
+        if let Err(e) = state.store.update_transform_task(&task).await {
+            tracing::warn!(task = %task.id, error = %e, "could not recover task");
+        }
+    }
+}

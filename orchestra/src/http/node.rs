@@ -1,0 +1,77 @@
+//! The node API units call (`node:<node secret>`): heartbeat, claim, progress, complete.
+//! Payloads and semantics: `oscied_protocol::node`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use oscied_protocol::node::{
+    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
+    UnitHeartbeat,
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiJson, parse_id};
+use crate::auth::Node;
+use crate::error::{ApiResult, ErrorBody};
+use crate::models::Unit;
+use crate::state::AppState;
+use crate::{transforms, units};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(heartbeat))
+        .routes(routes!(claim))
+        .routes(routes!(progress))
+        .routes(routes!(complete))
+}
+
+/// A unit's heartbeat; registers it on the first call.
+#[utoipa::path(put, path = "/node/units/{unit_id}", tag = "node", params(("unit_id" = String, Path)),
+    request_body = UnitHeartbeat, responses((status = 200, body = Unit), (status = 422, body = ErrorBody)))]
+async fn heartbeat(
+    State(state): State<AppState>,
+    _node: Node,
+    Path(unit_id): Path<String>,
+    ApiJson(beat): ApiJson<UnitHeartbeat>,
+) -> ApiResult<Json<Unit>> {
+    Ok(Json(units::heartbeat(&state, unit_id, beat).await?))
+}
+
+/// Claim the attempt a unit received; 409 `stale_attempt` means drop the message.
+#[utoipa::path(post, path = "/node/transform/tasks/{id}/claim", tag = "node", params(("id" = String, Path)),
+    request_body = ClaimRequest, responses((status = 200, body = ClaimAnswer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn claim(
+    State(state): State<AppState>,
+    _node: Node,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ClaimRequest>,
+) -> ApiResult<Json<ClaimAnswer>> {
+    let id = parse_id("transform task", &id)?;
+    Ok(Json(transforms::claim(&state, id, req).await?))
+}
+
+/// Progress or a bare heartbeat; renews the lease; `cancel` tells the unit to stop.
+#[utoipa::path(post, path = "/node/transform/tasks/{id}/progress", tag = "node", params(("id" = String, Path)),
+    request_body = ProgressRequest, responses((status = 200, body = ProgressAnswer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn progress(
+    State(state): State<AppState>,
+    _node: Node,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ProgressRequest>,
+) -> ApiResult<Json<ProgressAnswer>> {
+    let id = parse_id("transform task", &id)?;
+    Ok(Json(transforms::progress(&state, id, req).await?))
+}
+
+/// Completion of an attempt, fenced by attempt; repeats answer the same.
+#[utoipa::path(post, path = "/node/transform/tasks/{id}/complete", tag = "node", params(("id" = String, Path)),
+    request_body = CompleteRequest, responses((status = 200, body = CompleteAnswer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn complete(
+    State(state): State<AppState>,
+    _node: Node,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CompleteRequest>,
+) -> ApiResult<Json<CompleteAnswer>> {
+    let id = parse_id("transform task", &id)?;
+    Ok(Json(transforms::complete(&state, id, req).await?))
+}

@@ -1,0 +1,150 @@
+//! Worker units as their heartbeats register them, and the live view of the queues.
+
+use std::collections::BTreeMap;
+
+use oscied_protocol::TaskStatus;
+use oscied_protocol::node::{UnitHeartbeat, UnitKind};
+use oscied_protocol::queue::{TRANSFORM_QUEUE, check_queue_name};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ApiResult};
+use crate::models::{ListOptions, TaskFilter, Unit, now};
+use crate::state::AppState;
+
+/// A unit id is what `OSCIED_UNIT_ID` says (default a UUID): 1–128 of letters, digits and
+/// `_ - . : @`.
+pub fn check_unit_id(id: &str) -> ApiResult<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "a unit id has 1 to 128 letters, digits, '_', '-', '.', ':' or '@'",
+        ))
+    }
+}
+
+/// Online = a heartbeat within three of the unit's intervals.
+fn with_online(mut unit: Unit) -> Unit {
+    let silence = now() - unit.last_heartbeat;
+    unit.online = silence.num_milliseconds() <= 3 * 1000 * unit.heartbeat_secs.max(1) as i64;
+    unit
+}
+
+/// Register or refresh a unit.
+pub async fn heartbeat(state: &AppState, id: String, beat: UnitHeartbeat) -> ApiResult<Unit> {
+    check_unit_id(&id)?;
+    for queue in &beat.queues {
+        check_queue_name(queue).map_err(|e| ApiError::invalid(format!("queues: {e}")))?;
+    }
+    let at = now();
+    let registered_at = match state.store.get_unit(&id).await? {
+        Some(known) => known.registered_at,
+        None => {
+            tracing::info!(unit = %id, kind = beat.kind.as_str(), hostname = %beat.hostname,
+                queues = ?beat.queues, concurrency = beat.concurrency, "unit registered");
+            at
+        }
+    };
+    let unit = Unit {
+        id,
+        kind: beat.kind,
+        queues: beat.queues,
+        hostname: beat.hostname,
+        version: beat.version,
+        ffmpeg_version: beat.ffmpeg_version,
+        concurrency: beat.concurrency,
+        running_tasks: beat.running_tasks,
+        heartbeat_secs: beat.heartbeat_secs.max(1),
+        last_heartbeat: at,
+        online: true,
+        registered_at,
+    };
+    state.store.put_unit(&unit).await?;
+    Ok(unit)
+}
+
+pub async fn list(state: &AppState) -> ApiResult<Vec<Unit>> {
+    Ok(state
+        .store
+        .list_units()
+        .await?
+        .into_iter()
+        .map(with_online)
+        .collect())
+}
+
+/// One queue, live.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueueView {
+    pub name: String,
+    /// Tasks waiting for a unit (PENDING or RETRY).
+    pub pending: u64,
+    /// Tasks a unit holds (STARTED, PROGRESS, REVOKING).
+    pub running: u64,
+    /// Online units consuming the queue.
+    pub units: Vec<String>,
+    /// Task slots of those units.
+    pub concurrency: u64,
+    /// Messages waiting on the broker; null when the broker cannot be asked.
+    pub messages: Option<u64>,
+}
+
+/// The default queue, every queue an online unit of `kind` consumes and every queue an active
+/// task is in.
+pub async fn queues(state: &AppState, kind: UnitKind) -> ApiResult<Vec<QueueView>> {
+    let mut views: BTreeMap<String, QueueView> = BTreeMap::new();
+    let blank = |name: &str| QueueView {
+        name: name.to_owned(),
+        pending: 0,
+        running: 0,
+        units: vec![],
+        concurrency: 0,
+        messages: None,
+    };
+    views.insert(TRANSFORM_QUEUE.to_owned(), blank(TRANSFORM_QUEUE));
+    for unit in list(state).await? {
+        if unit.kind != kind || !unit.online {
+            continue;
+        }
+        for queue in &unit.queues {
+            let view = views.entry(queue.clone()).or_insert_with(|| blank(queue));
+            view.units.push(unit.id.clone());
+            view.concurrency += u64::from(unit.concurrency);
+        }
+    }
+    let filter = TaskFilter {
+        statuses: TaskStatus::ACTIVE.to_vec(),
+        ..TaskFilter::default()
+    };
+    let opts = ListOptions {
+        limit: 10_000,
+        skip: 0,
+        sort: "created_at",
+        descending: false,
+    };
+    for task in state.store.list_transform_tasks(&filter, &opts).await?.items {
+        let view = views
+            .entry(task.queue.clone())
+            .or_insert_with(|| blank(&task.queue));
+        if task.status.is_queued() {
+            view.pending += 1;
+        } else {
+            view.running += 1;
+        }
+    }
+    for view in views.values_mut() {
+        view.messages = state
+            .broker
+            .queue_stats(&view.name)
+            .await
+            .ok()
+            .map(|s| s.messages);
+    }
+    Ok(views.into_values().collect())
+}
