@@ -211,6 +211,8 @@ pub mod nx {
 }
 
 pub mod orchestra;
+pub mod rabbit;
+pub mod units;
 
 /// Test media, generated with ffmpeg's lavfi sources (never downloaded).
 pub mod media {

@@ -24,6 +24,15 @@ const OSCIED_VARS: &[&str] = &[
     "OSCIED_MAX_UPLOAD_BYTES",
     "OSCIED_TOKEN_TTL",
     "OSCIED_LOG_FORMAT",
+    "OSCIED_API_URL",
+    "OSCIED_QUEUES",
+    "OSCIED_CONCURRENCY",
+    "OSCIED_UNIT_ID",
+    "OSCIED_HEARTBEAT_SECS",
+    "OSCIED_TASK_LEASE_SECS",
+    "OSCIED_TASK_MAX_ATTEMPTS",
+    "OSCIED_WWW_ROOT",
+    "OSCIED_PUBLIC_URL",
 ];
 
 /// A running orchestra process, killed on drop. Its working directory holds `oscied-data/`
@@ -32,27 +41,27 @@ pub struct Orchestra {
     child: Child,
     port: u16,
     dir: TempDir,
+    env: Vec<(String, String)>,
 }
 
 impl Orchestra {
     /// Start with the defaults plus `env`, and wait until `/health` answers 200.
     pub fn start(env: &[(&str, &str)]) -> Orchestra {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("orchestra.log")).expect("log file");
-        let mut command = Command::new(binary());
-        for var in OSCIED_VARS {
-            command.env_remove(var);
-        }
-        command
-            .current_dir(dir.path())
-            .env("OSCIED_LISTEN", format!("127.0.0.1:{port}"))
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log);
-        let child = command.spawn().expect("the orchestra binary starts");
-        let mut orchestra = Orchestra { child, port, dir };
+        Orchestra::start_in(tempfile::tempdir().expect("temp dir"), free_port(), env)
+    }
+
+    fn start_in(dir: TempDir, port: u16, env: &[(&str, &str)]) -> Orchestra {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn_child(dir.path(), port, &env);
+        let mut orchestra = Orchestra {
+            child,
+            port,
+            dir,
+            env,
+        };
         orchestra.wait_healthy(Duration::from_secs(30));
         orchestra
     }
@@ -113,11 +122,42 @@ impl Orchestra {
     }
 }
 
+impl Orchestra {
+    /// Kill the process (SIGKILL, mid-whatever) and start it again on the same port,
+    /// directory and variables. The log is appended to.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_child(self.dir.path(), self.port, &self.env);
+        self.wait_healthy(Duration::from_secs(30));
+    }
+}
+
 impl Drop for Orchestra {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_child(dir: &Path, port: u16, env: &[(String, String)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("orchestra.log"))
+        .expect("log file");
+    let mut command = Command::new(binary());
+    for var in OSCIED_VARS {
+        command.env_remove(var);
+    }
+    command
+        .current_dir(dir)
+        .env("OSCIED_LISTEN", format!("127.0.0.1:{port}"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log);
+    command.spawn().expect("the orchestra binary starts")
 }
 
 /// Run `curl -s` with `args`; the HTTP status and the JSON body (Null when not JSON).
@@ -143,41 +183,60 @@ pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("OSCIED_ORCHESTRA_BIN") {
         return PathBuf::from(path);
     }
-    BUILT.get_or_init(build).clone()
+    BUILT
+        .get_or_init(|| {
+            build(
+                "orchestra",
+                &["orchestra", "worker-transform", "worker-publisher"],
+            )
+        })
+        .clone()
 }
 
-fn build() -> PathBuf {
+/// The `worker-transform` binary, as [`binary`] does for the orchestra.
+/// `OSCIED_WORKER_TRANSFORM_BIN` overrides.
+pub fn worker_transform_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(path) = std::env::var_os("OSCIED_WORKER_TRANSFORM_BIN") {
+        return PathBuf::from(path);
+    }
+    BUILT
+        .get_or_init(|| build("worker-transform", &["orchestra/protocol", "worker-transform"]))
+        .clone()
+}
+
+/// Build `package`'s binary of the same name unless it is newer than its `sources` (dirs
+/// relative to the workspace) and Cargo.lock.
+fn build(package: &str, sources: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/orchestra
+    // target/<profile>/deps/<test> → target/<profile>/<binary>
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test executable inside target/<profile>/deps");
-    let binary = profile_dir.join("orchestra");
+    let binary = profile_dir.join(package);
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     // `cargo test --workspace` has just built it; a nested build would re-resolve features
     // without the dev-dependencies and rebuild for nothing. Build only when it is stale.
     let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok();
-    let sources = newest_source(&workspace.join("orchestra"))
-        .max(newest_source(&workspace.join("Cargo.lock")));
-    if built.is_some_and(|b| sources.is_some_and(|s| b >= s)) {
+    let newest = sources
+        .iter()
+        .filter_map(|dir| newest_source(&workspace.join(dir)))
+        .chain(newest_source(&workspace.join("Cargo.lock")))
+        .max();
+    if built.is_some_and(|b| newest.is_some_and(|s| b >= s)) {
         return binary;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
-    command.current_dir(&workspace).args([
-        "build",
-        "--quiet",
-        "-p",
-        "orchestra",
-        "--bin",
-        "orchestra",
-    ]);
+    command
+        .current_dir(&workspace)
+        .args(["build", "--quiet", "-p", package, "--bin", package]);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         command.arg("--release");
     }
     let status = command.status().expect("cargo runs");
-    assert!(status.success(), "building the orchestra failed");
+    assert!(status.success(), "building {package} failed");
     binary
 }
 

@@ -37,8 +37,9 @@ fn walkthrough_script() -> String {
 
 /// Run the walkthrough in the orchestra's working directory, as a user next to it would.
 fn run_walkthrough(orchestra: &Orchestra) -> String {
-    let output = Command::new("bash")
-        .arg("-c")
+    // A hung step (a task that never ends) fails the test instead of hanging it.
+    let output = Command::new("timeout")
+        .args(["300", "bash", "-c"])
         .arg(walkthrough_script())
         .current_dir(orchestra.workdir())
         .env("API", orchestra.api())
@@ -88,6 +89,18 @@ fn check_output(stdout: &str, store: &str) {
         "the new profile: {stdout}"
     );
     assert!(
+        stdout.contains("\"height\": 720") && stdout.contains("\"status\":\"SUCCESS\""),
+        "the transform succeeded and its output probes 720 high: {stdout}"
+    );
+    assert!(
+        stdout.contains("\"percent\":"),
+        "progress was shown: {stdout}"
+    );
+    assert!(
+        stdout.contains("202") && stdout.contains("\"DELETED\""),
+        "the running task was revoked (202) and its output DELETED: {stdout}"
+    );
+    assert!(
         stdout.contains("\"Ada Lovelace\""),
         "the token works: {stdout}"
     );
@@ -103,12 +116,13 @@ fn readme_walkthrough_standalone() {
         std::fs::read_to_string(orchestra.workdir().join("oscied-data/root_secret")).unwrap();
     assert!(orchestra.log_tail().contains(secret.trim()));
     // The bytes served are the bytes stored.
+    // The upload and the 720p output; the revoked task left nothing.
     let stored = walk_media_files(&orchestra.workdir().join("oscied-data/storage/medias"));
-    assert_eq!(stored.len(), 1);
-    assert_eq!(
-        std::fs::read(&stored[0]).unwrap(),
-        std::fs::read(orchestra.workdir().join("copy.mp4")).unwrap()
-    );
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    let copy = std::fs::read(orchestra.workdir().join("copy.mp4")).unwrap();
+    assert!(stored.iter().any(|f| std::fs::read(f).unwrap() == copy));
+    let tmp = orchestra.workdir().join("oscied-data/storage/tmp");
+    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0, "no tmp files left");
 }
 
 #[test]
@@ -133,8 +147,8 @@ fn readme_walkthrough_on_mongodb() {
     let builtins = oscied_protocol::builtins::BUILTIN_PROFILES.len() as u64;
     assert_eq!(
         page["total"],
-        builtins + 1,
-        "the built-ins and Small 240p, once each"
+        builtins + 2,
+        "the built-ins, Small 240p and Slow 240p, once each"
     );
 }
 
