@@ -1,1 +1,231 @@
-//! The OSCIED transform unit. It arrives with its own issue; see README.md beside this file.
+//! The OSCIED transform unit (DESIGN.md §5, §6): it consumes transform jobs from its queues,
+//! claims each task over the orchestra's node API, runs ffmpeg (or the copy encoder) under
+//! `tmp/<task>/<attempt>/` in the shared storage, reports progress (which is also its lease
+//! heartbeat), and completes the task with the probed output.
+//!
+//! The same code runs as the `worker-transform` binary (cluster mode, RabbitMQ) and inside
+//! the orchestra (standalone mode, in-process queues):
+//!
+//! ```no_run
+//! # async fn demo(broker: std::sync::Arc<dyn oscied_protocol::Broker>) {
+//! use worker_transform::{TransformUnit, UnitConfig};
+//! let client = oscied_protocol::client::NodeClient::new("http://127.0.0.1:5000", "secret").unwrap();
+//! let unit = TransformUnit::new(UnitConfig::new("/srv/oscied/storage".into()), broker, client);
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let handle = tokio::spawn(unit.run(async { let _ = stopped.await; }));
+//! // ... later: kill running ffmpegs, remove their work dirs, return.
+//! let _ = stop.send(());
+//! let _ = handle.await;
+//! # }
+//! ```
+
+pub mod config;
+pub mod copy;
+pub mod ffmpeg;
+mod heartbeat;
+mod job;
+mod report;
+mod slot;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use oscied_protocol::Broker;
+use oscied_protocol::client::NodeClient;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+/// The node API's kind segment for this unit's routes.
+pub(crate) const KIND: &str = "transform";
+
+/// What a transform unit needs besides its broker and node client. Plain data: the binary
+/// fills it from flags, the orchestra from its own configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitConfig {
+    /// How the unit calls itself on the node API (`PUT /node/units/{unit_id}`).
+    pub unit_id: String,
+    /// Where this host mounts the shared storage tree.
+    pub storage_root: PathBuf,
+    /// The queues consumed (`transform` unless named).
+    pub queues: Vec<String>,
+    /// Jobs run at once (≥ 1); also the broker prefetch.
+    pub concurrency: u32,
+    /// Seconds between unit heartbeats.
+    pub heartbeat_secs: u64,
+}
+
+impl UnitConfig {
+    /// The defaults: a fresh UUID v4 id, queue `transform`, concurrency 1, a heartbeat
+    /// every 5 seconds.
+    pub fn new(storage_root: PathBuf) -> UnitConfig {
+        UnitConfig {
+            unit_id: Uuid::new_v4().to_string(),
+            storage_root,
+            queues: vec![oscied_protocol::queue::TRANSFORM_QUEUE.to_owned()],
+            concurrency: 1,
+            heartbeat_secs: 5,
+        }
+    }
+}
+
+/// A transform unit, ready to run.
+pub struct TransformUnit {
+    config: UnitConfig,
+    broker: Arc<dyn Broker>,
+    client: NodeClient,
+}
+
+impl TransformUnit {
+    pub fn new(config: UnitConfig, broker: Arc<dyn Broker>, client: NodeClient) -> TransformUnit {
+        TransformUnit {
+            config,
+            broker,
+            client,
+        }
+    }
+
+    /// Consume and run jobs until `shutdown` resolves; then kill the running ffmpeg process
+    /// groups, remove their work dirs (without completing: the orchestra's lease reaper
+    /// re-queues those tasks) and return. Meant for `tokio::spawn`.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let mut config = self.config;
+        config.concurrency = config.concurrency.max(1);
+        config.heartbeat_secs = config.heartbeat_secs.max(1);
+        let (stop, stopped) = watch::channel(false);
+        let ctx = Arc::new(Ctx {
+            config,
+            broker: self.broker,
+            client: self.client,
+            running: Running::default(),
+            shutdown: stopped,
+        });
+        tracing::info!(
+            unit_id = %ctx.config.unit_id,
+            queues = ?ctx.config.queues,
+            concurrency = ctx.config.concurrency,
+            storage_root = %ctx.config.storage_root.display(),
+            broker = ctx.broker.kind(),
+            "transform unit started"
+        );
+        let mut slots = JoinSet::new();
+        for slot in 0..ctx.config.concurrency {
+            slots.spawn(slot::run(ctx.clone(), slot));
+        }
+        let heartbeat = tokio::spawn(heartbeat::run(ctx.clone()));
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(ended) = slots.join_next() => {
+                    // A slot only ends on shutdown; a panic must not shrink the unit.
+                    tracing::error!("a job slot ended unexpectedly ({ended:?}); restarting it");
+                    slots.spawn(slot::run(ctx.clone(), ctx.config.concurrency));
+                }
+            }
+        }
+        tracing::info!("transform unit stopping");
+        stop.send_replace(true);
+        while let Some(ended) = slots.join_next().await {
+            if let Err(e) = ended {
+                tracing::error!("a job slot failed while stopping: {e}");
+            }
+        }
+        heartbeat.abort();
+        tracing::info!("transform unit stopped");
+    }
+}
+
+/// What every slot and the heartbeat share.
+pub(crate) struct Ctx {
+    pub config: UnitConfig,
+    pub broker: Arc<dyn Broker>,
+    pub client: NodeClient,
+    pub running: Running,
+    /// Turns true once, when the unit stops.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Ctx {
+    /// Resolves once the unit is stopping.
+    pub async fn stopped(&self) {
+        let mut rx = self.shutdown.clone();
+        // An error means the sender is gone, i.e. the unit is gone: stop too.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// The attempts this unit runs now: for the heartbeat, and to skip a redelivery of a job
+/// already running here (its ack was lost).
+#[derive(Default)]
+pub(crate) struct Running {
+    attempts: Mutex<HashSet<(Uuid, u32)>>,
+}
+
+impl Running {
+    /// Register an attempt, unless this unit already runs this task at this attempt or a
+    /// later one. The guard unregisters it.
+    pub fn register(&self, task: Uuid, attempt: u32) -> Option<RunningGuard<'_>> {
+        let mut set = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
+        if set.iter().any(|&(t, a)| t == task && a >= attempt) {
+            return None;
+        }
+        set.insert((task, attempt));
+        Some(RunningGuard {
+            running: self,
+            key: (task, attempt),
+        })
+    }
+
+    /// Task ids, each once, sorted.
+    pub fn tasks(&self) -> Vec<Uuid> {
+        let set = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tasks: Vec<Uuid> = set.iter().map(|&(t, _)| t).collect();
+        tasks.sort();
+        tasks.dedup();
+        tasks
+    }
+}
+
+pub(crate) struct RunningGuard<'a> {
+    running: &'a Running,
+    key: (Uuid, u32),
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.running
+            .attempts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_skips_redeliveries_but_not_later_attempts() {
+        let running = Running::default();
+        let task = Uuid::new_v4();
+        let first = running.register(task, 1).expect("first");
+        assert!(running.register(task, 1).is_none(), "same attempt again");
+        assert!(running.register(task, 0).is_none(), "an older attempt");
+        let second = running
+            .register(task, 2)
+            .expect("a later attempt is claimed");
+        assert_eq!(running.tasks(), vec![task]);
+        drop(first);
+        drop(second);
+        assert!(running.tasks().is_empty());
+        assert!(running.register(task, 1).is_some());
+    }
+}

@@ -1,0 +1,397 @@
+//! The whole unit (slots, claim, progress, completion, heartbeat) against a fake node API and
+//! the in-process broker. The real orchestra's end-to-end tests live in `tests/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use oscied_e2e::media::clip;
+use oscied_protocol::broker::{Broker, MemoryBroker};
+use oscied_protocol::client::NodeClient;
+use oscied_protocol::encoder::EncoderName;
+use oscied_protocol::job::tmp_dir;
+use oscied_protocol::node::{
+    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
+    UnitHeartbeat, UnitKind,
+};
+use oscied_protocol::{TaskStatus, TransformJob};
+use serde_json::json;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+use worker_transform::{TransformUnit, UnitConfig};
+
+/// How the fake orchestra behaves, and what it saw.
+#[derive(Default)]
+struct Fake {
+    claim_stale: bool,
+    claim_unavailable: u32,
+    cancel_on_progress: bool,
+    complete_unavailable: u32,
+    claims: Vec<(Uuid, ClaimRequest)>,
+    progress: Vec<ProgressRequest>,
+    completes: Vec<CompleteRequest>,
+    heartbeats: Vec<UnitHeartbeat>,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+fn error(status: StatusCode, code: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": code}})),
+    )
+        .into_response()
+}
+
+async fn heartbeat(
+    State(fake): State<Shared>,
+    UrlPath(_id): UrlPath<String>,
+    Json(beat): Json<UnitHeartbeat>,
+) -> Response {
+    fake.lock().unwrap().heartbeats.push(beat);
+    Json(json!({})).into_response()
+}
+
+async fn claim(
+    State(fake): State<Shared>,
+    UrlPath(task): UrlPath<Uuid>,
+    Json(req): Json<ClaimRequest>,
+) -> Response {
+    let mut f = fake.lock().unwrap();
+    f.claims.push((task, req.clone()));
+    if f.claim_unavailable > 0 {
+        f.claim_unavailable -= 1;
+        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+    }
+    if f.claim_stale {
+        return error(StatusCode::CONFLICT, "stale_attempt");
+    }
+    Json(ClaimAnswer {
+        task_id: task,
+        attempt: req.attempt,
+        lease_secs: 3,
+    })
+    .into_response()
+}
+
+async fn progress(State(fake): State<Shared>, Json(req): Json<ProgressRequest>) -> Response {
+    let mut f = fake.lock().unwrap();
+    f.progress.push(req);
+    Json(ProgressAnswer {
+        cancel: f.cancel_on_progress,
+    })
+    .into_response()
+}
+
+async fn complete(State(fake): State<Shared>, Json(req): Json<CompleteRequest>) -> Response {
+    let mut f = fake.lock().unwrap();
+    if f.complete_unavailable > 0 {
+        f.complete_unavailable -= 1;
+        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+    }
+    let status = req.status;
+    f.completes.push(req);
+    Json(CompleteAnswer { status }).into_response()
+}
+
+struct Harness {
+    fake: Shared,
+    broker: Arc<MemoryBroker>,
+    root: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    unit: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start(fake: Fake) -> Harness {
+        let fake = Arc::new(Mutex::new(fake));
+        let app = Router::new()
+            .route("/api/v1/node/units/{id}", put(heartbeat))
+            .route("/api/v1/node/transform/tasks/{id}/claim", post(claim))
+            .route("/api/v1/node/transform/tasks/{id}/progress", post(progress))
+            .route("/api/v1/node/transform/tasks/{id}/complete", post(complete))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        let root = tempfile::tempdir().unwrap();
+        let broker = Arc::new(MemoryBroker::new());
+        let client = NodeClient::new(&format!("http://{addr}"), "node-secret").unwrap();
+        let mut config = UnitConfig::new(root.path().to_path_buf());
+        config.unit_id = "unit-1".into();
+        config.heartbeat_secs = 1;
+        let unit = TransformUnit::new(config, broker.clone(), client);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let unit = tokio::spawn(unit.run(async {
+            let _ = stopped.await;
+        }));
+        Harness {
+            fake,
+            broker,
+            root,
+            stop: Some(stop),
+            unit,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// A clip at `medias/<id>/in.mp4` and a job on it.
+    fn job(
+        &self,
+        encoder: EncoderName,
+        encoder_string: &str,
+        filename: &str,
+        secs: u32,
+    ) -> TransformJob {
+        let media = Uuid::new_v4();
+        let dir = self.root().join(format!("medias/{media}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        clip(&dir, "in.mp4", secs, 160, 120);
+        TransformJob {
+            task_id: Uuid::new_v4(),
+            attempt: 1,
+            media_in_uri: format!("medias/{media}/in.mp4"),
+            media_in_duration: Some(f64::from(secs)),
+            media_out_id: Uuid::new_v4(),
+            filename: filename.into(),
+            profile_title: "test".into(),
+            encoder_name: encoder,
+            encoder_string: encoder_string.into(),
+        }
+    }
+
+    async fn publish(&self, job: &TransformJob) {
+        let payload = serde_json::to_vec(job).unwrap();
+        self.broker.publish("transform", &payload, 0).await.unwrap();
+    }
+
+    fn work_dir(&self, job: &TransformJob) -> PathBuf {
+        self.root().join(tmp_dir(job.task_id, job.attempt))
+    }
+
+    /// Wait (at most `secs`) until the fake saw what `done` looks for.
+    async fn wait_for(&self, secs: u64, what: &str, done: impl Fn(&Fake) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if done(&self.fake.lock().unwrap()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    fn completes(&self) -> Vec<CompleteRequest> {
+        self.fake.lock().unwrap().completes.clone()
+    }
+
+    async fn queued(&self) -> u64 {
+        self.broker.queue_stats("transform").await.unwrap().messages
+    }
+
+    async fn stop(mut self) -> Self {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(5), &mut self.unit)
+            .await
+            .expect("the unit stops")
+            .unwrap();
+        self
+    }
+}
+
+#[tokio::test]
+async fn runs_an_ffmpeg_job_to_success() {
+    let h = Harness::start(Fake::default()).await;
+    let job = h.job(
+        EncoderName::Ffmpeg,
+        "-c:v libx264 -preset ultrafast -c:a aac",
+        "out.mp4",
+        2,
+    );
+    h.publish(&job).await;
+    h.wait_for(30, "the completion", |f| !f.completes.is_empty())
+        .await;
+    let done = &h.completes()[0];
+    assert_eq!(done.status, TaskStatus::Success, "{:?}", done.error);
+    assert_eq!(done.unit_id, "unit-1");
+    assert_eq!(done.attempt, 1);
+    let output = done.output.as_ref().expect("output");
+    assert_eq!(output.probe.video().and_then(|v| v.width), Some(160));
+    assert!(output.probe.audio().is_some());
+    let out_file = h.work_dir(&job).join("out.mp4");
+    // Left in place: the orchestra moves it into the media.
+    assert!(out_file.is_file());
+    assert_eq!(output.size, std::fs::metadata(&out_file).unwrap().len());
+    {
+        let f = h.fake.lock().unwrap();
+        assert_eq!(f.claims.len(), 1);
+        assert_eq!(f.claims[0].0, job.task_id);
+        let last = f
+            .progress
+            .last()
+            .and_then(|p| p.progress.clone())
+            .expect("a report");
+        assert_eq!(last.percent, 100.0);
+        let beat = f.heartbeats.first().expect("a heartbeat");
+        assert_eq!(beat.kind, UnitKind::Transform);
+        assert_eq!(beat.queues, vec!["transform"]);
+        assert!(
+            beat.ffmpeg_version
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("ffmpeg version")
+        );
+    }
+    assert_eq!(h.queued().await, 0, "acked");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn runs_a_copy_job() {
+    let h = Harness::start(Fake::default()).await;
+    let job = h.job(EncoderName::Copy, "", "copy.mp4", 1);
+    h.publish(&job).await;
+    h.wait_for(30, "the completion", |f| !f.completes.is_empty())
+        .await;
+    let done = &h.completes()[0];
+    assert_eq!(done.status, TaskStatus::Success, "{:?}", done.error);
+    assert!(h.work_dir(&job).join("copy.mp4").is_file());
+    assert!(!h.work_dir(&job).join("in.mp4").exists());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn ffmpeg_errors_and_invalid_profiles_fail_the_task() {
+    let h = Harness::start(Fake::default()).await;
+    let bogus = h.job(EncoderName::Ffmpeg, "-c:v nosuchcodec", "out.mp4", 1);
+    let invalid = h.job(EncoderName::Ffmpeg, "-i /etc/passwd", "out.mp4", 1);
+    h.publish(&bogus).await;
+    h.publish(&invalid).await;
+    h.wait_for(30, "two completions", |f| f.completes.len() == 2)
+        .await;
+    let completes = h.completes();
+    for done in &completes {
+        assert_eq!(done.status, TaskStatus::Failure);
+    }
+    let errors: Vec<&str> = completes
+        .iter()
+        .filter_map(|c| c.error.as_deref())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("nosuchcodec") && e.contains("exited with status")),
+        "{errors:?}"
+    );
+    assert!(errors.iter().any(|e| e.contains("-i")), "{errors:?}");
+    let root = h.root().to_string_lossy().into_owned();
+    assert!(errors.iter().all(|e| !e.contains(&root)), "{errors:?}");
+    assert!(!h.work_dir(&bogus).exists());
+    assert!(!h.work_dir(&invalid).exists());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_revokes_and_cleans_up() {
+    let h = Harness::start(Fake {
+        cancel_on_progress: true,
+        ..Fake::default()
+    })
+    .await;
+    let job = h.job(
+        EncoderName::Ffmpeg,
+        "-vf realtime -c:v libx264 -preset ultrafast",
+        "out.mp4",
+        20,
+    );
+    h.publish(&job).await;
+    h.wait_for(15, "the completion", |f| !f.completes.is_empty())
+        .await;
+    let done = &h.completes()[0];
+    assert_eq!(done.status, TaskStatus::Revoked);
+    assert!(!h.work_dir(&job).exists());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn stale_claims_are_acked_and_dropped() {
+    let h = Harness::start(Fake {
+        claim_stale: true,
+        ..Fake::default()
+    })
+    .await;
+    let job = h.job(EncoderName::Copy, "", "x.mp4", 1);
+    h.publish(&job).await;
+    h.wait_for(10, "the claim", |f| !f.claims.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.queued().await, 0, "acked");
+    assert!(h.completes().is_empty());
+    assert!(!h.work_dir(&job).exists());
+    // Undecodable messages are dropped too.
+    h.broker.publish("transform", b"not json", 0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.queued().await, 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn claims_and_completions_survive_an_unavailable_orchestra() {
+    let h = Harness::start(Fake {
+        claim_unavailable: 2,
+        complete_unavailable: 2,
+        ..Fake::default()
+    })
+    .await;
+    let job = h.job(EncoderName::Copy, "", "x.mp4", 1);
+    h.publish(&job).await;
+    h.wait_for(30, "the completion", |f| !f.completes.is_empty())
+        .await;
+    assert_eq!(h.completes()[0].status, TaskStatus::Success);
+    assert_eq!(h.fake.lock().unwrap().claims.len(), 3);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_kills_the_job_without_completing() {
+    let h = Harness::start(Fake::default()).await;
+    let job = h.job(
+        EncoderName::Ffmpeg,
+        "-vf realtime -c:v libx264 -preset ultrafast",
+        "out.mp4",
+        20,
+    );
+    h.publish(&job).await;
+    h.wait_for(15, "a progress report", |f| {
+        f.progress.iter().any(|p| p.progress.is_some())
+    })
+    .await;
+    let beats = h.fake.lock().unwrap().heartbeats.clone();
+    assert!(
+        beats.iter().any(|b| b.running_tasks == vec![job.task_id]),
+        "running task in a heartbeat"
+    );
+    let work_dir = h.work_dir(&job);
+    assert!(work_dir.exists());
+    let started = Instant::now();
+    let h = h.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!work_dir.exists());
+    assert!(h.completes().is_empty());
+}
