@@ -6,12 +6,13 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use orchestra::models::{
-    ListOptions, Media, MediaFilter, MediaStatus, ProfileFilter, Token, TransformProfile, User,
-    UserFilter, UserRecord,
+    ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress, TaskFilter, Token,
+    TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
 use orchestra::store::{Store, StoreError};
-use oscied_protocol::EncoderName;
+use oscied_protocol::node::UnitKind;
 use oscied_protocol::probe::{Probe, ProbeFormat, ProbeStream};
+use oscied_protocol::{EncoderName, ProgressReport, TaskStatus};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -60,6 +61,12 @@ contract!(
     profile_crud_and_unique_title,
     profile_list_filters,
     token_create_get,
+    task_crud_round_trips_every_field,
+    task_update_missing_is_false,
+    task_list_filters,
+    task_list_dispatch_and_lease_filters,
+    task_list_sort_and_paging,
+    unit_put_get_list,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -140,6 +147,86 @@ fn profile(
     }
 }
 
+/// A fresh PENDING task of `user_id` on `media_in_id`, as the API creates it.
+fn task(user_id: Uuid, media_in_id: Uuid, queue: &str, minute: i64) -> TransformTask {
+    TransformTask {
+        id: Uuid::new_v4(),
+        user_id,
+        media_in_id,
+        media_out_id: Uuid::new_v4(),
+        profile_id: Uuid::new_v4(),
+        queue: queue.to_owned(),
+        priority: 0,
+        status: TaskStatus::Pending,
+        attempt: 1,
+        progress: None,
+        error: None,
+        unit_id: None,
+        created_at: at(minute),
+        started_at: None,
+        finished_at: None,
+        dispatched_at: None,
+        lease_expires_at: None,
+    }
+}
+
+/// `task`, taken by `unit_id`: dispatched, started and leased.
+fn running(
+    mut task: TransformTask,
+    unit_id: &str,
+    status: TaskStatus,
+    lease: i64,
+) -> TransformTask {
+    let minute = (task.created_at - at(0)).num_minutes();
+    task.status = status;
+    task.unit_id = Some(unit_id.to_owned());
+    task.dispatched_at = Some(at(minute) + Duration::milliseconds(40));
+    task.started_at = Some(at(minute + 1));
+    task.lease_expires_at = Some(at(lease));
+    task
+}
+
+fn progress(percent: f64, minute: i64) -> Progress {
+    Progress {
+        report: ProgressReport {
+            percent,
+            frame: Some(1062),
+            fps: Some(48.25),
+            speed: Some(1.93),
+            out_time: Some(42.48),
+            elapsed: 22.0,
+            eta: Some(29.5),
+        },
+        updated_at: at(minute),
+    }
+}
+
+fn unit(id: &str, kind: UnitKind, minute: i64) -> Unit {
+    Unit {
+        id: id.to_owned(),
+        kind,
+        queues: match kind {
+            UnitKind::Transform => vec!["transform".to_owned(), "gpu".to_owned()],
+            UnitKind::Publisher => vec!["publisher".to_owned()],
+        },
+        hostname: id.split('.').next().unwrap_or(id).to_owned(),
+        version: "4.0.0".to_owned(),
+        ffmpeg_version: match kind {
+            UnitKind::Transform => Some(
+                "ffmpeg version 6.1.1-3ubuntu5 Copyright (c) 2000-2023 the FFmpeg developers"
+                    .to_owned(),
+            ),
+            UnitKind::Publisher => None,
+        },
+        concurrency: 2,
+        running_tasks: vec![],
+        heartbeat_secs: 10,
+        last_heartbeat: at(minute),
+        online: true,
+        registered_at: at(minute),
+    }
+}
+
 fn probe() -> Probe {
     Probe {
         format: ProbeFormat {
@@ -184,6 +271,10 @@ fn ids<T>(items: &[T], id: impl Fn(&T) -> Uuid) -> Vec<Uuid> {
 
 fn media_ids(items: &[Media]) -> Vec<Uuid> {
     ids(items, |m| m.id)
+}
+
+fn task_ids(page: &Page<TransformTask>) -> Vec<Uuid> {
+    ids(&page.items, |t| t.id)
 }
 
 fn all_statuses() -> Vec<MediaStatus> {
@@ -886,6 +977,558 @@ async fn token_create_get(store: &dyn Store) {
     );
 }
 
+async fn task_crud_round_trips_every_field(store: &dyn Store) {
+    // As created: every option null.
+    let mut t = task(Uuid::new_v4(), Uuid::new_v4(), "transform", 0);
+    store.create_transform_task(&t).await.expect("create");
+    assert_eq!(
+        store.get_transform_task(t.id).await.expect("get"),
+        Some(t.clone())
+    );
+    assert_eq!(
+        store
+            .get_transform_task(Uuid::new_v4())
+            .await
+            .expect("get missing"),
+        None
+    );
+    let twin = TransformTask {
+        queue: "gpu".to_owned(),
+        ..t.clone()
+    };
+    assert_conflict(store.create_transform_task(&twin).await, "id");
+    assert_eq!(
+        store.get_transform_task(t.id).await.expect("get"),
+        Some(t.clone()),
+        "a refused create changes nothing"
+    );
+
+    // Running, second attempt, with a progress report (some fields not reported yet).
+    t.priority = 7;
+    t.status = TaskStatus::Progress;
+    t.attempt = 2;
+    t.error = Some("lease lost on encoder-01.transform: retried".to_owned());
+    t.unit_id = Some("encoder-02.transform".to_owned());
+    t.dispatched_at = Some(at(3));
+    t.started_at = Some(at(4));
+    t.lease_expires_at = Some(at(6));
+    t.progress = Some(Progress {
+        report: ProgressReport {
+            percent: 0.0,
+            frame: None,
+            fps: None,
+            speed: None,
+            out_time: None,
+            elapsed: 0.5,
+            eta: None,
+        },
+        updated_at: at(4),
+    });
+    assert!(store.update_transform_task(&t).await.expect("update"));
+    assert_eq!(
+        store.get_transform_task(t.id).await.expect("get"),
+        Some(t.clone())
+    );
+
+    t.progress = Some(progress(42.5, 5));
+    t.lease_expires_at = Some(at(7));
+    assert!(store.update_transform_task(&t).await.expect("update"));
+    let back = store
+        .get_transform_task(t.id)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(back, t);
+    assert_eq!(
+        serde_json::to_value(&back).expect("json"),
+        serde_json::to_value(&t).expect("json"),
+        "the JSON round-trips too (22.0 stays a float)"
+    );
+
+    // Failed: the lease and the dispatch cleared, finished set, progress kept.
+    t.status = TaskStatus::Failure;
+    t.error = Some(
+        "[libx264 @ 0x55d5c8a0e4c0] height not divisible by 2 (1280x719)\n\
+         Error while opening encoder for output stream #0:0"
+            .to_owned(),
+    );
+    t.lease_expires_at = None;
+    t.dispatched_at = None;
+    t.finished_at = Some(at(8));
+    assert!(store.update_transform_task(&t).await.expect("update"));
+    assert_eq!(
+        store.get_transform_task(t.id).await.expect("get"),
+        Some(t.clone())
+    );
+
+    // Back to null options (a re-queue), listed as stored.
+    t.status = TaskStatus::Retry;
+    t.attempt = 3;
+    t.progress = None;
+    t.error = None;
+    t.unit_id = None;
+    t.started_at = None;
+    t.finished_at = None;
+    assert!(store.update_transform_task(&t).await.expect("update"));
+    assert_eq!(
+        store.get_transform_task(t.id).await.expect("get"),
+        Some(t.clone())
+    );
+    let page = store
+        .list_transform_tasks(&TaskFilter::default(), &opts("created_at", false, 0, 10))
+        .await
+        .expect("list");
+    assert_eq!(page.total, 1);
+    assert_eq!(page.items, vec![t]);
+}
+
+async fn task_update_missing_is_false(store: &dyn Store) {
+    let kept = task(Uuid::new_v4(), Uuid::new_v4(), "transform", 0);
+    store.create_transform_task(&kept).await.expect("create");
+    let ghost = running(
+        task(kept.user_id, kept.media_in_id, "transform", 1),
+        "encoder-01.transform",
+        TaskStatus::Started,
+        5,
+    );
+    assert!(
+        !store
+            .update_transform_task(&ghost)
+            .await
+            .expect("update missing")
+    );
+    assert_eq!(
+        store.get_transform_task(ghost.id).await.expect("get"),
+        None,
+        "an update never creates"
+    );
+    assert_eq!(
+        store.get_transform_task(kept.id).await.expect("get"),
+        Some(kept)
+    );
+    let page = store
+        .list_transform_tasks(&TaskFilter::default(), &opts("created_at", false, 0, 10))
+        .await
+        .expect("list");
+    assert_eq!(page.total, 1);
+}
+
+async fn task_list_filters(store: &dyn Store) {
+    let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+    let (m1, m2, m3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let t0 = task(u1, m1, "transform", 0);
+    let mut t1 = running(
+        task(u1, m1, "transform", 1),
+        "encoder-01.transform",
+        TaskStatus::Started,
+        30,
+    );
+    t1.media_out_id = m2;
+    let mut t2 = running(
+        task(u2, m2, "gpu", 2),
+        "encoder-02.transform",
+        TaskStatus::Progress,
+        12,
+    );
+    t2.progress = Some(progress(12.5, 3));
+    let mut t3 = task(u2, m3, "gpu", 3);
+    t3.status = TaskStatus::Retry;
+    t3.attempt = 2;
+    t3.unit_id = Some("encoder-02.transform".to_owned());
+    let mut t4 = running(
+        task(u1, m3, "transform", 4),
+        "encoder-01.transform",
+        TaskStatus::Success,
+        9,
+    );
+    t4.lease_expires_at = None;
+    t4.finished_at = Some(at(8));
+    let t5 = running(
+        task(u2, m1, "transform", 5),
+        "encoder-01.transform",
+        TaskStatus::Revoking,
+        20,
+    );
+    let tasks = [&t0, &t1, &t2, &t3, &t4, &t5];
+    for t in tasks {
+        store.create_transform_task(t).await.expect("create");
+    }
+    let list = |filter: TaskFilter| async move {
+        let page = store
+            .list_transform_tasks(&filter, &opts("created_at", false, 0, 100))
+            .await
+            .expect("list");
+        assert_eq!(page.total, page.items.len() as u64, "total of {filter:?}");
+        task_ids(&page)
+    };
+    let none = Vec::<Uuid>::new();
+
+    assert_eq!(
+        list(TaskFilter::default()).await,
+        vec![t0.id, t1.id, t2.id, t3.id, t4.id, t5.id],
+        "no filter: every task"
+    );
+
+    let of_user = |user_id: Uuid| TaskFilter {
+        user_id: Some(user_id),
+        ..TaskFilter::default()
+    };
+    assert_eq!(list(of_user(u1)).await, vec![t0.id, t1.id, t4.id]);
+    assert_eq!(list(of_user(u2)).await, vec![t2.id, t3.id, t5.id]);
+    assert_eq!(list(of_user(Uuid::new_v4())).await, none);
+
+    let on_media = |media_id: Uuid| TaskFilter {
+        media_id: Some(media_id),
+        ..TaskFilter::default()
+    };
+    assert_eq!(list(on_media(m1)).await, vec![t0.id, t1.id, t5.id]);
+    assert_eq!(
+        list(on_media(m2)).await,
+        vec![t1.id, t2.id],
+        "media_id matches the output (t1) and the input (t2)"
+    );
+    assert_eq!(list(on_media(t0.media_out_id)).await, vec![t0.id]);
+    assert_eq!(list(on_media(t0.profile_id)).await, none);
+
+    let with = |statuses: &[TaskStatus]| TaskFilter {
+        statuses: statuses.to_vec(),
+        ..TaskFilter::default()
+    };
+    assert_eq!(
+        list(with(&[])).await.len(),
+        tasks.len(),
+        "no statuses: every task"
+    );
+    assert_eq!(list(with(&TaskStatus::QUEUED)).await, vec![t0.id, t3.id]);
+    assert_eq!(
+        list(with(&TaskStatus::RUNNING)).await,
+        vec![t1.id, t2.id, t5.id]
+    );
+    assert_eq!(list(with(&[TaskStatus::Success])).await, vec![t4.id]);
+    assert_eq!(
+        list(with(&[TaskStatus::Failure, TaskStatus::Revoked])).await,
+        none
+    );
+    assert_eq!(list(with(&TaskStatus::ALL)).await.len(), tasks.len());
+
+    let in_queue = |queue: &str| TaskFilter {
+        queue: Some(queue.to_owned()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(list(in_queue("gpu")).await, vec![t2.id, t3.id]);
+    assert_eq!(
+        list(in_queue("transform")).await,
+        vec![t0.id, t1.id, t4.id, t5.id]
+    );
+    assert_eq!(list(in_queue("GPU")).await, none, "queue names are exact");
+
+    let on_unit = |unit_id: &str| TaskFilter {
+        unit_id: Some(unit_id.to_owned()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(
+        list(on_unit("encoder-01.transform")).await,
+        vec![t1.id, t4.id, t5.id]
+    );
+    assert_eq!(
+        list(on_unit("encoder-02.transform")).await,
+        vec![t2.id, t3.id]
+    );
+    assert_eq!(list(on_unit("encoder-03.transform")).await, none);
+
+    // All at once.
+    let mine_running = TaskFilter {
+        user_id: Some(u1),
+        media_id: Some(m2),
+        statuses: vec![TaskStatus::Started, TaskStatus::Progress],
+        queue: Some("transform".to_owned()),
+        unit_id: Some("encoder-01.transform".to_owned()),
+        undispatched: false,
+        lease_expired_before: Some(at(31)),
+    };
+    assert_eq!(list(mine_running.clone()).await, vec![t1.id]);
+    assert_eq!(
+        list(TaskFilter {
+            queue: Some("gpu".to_owned()),
+            ..mine_running
+        })
+        .await,
+        none
+    );
+
+    // The total counts every page.
+    let page = store
+        .list_transform_tasks(&on_media(m1), &opts("created_at", true, 1, 1))
+        .await
+        .expect("list");
+    assert_eq!((page.total, task_ids(&page)), (3, vec![t1.id]));
+    let page = store
+        .list_transform_tasks(&of_user(u2), &ListOptions::count_only())
+        .await
+        .expect("count");
+    assert_eq!((page.total, page.items.len()), (3, 0));
+}
+
+async fn task_list_dispatch_and_lease_filters(store: &dyn Store) {
+    let (user, media) = (Uuid::new_v4(), Uuid::new_v4());
+    // Queued, not on the broker yet (the broker was down).
+    let queued = task(user, media, "transform", 0);
+    // Queued and on the broker.
+    let mut sent = task(user, media, "transform", 1);
+    sent.dispatched_at = Some(at(1) + Duration::milliseconds(12));
+    // A re-queued attempt whose message is not sent yet.
+    let mut retried = task(user, media, "gpu", 2);
+    retried.status = TaskStatus::Retry;
+    retried.attempt = 2;
+    retried.error = Some("lease expired on encoder-02.transform".to_owned());
+    // Running, leases ending at minutes 10, 20 and 30.
+    let early = running(
+        task(user, media, "transform", 3),
+        "encoder-01.transform",
+        TaskStatus::Progress,
+        10,
+    );
+    let middle = running(
+        task(user, media, "transform", 4),
+        "encoder-01.transform",
+        TaskStatus::Started,
+        20,
+    );
+    let late = running(
+        task(user, media, "gpu", 5),
+        "encoder-02.transform",
+        TaskStatus::Revoking,
+        30,
+    );
+    for t in [&queued, &sent, &retried, &early, &middle, &late] {
+        store.create_transform_task(t).await.expect("create");
+    }
+    let list = |filter: TaskFilter| async move {
+        let page = store
+            .list_transform_tasks(&filter, &opts("created_at", false, 0, 100))
+            .await
+            .expect("list");
+        assert_eq!(page.total, page.items.len() as u64, "total of {filter:?}");
+        task_ids(&page)
+    };
+    let none = Vec::<Uuid>::new();
+
+    let undispatched = TaskFilter {
+        undispatched: true,
+        ..TaskFilter::default()
+    };
+    assert_eq!(
+        list(undispatched.clone()).await,
+        vec![queued.id, retried.id]
+    );
+    assert_eq!(
+        list(TaskFilter {
+            queue: Some("gpu".to_owned()),
+            statuses: TaskStatus::QUEUED.to_vec(),
+            ..undispatched.clone()
+        })
+        .await,
+        vec![retried.id]
+    );
+    assert_eq!(
+        list(TaskFilter {
+            statuses: TaskStatus::RUNNING.to_vec(),
+            ..undispatched
+        })
+        .await,
+        none
+    );
+
+    let expired_before = |t: chrono::DateTime<Utc>| TaskFilter {
+        lease_expired_before: Some(t),
+        ..TaskFilter::default()
+    };
+    assert_eq!(list(expired_before(at(0))).await, none);
+    assert_eq!(list(expired_before(at(10))).await, none, "strictly before");
+    assert_eq!(
+        list(expired_before(at(10) + Duration::microseconds(1))).await,
+        vec![early.id]
+    );
+    assert_eq!(
+        list(expired_before(at(10) + Duration::nanoseconds(1))).await,
+        vec![early.id],
+        "a bound between two microseconds still counts"
+    );
+    assert_eq!(
+        list(expired_before(at(20) - Duration::microseconds(1))).await,
+        vec![early.id]
+    );
+    assert_eq!(
+        list(expired_before(at(25))).await,
+        vec![early.id, middle.id]
+    );
+    assert_eq!(
+        list(expired_before(at(24 * 60))).await,
+        vec![early.id, middle.id, late.id],
+        "null leases never expire"
+    );
+    assert_eq!(
+        list(TaskFilter {
+            unit_id: Some("encoder-01.transform".to_owned()),
+            statuses: TaskStatus::RUNNING.to_vec(),
+            ..expired_before(at(31))
+        })
+        .await,
+        vec![early.id, middle.id]
+    );
+}
+
+async fn task_list_sort_and_paging(store: &dyn Store) {
+    let (user, media) = (Uuid::new_v4(), Uuid::new_v4());
+    // created_at: 0..4. priority: 3, 9, 0, 5, 1. status: SUCCESS, PENDING, FAILURE,
+    // PROGRESS, REVOKED. started_at: 10, null, 5, 20, 15. finished_at: 30, null, 8, null, 25.
+    let specs: [(u8, TaskStatus, Option<i64>, Option<i64>); 5] = [
+        (3, TaskStatus::Success, Some(10), Some(30)),
+        (9, TaskStatus::Pending, None, None),
+        (0, TaskStatus::Failure, Some(5), Some(8)),
+        (5, TaskStatus::Progress, Some(20), None),
+        (1, TaskStatus::Revoked, Some(15), Some(25)),
+    ];
+    let tasks: Vec<TransformTask> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, &(priority, status, started, finished))| {
+            let mut t = task(user, media, "transform", i as i64);
+            t.priority = priority;
+            t.status = status;
+            t.started_at = started.map(at);
+            t.finished_at = finished.map(at);
+            t
+        })
+        .collect();
+    for t in &tasks {
+        store.create_transform_task(t).await.expect("create");
+    }
+    let id = |i: usize| tasks[i].id;
+    let list = |filter: TaskFilter, o: ListOptions| async move {
+        let page = store.list_transform_tasks(&filter, &o).await.expect("list");
+        (page.total, task_ids(&page))
+    };
+    let all = || TaskFilter::default();
+
+    assert_eq!(
+        list(all(), opts("priority", true, 0, 10)).await,
+        (5, vec![id(1), id(3), id(0), id(4), id(2)]),
+        "higher priority first"
+    );
+    assert_eq!(
+        list(all(), opts("priority", false, 0, 10)).await,
+        (5, vec![id(2), id(4), id(0), id(3), id(1)])
+    );
+    assert_eq!(
+        list(all(), opts("priority", true, 1, 2)).await,
+        (5, vec![id(3), id(0)])
+    );
+    assert_eq!(
+        list(all(), opts("priority", true, 4, 2)).await,
+        (5, vec![id(2)])
+    );
+    assert_eq!(list(all(), opts("priority", true, 5, 2)).await, (5, vec![]));
+    assert_eq!(list(all(), opts("priority", true, 0, 0)).await, (5, vec![]));
+    assert_eq!(
+        list(
+            TaskFilter {
+                statuses: TaskStatus::ACTIVE.to_vec(),
+                ..all()
+            },
+            opts("priority", true, 0, 1)
+        )
+        .await,
+        (2, vec![id(1)])
+    );
+
+    assert_eq!(
+        list(all(), opts("created_at", true, 0, 10)).await,
+        (5, vec![id(4), id(3), id(2), id(1), id(0)])
+    );
+    assert_eq!(
+        list(all(), opts("created_at", false, 3, 10)).await,
+        (5, vec![id(3), id(4)])
+    );
+    assert_eq!(
+        list(all(), opts("status", false, 0, 10)).await,
+        (5, vec![id(2), id(1), id(3), id(4), id(0)])
+    );
+    assert_eq!(
+        list(all(), opts("status", true, 0, 2)).await,
+        (5, vec![id(0), id(4)])
+    );
+    assert_eq!(
+        list(all(), opts("started_at", false, 0, 10)).await,
+        (5, vec![id(1), id(2), id(0), id(4), id(3)]),
+        "null sorts first"
+    );
+    assert_eq!(
+        list(all(), opts("started_at", true, 0, 10)).await,
+        (5, vec![id(3), id(4), id(0), id(2), id(1)])
+    );
+    let finished = TaskFilter {
+        statuses: vec![
+            TaskStatus::Success,
+            TaskStatus::Failure,
+            TaskStatus::Revoked,
+        ],
+        ..all()
+    };
+    assert_eq!(
+        list(finished.clone(), opts("finished_at", false, 0, 10)).await,
+        (3, vec![id(2), id(4), id(0)])
+    );
+    assert_eq!(
+        list(finished, opts("finished_at", true, 0, 2)).await,
+        (3, vec![id(0), id(4)])
+    );
+}
+
+async fn unit_put_get_list(store: &dyn Store) {
+    assert_eq!(store.list_units().await.expect("list"), vec![]);
+    assert_eq!(
+        store.get_unit("encoder-01.transform").await.expect("get"),
+        None
+    );
+
+    let mut e2 = unit("encoder-02.transform", UnitKind::Transform, 0);
+    let e1 = unit("encoder-01.transform", UnitKind::Transform, 1);
+    let p1 = unit("publisher-01.publisher", UnitKind::Publisher, 2);
+    for u in [&e2, &p1, &e1] {
+        store.put_unit(u).await.expect("put");
+    }
+    for u in [&e1, &e2, &p1] {
+        assert_eq!(store.get_unit(&u.id).await.expect("get"), Some(u.clone()));
+    }
+    assert_eq!(
+        store.get_unit("ENCODER-01.transform").await.expect("get"),
+        None,
+        "unit ids are exact"
+    );
+    assert_eq!(
+        store.list_units().await.expect("list"),
+        vec![e1.clone(), e2.clone(), p1.clone()],
+        "listed by id"
+    );
+
+    // A second put (the next heartbeat) replaces the whole unit.
+    e2.queues = vec!["gpu".to_owned()];
+    e2.concurrency = 4;
+    e2.running_tasks = vec![Uuid::new_v4(), Uuid::new_v4()];
+    e2.ffmpeg_version = None;
+    e2.last_heartbeat = at(3);
+    e2.online = false;
+    store.put_unit(&e2).await.expect("put again");
+    assert_eq!(store.get_unit(&e2.id).await.expect("get"), Some(e2.clone()));
+    assert_eq!(
+        store.list_units().await.expect("list"),
+        vec![e1.clone(), e2.clone(), p1.clone()],
+        "a second put adds no unit"
+    );
+    assert_eq!(store.get_unit(&e1.id).await.expect("get"), Some(e1));
+}
+
 // ---------------------------------------------------------------------------------------------
 // MongoDB only: connection behaviour.
 
@@ -949,7 +1592,14 @@ mod mongo_connection {
             ("medias", &["user_id", "status", "parent_id", "created_at"]),
             (
                 "transform_tasks",
-                &["status", "user_id", "media_in_id", "media_out_id"],
+                &[
+                    "status",
+                    "user_id",
+                    "media_in_id",
+                    "media_out_id",
+                    "queue",
+                    "created_at",
+                ],
             ),
             ("publisher_tasks", &["status", "user_id", "media_id"]),
         ] {

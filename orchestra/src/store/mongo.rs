@@ -1,8 +1,9 @@
 //! The cluster store: MongoDB through the `mongodb` crate (tests run it on NX-27017).
 //!
-//! One collection per record kind: `users`, `medias`, `profiles`, `tokens`. A document is the
-//! record's API JSON with `id` renamed `_id` (the UUID as a string; a token's `_id` is its
-//! hash). Users also carry `mail_key` (the lowercased mail, unique) and `secret_hash`.
+//! One collection per record kind: `users`, `medias`, `profiles`, `tokens`, `transform_tasks`,
+//! `units`. A document is the record's API JSON with `id` renamed `_id` (the UUID as a string;
+//! a token's `_id` is its hash, a unit's its unit id). Users also carry `mail_key` (the
+//! lowercased mail, unique) and `secret_hash`.
 //!
 //! Models go through `serde_json::Value`, never through bson's own serializer: that one is
 //! not human-readable, so it would store UUIDs as binary and interpret extended-JSON keys
@@ -10,12 +11,15 @@
 //! JSON integers become Int32/Int64 (above `i64::MAX`, a Double), floats become Doubles.
 //!
 //! Portable queries only (they run on MongoDB and on NX-27017): `$regex` as a string with
-//! `$options: "i"` (not a BSON regex value, which NX-27017 rejects), `$in`, `$or`, sorts on
+//! `$options: "i"` (not a BSON regex value, which NX-27017 rejects), `$in`, `$or`,
+//! `{"$eq": null}` (NX-27017's `count` gets a bare `null` match wrong), timestamps compared in
+//! `$expr` (NX-27017 compares date-like strings at whole seconds elsewhere), sorts on
 //! dotted paths with `_id` as the tiebreaker, and `count_documents` for totals.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
@@ -28,8 +32,8 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    ListOptions, Media, MediaFilter, Page, ProfileFilter, Token, TransformProfile, User,
-    UserFilter, UserRecord,
+    ListOptions, Media, MediaFilter, Page, ProfileFilter, TaskFilter, Token, TransformProfile,
+    TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
 /// The database when the URI names none.
@@ -48,6 +52,8 @@ pub struct MongoStore {
     medias: Collection<Document>,
     profiles: Collection<Document>,
     tokens: Collection<Document>,
+    transform_tasks: Collection<Document>,
+    units: Collection<Document>,
 }
 
 impl MongoStore {
@@ -76,6 +82,8 @@ impl MongoStore {
             medias: db.collection("medias"),
             profiles: db.collection("profiles"),
             tokens: db.collection("tokens"),
+            transform_tasks: db.collection("transform_tasks"),
+            units: db.collection("units"),
             client,
         };
         store.create_indexes().await?;
@@ -105,13 +113,21 @@ impl MongoStore {
                 .map_err(unavailable)?;
         }
         // Task lookups (by status for dispatch and reaping, by owner, by media for the
-        // "in use" checks). The task collections are filled from the transform and publish
-        // pipelines on; creating their indexes now makes any cluster database ready for them.
+        // "in use" checks, by queue, and the default order). The publisher tasks collection is
+        // filled from the publish pipeline on; creating its indexes now makes any cluster
+        // database ready for it.
         let db = self.medias.namespace().db;
         let task_keys: [(&str, &[&str]); 2] = [
             (
                 "transform_tasks",
-                &["status", "user_id", "media_in_id", "media_out_id"],
+                &[
+                    "status",
+                    "user_id",
+                    "media_in_id",
+                    "media_out_id",
+                    "queue",
+                    "created_at",
+                ],
             ),
             ("publisher_tasks", &["status", "user_id", "media_id"]),
         ];
@@ -173,7 +189,6 @@ impl MongoStore {
             .transpose()
     }
 
-    /// Replace the whole document `_id`; false when it is gone.
     /// Insert one document; a duplicate key is a Conflict on `unique`.
     async fn insert(
         coll: &Collection<Document>,
@@ -186,6 +201,7 @@ impl MongoStore {
         Ok(())
     }
 
+    /// Replace the whole document `_id`; false when it is gone.
     async fn replace(
         coll: &Collection<Document>,
         doc: Document,
@@ -344,6 +360,95 @@ impl Store for MongoStore {
     async fn get_token(&self, hash: &str) -> StoreResult<Option<Token>> {
         Self::get(&self.tokens, hash, "hash").await
     }
+
+    async fn create_transform_task(&self, task: &TransformTask) -> StoreResult<()> {
+        Self::insert(&self.transform_tasks, to_doc(task, "id")?, "id").await
+    }
+
+    async fn get_transform_task(&self, id: Uuid) -> StoreResult<Option<TransformTask>> {
+        Self::get(&self.transform_tasks, &id.to_string(), "id").await
+    }
+
+    async fn list_transform_tasks(
+        &self,
+        filter: &TaskFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<TransformTask>> {
+        let mut query = Document::new();
+        if let Some(user_id) = filter.user_id {
+            query.insert("user_id", user_id.to_string());
+        }
+        if let Some(media_id) = filter.media_id {
+            let media_id = media_id.to_string();
+            query.insert(
+                "$or",
+                vec![
+                    Bson::Document(doc! { "media_in_id": &media_id }),
+                    Bson::Document(doc! { "media_out_id": &media_id }),
+                ],
+            );
+        }
+        // Any of the statuses; none filters nothing.
+        if !filter.statuses.is_empty() {
+            let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+            query.insert("status", doc! { "$in": statuses });
+        }
+        if let Some(queue) = &filter.queue {
+            query.insert("queue", queue);
+        }
+        if let Some(unit_id) = &filter.unit_id {
+            query.insert("unit_id", unit_id);
+        }
+        if filter.undispatched {
+            // Null or missing. An explicit `$eq`: NX-27017 counts a bare `null` match wrong.
+            query.insert("dispatched_at", doc! { "$eq": Bson::Null });
+        }
+        if let Some(t) = filter.lease_expired_before {
+            // A timestamp string before the bound; null and missing never are. Through `$expr`
+            // because NX-27017 runs a plain `$lt` on a date-like string through SQLite's
+            // datetime(), which drops the fraction of the second; inside an `$and` because its
+            // find (not its count) drops other top-level conditions beside `$type` + `$expr`.
+            let before = doc! { "$lt": ["$lease_expires_at", ts_bound(t)] };
+            query.insert(
+                "$and",
+                vec![
+                    Bson::Document(doc! { "lease_expires_at": { "$type": "string" } }),
+                    Bson::Document(doc! { "$expr": before }),
+                ],
+            );
+        }
+        self.list(&self.transform_tasks, query, opts, "id").await
+    }
+
+    async fn update_transform_task(&self, task: &TransformTask) -> StoreResult<bool> {
+        Self::replace(&self.transform_tasks, to_doc(task, "id")?, "id").await
+    }
+
+    async fn put_unit(&self, unit: &Unit) -> StoreResult<()> {
+        self.units
+            .replace_one(doc! { "_id": &unit.id }, to_doc(unit, "id")?)
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_unit(&self, id: &str) -> StoreResult<Option<Unit>> {
+        Self::get(&self.units, id, "id").await
+    }
+
+    async fn list_units(&self) -> StoreResult<Vec<Unit>> {
+        let all = ListOptions {
+            limit: u64::MAX,
+            skip: 0,
+            sort: "id",
+            descending: false,
+        };
+        Ok(self
+            .list(&self.units, Document::new(), &all, "id")
+            .await?
+            .items)
+    }
 }
 
 fn unique_index(keys: Document, name: &str) -> IndexModel {
@@ -380,6 +485,18 @@ fn escape_regex(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// `t` as stored timestamps are written (RFC 3339, microseconds, `Z`), so that string order
+/// is time order; sub-microsecond digits round up, so `stored < bound` iff `stored < t`.
+fn ts_bound(t: DateTime<Utc>) -> String {
+    let mut micros = t.timestamp_micros();
+    if !t.timestamp_subsec_nanos().is_multiple_of(1000) {
+        micros += 1;
+    }
+    DateTime::from_timestamp_micros(micros)
+        .unwrap_or(t)
+        .to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 fn user_doc(user: &UserRecord) -> StoreResult<Document> {

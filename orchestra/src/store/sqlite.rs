@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter, types::Value};
 use serde::Serialize;
@@ -17,8 +18,8 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    ListOptions, Media, MediaFilter, Page, ProfileFilter, Token, TransformProfile, User,
-    UserFilter, UserRecord,
+    ListOptions, Media, MediaFilter, Page, ProfileFilter, TaskFilter, Token, TransformProfile,
+    TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
 #[derive(Clone)]
@@ -47,6 +48,18 @@ CREATE TABLE IF NOT EXISTS profiles (
     doc TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS transform_tasks (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS transform_tasks_user ON transform_tasks (json_extract(doc, '$.user_id'));
+CREATE INDEX IF NOT EXISTS transform_tasks_status
+    ON transform_tasks (json_extract(doc, '$.status'));
+CREATE INDEX IF NOT EXISTS transform_tasks_media_in
+    ON transform_tasks (json_extract(doc, '$.media_in_id'));
+CREATE INDEX IF NOT EXISTS transform_tasks_media_out
+    ON transform_tasks (json_extract(doc, '$.media_out_id'));
+CREATE INDEX IF NOT EXISTS transform_tasks_queue ON transform_tasks (json_extract(doc, '$.queue'));
+CREATE INDEX IF NOT EXISTS transform_tasks_created
+    ON transform_tasks (json_extract(doc, '$.created_at'));
+CREATE TABLE IF NOT EXISTS units (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 ";
 
 impl SqliteStore {
@@ -189,6 +202,33 @@ impl Where {
         ));
     }
 
+    /// `value` equals any of `paths`.
+    fn eq_any_path(&mut self, paths: &[&str], value: impl ToString) {
+        self.values.push(Value::Text(value.to_string()));
+        let n = self.values.len();
+        let any = paths
+            .iter()
+            .map(|p| format!("json_extract(doc, '$.{p}') = ?{n}"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        self.clauses.push(format!("({any})"));
+    }
+
+    /// `path` is null or missing.
+    fn is_null(&mut self, path: &str) {
+        self.clauses
+            .push(format!("json_extract(doc, '$.{path}') IS NULL"));
+    }
+
+    /// `path` is a timestamp before `t` (null never is).
+    fn before(&mut self, path: &str, t: DateTime<Utc>) {
+        self.values.push(Value::Text(ts_bound(t)));
+        self.clauses.push(format!(
+            "json_extract(doc, '$.{path}') < ?{}",
+            self.values.len()
+        ));
+    }
+
     /// Case-insensitive substring of any of `paths`; `instr` takes the text literally.
     fn contains(&mut self, paths: &[&str], needle: &str) {
         self.values.push(Value::Text(needle.to_lowercase()));
@@ -233,6 +273,18 @@ fn json_path(path: &str) -> StoreResult<String> {
     } else {
         Err(StoreError::Corrupt(format!("bad sort path {path}")))
     }
+}
+
+/// `t` as stored timestamps are written (RFC 3339, microseconds, `Z`), so that string order
+/// is time order; sub-microsecond digits round up, so `stored < bound` iff `stored < t`.
+fn ts_bound(t: DateTime<Utc>) -> String {
+    let mut micros = t.timestamp_micros();
+    if !t.timestamp_subsec_nanos().is_multiple_of(1000) {
+        micros += 1;
+    }
+    DateTime::from_timestamp_micros(micros)
+        .unwrap_or(t)
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn encode<T: Serialize>(doc: &T) -> StoreResult<String> {
@@ -442,6 +494,91 @@ impl Store for SqliteStore {
 
     async fn get_token(&self, hash: &str) -> StoreResult<Option<Token>> {
         self.get_doc("tokens", "hash", hash.to_owned()).await
+    }
+
+    async fn create_transform_task(&self, task: &TransformTask) -> StoreResult<()> {
+        self.put_doc(
+            "INSERT INTO transform_tasks (id, doc) VALUES (?1, ?2)",
+            vec![Value::Text(task.id.to_string())],
+            task,
+            "id",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_transform_task(&self, id: Uuid) -> StoreResult<Option<TransformTask>> {
+        self.get_doc("transform_tasks", "id", id.to_string()).await
+    }
+
+    async fn list_transform_tasks(
+        &self,
+        filter: &TaskFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<TransformTask>> {
+        let mut w = Where::default();
+        if let Some(user_id) = filter.user_id {
+            w.eq("user_id", user_id);
+        }
+        if let Some(media_id) = filter.media_id {
+            w.eq_any_path(&["media_in_id", "media_out_id"], media_id);
+        }
+        if !filter.statuses.is_empty() {
+            w.any_of(
+                "status",
+                filter.statuses.iter().map(|s| s.as_str().to_owned()),
+            );
+        }
+        if let Some(queue) = &filter.queue {
+            w.eq("queue", queue);
+        }
+        if let Some(unit_id) = &filter.unit_id {
+            w.eq("unit_id", unit_id);
+        }
+        if filter.undispatched {
+            w.is_null("dispatched_at");
+        }
+        if let Some(t) = filter.lease_expired_before {
+            w.before("lease_expires_at", t);
+        }
+        self.list("transform_tasks", w, opts).await
+    }
+
+    async fn update_transform_task(&self, task: &TransformTask) -> StoreResult<bool> {
+        self.put_doc(
+            "UPDATE transform_tasks SET doc = ?2 WHERE id = ?1",
+            vec![Value::Text(task.id.to_string())],
+            task,
+            "id",
+        )
+        .await
+        .map(|n| n > 0)
+    }
+
+    async fn put_unit(&self, unit: &Unit) -> StoreResult<()> {
+        self.put_doc(
+            "INSERT INTO units (id, doc) VALUES (?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+            vec![Value::Text(unit.id.clone())],
+            unit,
+            "id",
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn get_unit(&self, id: &str) -> StoreResult<Option<Unit>> {
+        self.get_doc("units", "id", id.to_owned()).await
+    }
+
+    async fn list_units(&self) -> StoreResult<Vec<Unit>> {
+        let all = ListOptions {
+            limit: u64::MAX,
+            skip: 0,
+            sort: "id",
+            descending: false,
+        };
+        Ok(self.list("units", Where::default(), &all).await?.items)
     }
 }
 
