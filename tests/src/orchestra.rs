@@ -209,11 +209,12 @@ pub fn worker_transform_binary() -> PathBuf {
 /// relative to the workspace) and Cargo.lock.
 fn build(package: &str, sources: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable inside target/<profile>/deps");
+    // target/<profile>/deps/<test> (a test) or target/<profile>/<bin> (the benchmark)
+    // → target/<profile>/<binary>
+    let mut profile_dir = exe.parent().expect("executable inside target/<profile>");
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir = profile_dir.parent().expect("target/<profile>/deps");
+    }
     let binary = profile_dir.join(package);
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     // `cargo test --workspace` has just built it; a nested build would re-resolve features

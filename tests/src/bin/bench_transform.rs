@@ -1,0 +1,462 @@
+//! The transform pipeline's benchmark (BENCHMARKS.md), in one run on a real cluster: the
+//! orchestra on NX-27017 and RabbitMQ with two `worker-transform` units, release builds.
+//!
+//! ```sh
+//! cargo run --release -p oscied-e2e --bin bench-transform
+//! ```
+//!
+//! (a) orchestration overhead: POST → SUCCESS minus raw ffmpeg for the same command and
+//!     input, median of 7;
+//! (b) dispatch latency: POST → ffmpeg spawned on the unit (from the unit's JSON log), p50
+//!     and p99 over 120 tasks run one after another;
+//! (c) 20 clips through the two units vs the same ffmpeg commands under `xargs -P 2`.
+//!
+//! Times of the pipeline are taken on the client before the POST and from the task's
+//! `finished_at` (same machine, same clock), so polling does not inflate them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use oscied_e2e::media::clip;
+use oscied_e2e::nx::NxServer;
+use oscied_e2e::orchestra::{Orchestra, curl};
+use oscied_e2e::rabbit::Vhost;
+use oscied_e2e::units::TransformUnit;
+use oscied_protocol::encoder::{ffmpeg_args, validate_encoder_string};
+use serde_json::{Value, json};
+
+const USER: &str = "bench@example.com:bench-secret";
+/// The overhead and batch profile: a real transcode.
+const TRANSCODE: &str = "-vf scale=-2:480 -r 25 -c:v libx264 -preset veryfast -crf 23 -c:a aac -b:a 128k -ac 2";
+/// The dispatch profile: as little ffmpeg work as possible, so the latency is the system's.
+const REMUX: &str = "-c copy";
+
+struct Bench {
+    orchestra: Orchestra,
+    _units: Vec<TransformUnit>,
+    unit_logs: Vec<PathBuf>,
+    storage: PathBuf,
+    work: PathBuf,
+}
+
+fn main() {
+    let work_dir = tempfile::tempdir().expect("temp dir");
+    let work = work_dir.path().to_path_buf();
+    let storage = work.join("storage");
+    std::fs::create_dir_all(&storage).expect("storage dir");
+    let nx = NxServer::start();
+    let vhost = Vhost::create();
+    let common = [
+        ("OSCIED_NODE_SECRET", "bench-node-secret"),
+        ("OSCIED_STORAGE_ROOT", storage.to_str().expect("utf-8 path")),
+        ("OSCIED_AMQP_URI", &vhost.uri()),
+    ];
+    let mut env: Vec<(&str, &str)> = common.to_vec();
+    let mongo = nx.uri();
+    env.extend([
+        ("OSCIED_MONGODB_URI", mongo.as_str()),
+        ("OSCIED_ROOT_SECRET", "bench-root"),
+    ]);
+    let orchestra = Orchestra::start(&env);
+    let api_url = format!("http://127.0.0.1:{}", orchestra.port());
+    let mut units = vec![];
+    for id in ["bench-unit-1", "bench-unit-2"] {
+        let mut env: Vec<(&str, &str)> = common.to_vec();
+        env.extend([
+            ("OSCIED_API_URL", api_url.as_str()),
+            ("OSCIED_HEARTBEAT_SECS", "1"),
+            ("OSCIED_LOG_FORMAT", "json"),
+            ("RUST_LOG", "info,worker_transform=debug"),
+        ]);
+        units.push(TransformUnit::start(id, &env));
+    }
+    let unit_logs = units.iter().map(|u| u.workdir().join("unit.log")).collect();
+    let bench = Bench {
+        orchestra,
+        _units: units,
+        unit_logs,
+        storage,
+        work,
+    };
+    bench.wait_units(2);
+    bench.create_user();
+
+    println!("# bench-transform ({})", Utc::now().format("%Y-%m-%d %H:%M UTC"));
+    println!("machine: {} cores; ffmpeg: {}", cores(), ffmpeg_version());
+    let overhead = bench.overhead();
+    let dispatch = bench.dispatch();
+    let batch = bench.batch();
+    println!("\n## summary");
+    println!(
+        "(a) overhead median {:.0} ms on a {:.2} s raw ffmpeg run ({:.1} %); target <= max(250 ms, 2 %) = {:.0} ms: {}",
+        overhead.0 * 1000.0,
+        overhead.1,
+        overhead.0 / overhead.1 * 100.0,
+        (0.25f64).max(overhead.1 * 0.02) * 1000.0,
+        verdict(overhead.0 <= (0.25f64).max(overhead.1 * 0.02))
+    );
+    println!(
+        "(b) dispatch p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} tasks; target p50 <= 50, p99 <= 250: {}",
+        dispatch.0 * 1000.0,
+        dispatch.1 * 1000.0,
+        dispatch.2 * 1000.0,
+        dispatch.3,
+        verdict(dispatch.0 <= 0.050 && dispatch.1 <= 0.250)
+    );
+    println!(
+        "(c) 20 clips: pipeline {:.2} s vs xargs -P 2 {:.2} s, ratio {:.3}; target <= 1.05: {}",
+        batch.0,
+        batch.1,
+        batch.0 / batch.1,
+        verdict(batch.0 / batch.1 <= 1.05)
+    );
+    drop(bench);
+    drop(vhost);
+    drop(nx);
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+impl Bench {
+    fn api(&self) -> String {
+        self.orchestra.api()
+    }
+
+    fn wait_units(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, page) = curl(&["-u", "root:bench-root", &format!("{}/units", self.api())]);
+            let online = page["items"]
+                .as_array()
+                .map(|units| units.iter().filter(|u| u["online"] == true).count())
+                .unwrap_or(0);
+            if status == 200 && online >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "units did not come online: {page}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn create_user(&self) {
+        let body = json!({"first_name": "Bench", "last_name": "Mark", "mail": "bench@example.com", "secret": "bench-secret"});
+        let (status, answer) = curl(&[
+            "-u",
+            "root:bench-root",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+            &format!("{}/users", self.api()),
+        ]);
+        assert_eq!(status, 201, "{answer}");
+    }
+
+    fn upload(&self, path: &Path) -> Value {
+        let (status, media) = curl(&[
+            "-u",
+            USER,
+            "-F",
+            &format!("file=@{}", path.display()),
+            "-F",
+            "title=bench",
+            &format!("{}/medias", self.api()),
+        ]);
+        assert_eq!(status, 201, "{media}");
+        media
+    }
+
+    fn profile(&self, title: &str, encoder_string: &str) -> String {
+        let body = json!({"title": title, "encoder_name": "ffmpeg", "encoder_string": encoder_string});
+        let (status, profile) = curl(&[
+            "-u",
+            USER,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+            &format!("{}/transform/profiles", self.api()),
+        ]);
+        assert_eq!(status, 201, "{profile}");
+        profile["id"].as_str().expect("profile id").to_owned()
+    }
+
+    /// POST a task; the client time just before the POST and the task.
+    fn launch(&self, media: &str, profile: &str, filename: &str) -> (SystemTime, Value) {
+        let body = json!({"media_in_id": media, "profile_id": profile, "filename": filename, "metadata": {"title": filename}});
+        let body = body.to_string();
+        let url = format!("{}/transform/tasks", self.api());
+        let args = [
+            "-u",
+            USER,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body.as_str(),
+            url.as_str(),
+        ];
+        // curl's own start-up is not the system's time: start the clock at curl's connect.
+        let before = SystemTime::now();
+        let (status, task) = curl_timed(&args);
+        assert_eq!(status.0, 201, "{task}");
+        (before + status.1, task)
+    }
+
+    fn wait_done(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let (_, task) = curl(&["-u", USER, &format!("{}/transform/tasks/{id}", self.api())]);
+            match task["status"].as_str() {
+                Some("SUCCESS") => return task,
+                Some("FAILURE" | "REVOKED") => panic!("task ended {task}"),
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "task {id} did not end: {task}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// (a): median overhead and median raw ffmpeg seconds.
+    fn overhead(&self) -> (f64, f64) {
+        println!("\n## (a) orchestration overhead");
+        let input = clip(&self.work, "overhead.mp4", 20, 1280, 720);
+        let media = self.upload(&input);
+        let profile = self.profile("bench 480p", TRANSCODE);
+        let stored = self.storage.join(media["uri"].as_str().expect("uri"));
+        let tokens = validate_encoder_string(TRANSCODE).expect("valid profile");
+        let mut overheads = vec![];
+        let mut raws = vec![];
+        for run in 0..7 {
+            let out = self.work.join(format!("raw-{run}.mp4"));
+            let start = Instant::now();
+            let status = Command::new("ffmpeg")
+                .args(ffmpeg_args(&stored, &tokens, &out))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("ffmpeg runs");
+            let raw = start.elapsed().as_secs_f64();
+            assert!(status.success());
+            let (posted, task) = self.launch(
+                media["id"].as_str().expect("id"),
+                &profile,
+                &format!("o{run}.mp4"),
+            );
+            let done = self.wait_done(task["id"].as_str().expect("id"));
+            let total = seconds_between(posted, &done["finished_at"]);
+            println!(
+                "run {run}: raw ffmpeg {raw:.3} s, POST -> SUCCESS {total:.3} s, overhead {:.0} ms",
+                (total - raw) * 1000.0
+            );
+            overheads.push(total - raw);
+            raws.push(raw);
+        }
+        (median(&mut overheads), median(&mut raws))
+    }
+
+    /// (b): p50, p99, max seconds and the count.
+    fn dispatch(&self) -> (f64, f64, f64, usize) {
+        println!("\n## (b) dispatch latency");
+        let input = clip(&self.work, "tiny.mp4", 1, 320, 180);
+        let media = self.upload(&input);
+        let profile = self.profile("bench remux", REMUX);
+        let mut posts = vec![];
+        for i in 0..120 {
+            let (posted, task) =
+                self.launch(media["id"].as_str().expect("id"), &profile, &format!("d{i}.mp4"));
+            let id = task["id"].as_str().expect("id").to_owned();
+            self.wait_done(&id);
+            posts.push((id, posted));
+        }
+        let spawns = self.spawn_times();
+        let mut latencies: Vec<f64> = posts
+            .iter()
+            .map(|(id, posted)| {
+                let spawned = spawns
+                    .iter()
+                    .find(|(task, _)| task == id)
+                    .unwrap_or_else(|| panic!("no ffmpeg spawn logged for task {id}"))
+                    .1;
+                spawned
+                    .duration_since(*posted)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0)
+            })
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)];
+        println!(
+            "{} tasks: min {:.1} ms, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            latencies.len(),
+            latencies[0] * 1000.0,
+            pct(0.50) * 1000.0,
+            pct(0.90) * 1000.0,
+            pct(0.99) * 1000.0,
+            latencies[latencies.len() - 1] * 1000.0
+        );
+        (pct(0.50), pct(0.99), latencies[latencies.len() - 1], latencies.len())
+    }
+
+    /// `(task id, when ffmpeg was spawned)` from the units' JSON logs.
+    fn spawn_times(&self) -> Vec<(String, SystemTime)> {
+        let mut spawns = vec![];
+        for log in &self.unit_logs {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            for line in text.lines() {
+                let Ok(entry) = serde_json::from_str::<Value>(line) else {
+                    continue;
+                };
+                if entry["fields"]["message"] != "ffmpeg started" {
+                    continue;
+                }
+                let (Some(task), Some(at)) = (
+                    entry["fields"]["task"].as_str(),
+                    entry["timestamp"].as_str(),
+                ) else {
+                    continue;
+                };
+                if let Ok(at) = DateTime::parse_from_rfc3339(at) {
+                    spawns.push((task.to_owned(), SystemTime::from(at.with_timezone(&Utc))));
+                }
+            }
+        }
+        spawns
+    }
+
+    /// (c): pipeline seconds and xargs seconds (best of two rounds each, interleaved).
+    fn batch(&self) -> (f64, f64) {
+        println!("\n## (c) 20 clips: two units vs xargs -P 2");
+        let profile = self.profile("bench batch", TRANSCODE);
+        let tokens = validate_encoder_string(TRANSCODE).expect("valid profile");
+        let mut medias = vec![];
+        for i in 0..20 {
+            let input = clip(&self.work, &format!("batch-{i}.mp4"), 6, 960, 540);
+            medias.push(self.upload(&input));
+        }
+        let mut pipeline_runs = vec![];
+        let mut xargs_runs = vec![];
+        for round in 0..2 {
+            // xargs: one line of arguments per clip, the exact command line a unit runs.
+            let out_dir = self.work.join(format!("xargs-{round}"));
+            std::fs::create_dir_all(&out_dir).expect("xargs dir");
+            let script: String = medias
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let input = self.storage.join(m["uri"].as_str().expect("uri"));
+                    let args = ffmpeg_args(&input, &tokens, &out_dir.join(format!("b{i}.mp4")));
+                    let quoted: Vec<String> = args
+                        .iter()
+                        .map(|a| shell_quote(&a.to_string_lossy()))
+                        .collect();
+                    format!("ffmpeg {} > /dev/null 2>&1\n", quoted.join(" "))
+                })
+                .collect();
+            let list = self.work.join(format!("xargs-{round}.txt"));
+            std::fs::write(&list, script).expect("xargs list");
+            let start = Instant::now();
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "xargs -P 2 -d '\\n' -I CMD sh -c CMD < {}",
+                    shell_quote(&list.to_string_lossy())
+                ))
+                .status()
+                .expect("xargs runs");
+            let xargs = start.elapsed().as_secs_f64();
+            assert!(status.success());
+            xargs_runs.push(xargs);
+
+            let mut posted_first = None;
+            let mut ids = vec![];
+            for (i, m) in medias.iter().enumerate() {
+                let (posted, task) = self.launch(
+                    m["id"].as_str().expect("id"),
+                    &profile,
+                    &format!("b{round}-{i}.mp4"),
+                );
+                posted_first.get_or_insert(posted);
+                ids.push(task["id"].as_str().expect("id").to_owned());
+            }
+            let last = ids
+                .iter()
+                .map(|id| self.wait_done(id))
+                .map(|t| seconds_between(posted_first.expect("posted"), &t["finished_at"]))
+                .fold(0.0, f64::max);
+            println!(
+                "round {round}: xargs -P 2 {xargs:.2} s, pipeline {last:.2} s, ratio {:.3}",
+                last / xargs
+            );
+            pipeline_runs.push(last);
+        }
+        let best = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
+        (best(&pipeline_runs), best(&xargs_runs))
+    }
+}
+
+/// `curl` with the time from its start to its connect, so the POST's clock starts at the
+/// request, not at the curl process's start-up.
+fn curl_timed(args: &[&str]) -> ((u16, Duration), Value) {
+    let output = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code} %{time_connect}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let (body, tail) = text.rsplit_once('\n').expect("curl printed the status");
+    let mut parts = tail.split_whitespace();
+    let status = parts.next().and_then(|s| s.parse().ok()).expect("status");
+    let connect = parts
+        .next()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (
+        (status, Duration::from_secs_f64(connect)),
+        serde_json::from_str(body).unwrap_or_default(),
+    )
+}
+
+fn seconds_between(start: SystemTime, end: &Value) -> f64 {
+    let end = end.as_str().expect("finished_at");
+    let end = SystemTime::from(
+        DateTime::parse_from_rfc3339(end)
+            .expect("RFC 3339")
+            .with_timezone(&Utc),
+    );
+    end.duration_since(start)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn ffmpeg_version() -> String {
+    Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
