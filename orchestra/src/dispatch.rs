@@ -26,8 +26,13 @@ struct InFlightGuard<'a>(&'a InFlight, Uuid);
 
 impl InFlight {
     fn enter(&self, id: Uuid) -> Option<InFlightGuard<'_>> {
-        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        set.insert(id).then_some(InFlightGuard(self, id))
+        let inserted = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+        // The lock is released before a guard exists: its drop takes the lock again.
+        inserted.then(|| InFlightGuard(self, id))
     }
 }
 
@@ -77,6 +82,10 @@ async fn transform_job(state: &AppState, task: &TransformTask) -> Result<Transfo
 /// updated task, or None when it was not published (the dispatch loop will try again).
 pub async fn dispatch_transform(state: &AppState, id: Uuid) -> Option<TransformTask> {
     let _in_flight = state.in_flight.enter(id)?;
+    // Disconnected: don't wait out a publish timeout per task; the loop retries each second.
+    if state.broker.ping().await.is_err() {
+        return None;
+    }
     let task = state.store.get_transform_task(id).await.ok()??;
     if !task.status.is_queued() || task.dispatched_at.is_some() {
         return None;
@@ -229,5 +238,23 @@ pub async fn recover(state: &AppState, local_unit: Option<&str>) {
         if let Err(e) = state.store.update_transform_task(&task).await {
             tracing::warn!(task = %task.id, error = %e, "could not recover task");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_is_published_by_one_caller_at_a_time() {
+        let in_flight = InFlight::default();
+        let id = Uuid::new_v4();
+        let first = in_flight.enter(id);
+        assert!(first.is_some());
+        // A second caller is turned away (and must not deadlock doing so).
+        assert!(in_flight.enter(id).is_none());
+        assert!(in_flight.enter(Uuid::new_v4()).is_some());
+        drop(first);
+        assert!(in_flight.enter(id).is_some());
     }
 }

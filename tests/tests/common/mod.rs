@@ -1,0 +1,499 @@
+//! A test cluster for the transform end-to-end tests: NX-27017 + a RabbitMQ vhost + the
+//! `orchestra` binary + N `worker-transform` units sharing one storage tree (or a standalone
+//! orchestra with its in-process unit), a user, and the calls a user makes, through curl.
+//!
+//! Every wait polls every 150 ms and, when it gives up, panics with what it last saw and the
+//! tails of the orchestra's and the units' logs.
+
+#![allow(dead_code)] // each test binary uses its own part of the fixture
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use oscied_e2e::nx::NxServer;
+use oscied_e2e::orchestra::{Orchestra, curl};
+use oscied_e2e::rabbit::Vhost;
+use oscied_e2e::units::TransformUnit;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const ROOT_SECRET: &str = "e2e-root-secret";
+pub const NODE_SECRET: &str = "e2e-node-secret";
+const USER_MAIL: &str = "grace@example.com";
+const USER_SECRET: &str = "compiler-pioneer";
+const POLL: Duration = Duration::from_millis(150);
+/// `curl --max-time` for API calls: a wedged orchestra fails the test instead of hanging it
+/// (which, during a broker outage, would keep RabbitMQ down for everyone).
+pub const CALL_MAX_SECS: &str = "20";
+/// `curl --max-time` for uploads and downloads.
+const TRANSFER_MAX_SECS: &str = "120";
+
+/// A profile that runs at 1x real time (the `realtime` filter paces it) at little CPU cost:
+/// a 20 s clip takes about 20 s.
+pub const REALTIME_ENCODER: &str =
+    "-vf realtime,scale=-2:240 -c:v libx264 -preset ultrafast -c:a aac";
+
+/// Statuses a task never leaves.
+pub const FINAL: &[&str] = &["SUCCESS", "FAILURE", "REVOKED"];
+
+pub struct Cluster {
+    // Field order is drop order: units and orchestra stop before their servers go.
+    pub units: Vec<TransformUnit>,
+    pub orchestra: Orchestra,
+    pub vhost: Option<Vhost>,
+    pub nx: Option<NxServer>,
+    storage: TempDir,
+    clips: TempDir,
+    user: String,
+}
+
+impl Cluster {
+    /// NX-27017, a fresh vhost, the orchestra (with `env` on top of the cluster variables)
+    /// and `units` transform units `unit-1`, `unit-2`... (concurrency 1, heartbeat 1 s).
+    pub fn start(units: usize, env: &[(&str, &str)]) -> Cluster {
+        let nx = NxServer::start();
+        let vhost = Vhost::create();
+        let storage = tempfile::Builder::new()
+            .prefix("oscied-storage-")
+            .tempdir()
+            .expect("temp dir");
+        let mongo = nx.uri();
+        let amqp = vhost.uri();
+        let root = storage.path().to_str().expect("utf-8 temp path").to_owned();
+        let mut vars: Vec<(&str, &str)> = vec![
+            ("OSCIED_MONGODB_URI", &mongo),
+            ("OSCIED_AMQP_URI", &amqp),
+            ("OSCIED_STORAGE_ROOT", &root),
+            ("OSCIED_ROOT_SECRET", ROOT_SECRET),
+            ("OSCIED_NODE_SECRET", NODE_SECRET),
+        ];
+        vars.extend_from_slice(env);
+        let orchestra = Orchestra::start(&vars);
+        let mut cluster = Cluster {
+            units: vec![],
+            orchestra,
+            vhost: Some(vhost),
+            nx: Some(nx),
+            storage,
+            clips: tempfile::tempdir().expect("temp dir"),
+            user: format!("{USER_MAIL}:{USER_SECRET}"),
+        };
+        for n in 1..=units {
+            cluster.add_unit(&format!("unit-{n}"));
+        }
+        cluster.create_user();
+        cluster
+    }
+
+    /// The orchestra alone, standalone: embedded SQLite, in-process queues and unit.
+    pub fn standalone() -> Cluster {
+        let storage = tempfile::Builder::new()
+            .prefix("oscied-storage-")
+            .tempdir()
+            .expect("temp dir");
+        let root = storage.path().to_str().expect("utf-8 temp path").to_owned();
+        let orchestra = Orchestra::start(&[
+            ("OSCIED_STORAGE_ROOT", &root),
+            ("OSCIED_ROOT_SECRET", ROOT_SECRET),
+        ]);
+        let cluster = Cluster {
+            units: vec![],
+            orchestra,
+            vhost: None,
+            nx: None,
+            storage,
+            clips: tempfile::tempdir().expect("temp dir"),
+            user: format!("{USER_MAIL}:{USER_SECRET}"),
+        };
+        cluster.create_user();
+        cluster
+    }
+
+    /// Start one more transform unit on this cluster.
+    pub fn add_unit(&mut self, id: &str) {
+        let api = format!("http://127.0.0.1:{}", self.orchestra.port());
+        let root = self.storage().to_str().expect("utf-8 temp path").to_owned();
+        let amqp = self.vhost.as_ref().expect("a cluster").uri();
+        let unit = TransformUnit::start(
+            id,
+            &[
+                ("OSCIED_API_URL", &api),
+                ("OSCIED_NODE_SECRET", NODE_SECRET),
+                ("OSCIED_STORAGE_ROOT", &root),
+                ("OSCIED_AMQP_URI", &amqp),
+                ("OSCIED_QUEUES", "transform"),
+                ("OSCIED_CONCURRENCY", "1"),
+                ("OSCIED_HEARTBEAT_SECS", "1"),
+            ],
+        );
+        self.units.push(unit);
+    }
+
+    /// The shared storage root.
+    pub fn storage(&self) -> &Path {
+        self.storage.path()
+    }
+
+    /// `<storage>/medias/<id>/`
+    pub fn media_dir(&self, id: &str) -> PathBuf {
+        self.storage().join("medias").join(id)
+    }
+
+    /// The orchestra's and every unit's log tails.
+    pub fn logs(&self) -> String {
+        let mut out = format!(
+            "===== orchestra log (tail) =====\n{}\n",
+            self.orchestra.log_tail()
+        );
+        for unit in &self.units {
+            out.push_str(&format!(
+                "===== unit {} log (tail) =====\n{}\n",
+                unit.id(),
+                unit.log_tail()
+            ));
+        }
+        out
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.orchestra.api())
+    }
+
+    fn create_user(&self) {
+        let (status, user) = curl(&[
+            "-m",
+            CALL_MAX_SECS,
+            "-u",
+            &format!("root:{ROOT_SECRET}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &json!({
+                "first_name": "Grace",
+                "last_name": "Hopper",
+                "mail": USER_MAIL,
+                "secret": USER_SECRET,
+            })
+            .to_string(),
+            &self.url("/users"),
+        ]);
+        assert_eq!(status, 201, "create the user: {user}\n{}", self.logs());
+    }
+
+    /// A call as the user: the HTTP status and the JSON body.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let url = self.url(path);
+        let mut args = vec!["-m", CALL_MAX_SECS, "-u", &self.user, "-X", method];
+        let text;
+        if let Some(body) = body {
+            text = body.to_string();
+            args.extend(["-H", "Content-Type: application/json", "-d", &text]);
+        }
+        args.push(&url);
+        curl(&args)
+    }
+
+    /// A GET as the user that must answer 200.
+    pub fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call("GET", path, None);
+        assert_eq!(
+            status,
+            200,
+            "GET {path} (0 = no answer within {CALL_MAX_SECS} s): {body}\n{}",
+            self.logs()
+        );
+        body
+    }
+
+    /// Make a clip (H.264/AAC, lavfi) and upload it; the READY media.
+    pub fn upload_clip(&self, name: &str, seconds: u32, width: u32, height: u32) -> Value {
+        let path = self.clip(name, seconds, width, height);
+        let (status, media) = curl(&[
+            "-m",
+            TRANSFER_MAX_SECS,
+            "-u",
+            &self.user,
+            "-F",
+            &format!("file=@{}", path.display()),
+            "-F",
+            &format!("title={name}"),
+            &self.url("/medias"),
+        ]);
+        assert_eq!(status, 201, "upload {name}: {media}\n{}", self.logs());
+        assert_eq!(media["status"], "READY", "{media}");
+        media
+    }
+
+    /// The local clip file uploaded as `name` (made on first use).
+    pub fn clip(&self, name: &str, seconds: u32, width: u32, height: u32) -> PathBuf {
+        let path = self.clips.path().join(name);
+        if path.is_file() {
+            return path;
+        }
+        oscied_e2e::media::clip(self.clips.path(), name, seconds, width, height)
+    }
+
+    /// The id of the profile titled exactly `title`.
+    pub fn profile_id(&self, title: &str) -> String {
+        let page = self.get(&format!(
+            "/transform/profiles?q={}",
+            title.replace(' ', "%20").replace('/', "%2F")
+        ));
+        let items = page["items"].as_array().expect("items");
+        let found = items
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("no profile titled {title:?}: {page}"));
+        found["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Create an ffmpeg profile; its id.
+    pub fn create_profile(&self, title: &str, encoder_string: &str) -> String {
+        let (status, profile) = self.call(
+            "POST",
+            "/transform/profiles",
+            Some(&json!({
+                "title": title,
+                "description": "made by an end-to-end test",
+                "encoder_name": "ffmpeg",
+                "encoder_string": encoder_string,
+            })),
+        );
+        assert_eq!(
+            status,
+            201,
+            "create profile {title}: {profile}\n{}",
+            self.logs()
+        );
+        profile["id"].as_str().expect("id").to_owned()
+    }
+
+    /// The realtime (1x) profile, created on first use.
+    pub fn realtime_profile(&self) -> String {
+        let title = "Realtime 240p";
+        let page = self.get("/transform/profiles?q=Realtime");
+        let found = page["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|p| p["title"] == title))
+            .and_then(|p| p["id"].as_str());
+        match found {
+            Some(id) => id.to_owned(),
+            None => self.create_profile(title, REALTIME_ENCODER),
+        }
+    }
+
+    /// POST /transform/tasks with `extra` fields merged in; the status and the answer.
+    pub fn try_launch(
+        &self,
+        media_in: &str,
+        profile: &str,
+        filename: &str,
+        extra: Value,
+    ) -> (u16, Value) {
+        let mut body = json!({
+            "media_in_id": media_in,
+            "profile_id": profile,
+            "filename": filename,
+            "metadata": {"title": format!("{filename} from {media_in}")},
+        });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        self.call("POST", "/transform/tasks", Some(&body))
+    }
+
+    /// Launch a task that must be accepted (201); the task.
+    pub fn launch(&self, media_in: &str, profile: &str, filename: &str) -> Value {
+        let (status, task) = self.try_launch(media_in, profile, filename, json!({}));
+        assert_eq!(status, 201, "launch {filename}: {task}\n{}", self.logs());
+        assert_eq!(task["media_in_id"], media_in, "{task}");
+        task
+    }
+
+    pub fn task(&self, id: &str) -> Value {
+        self.get(&format!("/transform/tasks/{id}"))
+    }
+
+    pub fn media(&self, id: &str) -> Value {
+        self.get(&format!("/medias/{id}"))
+    }
+
+    /// `GET /medias?parent_id=<input>&status=READY` → total.
+    pub fn ready_children(&self, media_in: &str) -> u64 {
+        let page = self.get(&format!("/medias?parent_id={media_in}&status=READY"));
+        page["total"].as_u64().expect("total")
+    }
+
+    /// Poll the task until `done` holds; panics on timeout, or as soon as the task is final
+    /// without `done` holding, with the task and the logs.
+    pub fn wait_for(
+        &self,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, task) = self.call("GET", &format!("/transform/tasks/{id}"), None);
+            if status == 200 {
+                if done(&task) {
+                    return task;
+                }
+                let state = task["status"].as_str().unwrap_or_default();
+                if FINAL.contains(&state) {
+                    panic!(
+                        "task {id} ended {state} after {:?} while waiting for {what}:\n{}\n{}",
+                        start.elapsed(),
+                        pretty(&task),
+                        self.logs()
+                    );
+                }
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "task {id}: no {what} within {timeout:?}; last answer ({status}):\n{}\n{}",
+                    pretty(&task),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Wait until the task has `status`.
+    pub fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        self.wait_for(id, status, timeout, |t| t["status"] == status)
+    }
+
+    /// Poll `probe` until it gives a value; panics on timeout with `what`, the last thing it
+    /// saw (through `last`) and the logs.
+    pub fn wait_until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl FnMut() -> Result<T, String>,
+    ) -> T {
+        let start = Instant::now();
+        loop {
+            let last = match probe() {
+                Ok(value) => return value,
+                Err(last) => last,
+            };
+            if start.elapsed() > timeout {
+                panic!(
+                    "no {what} within {timeout:?}; last seen:\n{last}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Download `/medias/{id}/download` into a file of the clips dir; its path.
+    pub fn download(&self, id: &str, name: &str) -> PathBuf {
+        let path = self.clips.path().join(name);
+        let output = Command::new("curl")
+            .args(["-s", "-f", "-m", TRANSFER_MAX_SECS, "-u", &self.user, "-o"])
+            .arg(&path)
+            .arg(self.url(&format!("/medias/{id}/download")))
+            .output()
+            .expect("curl runs");
+        assert!(
+            output.status.success(),
+            "download media {id} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.logs()
+        );
+        path
+    }
+}
+
+pub fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+/// The first video stream of a media's probe.
+pub fn video_stream(media: &Value) -> &Value {
+    media["probe"]["streams"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["codec_type"] == "video"))
+        .unwrap_or_else(|| panic!("no video stream in the probe: {}", pretty(media)))
+}
+
+/// Our own ffprobe of a file: its JSON (`format` and `streams`).
+pub fn ffprobe(path: &Path) -> Value {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_format",
+            "-show_streams",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        output.status.success(),
+        "ffprobe {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("ffprobe prints JSON")
+}
+
+/// The height of the first video stream ffprobe finds in `path`.
+pub fn probed_height(path: &Path) -> u64 {
+    let probe = ffprobe(path);
+    probe["streams"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["codec_type"] == "video"))
+        .and_then(|s| s["height"].as_u64())
+        .unwrap_or_else(|| panic!("no video height in {}: {probe}", path.display()))
+}
+
+/// Command lines of running ffmpeg processes that mention `needle` (from /proc/*/cmdline).
+pub fn ffmpeg_processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = vec![];
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_ffmpeg = args
+            .first()
+            .is_some_and(|a| Path::new(a).file_name().is_some_and(|n| n == "ffmpeg"));
+        if is_ffmpeg && args.iter().any(|a| a.contains(needle)) {
+            found.push(format!(
+                "pid {}: {}",
+                name.to_string_lossy(),
+                args.join(" ")
+            ));
+        }
+    }
+    found
+}
+
+/// `t["progress"]["percent"]` or 0.
+pub fn percent(task: &Value) -> f64 {
+    task["progress"]["percent"].as_f64().unwrap_or(0.0)
+}
+
+pub fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string {key:?} in {}", pretty(value)))
+}
