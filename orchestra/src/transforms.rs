@@ -406,11 +406,17 @@ async fn accept_output(
     media.updated_at = now();
     state.store.update_media(&media).await?;
     move_to(task, TaskStatus::Success)?;
-    if let Some(p) = task.progress.as_mut() {
-        p.report.percent = 100.0;
-        p.report.eta = Some(0.0);
-        p.updated_at = now();
+    // Done is 100 %, whether or not the unit reported along the way.
+    let mut report = task.progress.take().map(|p| p.report).unwrap_or_default();
+    report.percent = 100.0;
+    report.eta = Some(0.0);
+    if let (Some(started), Some(finished)) = (task.started_at, task.finished_at) {
+        report.elapsed = (finished - started).num_milliseconds() as f64 / 1000.0;
     }
+    task.progress = Some(Progress {
+        report,
+        updated_at: now(),
+    });
     task.error = None;
     save(state, task).await?;
     if let Err(e) = state.storage.remove_task_tmp(task.id).await {

@@ -8,7 +8,7 @@ use oscied_protocol::encoder::{EncoderName, ffmpeg_args, validate_encoder_string
 use oscied_protocol::job::tmp_dir;
 use oscied_protocol::node::{CompleteRequest, TransformOutput};
 use oscied_protocol::{ProgressReport, TaskStatus, TransformJob, probe};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::Ctx;
 use crate::copy::{CopyWork, dir_size};
@@ -56,7 +56,14 @@ enum Outcome {
 
 /// Run one claimed attempt to its completion. Never panics on bad input: anything wrong with
 /// the job becomes a FAILURE with a message.
-pub(crate) async fn run(ctx: &Arc<Ctx>, job: &TransformJob, lease_secs: u64) {
+/// `encoder_free` is signalled once no encoder runs for this job any more, so the slot can
+/// take its next message while this one is probed and completed.
+pub(crate) async fn run(
+    ctx: &Arc<Ctx>,
+    job: &TransformJob,
+    lease_secs: u64,
+    encoder_free: oneshot::Sender<()>,
+) {
     let task = job.task_id;
     let attempt = job.attempt;
     let work_dir = ctx.config.storage_root.join(tmp_dir(task, attempt));
@@ -95,11 +102,14 @@ pub(crate) async fn run(ctx: &Arc<Ctx>, job: &TransformJob, lease_secs: u64) {
     };
     match outcome {
         Outcome::Done(Ok(())) => {
-            let final_report = work.progress().borrow().clone().unwrap_or_default();
             drop(work);
-            succeed(ctx, job, &work_dir, final_report).await;
+            let _ = encoder_free.send(());
+            tracing::debug!(%task, attempt, "encoder finished");
+            succeed(ctx, job, &work_dir).await;
         }
         Outcome::Done(Err(message)) => {
+            drop(work);
+            let _ = encoder_free.send(());
             tracing::warn!(%task, attempt, "job failed: {message}");
             remove_dir(&work_dir).await;
             finish(
@@ -178,29 +188,10 @@ async fn start(ctx: &Ctx, job: &TransformJob, work_dir: &Path) -> Result<Work, S
     }
 }
 
-/// The encoder succeeded: report 100 %, probe the output, complete SUCCESS.
-async fn succeed(ctx: &Ctx, job: &TransformJob, work_dir: &Path, last: ProgressReport) {
-    let (task, attempt) = (job.task_id, job.attempt);
-    let report = ProgressReport {
-        percent: 100.0,
-        eta: Some(0.0),
-        ..last
-    };
-    match report::progress_once(ctx, task, attempt, report).await {
-        Ok(true) => {
-            remove_dir(work_dir).await;
-            tracing::info!(%task, attempt, "job revoked as it ended");
-            finish(ctx, job, work_dir, TaskStatus::Revoked, None, None).await;
-            return;
-        }
-        Err(oscied_protocol::client::NodeError::Stale(message)) => {
-            remove_dir(work_dir).await;
-            tracing::warn!(%task, attempt, "attempt is stale, output dropped: {message}");
-            return;
-        }
-        // Unavailable or refused: the completion below retries and settles it.
-        Ok(false) | Err(_) => {}
-    }
+/// The encoder succeeded: probe the output, complete SUCCESS. (A revoke that arrived
+/// meanwhile is settled by the completion: the orchestra answers REVOKED and keeps nothing;
+/// it also sets the progress to 100 %.)
+async fn succeed(ctx: &Ctx, job: &TransformJob, work_dir: &Path) {
     let main = work_dir.join(&job.filename);
     let probe = match probe::probe(&main).await {
         Ok(probe) => probe,

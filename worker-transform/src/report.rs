@@ -111,24 +111,6 @@ async fn report_loop(
     }
 }
 
-/// One progress call, outside the reporter (the final 100%).
-pub(crate) async fn progress_once(
-    ctx: &Ctx,
-    task: Uuid,
-    attempt: u32,
-    report: ProgressReport,
-) -> Result<bool, NodeError> {
-    let request = ProgressRequest {
-        unit_id: ctx.config.unit_id.clone(),
-        attempt,
-        progress: Some(report),
-    };
-    ctx.client
-        .progress(KIND, task, &request)
-        .await
-        .map(|a| a.cancel)
-}
-
 /// How a completion ended.
 #[derive(Debug)]
 pub(crate) enum Completion {

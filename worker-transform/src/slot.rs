@@ -1,6 +1,10 @@
-//! A job slot: one broker consumer, one job at a time. Take a message, claim its task over
-//! the node API, ack, run it (DESIGN.md §5: at-least-once delivery, the claim fences
+//! A job slot: one broker consumer, one encoder at a time. Take a message, claim its task
+//! over the node API, ack, run it (DESIGN.md §5: at-least-once delivery, the claim fences
 //! duplicates).
+//!
+//! The slot takes its next message as soon as the encoder has exited: probing the output and
+//! completing the task go on beside the next job, as a shell loop would start the next
+//! ffmpeg at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +12,7 @@ use std::time::Duration;
 use oscied_protocol::client::NodeError;
 use oscied_protocol::node::{ClaimAnswer, ClaimRequest};
 use oscied_protocol::{Delivery, TransformJob};
+use tokio::sync::oneshot;
 
 use crate::{Ctx, KIND, job};
 
@@ -18,20 +23,34 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub(crate) async fn run(ctx: Arc<Ctx>, slot: u32) {
     let mut consumer = ctx.broker.consumer(&ctx.config.queues);
+    let mut jobs = tokio::task::JoinSet::new();
     loop {
         let delivery = tokio::select! {
             biased;
-            () = ctx.stopped() => return,
+            () = ctx.stopped() => break,
             delivery = consumer.next() => delivery,
         };
-        handle(&ctx, slot, delivery).await;
+        let (encoder_free, encoder_freed) = oneshot::channel();
+        let job_ctx = ctx.clone();
+        jobs.spawn(async move { handle(&job_ctx, slot, delivery, encoder_free).await });
+        // Resolves when the encoder exits, or when the job ends or is dropped (the sender is
+        // dropped with it).
+        let _ = encoder_freed.await;
+        while jobs.try_join_next().is_some() {}
         if ctx.is_stopping() {
-            return;
+            break;
         }
     }
+    // Jobs still completing (or stopping on shutdown) finish their cleanup first.
+    while jobs.join_next().await.is_some() {}
 }
 
-async fn handle(ctx: &Arc<Ctx>, slot: u32, delivery: Delivery) {
+async fn handle(
+    ctx: &Arc<Ctx>,
+    slot: u32,
+    delivery: Delivery,
+    encoder_free: oneshot::Sender<()>,
+) {
     let job: TransformJob = match serde_json::from_slice(&delivery.payload) {
         Ok(job) => job,
         Err(e) => {
@@ -50,7 +69,7 @@ async fn handle(ctx: &Arc<Ctx>, slot: u32, delivery: Delivery) {
         return;
     };
     tracing::debug!(%task, attempt, slot, lease_secs = claim.lease_secs, "task claimed");
-    job::run(ctx, &job, claim.lease_secs).await;
+    job::run(ctx, &job, claim.lease_secs, encoder_free).await;
 }
 
 /// Claim the job's task with its attempt; on success the delivery is acked. None when the
