@@ -4,7 +4,8 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use oscied_protocol::{TaskStatus, TransformJob};
 use uuid::Uuid;
@@ -13,21 +14,37 @@ use crate::models::{ListOptions, TaskFilter, TransformTask, now};
 use crate::state::AppState;
 use crate::transforms;
 
-/// How often the loops look for undispatched tasks and lapsed leases.
+/// How often the dispatch loop retries failed publications.
 const TICK: Duration = Duration::from_secs(1);
+/// How often it looks for undispatched tasks even when no publication failed here.
+const SWEEP: Duration = Duration::from_secs(30);
 /// A publication that takes longer is left to the dispatch loop.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Tasks being published right now, so the loop and a request don't publish one twice.
-#[derive(Default)]
-pub struct InFlight(Mutex<HashSet<Uuid>>);
+/// The dispatch loop's shared state: tasks being published right now (so the loop and a
+/// request don't publish one twice), and whether a publication failed since the loop's last
+/// pass (so an idle orchestra does not query the store every second for nothing).
+pub struct Dispatcher {
+    in_flight: Mutex<HashSet<Uuid>>,
+    failed: AtomicBool,
+}
 
-struct InFlightGuard<'a>(&'a InFlight, Uuid);
+impl Default for Dispatcher {
+    fn default() -> Self {
+        Dispatcher {
+            in_flight: Mutex::default(),
+            // The first pass looks: the last run may have left undispatched tasks.
+            failed: AtomicBool::new(true),
+        }
+    }
+}
 
-impl InFlight {
+struct InFlightGuard<'a>(&'a Dispatcher, Uuid);
+
+impl Dispatcher {
     fn enter(&self, id: Uuid) -> Option<InFlightGuard<'_>> {
         let inserted = self
-            .0
+            .in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id);
@@ -38,7 +55,7 @@ impl InFlight {
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        let mut set = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut set = self.0.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         set.remove(&self.1);
     }
 }
@@ -81,14 +98,23 @@ async fn transform_job(state: &AppState, task: &TransformTask) -> Result<Transfo
 /// Publish a queued task's current attempt and note when the broker confirmed it. Returns the
 /// updated task, or None when it was not published (the dispatch loop will try again).
 pub async fn dispatch_transform(state: &AppState, id: Uuid) -> Option<TransformTask> {
-    let _in_flight = state.in_flight.enter(id)?;
+    let _in_flight = state.dispatcher.enter(id)?;
+    let published = publish_transform(state, id).await;
+    if published.is_none() {
+        state.dispatcher.failed.store(true, Ordering::Relaxed);
+    }
+    published
+}
+
+async fn publish_transform(state: &AppState, id: Uuid) -> Option<TransformTask> {
     // Disconnected: don't wait out a publish timeout per task; the loop retries each second.
     if state.broker.ping().await.is_err() {
         return None;
     }
     let task = state.store.get_transform_task(id).await.ok()??;
     if !task.status.is_queued() || task.dispatched_at.is_some() {
-        return None;
+        // Nothing to publish (claimed, revoked or published meanwhile).
+        return Some(task);
     }
     let job = match transform_job(state, &task).await {
         Ok(job) => job,
@@ -143,6 +169,7 @@ pub async fn dispatch_transform(state: &AppState, id: Uuid) -> Option<TransformT
 
 /// One pass of the dispatch loop: queued tasks whose publication failed.
 pub async fn dispatch_pending(state: &AppState) {
+    state.dispatcher.failed.store(false, Ordering::Relaxed);
     let filter = TaskFilter {
         statuses: TaskStatus::QUEUED.to_vec(),
         undispatched: true,
@@ -189,15 +216,24 @@ pub async fn reap(state: &AppState) {
     }
 }
 
-/// Run the dispatch loop and the reaper until the process ends.
+/// Run the dispatch loop and the reaper until the process ends. The reaper looks every
+/// quarter lease (1 to 5 s): a lapsed lease is noticed within that much.
 pub fn spawn_loops(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let reap_every = Duration::from_secs((state.config.task_lease_secs / 4).clamp(1, 5));
+        let (mut last_sweep, mut last_reap) = (Instant::now(), Instant::now());
         loop {
             tick.tick().await;
-            dispatch_pending(&state).await;
-            reap(&state).await;
+            if state.dispatcher.failed.load(Ordering::Relaxed) || last_sweep.elapsed() >= SWEEP {
+                last_sweep = Instant::now();
+                dispatch_pending(&state).await;
+            }
+            if last_reap.elapsed() >= reap_every {
+                last_reap = Instant::now();
+                reap(&state).await;
+            }
         }
     })
 }
@@ -247,7 +283,7 @@ mod tests {
 
     #[test]
     fn a_task_is_published_by_one_caller_at_a_time() {
-        let in_flight = InFlight::default();
+        let in_flight = Dispatcher::default();
         let id = Uuid::new_v4();
         let first = in_flight.enter(id);
         assert!(first.is_some());

@@ -11,7 +11,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{Secrets, VerifiedCache};
 use crate::config::{Config, LogFormat};
-use crate::dispatch::{self, InFlight};
+use crate::dispatch::{self, Dispatcher};
 use crate::error::ApiError;
 use crate::lifecycle::TaskLocks;
 use crate::profiles::seed_builtins;
@@ -85,7 +85,7 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
         config: Arc::new(config),
         verified: Arc::new(VerifiedCache::default()),
         locks: Arc::new(TaskLocks::default()),
-        in_flight: Arc::new(InFlight::default()),
+        dispatcher: Arc::new(Dispatcher::default()),
     })
 }
 
@@ -151,11 +151,9 @@ fn start_local_units(
     state: &AppState,
     addr: SocketAddr,
 ) -> Result<tokio::task::JoinHandle<()>, StartupError> {
-    let client = oscied_protocol::client::NodeClient::new(
-        &format!("http://{addr}"),
-        &state.secrets.node,
-    )
-    .map_err(|e| StartupError::Units(e.to_string()))?;
+    let client =
+        oscied_protocol::client::NodeClient::new(&format!("http://{addr}"), &state.secrets.node)
+            .map_err(|e| StartupError::Units(e.to_string()))?;
     let config = worker_transform::UnitConfig {
         unit_id: LOCAL_TRANSFORM_UNIT.to_owned(),
         storage_root: state.storage.root().to_path_buf(),

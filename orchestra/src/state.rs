@@ -6,7 +6,7 @@ use oscied_protocol::Broker;
 
 use crate::auth::{Secrets, VerifiedCache};
 use crate::config::Config;
-use crate::dispatch::InFlight;
+use crate::dispatch::Dispatcher;
 use crate::lifecycle::TaskLocks;
 use crate::storage::Storage;
 use crate::store::Store;
@@ -20,5 +20,5 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub verified: Arc<VerifiedCache>,
     pub locks: Arc<TaskLocks>,
-    pub in_flight: Arc<InFlight>,
+    pub dispatcher: Arc<Dispatcher>,
 }

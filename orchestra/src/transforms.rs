@@ -218,7 +218,9 @@ async fn discard_output(state: &AppState, task: &TransformTask) {
             }
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(media = %task.media_out_id, error = %e, "could not load the output"),
+        Err(e) => {
+            tracing::warn!(media = %task.media_out_id, error = %e, "could not load the output")
+        }
     }
 }
 

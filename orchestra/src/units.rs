@@ -128,7 +128,12 @@ pub async fn queues(state: &AppState, kind: UnitKind) -> ApiResult<Vec<QueueView
         sort: "created_at",
         descending: false,
     };
-    for task in state.store.list_transform_tasks(&filter, &opts).await?.items {
+    for task in state
+        .store
+        .list_transform_tasks(&filter, &opts)
+        .await?
+        .items
+    {
         let view = views
             .entry(task.queue.clone())
             .or_insert_with(|| blank(&task.queue));

@@ -71,6 +71,10 @@ pub mod nx {
             self.port
         }
 
+        pub fn pid(&self) -> u32 {
+            self.child.id()
+        }
+
         /// The server's log file.
         pub fn log_path(&self) -> PathBuf {
             self.dir.path().join("nx-27017.log")

@@ -87,6 +87,10 @@ impl Orchestra {
         self.port
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://127.0.0.1:<port>/api/v1`
     pub fn api(&self) -> String {
         format!("http://127.0.0.1:{}/api/v1", self.port)
@@ -201,7 +205,12 @@ pub fn worker_transform_binary() -> PathBuf {
         return PathBuf::from(path);
     }
     BUILT
-        .get_or_init(|| build("worker-transform", &["orchestra/protocol", "worker-transform"]))
+        .get_or_init(|| {
+            build(
+                "worker-transform",
+                &["orchestra/protocol", "worker-transform"],
+            )
+        })
         .clone()
 }
 

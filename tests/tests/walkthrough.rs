@@ -122,7 +122,11 @@ fn readme_walkthrough_standalone() {
     let copy = std::fs::read(orchestra.workdir().join("copy.mp4")).unwrap();
     assert!(stored.iter().any(|f| std::fs::read(f).unwrap() == copy));
     let tmp = orchestra.workdir().join("oscied-data/storage/tmp");
-    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0, "no tmp files left");
+    assert_eq!(
+        std::fs::read_dir(tmp).unwrap().count(),
+        0,
+        "no tmp files left"
+    );
 }
 
 #[test]

@@ -434,9 +434,8 @@ fn meaningful(line: &str) -> bool {
     if t.is_empty() || line.starts_with(' ') || line.starts_with('\t') {
         return false;
     }
-    let description = t.starts_with("Input #")
-        || t.starts_with("Output #")
-        || t.starts_with("Stream mapping:");
+    let description =
+        t.starts_with("Input #") || t.starts_with("Output #") || t.starts_with("Stream mapping:");
     if description {
         return false;
     }

@@ -45,12 +45,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, slot: u32) {
     while jobs.join_next().await.is_some() {}
 }
 
-async fn handle(
-    ctx: &Arc<Ctx>,
-    slot: u32,
-    delivery: Delivery,
-    encoder_free: oneshot::Sender<()>,
-) {
+async fn handle(ctx: &Arc<Ctx>, slot: u32, delivery: Delivery, encoder_free: oneshot::Sender<()>) {
     let job: TransformJob = match serde_json::from_slice(&delivery.payload) {
         Ok(job) => job,
         Err(e) => {

@@ -35,7 +35,9 @@ pub struct NodeClient {
 impl std::fmt::Debug for NodeClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the secret.
-        f.debug_struct("NodeClient").field("base", &self.base).finish()
+        f.debug_struct("NodeClient")
+            .field("base", &self.base)
+            .finish()
     }
 }
 

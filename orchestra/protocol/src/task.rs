@@ -32,8 +32,11 @@ impl TaskStatus {
     /// Waiting in a queue for a unit.
     pub const QUEUED: [TaskStatus; 2] = [TaskStatus::Pending, TaskStatus::Retry];
     /// Held by a unit under a lease.
-    pub const RUNNING: [TaskStatus; 3] =
-        [TaskStatus::Started, TaskStatus::Progress, TaskStatus::Revoking];
+    pub const RUNNING: [TaskStatus; 3] = [
+        TaskStatus::Started,
+        TaskStatus::Progress,
+        TaskStatus::Revoking,
+    ];
     /// Not final: queued or running.
     pub const ACTIVE: [TaskStatus; 5] = [
         TaskStatus::Pending,

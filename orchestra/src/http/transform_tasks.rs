@@ -120,7 +120,9 @@ async fn list_tasks(
         }
         filter.user_id = me;
     }
-    Ok(Json(state.store.list_transform_tasks(&filter, &opts).await?))
+    Ok(Json(
+        state.store.list_transform_tasks(&filter, &opts).await?,
+    ))
 }
 
 /// Get a transform task, with its live progress.
