@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use oscied_protocol::TaskStatus;
 use oscied_protocol::node::{UnitHeartbeat, UnitKind};
-use oscied_protocol::queue::{TRANSFORM_QUEUE, check_queue_name};
+use oscied_protocol::queue::{PUBLISHER_QUEUE, TRANSFORM_QUEUE, check_queue_name};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -95,8 +95,8 @@ pub struct QueueView {
     pub messages: Option<u64>,
 }
 
-/// The default queue, every queue an online unit of `kind` consumes and every queue an active
-/// task is in.
+/// The kind's default queue, every queue an online unit of `kind` consumes and every queue an
+/// active transform task is in (publisher tasks join with issue 4).
 pub async fn queues(state: &AppState, kind: UnitKind) -> ApiResult<Vec<QueueView>> {
     let mut views: BTreeMap<String, QueueView> = BTreeMap::new();
     let blank = |name: &str| QueueView {
@@ -107,7 +107,11 @@ pub async fn queues(state: &AppState, kind: UnitKind) -> ApiResult<Vec<QueueView
         concurrency: 0,
         messages: None,
     };
-    views.insert(TRANSFORM_QUEUE.to_owned(), blank(TRANSFORM_QUEUE));
+    let default = match kind {
+        UnitKind::Transform => TRANSFORM_QUEUE,
+        UnitKind::Publisher => PUBLISHER_QUEUE,
+    };
+    views.insert(default.to_owned(), blank(default));
     for unit in list(state).await? {
         if unit.kind != kind || !unit.online {
             continue;
