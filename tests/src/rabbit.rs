@@ -4,8 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// `rabbitmqctl` with `args`; panics with its output when it fails.
-pub fn rabbitmqctl(args: &[&str]) {
+/// `rabbitmqctl` with `args`: its standard output; panics with its output when it fails.
+pub fn rabbitmqctl(args: &[&str]) -> String {
     let output = Command::new("rabbitmqctl")
         .args(args)
         .stdin(Stdio::null())
@@ -17,6 +17,19 @@ pub fn rabbitmqctl(args: &[&str]) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `rabbitmqctl` for a guard's drop: a failure is printed, never a panic (which would abort
+/// a test already unwinding).
+fn rabbitmqctl_quietly(args: &[&str]) {
+    let done = Command::new("rabbitmqctl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output();
+    if !done.is_ok_and(|o| o.status.success()) {
+        eprintln!("rabbitmqctl {args:?} failed: run it by hand");
+    }
 }
 
 /// A fresh vhost `oscied-test-<random>` the guest user may use; deleted on drop.
@@ -44,12 +57,7 @@ impl Vhost {
 
 impl Drop for Vhost {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["delete_vhost", &self.name])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        rabbitmqctl_quietly(&["delete_vhost", &self.name]);
     }
 }
 
@@ -61,27 +69,25 @@ pub struct Outage {
 
 impl Outage {
     pub fn begin() -> Outage {
+        // Not running from here on: even a failed stop_app gets a start_app on drop.
+        let outage = Outage { running: false };
         rabbitmqctl(&["stop_app"]);
-        Outage { running: false }
+        outage
     }
 
     pub fn end(mut self) {
-        self.restart();
-    }
-
-    fn restart(&mut self) {
-        if !self.running {
-            self.running = true;
-            rabbitmqctl(&["start_app"]);
-            rabbitmqctl(&["await_startup"]);
-            // Listeners come up right after the app reports started.
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        self.running = true;
+        rabbitmqctl(&["start_app"]);
+        rabbitmqctl(&["await_startup"]);
+        // Listeners come up right after the app reports started.
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
 impl Drop for Outage {
     fn drop(&mut self) {
-        self.restart();
+        if !self.running {
+            rabbitmqctl_quietly(&["start_app"]);
+        }
     }
 }

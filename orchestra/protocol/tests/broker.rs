@@ -6,10 +6,10 @@
 //! every RabbitMQ user, and cargo runs test binaries one after another.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use oscied_e2e::rabbit::{Vhost, rabbitmqctl};
 use oscied_protocol::broker::{AmqpBroker, Broker, Consumer, Delivery, QueueStats};
 
 /// Generates, for each suite function, one test per broker.
@@ -29,7 +29,7 @@ macro_rules! suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let vhost = super::Vhost::create();
+                    let vhost = oscied_e2e::rabbit::Vhost::create();
                     let broker = oscied_protocol::broker::AmqpBroker::connect(&vhost.uri());
                     super::$name(std::sync::Arc::new(broker)).await;
                 }
@@ -255,7 +255,7 @@ async fn amqp_messages_survive_a_dropped_broker() {
     let listed = rabbitmqctl(&[
         "list_queues",
         "-p",
-        &vhost.name,
+        vhost.name(),
         "name",
         "durable",
         "arguments",
@@ -354,58 +354,5 @@ where
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("run rabbitmqctl (is RabbitMQ installed?)");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A fresh RabbitMQ vhost for one test, deleted (with its queues) on drop.
-struct Vhost {
-    name: String,
-}
-
-impl Vhost {
-    fn create() -> Vhost {
-        let name = format!("oscied-test-{}", uuid::Uuid::new_v4());
-        rabbitmqctl(&["add_vhost", &name]);
-        let vhost = Vhost { name };
-        rabbitmqctl(&[
-            "set_permissions",
-            "-p",
-            &vhost.name,
-            "guest",
-            ".*",
-            ".*",
-            ".*",
-        ]);
-        vhost
-    }
-
-    fn uri(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
-    }
-}
-
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        // Not rabbitmqctl(): a failing delete must not turn into a panic during a panic.
-        let deleted = Command::new("rabbitmqctl")
-            .args(["delete_vhost", &self.name])
-            .output();
-        if !deleted.is_ok_and(|o| o.status.success()) {
-            eprintln!("could not delete the RabbitMQ vhost {}", self.name);
-        }
     }
 }

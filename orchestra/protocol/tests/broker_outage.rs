@@ -4,10 +4,10 @@
 //! else using it: it is the only test of this binary (cargo runs test binaries one after
 //! another), and a guard restarts RabbitMQ even when the test fails.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use oscied_e2e::rabbit::{Outage, Vhost};
 use oscied_protocol::broker::{AmqpBroker, Broker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,7 +25,7 @@ async fn amqp_consumer_and_publish_survive_a_rabbitmq_outage() {
         .expect("publish while RabbitMQ is up");
 
     // Declared after the vhost, so dropped (RabbitMQ restarted) before the vhost is deleted.
-    let mut outage = Outage::start();
+    let outage = Outage::begin();
     let deadline = Instant::now() + Duration::from_secs(10);
     while broker.ping().await.is_ok() {
         assert!(
@@ -70,87 +70,4 @@ async fn amqp_consumer_and_publish_survive_a_rabbitmq_outage() {
         .expect("the message published after the reconnect");
     assert_eq!(delivery.payload, b"after the outage");
     delivery.ack().await.expect("ack");
-}
-
-fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("run rabbitmqctl (is RabbitMQ installed?)");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The RabbitMQ application stopped until `end` or drop (also on panic).
-struct Outage {
-    running: bool,
-}
-
-impl Outage {
-    fn start() -> Outage {
-        // Not running from here on: even a failed stop_app gets a start_app on drop.
-        let outage = Outage { running: false };
-        rabbitmqctl(&["stop_app"]);
-        outage
-    }
-
-    fn end(&mut self) {
-        rabbitmqctl(&["start_app"]);
-        self.running = true;
-    }
-}
-
-impl Drop for Outage {
-    fn drop(&mut self) {
-        if !self.running {
-            // Not rabbitmqctl(): no panic while unwinding.
-            let started = Command::new("rabbitmqctl").arg("start_app").output();
-            if !started.is_ok_and(|o| o.status.success()) {
-                eprintln!("could not restart RabbitMQ: run `rabbitmqctl start_app`");
-            }
-        }
-    }
-}
-
-/// A fresh RabbitMQ vhost for the test, deleted (with its queues) on drop.
-struct Vhost {
-    name: String,
-}
-
-impl Vhost {
-    fn create() -> Vhost {
-        let name = format!("oscied-test-{}", uuid::Uuid::new_v4());
-        rabbitmqctl(&["add_vhost", &name]);
-        let vhost = Vhost { name };
-        rabbitmqctl(&[
-            "set_permissions",
-            "-p",
-            &vhost.name,
-            "guest",
-            ".*",
-            ".*",
-            ".*",
-        ]);
-        vhost
-    }
-
-    fn uri(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
-    }
-}
-
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        let deleted = Command::new("rabbitmqctl")
-            .args(["delete_vhost", &self.name])
-            .output();
-        if !deleted.is_ok_and(|o| o.status.success()) {
-            eprintln!("could not delete the RabbitMQ vhost {}", self.name);
-        }
-    }
 }
