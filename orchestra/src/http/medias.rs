@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{ApiJson, ApiQuery, list_options, parse_id};
+use super::{ApiJson, ApiQuery, list_options, list_owner, parse_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::medias::{self, MediaPatch, RegisterMedia, UploadForm, check_metadata, merge_patch};
@@ -155,16 +155,13 @@ async fn list_medias(
     if let Some(status) = &query.status {
         filter.statuses = parse_statuses(status)?;
     }
-    if !caller.is_admin() {
-        let me = caller.user_id();
-        if filter.user_id.is_some_and(|asked| Some(asked) != me) {
-            return Ok(Json(Page {
-                items: vec![],
-                total: 0,
-            }));
-        }
-        filter.user_id = me;
-    }
+    let Some(owner) = list_owner(&caller, filter.user_id) else {
+        return Ok(Json(Page {
+            items: vec![],
+            total: 0,
+        }));
+    };
+    filter.user_id = owner;
     Ok(Json(state.store.list_medias(&filter, &opts).await?))
 }
 

@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::models::ListOptions;
 use crate::state::AppState;
@@ -226,6 +227,19 @@ pub fn list_options(
         sort: path,
         descending,
     })
+}
+
+/// The owner a list is restricted to: admins list whom they ask for (everyone by default);
+/// others only themselves. None: a non-admin asked for someone else's, which lists nothing.
+pub fn list_owner(caller: &Caller, asked: Option<Uuid>) -> Option<Option<Uuid>> {
+    if caller.is_admin() {
+        return Some(asked);
+    }
+    let me = caller.user_id();
+    match asked {
+        Some(asked) if Some(asked) != me => None,
+        _ => Some(me),
+    }
 }
 
 /// 201 Created with the object.
