@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::models::{ListOptions, TaskFilter, TransformTask, now};
 use crate::state::AppState;
+use crate::store::StoreResult;
 use crate::transforms;
 
 /// How often the dispatch loop retries failed publications.
@@ -60,29 +61,25 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
-/// The message for the task's current attempt, with the profile as it is now. `Err` is why
-/// the task cannot run at all.
-async fn transform_job(state: &AppState, task: &TransformTask) -> Result<TransformJob, String> {
-    let store_err = |e: crate::store::StoreError| format!("store: {e}");
-    let media_in = state
-        .store
-        .get_media(task.media_in_id)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| format!("the input media {} is gone", task.media_in_id))?;
-    let media_out = state
-        .store
-        .get_media(task.media_out_id)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| format!("the output media {} is gone", task.media_out_id))?;
-    let profile = state
-        .store
-        .get_profile(task.profile_id)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| format!("the profile {} was deleted", task.profile_id))?;
-    Ok(TransformJob {
+/// The message for the task's current attempt, with the profile as it is now. The inner
+/// `Err` is why the task cannot run at all (its input, output or profile is gone).
+async fn transform_job(
+    state: &AppState,
+    task: &TransformTask,
+) -> StoreResult<Result<TransformJob, String>> {
+    let Some(media_in) = state.store.get_media(task.media_in_id).await? else {
+        return Ok(Err(format!("the input media {} is gone", task.media_in_id)));
+    };
+    let Some(media_out) = state.store.get_media(task.media_out_id).await? else {
+        return Ok(Err(format!(
+            "the output media {} is gone",
+            task.media_out_id
+        )));
+    };
+    let Some(profile) = state.store.get_profile(task.profile_id).await? else {
+        return Ok(Err(format!("the profile {} was deleted", task.profile_id)));
+    };
+    Ok(Ok(TransformJob {
         task_id: task.id,
         attempt: task.attempt,
         media_in_uri: media_in.uri,
@@ -92,7 +89,7 @@ async fn transform_job(state: &AppState, task: &TransformTask) -> Result<Transfo
         profile_title: profile.title,
         encoder_name: profile.encoder_name,
         encoder_string: profile.encoder_string,
-    })
+    }))
 }
 
 /// Publish a queued task's current attempt and note when the broker confirmed it. Returns the
@@ -117,18 +114,18 @@ async fn publish_transform(state: &AppState, id: Uuid) -> Option<TransformTask> 
         return Some(task);
     }
     let job = match transform_job(state, &task).await {
-        Ok(job) => job,
-        Err(reason) if reason.starts_with("store:") => {
-            tracing::warn!(task = %id, %reason, "dispatch postponed");
-            return None;
-        }
-        Err(reason) => {
+        Ok(Ok(job)) => job,
+        Ok(Err(reason)) => {
             let _guard = state.locks.lock(id).await;
             let mut task = state.store.get_transform_task(id).await.ok()??;
             if task.status.is_queued() {
                 let _ = transforms::fail(state, &mut task, reason).await;
             }
             return Some(task);
+        }
+        Err(e) => {
+            tracing::warn!(task = %id, error = %e, "dispatch postponed");
+            return None;
         }
     };
     let payload = match serde_json::to_vec(&job) {

@@ -431,7 +431,7 @@ async fn accept_output(
 /// The reaper's decision for a running task whose lease lapsed: re-queue with attempt + 1,
 /// or FAILURE past the last attempt; a REVOKING one is simply REVOKED.
 pub async fn take_back(state: &AppState, id: Uuid) -> ApiResult<()> {
-    let mut task = {
+    {
         let _guard = state.locks.lock(id).await;
         let mut task = load(state, id).await?;
         let expired = task.lease_expires_at.is_some_and(|t| t <= now());
@@ -464,11 +464,8 @@ pub async fn take_back(state: &AppState, id: Uuid) -> ApiResult<()> {
         task.progress = None;
         save(state, &task).await?;
         tracing::warn!(task = %id, %unit, attempt = task.attempt, "lease lost: task re-queued");
-        task
-    };
-    if let Some(dispatched) = dispatch::dispatch_transform(state, task.id).await {
-        task = dispatched;
     }
-    let _ = task;
+    // Outside the lock: publishing takes it to note the dispatch.
+    dispatch::dispatch_transform(state, id).await;
     Ok(())
 }
