@@ -172,12 +172,7 @@ pub async fn dispatch_pending(state: &AppState) {
         undispatched: true,
         ..TaskFilter::default()
     };
-    let opts = ListOptions {
-        limit: 200,
-        skip: 0,
-        sort: "created_at",
-        descending: false,
-    };
+    let opts = ListOptions::oldest_first(200);
     match state.store.list_transform_tasks(&filter, &opts).await {
         Ok(page) => {
             for task in page.items {
@@ -195,12 +190,7 @@ pub async fn reap(state: &AppState) {
         lease_expired_before: Some(now()),
         ..TaskFilter::default()
     };
-    let opts = ListOptions {
-        limit: 200,
-        skip: 0,
-        sort: "created_at",
-        descending: false,
-    };
+    let opts = ListOptions::oldest_first(200);
     match state.store.list_transform_tasks(&filter, &opts).await {
         Ok(page) => {
             for task in page.items {
@@ -243,12 +233,7 @@ pub async fn recover(state: &AppState, local_unit: Option<&str>) {
         statuses: TaskStatus::ACTIVE.to_vec(),
         ..TaskFilter::default()
     };
-    let opts = ListOptions {
-        limit: 10_000,
-        skip: 0,
-        sort: "created_at",
-        descending: false,
-    };
+    let opts = ListOptions::oldest_first(10_000);
     let tasks = match state.store.list_transform_tasks(&filter, &opts).await {
         Ok(page) => page.items,
         Err(e) => {

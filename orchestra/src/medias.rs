@@ -296,7 +296,7 @@ pub async fn delete(state: &AppState, mut media: Media) -> ApiResult<()> {
     };
     let tasks = state
         .store
-        .list_transform_tasks(&active, &ListOptions::count_only_with(10))
+        .list_transform_tasks(&active, &ListOptions::oldest_first(10))
         .await?;
     if tasks.total > 0 {
         let ids: Vec<_> = tasks.items.iter().map(|t| t.id.to_string()).collect();

@@ -193,8 +193,8 @@ impl ListOptions {
         }
     }
 
-    /// The first `limit` items by creation, with the total.
-    pub fn count_only_with(limit: u64) -> ListOptions {
+    /// The `limit` oldest items, with the total (background passes and "in use" checks).
+    pub fn oldest_first(limit: u64) -> ListOptions {
         ListOptions {
             limit,
             ..ListOptions::count_only()

@@ -126,12 +126,7 @@ pub async fn queues(state: &AppState, kind: UnitKind) -> ApiResult<Vec<QueueView
         statuses: TaskStatus::ACTIVE.to_vec(),
         ..TaskFilter::default()
     };
-    let opts = ListOptions {
-        limit: 10_000,
-        skip: 0,
-        sort: "created_at",
-        descending: false,
-    };
+    let opts = ListOptions::oldest_first(10_000);
     for task in state
         .store
         .list_transform_tasks(&filter, &opts)
