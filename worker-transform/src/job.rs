@@ -193,7 +193,7 @@ async fn start(ctx: &Ctx, job: &TransformJob, work_dir: &Path) -> Result<Work, S
 /// it also sets the progress to 100 %.)
 async fn succeed(ctx: &Ctx, job: &TransformJob, work_dir: &Path) {
     let main = work_dir.join(&job.filename);
-    let probe = match probe::probe(&main).await {
+    let probe = match probe::probe_output(&main).await {
         Ok(probe) => probe,
         Err(e) => {
             remove_dir(work_dir).await;

@@ -1,5 +1,7 @@
 //! What ffprobe says of a media file: its format and streams, as stored on a media.
 
+pub mod mp4;
+
 use std::path::Path;
 use std::process::Stdio;
 
@@ -69,6 +71,20 @@ pub enum ProbeError {
     Unreadable(String),
     #[error("no audio or video stream found")]
     NoMedia,
+}
+
+/// Probe a file an encoder just wrote. MP4/MOV outputs are read in-process (see [`mp4`]: it
+/// saves an ffprobe process per task); anything that reader does not fully understand goes
+/// to [`probe`]. Uploads always go to ffprobe, whose demuxers are the ones ffmpeg will use.
+pub async fn probe_output(path: &Path) -> Result<Probe, ProbeError> {
+    if mp4::handles(path) {
+        let file = path.to_path_buf();
+        // A panic in the parser is a JoinError here, and ffprobe gets the file.
+        if let Ok(Some(probe)) = tokio::task::spawn_blocking(move || mp4::probe(&file)).await {
+            return Ok(probe);
+        }
+    }
+    probe(path).await
 }
 
 /// Probe a file with `ffprobe -show_format -show_streams`.
