@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use oscied_protocol::{TaskStatus, TransformJob};
 use uuid::Uuid;
 
-use crate::models::{ListOptions, TaskFilter, TransformTask, now};
+use crate::models::{ListOptions, Media, TaskFilter, TransformProfile, TransformTask, now};
 use crate::state::AppState;
 use crate::store::StoreResult;
 use crate::transforms;
@@ -61,6 +61,26 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
+/// The message for the task's current attempt, from its records as they are now.
+pub fn job_for(
+    task: &TransformTask,
+    media_in: &Media,
+    media_out: &Media,
+    profile: &TransformProfile,
+) -> TransformJob {
+    TransformJob {
+        task_id: task.id,
+        attempt: task.attempt,
+        media_in_uri: media_in.uri.clone(),
+        media_in_duration: media_in.duration,
+        media_out_id: media_out.id,
+        filename: media_out.filename.clone(),
+        profile_title: profile.title.clone(),
+        encoder_name: profile.encoder_name,
+        encoder_string: profile.encoder_string.clone(),
+    }
+}
+
 /// The message for the task's current attempt, with the profile as it is now. The inner
 /// `Err` is why the task cannot run at all (its input, output or profile is gone).
 async fn transform_job(
@@ -79,35 +99,46 @@ async fn transform_job(
     let Some(profile) = state.store.get_profile(task.profile_id).await? else {
         return Ok(Err(format!("the profile {} was deleted", task.profile_id)));
     };
-    Ok(Ok(TransformJob {
-        task_id: task.id,
-        attempt: task.attempt,
-        media_in_uri: media_in.uri,
-        media_in_duration: media_in.duration,
-        media_out_id: media_out.id,
-        filename: media_out.filename,
-        profile_title: profile.title,
-        encoder_name: profile.encoder_name,
-        encoder_string: profile.encoder_string,
-    }))
+    Ok(Ok(job_for(task, &media_in, &media_out, &profile)))
 }
 
 /// Publish a queued task's current attempt and note when the broker confirmed it. Returns the
 /// updated task, or None when it was not published (the dispatch loop will try again).
 pub async fn dispatch_transform(state: &AppState, id: Uuid) -> Option<TransformTask> {
+    dispatch(state, id, None).await
+}
+
+/// The same for a task just created, from the records the request has read (no store reads
+/// before the publication).
+pub async fn dispatch_created(
+    state: &AppState,
+    task: &TransformTask,
+    job: TransformJob,
+) -> Option<TransformTask> {
+    dispatch(state, task.id, Some((task, job))).await
+}
+
+async fn dispatch(
+    state: &AppState,
+    id: Uuid,
+    created: Option<(&TransformTask, TransformJob)>,
+) -> Option<TransformTask> {
     let _in_flight = state.dispatcher.enter(id)?;
-    let published = publish_transform(state, id).await;
+    // Disconnected: don't wait out a publish timeout per task; the loop retries each second.
+    let published = if state.broker.ping().await.is_err() {
+        None
+    } else if let Some((task, job)) = created {
+        publish_job(state, task, &job).await
+    } else {
+        publish_queued(state, id).await
+    };
     if published.is_none() {
         state.dispatcher.failed.store(true, Ordering::Relaxed);
     }
     published
 }
 
-async fn publish_transform(state: &AppState, id: Uuid) -> Option<TransformTask> {
-    // Disconnected: don't wait out a publish timeout per task; the loop retries each second.
-    if state.broker.ping().await.is_err() {
-        return None;
-    }
+async fn publish_queued(state: &AppState, id: Uuid) -> Option<TransformTask> {
     let task = state.store.get_transform_task(id).await.ok()??;
     if !task.status.is_queued() || task.dispatched_at.is_some() {
         // Nothing to publish (claimed, revoked or published meanwhile).
@@ -128,7 +159,18 @@ async fn publish_transform(state: &AppState, id: Uuid) -> Option<TransformTask> 
             return None;
         }
     };
-    let payload = match serde_json::to_vec(&job) {
+    publish_job(state, &task, &job).await
+}
+
+/// Publish the job with the broker's confirm, then note the dispatch on the task unless a
+/// unit claimed it (or it moved on) meanwhile.
+async fn publish_job(
+    state: &AppState,
+    task: &TransformTask,
+    job: &TransformJob,
+) -> Option<TransformTask> {
+    let id = task.id;
+    let payload = match serde_json::to_vec(job) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(task = %id, error = %e, "job does not serialize");

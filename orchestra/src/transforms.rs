@@ -140,7 +140,8 @@ pub async fn create(
     }
     tracing::info!(task = %task.id, media_in = %task.media_in_id, media_out = %media_out_id,
         profile = %profile.title, queue = %task.queue, "transform task created");
-    Ok(dispatch::dispatch_transform(state, task.id)
+    let job = dispatch::job_for(&task, &media_in, &media_out, &profile);
+    Ok(dispatch::dispatch_created(state, &task, job)
         .await
         .unwrap_or(task))
 }
