@@ -238,6 +238,7 @@ async fn finish(
         status,
         error: error.map(|e| hide_root(&e, &ctx.config.storage_root)),
         output,
+        publish_uri: None,
     };
     match report::complete(ctx, task, &request).await {
         Completion::Answered(answer) => {

@@ -17,6 +17,6 @@ pub mod task;
 
 pub use broker::{Broker, BrokerError, Consumer, Delivery};
 pub use encoder::{EncoderError, EncoderName};
-pub use job::TransformJob;
+pub use job::{PublishAction, PublishJob, TransformJob};
 pub use probe::{Probe, ProbeError};
 pub use task::{ProgressReport, TaskStatus};

@@ -8,6 +8,10 @@
 //! | `POST /node/transform/tasks/{id}/claim` | [`ClaimRequest`] | 200 [`ClaimAnswer`]; 409 `stale_attempt` |
 //! | `POST /node/transform/tasks/{id}/progress` | [`ProgressRequest`] | 200 [`ProgressAnswer`]; 409 `stale_attempt` |
 //! | `POST /node/transform/tasks/{id}/complete` | [`CompleteRequest`] | 200 [`CompleteAnswer`]; 409 `stale_attempt` |
+//! | `POST /node/publisher/tasks/{id}/claim`, `.../progress`, `.../complete` | the same | the same |
+//!
+//! A publisher completes a publish with SUCCESS and `publish_uri`, and an unpublish (which it
+//! does not claim: it holds the task already) with REVOKED and the attempt that published.
 //!
 //! A 404 (task gone) or 409 `stale_attempt` means: this unit's attempt is not the current one;
 //! drop the message, stop the work, clean up, and do not complete.
@@ -102,7 +106,11 @@ pub struct CompleteRequest {
     /// For FAILURE: what went wrong (ffmpeg's own error lines).
     pub error: Option<String>,
     /// For a transform's SUCCESS.
+    #[serde(default)]
     pub output: Option<TransformOutput>,
+    /// For a publication's SUCCESS: the checked URL of the media's main file.
+    #[serde(default)]
+    pub publish_uri: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -7,6 +7,12 @@ pub const PUBLISHER_QUEUE: &str = "publisher";
 
 /// A queue name is 1–64 of `A-Z a-z 0-9 _ - .`: safe as an AMQP queue name, a log field and a
 /// URL path segment.
+/// A publisher unit's own queue, which it consumes besides its kind's queues: unpublish jobs
+/// for the publications it holds. The `@` keeps it out of the names clients may give tasks.
+pub fn unit_queue(unit_id: &str) -> String {
+    format!("unit@{unit_id}")
+}
+
 pub fn check_queue_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err("a queue name has 1 to 64 characters".into());
