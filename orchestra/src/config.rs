@@ -37,6 +37,23 @@ pub struct Config {
     #[arg(long, env = "OSCIED_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
 
+    /// Standalone mode's in-process publisher: where it serves published medias.
+    #[arg(
+        long,
+        env = "OSCIED_PUBLISHER_LISTEN",
+        default_value = "127.0.0.1:5080"
+    )]
+    pub publisher_listen: SocketAddr,
+
+    /// Standalone mode's in-process publisher: its web root. Default: <data dir>/www.
+    #[arg(long, env = "OSCIED_WWW_ROOT")]
+    pub www_root: Option<PathBuf>,
+
+    /// Standalone mode's in-process publisher: the base URL clients reach it at (behind a
+    /// proxy, say). Default: `http://<publisher listen address>`.
+    #[arg(long, env = "OSCIED_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Seconds a unit may stay silent about a running task before the task is taken back
     /// and re-queued with attempt + 1.
     #[arg(long, env = "OSCIED_TASK_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=86400))]
@@ -98,6 +115,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 impl Config {
+    pub fn www_root(&self) -> PathBuf {
+        self.www_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("www"))
+    }
+
     pub fn storage_root(&self) -> PathBuf {
         self.storage_root
             .clone()
@@ -109,6 +132,7 @@ impl Config {
         let mut config = Config::parse_from(["orchestra"]);
         config.data_dir = data_dir.into();
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.publisher_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config
     }
 }

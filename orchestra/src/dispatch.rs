@@ -7,13 +7,16 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use oscied_protocol::{TaskStatus, TransformJob};
+use oscied_protocol::queue::unit_queue;
+use oscied_protocol::{PublishAction, PublishJob, TaskStatus, TransformJob};
 use uuid::Uuid;
 
-use crate::models::{ListOptions, Media, TaskFilter, TransformProfile, TransformTask, now};
+use crate::models::{
+    ListOptions, Media, PublisherTask, TaskFilter, TransformProfile, TransformTask, now,
+};
 use crate::state::AppState;
 use crate::store::StoreResult;
-use crate::transforms;
+use crate::{lifecycle, publications, transforms};
 
 /// How often the dispatch loop retries failed publications.
 const TICK: Duration = Duration::from_secs(1);
@@ -123,19 +126,128 @@ async fn dispatch(
     id: Uuid,
     created: Option<(&TransformTask, TransformJob)>,
 ) -> Option<TransformTask> {
+    guarded(state, id, async move {
+        match created {
+            Some((task, job)) => publish_job(state, task, &job).await,
+            None => publish_queued(state, id).await,
+        }
+    })
+    .await
+}
+
+/// Publish a publisher task's current message, if it needs one: the publish job of a queued
+/// publication (to its queue), or the unpublish job of a published one being revoked (to
+/// its unit's own queue). Returns the task, or None when it was not published.
+pub async fn dispatch_publication(state: &AppState, id: Uuid) -> Option<PublisherTask> {
+    guarded(state, id, publish_publication(state, id)).await
+}
+
+/// Run one publication of task `id` unless one is in flight already; a failed one (or a
+/// disconnected broker: no point waiting out a timeout per task) wakes the dispatch loop.
+async fn guarded<T>(
+    state: &AppState,
+    id: Uuid,
+    publish: impl Future<Output = Option<T>>,
+) -> Option<T> {
     let _in_flight = state.dispatcher.enter(id)?;
-    // Disconnected: don't wait out a publish timeout per task; the loop retries each second.
     let published = if state.broker.ping().await.is_err() {
         None
-    } else if let Some((task, job)) = created {
-        publish_job(state, task, &job).await
     } else {
-        publish_queued(state, id).await
+        publish.await
     };
     if published.is_none() {
         state.dispatcher.failed.store(true, Ordering::Relaxed);
     }
     published
+}
+
+async fn publish_publication(state: &AppState, id: Uuid) -> Option<PublisherTask> {
+    let task = state.store.get_publisher_task(id).await.ok()??;
+    if task.dispatched_at.is_some() {
+        return Some(task);
+    }
+    let (action, queue) = match (&task.unit_id, task.publish_uri.is_some()) {
+        _ if task.status.is_queued() => (PublishAction::Publish, task.queue.clone()),
+        (Some(unit), true) if task.status == TaskStatus::Revoking => {
+            (PublishAction::Unpublish, unit_queue(unit))
+        }
+        _ => return Some(task),
+    };
+    let media = match state.store.get_media(task.media_id).await {
+        Ok(media) => media,
+        Err(e) => {
+            tracing::warn!(task = %id, error = %e, "dispatch postponed");
+            return None;
+        }
+    };
+    let Some(media) = media else {
+        // Deleting a held media is refused, so this is a foreign write: nothing to publish.
+        let _guard = state.locks.lock(id).await;
+        let mut task = state.store.get_publisher_task(id).await.ok()??;
+        if task.status.is_queued() && lifecycle::move_to(&mut task, TaskStatus::Failure).is_ok() {
+            task.error = Some(format!("the media {} is gone", task.media_id));
+            let _ = state.store.update_publisher_task(&task).await;
+        }
+        return Some(task);
+    };
+    let job = PublishJob {
+        task_id: id,
+        attempt: task.attempt,
+        action,
+        media_id: media.id,
+        media_uri: media.uri,
+    };
+    if !send(state, id, &queue, 0, &job).await {
+        return None;
+    }
+    let _guard = state.locks.lock(id).await;
+    let mut current = state.store.get_publisher_task(id).await.ok()??;
+    // A unit may have claimed or confirmed it already; note only the message sent for this
+    // very state.
+    if current.attempt == task.attempt
+        && current.status == task.status
+        && current.dispatched_at.is_none()
+    {
+        current.dispatched_at = Some(now());
+        if let Err(e) = state.store.update_publisher_task(&current).await {
+            tracing::warn!(task = %id, error = %e, "could not note the dispatch");
+        }
+    }
+    tracing::debug!(task = %id, attempt = job.attempt, ?action, %queue, "publication dispatched");
+    Some(current)
+}
+
+/// Publish one message with the broker's confirm; false (logged) when it did not go out.
+async fn send<M: serde::Serialize>(
+    state: &AppState,
+    id: Uuid,
+    queue: &str,
+    priority: u8,
+    message: &M,
+) -> bool {
+    let payload = match serde_json::to_vec(message) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(task = %id, error = %e, "job does not serialize");
+            return false;
+        }
+    };
+    let published = tokio::time::timeout(
+        PUBLISH_TIMEOUT,
+        state.broker.publish(queue, &payload, priority),
+    )
+    .await;
+    match published {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(task = %id, error = %e, "publish failed; the dispatch loop will retry");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(task = %id, "publish timed out; the dispatch loop will retry");
+            false
+        }
+    }
 }
 
 async fn publish_queued(state: &AppState, id: Uuid) -> Option<TransformTask> {
@@ -170,28 +282,8 @@ async fn publish_job(
     job: &TransformJob,
 ) -> Option<TransformTask> {
     let id = task.id;
-    let payload = match serde_json::to_vec(job) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(task = %id, error = %e, "job does not serialize");
-            return None;
-        }
-    };
-    let published = tokio::time::timeout(
-        PUBLISH_TIMEOUT,
-        state.broker.publish(&task.queue, &payload, task.priority),
-    )
-    .await;
-    match published {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(task = %id, error = %e, "publish failed; the dispatch loop will retry");
-            return None;
-        }
-        Err(_) => {
-            tracing::warn!(task = %id, "publish timed out; the dispatch loop will retry");
-            return None;
-        }
+    if !send(state, id, &task.queue, task.priority, job).await {
+        return None;
     }
     let _guard = state.locks.lock(id).await;
     let mut task = state.store.get_transform_task(id).await.ok()??;
@@ -206,10 +298,11 @@ async fn publish_job(
     Some(task)
 }
 
-/// One pass of the dispatch loop: queued tasks whose publication failed.
+/// One pass of the dispatch loop: tasks whose message did not go out (queued tasks, and
+/// publications being unpublished).
 pub async fn dispatch_pending(state: &AppState) {
     state.dispatcher.failed.store(false, Ordering::Relaxed);
-    let filter = TaskFilter {
+    let mut filter = TaskFilter {
         statuses: TaskStatus::QUEUED.to_vec(),
         undispatched: true,
         ..TaskFilter::default()
@@ -219,6 +312,15 @@ pub async fn dispatch_pending(state: &AppState) {
         Ok(page) => {
             for task in page.items {
                 dispatch_transform(state, task.id).await;
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "dispatch loop: store unavailable"),
+    }
+    filter.statuses.push(TaskStatus::Revoking);
+    match state.store.list_publisher_tasks(&filter, &opts).await {
+        Ok(page) => {
+            for task in page.items {
+                dispatch_publication(state, task.id).await;
             }
         }
         Err(e) => tracing::debug!(error = %e, "dispatch loop: store unavailable"),
@@ -233,15 +335,27 @@ pub async fn reap(state: &AppState) {
         ..TaskFilter::default()
     };
     let opts = ListOptions::oldest_first(200);
-    match state.store.list_transform_tasks(&filter, &opts).await {
-        Ok(page) => {
-            for task in page.items {
-                if let Err(e) = transforms::take_back(state, task.id).await {
-                    tracing::warn!(task = %task.id, error = %e, "reaper could not take the task back");
-                }
-            }
+    let lapsed = async {
+        let transforms = state.store.list_transform_tasks(&filter, &opts).await?;
+        let publications = state.store.list_publisher_tasks(&filter, &opts).await?;
+        StoreResult::Ok((transforms.items, publications.items))
+    };
+    let (transforms, publications) = match lapsed.await {
+        Ok(lapsed) => lapsed,
+        Err(e) => {
+            tracing::debug!(error = %e, "reaper: store unavailable");
+            return;
         }
-        Err(e) => tracing::debug!(error = %e, "reaper: store unavailable"),
+    };
+    for task in transforms {
+        if let Err(e) = transforms::take_back(state, task.id).await {
+            tracing::warn!(task = %task.id, error = %e, "reaper could not take the task back");
+        }
+    }
+    for task in publications {
+        if let Err(e) = publications::take_back(state, task.id).await {
+            tracing::warn!(task = %task.id, error = %e, "reaper could not take the task back");
+        }
     }
 }
 
@@ -270,32 +384,49 @@ pub fn spawn_loops(state: AppState) -> tokio::task::JoinHandle<()> {
 /// At start: with in-process queues nothing queued survived the last run, so every queued
 /// task is dispatched again; tasks the last run's in-process unit held are taken back now
 /// rather than when their lease lapses.
-pub async fn recover(state: &AppState, local_unit: Option<&str>) {
+pub async fn recover(state: &AppState, local_units: &[&str]) {
     let filter = TaskFilter {
         statuses: TaskStatus::ACTIVE.to_vec(),
         ..TaskFilter::default()
     };
     let opts = ListOptions::oldest_first(10_000);
-    let tasks = match state.store.list_transform_tasks(&filter, &opts).await {
-        Ok(page) => page.items,
+    let found = async {
+        let transforms = state.store.list_transform_tasks(&filter, &opts).await?;
+        let publications = state.store.list_publisher_tasks(&filter, &opts).await?;
+        StoreResult::Ok((transforms.items, publications.items))
+    };
+    let (transforms, publications) = match found.await {
+        Ok(found) => found,
         Err(e) => {
             tracing::warn!(error = %e, "could not recover tasks at start");
             return;
         }
     };
-    for mut task in tasks {
-        let requeue = task.status.is_queued() && !state.broker.durable();
-        let orphaned = task.status.is_running()
-            && local_unit.is_some()
-            && task.unit_id.as_deref() == local_unit;
-        if requeue {
+    let lost = !state.broker.durable();
+    let local = |unit: Option<&str>| unit.is_some_and(|u| local_units.contains(&u));
+    for mut task in transforms {
+        if task.status.is_queued() && lost {
             task.dispatched_at = None;
-        } else if orphaned {
+        } else if task.status.is_running() && local(task.unit_id.as_deref()) {
             task.lease_expires_at = Some(now());
         } else {
             continue;
         }
         if let Err(e) = state.store.update_transform_task(&task).await {
+            tracing::warn!(task = %task.id, error = %e, "could not recover task");
+        }
+    }
+    for mut task in publications {
+        // An unpublish job waits for its unit like a queued task waits for any.
+        let unpublishing = task.status == TaskStatus::Revoking && task.publish_uri.is_some();
+        if (task.status.is_queued() || unpublishing) && lost {
+            task.dispatched_at = None;
+        } else if task.status.is_running() && !unpublishing && local(task.unit_id.as_deref()) {
+            task.lease_expires_at = Some(now());
+        } else {
+            continue;
+        }
+        if let Err(e) = state.store.update_publisher_task(&task).await {
             tracing::warn!(task = %task.id, error = %e, "could not recover task");
         }
     }

@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod medias;
 pub mod models;
 pub mod profiles;
+pub mod publications;
 pub mod startup;
 pub mod state;
 pub mod storage;

@@ -7,6 +7,8 @@
 //!    └──revoke──▶ REVOKED ◀── unit confirms ── REVOKING ◀──revoke── STARTED | PROGRESS
 //! ```
 //! A queued task whose profile or input vanished goes to FAILURE.
+//! A publication is undone by unpublishing: SUCCESS → REVOKING → REVOKED (publisher tasks
+//! only; a transform's SUCCESS is final).
 //! A lost lease past the last attempt goes to FAILURE; a lost lease while REVOKING to REVOKED
 //! (nothing runs any more).
 
@@ -16,7 +18,68 @@ use oscied_protocol::TaskStatus;
 use oscied_protocol::TaskStatus::*;
 
 use crate::error::{ApiError, ApiResult};
-use crate::models::{TransformTask, now};
+use axum::http::StatusCode;
+use chrono::{DateTime, Duration, Utc};
+use oscied_protocol::node::{ClaimRequest, STALE_ATTEMPT};
+use uuid::Uuid;
+
+use crate::models::{PublisherTask, TransformTask, now};
+use crate::state::AppState;
+
+/// What the state machine needs of a task record.
+pub trait Lifecycle {
+    /// Whether SUCCESS can still be undone (a publication can be unpublished).
+    const REVOCABLE_SUCCESS: bool;
+    fn status(&self) -> TaskStatus;
+    /// Set the status and the timestamps that go with it.
+    fn set_status(&mut self, to: TaskStatus, at: DateTime<Utc>);
+    fn id(&self) -> Uuid;
+    fn attempt(&self) -> u32;
+    fn unit_id(&self) -> Option<&str>;
+    /// A unit holds the task until the lease ends, unless it reports before.
+    fn hold(&mut self, unit_id: String, lease_until: DateTime<Utc>);
+    /// Extend the holder's lease.
+    fn renew(&mut self, lease_until: DateTime<Utc>);
+}
+
+macro_rules! lifecycle {
+    ($task:ty, $revocable:expr) => {
+        impl Lifecycle for $task {
+            const REVOCABLE_SUCCESS: bool = $revocable;
+            fn status(&self) -> TaskStatus {
+                self.status
+            }
+            fn set_status(&mut self, to: TaskStatus, at: DateTime<Utc>) {
+                if to == Started {
+                    self.started_at = Some(at);
+                }
+                if to.is_final() {
+                    self.finished_at = Some(at);
+                    self.lease_expires_at = None;
+                }
+                self.status = to;
+            }
+            fn id(&self) -> Uuid {
+                self.id
+            }
+            fn attempt(&self) -> u32 {
+                self.attempt
+            }
+            fn unit_id(&self) -> Option<&str> {
+                self.unit_id.as_deref()
+            }
+            fn hold(&mut self, unit_id: String, lease_until: DateTime<Utc>) {
+                self.unit_id = Some(unit_id);
+                self.lease_expires_at = Some(lease_until);
+            }
+            fn renew(&mut self, lease_until: DateTime<Utc>) {
+                self.lease_expires_at = Some(lease_until);
+            }
+        }
+    };
+}
+lifecycle!(TransformTask, false);
+lifecycle!(PublisherTask, true);
 
 /// Is `from → to` a legal change?
 pub fn allowed(from: TaskStatus, to: TaskStatus) -> bool {
@@ -43,18 +106,64 @@ pub fn check(from: TaskStatus, to: TaskStatus) -> ApiResult<()> {
     }
 }
 
-/// Change a transform task's status, stamping `started_at` and `finished_at`.
-pub fn move_to(task: &mut TransformTask, to: TaskStatus) -> ApiResult<()> {
-    check(task.status, to)?;
-    let at = now();
-    if to == Started {
-        task.started_at = Some(at);
+/// Change a task's status, stamping `started_at` and `finished_at`.
+pub fn move_to<T: Lifecycle>(task: &mut T, to: TaskStatus) -> ApiResult<()> {
+    let unpublish = T::REVOCABLE_SUCCESS && task.status() == Success && to == Revoking;
+    if !unpublish {
+        check(task.status(), to)?;
     }
-    if to.is_final() {
-        task.finished_at = Some(at);
-        task.lease_expires_at = None;
+    task.set_status(to, now());
+    Ok(())
+}
+
+/// How long a unit holds a task without reporting.
+pub fn lease(state: &AppState) -> Duration {
+    Duration::seconds(state.config.task_lease_secs as i64)
+}
+
+/// The answer to a unit whose attempt is not the current one: drop the message, stop, do
+/// not complete.
+pub fn stale(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, STALE_ATTEMPT, message.into())
+}
+
+/// A unit claims an attempt it received. Only the current attempt of a queued task can be
+/// claimed (→ STARTED, held by the unit with a lease); the same unit claiming again (a
+/// redelivery) is answered the same. Returns whether the task changed (to be saved).
+pub fn claim<T: Lifecycle>(task: &mut T, req: &ClaimRequest, lease: Duration) -> ApiResult<bool> {
+    let id = task.id();
+    if req.attempt != task.attempt() {
+        return Err(stale(format!(
+            "attempt {} of task {id} is stale: the current attempt is {}",
+            req.attempt,
+            task.attempt()
+        )));
     }
-    task.status = to;
+    if task.status().is_queued() {
+        move_to(task, Started)?;
+        task.hold(req.unit_id.clone(), now() + lease);
+        return Ok(true);
+    }
+    if task.status().is_running() && task.unit_id() == Some(req.unit_id.as_str()) {
+        return Ok(false);
+    }
+    Err(stale(format!(
+        "task {id} is {} and not claimable by unit {}",
+        task.status(),
+        req.unit_id
+    )))
+}
+
+/// Is this unit's call about the task's current attempt, which it holds?
+pub fn check_holder<T: Lifecycle>(task: &T, unit_id: &str, attempt: u32) -> ApiResult<()> {
+    if attempt != task.attempt() || task.unit_id() != Some(unit_id) {
+        return Err(stale(format!(
+            "unit {unit_id} attempt {attempt} does not hold task {} (attempt {}, unit {})",
+            task.id(),
+            task.attempt(),
+            task.unit_id().unwrap_or("none")
+        )));
+    }
     Ok(())
 }
 
@@ -111,6 +220,34 @@ mod tests {
         ] {
             assert!(allowed(from, to), "{from} -> {to}");
         }
+    }
+
+    #[test]
+    fn only_a_publication_success_can_be_revoked() {
+        let at = now();
+        let mut publication = PublisherTask {
+            id: uuid::Uuid::new_v4(),
+            user_id: uuid::Uuid::new_v4(),
+            media_id: uuid::Uuid::new_v4(),
+            queue: "publisher".into(),
+            status: Success,
+            attempt: 1,
+            publish_uri: None,
+            unit_id: None,
+            error: None,
+            created_at: at,
+            started_at: Some(at),
+            finished_at: Some(at),
+            dispatched_at: None,
+            lease_expires_at: None,
+        };
+        move_to(&mut publication, Revoking).expect("unpublish");
+        move_to(&mut publication, Revoked).expect("unpublished");
+        assert!(move_to(&mut publication, Revoking).is_err());
+        assert!(
+            !allowed(Success, Revoking),
+            "a transform's SUCCESS is final"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::models::{ListOptions, Media, MediaStatus, TaskFilter, now};
+use crate::publications;
 use crate::state::AppState;
 use crate::storage::{Scratch, check_filename};
 
@@ -281,12 +282,16 @@ pub async fn delete(state: &AppState, mut media: Media) -> ApiResult<()> {
             media.id
         )));
     }
-    if !media.public_uris.is_empty() {
-        let tasks: Vec<_> = media.public_uris.keys().cloned().collect();
+    let publications = publications::holding(state, media.id).await?;
+    if !publications.is_empty() {
+        let held: Vec<String> = publications
+            .iter()
+            .map(|t| format!("{} ({})", t.id, t.status))
+            .collect();
         return Err(ApiError::conflict(format!(
             "media {} is published by publisher task(s) {}; unpublish it first",
             media.id,
-            tasks.join(", ")
+            held.join(", ")
         )));
     }
     let active = TaskFilter {

@@ -173,6 +173,15 @@ pub struct Page<T> {
     pub total: u64,
 }
 
+impl<T> Page<T> {
+    pub fn empty() -> Page<T> {
+        Page {
+            items: vec![],
+            total: 0,
+        }
+    }
+}
+
 /// Paging and order of a list. `sort` is a document path from the resource's allow-list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListOptions {
@@ -283,10 +292,44 @@ pub struct TransformTask {
     pub lease_expires_at: Option<DateTime<Utc>>,
 }
 
+/// A publisher task (DESIGN.md §3): one publication of one media by one publisher unit.
+/// Status changes go through `lifecycle` only; a SUCCESS is undone by unpublishing
+/// (REVOKING until the holding unit removed the files, then REVOKED).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PublisherTask {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub media_id: Uuid,
+    pub queue: String,
+    pub status: TaskStatus,
+    /// 1 for the first run; a lost lease re-queues with attempt + 1.
+    pub attempt: u32,
+    /// Where the media's file is served, once published (kept after an unpublish, for the
+    /// record).
+    pub publish_uri: Option<String>,
+    /// The unit holding (or last holding) the publication.
+    pub unit_id: Option<String>,
+    pub error: Option<String>,
+    #[serde(with = "ts")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "ts::option")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(with = "ts::option")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the broker confirmed the current message (the publish job while queued, the
+    /// unpublish job while REVOKING after a SUCCESS); null until then.
+    #[serde(with = "ts::option")]
+    pub dispatched_at: Option<DateTime<Utc>>,
+    /// A publishing task whose unit has not reported by then is taken back.
+    #[serde(with = "ts::option")]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+/// Filters of transform and publisher task lists.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskFilter {
     pub user_id: Option<Uuid>,
-    /// Tasks whose input or output is this media.
+    /// Transform tasks whose input or output is this media; publisher tasks of this media.
     pub media_id: Option<Uuid>,
     /// Any of these statuses (empty = all).
     pub statuses: Vec<TaskStatus>,

@@ -120,6 +120,8 @@ pub fn app(state: AppState) -> axum::Router {
 /// A running orchestra: its address and the task serving it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Standalone mode: where the in-process publisher serves published medias.
+    pub public_url: Option<String>,
     pub state: AppState,
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
     pub background: Background,
@@ -141,16 +143,19 @@ impl Drop for Background {
     }
 }
 
-/// The id of standalone mode's in-process transform unit. It is the same across restarts,
-/// so the tasks it held when the orchestra stopped are taken back at once on the next start.
+/// The ids of standalone mode's in-process units. They are the same across restarts, so the
+/// tasks they held when the orchestra stopped are taken back at once on the next start, and
+/// the in-process publisher keeps serving what it published.
 pub const LOCAL_TRANSFORM_UNIT: &str = "standalone-transform";
+pub const LOCAL_PUBLISHER_UNIT: &str = "standalone-publisher";
 
-/// Standalone mode: a transform unit in this process, consuming the in-process queues and
-/// calling this orchestra back over HTTP like any unit.
-fn start_local_units(
+/// Standalone mode: a transform unit and a publisher unit in this process, consuming the
+/// in-process queues and calling this orchestra back over HTTP like any unit. Returns the
+/// task running them and the publisher's public URL.
+async fn start_local_units(
     state: &AppState,
     addr: SocketAddr,
-) -> Result<tokio::task::JoinHandle<()>, StartupError> {
+) -> Result<(tokio::task::JoinHandle<()>, String), StartupError> {
     let client =
         oscied_protocol::client::NodeClient::new(&format!("http://{addr}"), &state.secrets.node)
             .map_err(|e| StartupError::Units(e.to_string()))?;
@@ -161,8 +166,31 @@ fn start_local_units(
         concurrency: state.config.concurrency,
         heartbeat_secs: 5,
     };
-    let unit = worker_transform::TransformUnit::new(config, state.broker.clone(), client);
-    Ok(tokio::spawn(unit.run(std::future::pending())))
+    let transform =
+        worker_transform::TransformUnit::new(config, state.broker.clone(), client.clone());
+    let mut config = worker_publisher::PublisherConfig::new(
+        state.storage.root().to_path_buf(),
+        state.config.www_root(),
+    );
+    config.unit_id = LOCAL_PUBLISHER_UNIT.to_owned();
+    config.listen = state.config.publisher_listen;
+    config.public_url = state.config.public_url.clone();
+    let publisher = worker_publisher::PublisherUnit::bind(config, state.broker.clone(), client)
+        .await
+        .map_err(|e| {
+            StartupError::Units(format!(
+                "publisher on {} (OSCIED_PUBLISHER_LISTEN): {e}",
+                state.config.publisher_listen
+            ))
+        })?;
+    let public_url = publisher.public_url().to_owned();
+    let units = tokio::spawn(async move {
+        tokio::join!(
+            transform.run(std::future::pending()),
+            publisher.run(std::future::pending())
+        );
+    });
+    Ok((units, public_url))
 }
 
 /// Build and start serving in the background (tests embed the orchestra this way).
@@ -182,16 +210,22 @@ pub async fn spawn(config: Config) -> Result<Running, StartupError> {
             .await
     });
     let standalone = state.config.amqp_uri.is_none();
-    let local_unit = standalone.then_some(LOCAL_TRANSFORM_UNIT);
-    dispatch::recover(&state, local_unit).await;
-    let loops = dispatch::spawn_loops(state.clone());
-    let units = if standalone {
-        Some(start_local_units(&state, addr)?)
+    let local_units: &[&str] = if standalone {
+        &[LOCAL_TRANSFORM_UNIT, LOCAL_PUBLISHER_UNIT]
     } else {
-        None
+        &[]
+    };
+    dispatch::recover(&state, local_units).await;
+    let loops = dispatch::spawn_loops(state.clone());
+    let (units, public_url) = if standalone {
+        let (units, url) = start_local_units(&state, addr).await?;
+        (Some(units), Some(url))
+    } else {
+        (None, None)
     };
     Ok(Running {
         addr,
+        public_url,
         state,
         server,
         background: Background { loops, units },
@@ -208,6 +242,9 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         "orchestra listening on http://{}/api/v1",
         running.addr
     );
+    if let Some(url) = &running.public_url {
+        tracing::info!("in-process publisher serving published medias at {url}/medias/");
+    }
     running.server.await??;
     tracing::info!("orchestra stopped");
     Ok(())

@@ -6,7 +6,6 @@ use oscied_protocol::TaskStatus;
 use oscied_protocol::job::tmp_dir;
 use oscied_protocol::node::{
     ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
-    STALE_ATTEMPT,
 };
 use oscied_protocol::queue::{TRANSFORM_QUEUE, check_queue_name};
 use oscied_protocol::{EncoderName, broker::MAX_PRIORITY};
@@ -17,7 +16,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::dispatch;
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::move_to;
+use crate::lifecycle::{self, Lifecycle, check_holder, lease, move_to, stale};
 use crate::medias::{Metadata, check_metadata};
 use crate::models::{Media, MediaStatus, Progress, TransformTask, now};
 use crate::state::AppState;
@@ -40,14 +39,6 @@ pub struct NewTransformTask {
     pub queue: Option<String>,
     /// 0 (default) to 9; higher runs first.
     pub priority: Option<u8>,
-}
-
-fn stale(message: impl Into<String>) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::CONFLICT,
-        STALE_ATTEMPT,
-        message.into(),
-    )
 }
 
 /// Create the PENDING output media and the task, then queue it (or leave it to the dispatch
@@ -225,55 +216,20 @@ async fn discard_output(state: &AppState, task: &TransformTask) {
     }
 }
 
-fn lease(state: &AppState) -> chrono::Duration {
-    chrono::Duration::seconds(state.config.task_lease_secs as i64)
-}
-
-/// A unit claims an attempt it received. Only the current attempt of a queued task can be
-/// claimed; the same unit claiming again (a redelivery) is answered the same.
+/// A unit claims an attempt it received (see [`lifecycle::claim`]).
 pub async fn claim(state: &AppState, id: Uuid, req: ClaimRequest) -> ApiResult<ClaimAnswer> {
     let _guard = state.locks.lock(id).await;
     let mut task = load(state, id).await?;
-    if req.attempt != task.attempt {
-        return Err(stale(format!(
-            "attempt {} of task {id} is stale: the current attempt is {}",
-            req.attempt, task.attempt
-        )));
-    }
-    let answer = ClaimAnswer {
-        task_id: id,
-        attempt: task.attempt,
-        lease_secs: state.config.task_lease_secs,
-    };
-    if task.status.is_queued() {
-        move_to(&mut task, TaskStatus::Started)?;
-        task.unit_id = Some(req.unit_id);
-        task.lease_expires_at = Some(now() + lease(state));
+    if lifecycle::claim(&mut task, &req, lease(state))? {
         task.progress = None;
         save(state, &task).await?;
         tracing::info!(task = %id, attempt = task.attempt, unit = ?task.unit_id, "transform task started");
-        return Ok(answer);
     }
-    if task.status.is_running() && task.unit_id.as_deref() == Some(req.unit_id.as_str()) {
-        return Ok(answer);
-    }
-    Err(stale(format!(
-        "task {id} is {} and not claimable by unit {}",
-        task.status, req.unit_id
-    )))
-}
-
-/// The current attempt of a running task, held by this unit.
-fn check_holder(task: &TransformTask, unit_id: &str, attempt: u32) -> ApiResult<()> {
-    if attempt != task.attempt || task.unit_id.as_deref() != Some(unit_id) {
-        return Err(stale(format!(
-            "unit {unit_id} attempt {attempt} does not hold task {} (attempt {}, unit {})",
-            task.id,
-            task.attempt,
-            task.unit_id.as_deref().unwrap_or("none")
-        )));
-    }
-    Ok(())
+    Ok(ClaimAnswer {
+        task_id: id,
+        attempt: task.attempt,
+        lease_secs: state.config.task_lease_secs,
+    })
 }
 
 /// Progress (or a bare heartbeat) renews the lease; the answer tells a revoked task's unit to
@@ -289,7 +245,7 @@ pub async fn progress(
     if !task.status.is_running() {
         return Err(stale(format!("task {id} is {}: stop", task.status)));
     }
-    task.lease_expires_at = Some(now() + lease(state));
+    task.renew(now() + lease(state));
     if let Some(report) = req.progress {
         if task.status == TaskStatus::Started {
             move_to(&mut task, TaskStatus::Progress)?;

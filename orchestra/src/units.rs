@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
 use crate::models::{ListOptions, TaskFilter, Unit, now};
+use crate::publications;
 use crate::state::AppState;
 
 /// A unit id is what `OSCIED_UNIT_ID` says (default a UUID): 1–128 of letters, digits and
@@ -43,7 +44,13 @@ pub async fn heartbeat(state: &AppState, id: String, beat: UnitHeartbeat) -> Api
         check_queue_name(queue).map_err(|e| ApiError::invalid(format!("queues: {e}")))?;
     }
     let at = now();
-    let registered_at = match state.store.get_unit(&id).await? {
+    let known = state.store.get_unit(&id).await?;
+    // Back after an absence (or new): a publisher is sent again what it has to unpublish.
+    let returning = beat.kind == UnitKind::Publisher
+        && known
+            .as_ref()
+            .is_none_or(|k| !with_online(k.clone()).online);
+    let registered_at = match known {
         Some(known) => known.registered_at,
         None => {
             tracing::info!(unit = %id, kind = beat.kind.as_str(), hostname = %beat.hostname,
@@ -66,6 +73,10 @@ pub async fn heartbeat(state: &AppState, id: String, beat: UnitHeartbeat) -> Api
         registered_at,
     };
     state.store.put_unit(&unit).await?;
+    if returning {
+        let (state, id) = (state.clone(), unit.id.clone());
+        tokio::spawn(async move { publications::resend_unpublish(&state, &id).await });
+    }
     Ok(unit)
 }
 
@@ -96,7 +107,7 @@ pub struct QueueView {
 }
 
 /// The kind's default queue, every queue an online unit of `kind` consumes and every queue an
-/// active transform task is in (publisher tasks join with issue 4).
+/// active task of that kind is in.
 pub async fn queues(state: &AppState, kind: UnitKind) -> ApiResult<Vec<QueueView>> {
     let mut views: BTreeMap<String, QueueView> = BTreeMap::new();
     let blank = |name: &str| QueueView {
@@ -127,16 +138,29 @@ pub async fn queues(state: &AppState, kind: UnitKind) -> ApiResult<Vec<QueueView
         ..TaskFilter::default()
     };
     let opts = ListOptions::oldest_first(10_000);
-    for task in state
-        .store
-        .list_transform_tasks(&filter, &opts)
-        .await?
-        .items
-    {
-        let view = views
-            .entry(task.queue.clone())
-            .or_insert_with(|| blank(&task.queue));
-        if task.status.is_queued() {
+    let tasks: Vec<(String, TaskStatus)> = match kind {
+        UnitKind::Transform => state
+            .store
+            .list_transform_tasks(&filter, &opts)
+            .await?
+            .items
+            .into_iter()
+            .map(|t| (t.queue, t.status))
+            .collect(),
+        UnitKind::Publisher => state
+            .store
+            .list_publisher_tasks(&filter, &opts)
+            .await?
+            .items
+            .into_iter()
+            // An unpublish waits in its unit's own queue, not in the task's.
+            .filter(|t| t.publish_uri.is_none())
+            .map(|t| (t.queue, t.status))
+            .collect(),
+    };
+    for (queue, status) in tasks {
+        let view = views.entry(queue.clone()).or_insert_with(|| blank(&queue));
+        if status.is_queued() {
             view.pending += 1;
         } else {
             view.running += 1;

@@ -6,8 +6,8 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use orchestra::models::{
-    ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress, TaskFilter, Token,
-    TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
+    ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress, PublisherTask,
+    TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
 use orchestra::store::{Store, StoreError};
 use oscied_protocol::node::UnitKind;
@@ -66,6 +66,11 @@ contract!(
     task_list_filters,
     task_list_dispatch_and_lease_filters,
     task_list_sort_and_paging,
+    publisher_task_crud_round_trips_every_field,
+    publisher_task_update_missing_is_false,
+    publisher_task_list_filters,
+    publisher_task_list_dispatch_and_lease_filters,
+    publisher_task_list_sort_and_paging,
     unit_put_get_list,
 );
 
@@ -170,20 +175,158 @@ fn task(user_id: Uuid, media_in_id: Uuid, queue: &str, minute: i64) -> Transform
     }
 }
 
+/// A fresh PENDING publication of `media_id` by `user_id`, as the API creates it.
+fn publication(user_id: Uuid, media_id: Uuid, queue: &str, minute: i64) -> PublisherTask {
+    PublisherTask {
+        id: Uuid::new_v4(),
+        user_id,
+        media_id,
+        queue: queue.to_owned(),
+        status: TaskStatus::Pending,
+        attempt: 1,
+        publish_uri: None,
+        unit_id: None,
+        error: None,
+        created_at: at(minute),
+        started_at: None,
+        finished_at: None,
+        dispatched_at: None,
+        lease_expires_at: None,
+    }
+}
+
+/// Where `unit_id` serves `media_id`'s file once published.
+fn public_uri(unit_id: &str, media_id: Uuid) -> String {
+    let host = unit_id.split('.').next().unwrap_or(unit_id);
+    format!("http://{host}.example.org:5080/medias/{media_id}/clip%20final.mp4")
+}
+
 /// `task`, taken by `unit_id`: dispatched, started and leased.
-fn running(
-    mut task: TransformTask,
-    unit_id: &str,
-    status: TaskStatus,
-    lease: i64,
-) -> TransformTask {
-    let minute = (task.created_at - at(0)).num_minutes();
-    task.status = status;
-    task.unit_id = Some(unit_id.to_owned());
-    task.dispatched_at = Some(at(minute) + Duration::milliseconds(40));
-    task.started_at = Some(at(minute + 1));
-    task.lease_expires_at = Some(at(lease));
+fn running<T: StoredTask>(mut task: T, unit_id: &str, status: TaskStatus, lease: i64) -> T {
+    let state = task.state();
+    let minute = (state.created_at - at(0)).num_minutes();
+    *state.status = status;
+    *state.unit_id = Some(unit_id.to_owned());
+    *state.dispatched_at = Some(at(minute) + Duration::milliseconds(40));
+    *state.started_at = Some(at(minute + 1));
+    *state.lease_expires_at = Some(at(lease));
     task
+}
+
+/// A task of either kind with its store calls: the contract parts transform and publisher
+/// tasks share are written once over it.
+trait StoredTask: Clone + PartialEq + std::fmt::Debug {
+    /// The kind's default queue and another, named one.
+    const QUEUE: &'static str;
+    const OTHER_QUEUE: &'static str;
+    /// The host part of the kind's unit ids ([`unit_id`]).
+    const HOST: &'static str;
+    /// A fresh PENDING task of `user_id` on `media_id`, as the API creates it.
+    fn fresh(user_id: Uuid, media_id: Uuid, queue: &str, minute: i64) -> Self;
+    fn id(&self) -> Uuid;
+    fn state(&mut self) -> TaskState<'_>;
+    async fn create(&self, store: &dyn Store) -> Result<(), StoreError>;
+    async fn get(store: &dyn Store, id: Uuid) -> Result<Option<Self>, StoreError>;
+    async fn list(
+        store: &dyn Store,
+        filter: &TaskFilter,
+        opts: &ListOptions,
+    ) -> Result<Page<Self>, StoreError>;
+    async fn update(&self, store: &dyn Store) -> Result<bool, StoreError>;
+}
+
+/// The lifecycle fields both kinds have, borrowed to change them.
+struct TaskState<'a> {
+    created_at: DateTime<Utc>,
+    status: &'a mut TaskStatus,
+    attempt: &'a mut u32,
+    error: &'a mut Option<String>,
+    unit_id: &'a mut Option<String>,
+    started_at: &'a mut Option<DateTime<Utc>>,
+    finished_at: &'a mut Option<DateTime<Utc>>,
+    dispatched_at: &'a mut Option<DateTime<Utc>>,
+    lease_expires_at: &'a mut Option<DateTime<Utc>>,
+}
+
+macro_rules! stored_task {
+    (
+        $ty:ty, $queues:expr, $host:literal, $fresh:ident,
+        $create:ident, $get:ident, $list:ident, $update:ident
+    ) => {
+        impl StoredTask for $ty {
+            const QUEUE: &'static str = $queues.0;
+            const OTHER_QUEUE: &'static str = $queues.1;
+            const HOST: &'static str = $host;
+
+            fn fresh(user_id: Uuid, media_id: Uuid, queue: &str, minute: i64) -> Self {
+                $fresh(user_id, media_id, queue, minute)
+            }
+
+            fn id(&self) -> Uuid {
+                self.id
+            }
+
+            fn state(&mut self) -> TaskState<'_> {
+                TaskState {
+                    created_at: self.created_at,
+                    status: &mut self.status,
+                    attempt: &mut self.attempt,
+                    error: &mut self.error,
+                    unit_id: &mut self.unit_id,
+                    started_at: &mut self.started_at,
+                    finished_at: &mut self.finished_at,
+                    dispatched_at: &mut self.dispatched_at,
+                    lease_expires_at: &mut self.lease_expires_at,
+                }
+            }
+
+            async fn create(&self, store: &dyn Store) -> Result<(), StoreError> {
+                store.$create(self).await
+            }
+
+            async fn get(store: &dyn Store, id: Uuid) -> Result<Option<Self>, StoreError> {
+                store.$get(id).await
+            }
+
+            async fn list(
+                store: &dyn Store,
+                filter: &TaskFilter,
+                opts: &ListOptions,
+            ) -> Result<Page<Self>, StoreError> {
+                store.$list(filter, opts).await
+            }
+
+            async fn update(&self, store: &dyn Store) -> Result<bool, StoreError> {
+                store.$update(self).await
+            }
+        }
+    };
+}
+
+stored_task!(
+    TransformTask,
+    ("transform", "gpu"),
+    "encoder",
+    task,
+    create_transform_task,
+    get_transform_task,
+    list_transform_tasks,
+    update_transform_task
+);
+stored_task!(
+    PublisherTask,
+    ("publisher", "cdn"),
+    "publisher",
+    publication,
+    create_publisher_task,
+    get_publisher_task,
+    list_publisher_tasks,
+    update_publisher_task
+);
+
+/// Unit `n` of the kind: `encoder-01.transform`, `publisher-01.publisher`.
+fn unit_id<T: StoredTask>(n: u8) -> String {
+    format!("{}-{n:02}.{}", T::HOST, T::QUEUE)
 }
 
 fn progress(percent: f64, minute: i64) -> Progress {
@@ -273,8 +416,68 @@ fn media_ids(items: &[Media]) -> Vec<Uuid> {
     ids(items, |m| m.id)
 }
 
-fn task_ids(page: &Page<TransformTask>) -> Vec<Uuid> {
-    ids(&page.items, |t| t.id)
+fn task_ids<T: StoredTask>(page: &Page<T>) -> Vec<Uuid> {
+    ids(&page.items, T::id)
+}
+
+/// The total and the ids of one page of tasks.
+async fn task_page<T: StoredTask>(
+    store: &dyn Store,
+    filter: TaskFilter,
+    o: ListOptions,
+) -> (u64, Vec<Uuid>) {
+    let page = T::list(store, &filter, &o).await.expect("list");
+    (page.total, task_ids(&page))
+}
+
+/// The ids of all tasks matching `filter`, oldest first; the total must count them.
+async fn listed<T: StoredTask>(store: &dyn Store, filter: TaskFilter) -> Vec<Uuid> {
+    let (total, ids) =
+        task_page::<T>(store, filter.clone(), opts("created_at", false, 0, 100)).await;
+    assert_eq!(total, ids.len() as u64, "total of {filter:?}");
+    ids
+}
+
+fn of_user(user_id: Uuid) -> TaskFilter {
+    TaskFilter {
+        user_id: Some(user_id),
+        ..TaskFilter::default()
+    }
+}
+
+fn on_media(media_id: Uuid) -> TaskFilter {
+    TaskFilter {
+        media_id: Some(media_id),
+        ..TaskFilter::default()
+    }
+}
+
+fn with(statuses: &[TaskStatus]) -> TaskFilter {
+    TaskFilter {
+        statuses: statuses.to_vec(),
+        ..TaskFilter::default()
+    }
+}
+
+fn in_queue(queue: &str) -> TaskFilter {
+    TaskFilter {
+        queue: Some(queue.to_owned()),
+        ..TaskFilter::default()
+    }
+}
+
+fn on_unit(unit_id: &str) -> TaskFilter {
+    TaskFilter {
+        unit_id: Some(unit_id.to_owned()),
+        ..TaskFilter::default()
+    }
+}
+
+fn expired_before(t: DateTime<Utc>) -> TaskFilter {
+    TaskFilter {
+        lease_expired_before: Some(t),
+        ..TaskFilter::default()
+    }
 }
 
 fn all_statuses() -> Vec<MediaStatus> {
@@ -1083,34 +1286,38 @@ async fn task_crud_round_trips_every_field(store: &dyn Store) {
 }
 
 async fn task_update_missing_is_false(store: &dyn Store) {
-    let kept = task(Uuid::new_v4(), Uuid::new_v4(), "transform", 0);
-    store.create_transform_task(&kept).await.expect("create");
+    update_missing_is_false::<TransformTask>(store).await;
+}
+
+async fn update_missing_is_false<T: StoredTask>(store: &dyn Store) {
+    let (user, media) = (Uuid::new_v4(), Uuid::new_v4());
+    let kept = T::fresh(user, media, T::QUEUE, 0);
+    kept.create(store).await.expect("create");
     let ghost = running(
-        task(kept.user_id, kept.media_in_id, "transform", 1),
-        "encoder-01.transform",
+        T::fresh(user, media, T::QUEUE, 1),
+        &unit_id::<T>(1),
         TaskStatus::Started,
         5,
     );
-    assert!(
-        !store
-            .update_transform_task(&ghost)
-            .await
-            .expect("update missing")
-    );
+    assert!(!ghost.update(store).await.expect("update missing"));
     assert_eq!(
-        store.get_transform_task(ghost.id).await.expect("get"),
+        T::get(store, ghost.id()).await.expect("get"),
         None,
         "an update never creates"
     );
     assert_eq!(
-        store.get_transform_task(kept.id).await.expect("get"),
-        Some(kept)
+        T::get(store, kept.id()).await.expect("get"),
+        Some(kept.clone())
     );
-    let page = store
-        .list_transform_tasks(&TaskFilter::default(), &opts("created_at", false, 0, 10))
-        .await
-        .expect("list");
-    assert_eq!(page.total, 1);
+    assert_eq!(
+        task_page::<T>(
+            store,
+            TaskFilter::default(),
+            opts("created_at", false, 0, 10)
+        )
+        .await,
+        (1, vec![kept.id()])
+    );
 }
 
 async fn task_list_filters(store: &dyn Store) {
@@ -1153,14 +1360,7 @@ async fn task_list_filters(store: &dyn Store) {
     for t in tasks {
         store.create_transform_task(t).await.expect("create");
     }
-    let list = |filter: TaskFilter| async move {
-        let page = store
-            .list_transform_tasks(&filter, &opts("created_at", false, 0, 100))
-            .await
-            .expect("list");
-        assert_eq!(page.total, page.items.len() as u64, "total of {filter:?}");
-        task_ids(&page)
-    };
+    let list = |filter| listed::<TransformTask>(store, filter);
     let none = Vec::<Uuid>::new();
 
     assert_eq!(
@@ -1169,18 +1369,10 @@ async fn task_list_filters(store: &dyn Store) {
         "no filter: every task"
     );
 
-    let of_user = |user_id: Uuid| TaskFilter {
-        user_id: Some(user_id),
-        ..TaskFilter::default()
-    };
     assert_eq!(list(of_user(u1)).await, vec![t0.id, t1.id, t4.id]);
     assert_eq!(list(of_user(u2)).await, vec![t2.id, t3.id, t5.id]);
     assert_eq!(list(of_user(Uuid::new_v4())).await, none);
 
-    let on_media = |media_id: Uuid| TaskFilter {
-        media_id: Some(media_id),
-        ..TaskFilter::default()
-    };
     assert_eq!(list(on_media(m1)).await, vec![t0.id, t1.id, t5.id]);
     assert_eq!(
         list(on_media(m2)).await,
@@ -1190,10 +1382,6 @@ async fn task_list_filters(store: &dyn Store) {
     assert_eq!(list(on_media(t0.media_out_id)).await, vec![t0.id]);
     assert_eq!(list(on_media(t0.profile_id)).await, none);
 
-    let with = |statuses: &[TaskStatus]| TaskFilter {
-        statuses: statuses.to_vec(),
-        ..TaskFilter::default()
-    };
     assert_eq!(
         list(with(&[])).await.len(),
         tasks.len(),
@@ -1211,10 +1399,6 @@ async fn task_list_filters(store: &dyn Store) {
     );
     assert_eq!(list(with(&TaskStatus::ALL)).await.len(), tasks.len());
 
-    let in_queue = |queue: &str| TaskFilter {
-        queue: Some(queue.to_owned()),
-        ..TaskFilter::default()
-    };
     assert_eq!(list(in_queue("gpu")).await, vec![t2.id, t3.id]);
     assert_eq!(
         list(in_queue("transform")).await,
@@ -1222,10 +1406,6 @@ async fn task_list_filters(store: &dyn Store) {
     );
     assert_eq!(list(in_queue("GPU")).await, none, "queue names are exact");
 
-    let on_unit = |unit_id: &str| TaskFilter {
-        unit_id: Some(unit_id.to_owned()),
-        ..TaskFilter::default()
-    };
     assert_eq!(
         list(on_unit("encoder-01.transform")).await,
         vec![t1.id, t4.id, t5.id]
@@ -1257,60 +1437,44 @@ async fn task_list_filters(store: &dyn Store) {
     );
 
     // The total counts every page.
-    let page = store
-        .list_transform_tasks(&on_media(m1), &opts("created_at", true, 1, 1))
-        .await
-        .expect("list");
-    assert_eq!((page.total, task_ids(&page)), (3, vec![t1.id]));
-    let page = store
-        .list_transform_tasks(&of_user(u2), &ListOptions::count_only())
-        .await
-        .expect("count");
-    assert_eq!((page.total, page.items.len()), (3, 0));
+    assert_eq!(
+        task_page::<TransformTask>(store, on_media(m1), opts("created_at", true, 1, 1)).await,
+        (3, vec![t1.id])
+    );
+    assert_eq!(
+        task_page::<TransformTask>(store, of_user(u2), ListOptions::count_only()).await,
+        (3, vec![])
+    );
 }
 
 async fn task_list_dispatch_and_lease_filters(store: &dyn Store) {
+    dispatch_and_lease_filters::<TransformTask>(store).await;
+}
+
+async fn dispatch_and_lease_filters<T: StoredTask>(store: &dyn Store) {
     let (user, media) = (Uuid::new_v4(), Uuid::new_v4());
+    let fresh = |minute: i64, queue: &str| T::fresh(user, media, queue, minute);
+    let (queue, other) = (T::QUEUE, T::OTHER_QUEUE);
+    let (unit1, unit2) = (unit_id::<T>(1), unit_id::<T>(2));
     // Queued, not on the broker yet (the broker was down).
-    let queued = task(user, media, "transform", 0);
+    let queued = fresh(0, queue);
     // Queued and on the broker.
-    let mut sent = task(user, media, "transform", 1);
-    sent.dispatched_at = Some(at(1) + Duration::milliseconds(12));
+    let mut sent = fresh(1, queue);
+    *sent.state().dispatched_at = Some(at(1) + Duration::milliseconds(12));
     // A re-queued attempt whose message is not sent yet.
-    let mut retried = task(user, media, "gpu", 2);
-    retried.status = TaskStatus::Retry;
-    retried.attempt = 2;
-    retried.error = Some("lease expired on encoder-02.transform".to_owned());
+    let mut retried = fresh(2, other);
+    let state = retried.state();
+    *state.status = TaskStatus::Retry;
+    *state.attempt = 2;
+    *state.error = Some(format!("lease expired on {unit2}"));
     // Running, leases ending at minutes 10, 20 and 30.
-    let early = running(
-        task(user, media, "transform", 3),
-        "encoder-01.transform",
-        TaskStatus::Progress,
-        10,
-    );
-    let middle = running(
-        task(user, media, "transform", 4),
-        "encoder-01.transform",
-        TaskStatus::Started,
-        20,
-    );
-    let late = running(
-        task(user, media, "gpu", 5),
-        "encoder-02.transform",
-        TaskStatus::Revoking,
-        30,
-    );
+    let early = running(fresh(3, queue), &unit1, TaskStatus::Progress, 10);
+    let middle = running(fresh(4, queue), &unit1, TaskStatus::Started, 20);
+    let late = running(fresh(5, other), &unit2, TaskStatus::Revoking, 30);
     for t in [&queued, &sent, &retried, &early, &middle, &late] {
-        store.create_transform_task(t).await.expect("create");
+        t.create(store).await.expect("create");
     }
-    let list = |filter: TaskFilter| async move {
-        let page = store
-            .list_transform_tasks(&filter, &opts("created_at", false, 0, 100))
-            .await
-            .expect("list");
-        assert_eq!(page.total, page.items.len() as u64, "total of {filter:?}");
-        task_ids(&page)
-    };
+    let list = |filter| listed::<T>(store, filter);
     let none = Vec::<Uuid>::new();
 
     let undispatched = TaskFilter {
@@ -1319,16 +1483,16 @@ async fn task_list_dispatch_and_lease_filters(store: &dyn Store) {
     };
     assert_eq!(
         list(undispatched.clone()).await,
-        vec![queued.id, retried.id]
+        vec![queued.id(), retried.id()]
     );
     assert_eq!(
         list(TaskFilter {
-            queue: Some("gpu".to_owned()),
+            queue: Some(other.to_owned()),
             statuses: TaskStatus::QUEUED.to_vec(),
             ..undispatched.clone()
         })
         .await,
-        vec![retried.id]
+        vec![retried.id()]
     );
     assert_eq!(
         list(TaskFilter {
@@ -1339,77 +1503,51 @@ async fn task_list_dispatch_and_lease_filters(store: &dyn Store) {
         none
     );
 
-    let expired_before = |t: chrono::DateTime<Utc>| TaskFilter {
-        lease_expired_before: Some(t),
-        ..TaskFilter::default()
-    };
     assert_eq!(list(expired_before(at(0))).await, none);
     assert_eq!(list(expired_before(at(10))).await, none, "strictly before");
     assert_eq!(
         list(expired_before(at(10) + Duration::microseconds(1))).await,
-        vec![early.id]
+        vec![early.id()]
     );
     assert_eq!(
         list(expired_before(at(10) + Duration::nanoseconds(1))).await,
-        vec![early.id],
+        vec![early.id()],
         "a bound between two microseconds still counts"
     );
     assert_eq!(
         list(expired_before(at(20) - Duration::microseconds(1))).await,
-        vec![early.id]
+        vec![early.id()]
     );
     assert_eq!(
         list(expired_before(at(25))).await,
-        vec![early.id, middle.id]
+        vec![early.id(), middle.id()]
     );
     assert_eq!(
         list(expired_before(at(24 * 60))).await,
-        vec![early.id, middle.id, late.id],
+        vec![early.id(), middle.id(), late.id()],
         "null leases never expire"
     );
     assert_eq!(
         list(TaskFilter {
-            unit_id: Some("encoder-01.transform".to_owned()),
+            unit_id: Some(unit1),
             statuses: TaskStatus::RUNNING.to_vec(),
             ..expired_before(at(31))
         })
         .await,
-        vec![early.id, middle.id]
+        vec![early.id(), middle.id()]
     );
 }
 
 async fn task_list_sort_and_paging(store: &dyn Store) {
-    let (user, media) = (Uuid::new_v4(), Uuid::new_v4());
-    // created_at: 0..4. priority: 3, 9, 0, 5, 1. status: SUCCESS, PENDING, FAILURE,
-    // PROGRESS, REVOKED. started_at: 10, null, 5, 20, 15. finished_at: 30, null, 8, null, 25.
-    let specs: [(u8, TaskStatus, Option<i64>, Option<i64>); 5] = [
-        (3, TaskStatus::Success, Some(10), Some(30)),
-        (9, TaskStatus::Pending, None, None),
-        (0, TaskStatus::Failure, Some(5), Some(8)),
-        (5, TaskStatus::Progress, Some(20), None),
-        (1, TaskStatus::Revoked, Some(15), Some(25)),
-    ];
-    let tasks: Vec<TransformTask> = specs
-        .iter()
-        .enumerate()
-        .map(|(i, &(priority, status, started, finished))| {
-            let mut t = task(user, media, "transform", i as i64);
-            t.priority = priority;
-            t.status = status;
-            t.started_at = started.map(at);
-            t.finished_at = finished.map(at);
-            t
-        })
-        .collect();
-    for t in &tasks {
-        store.create_transform_task(t).await.expect("create");
-    }
-    let id = |i: usize| tasks[i].id;
-    let list = |filter: TaskFilter, o: ListOptions| async move {
-        let page = store.list_transform_tasks(&filter, &o).await.expect("list");
-        (page.total, task_ids(&page))
-    };
-    let all = || TaskFilter::default();
+    // The orders both kinds have, then priority: 3, 9, 0, 5, 1.
+    const PRIORITIES: [u8; 5] = [3, 9, 0, 5, 1];
+    let ids = sort_and_paging(store, |i, t: &mut TransformTask| {
+        t.priority = PRIORITIES[i];
+    })
+    .await;
+    let id = |i: usize| ids[i];
+    let list = |filter, o| task_page::<TransformTask>(store, filter, o);
+    let all = TaskFilter::default;
 
     assert_eq!(
         list(all(), opts("priority", true, 0, 10)).await,
@@ -1431,16 +1569,40 @@ async fn task_list_sort_and_paging(store: &dyn Store) {
     assert_eq!(list(all(), opts("priority", true, 5, 2)).await, (5, vec![]));
     assert_eq!(list(all(), opts("priority", true, 0, 0)).await, (5, vec![]));
     assert_eq!(
-        list(
-            TaskFilter {
-                statuses: TaskStatus::ACTIVE.to_vec(),
-                ..all()
-            },
-            opts("priority", true, 0, 1)
-        )
-        .await,
+        list(with(&TaskStatus::ACTIVE), opts("priority", true, 0, 1)).await,
         (2, vec![id(1)])
     );
+}
+
+/// Stores five tasks, created at minutes 0..4, with status SUCCESS, PENDING, FAILURE,
+/// PROGRESS, REVOKED; started_at 10, null, 5, 20, 15; finished_at 30, null, 8, null, 25 (each
+/// passed to `edit` first). Checks the orders and pages both kinds have; answers the ids.
+async fn sort_and_paging<T: StoredTask>(
+    store: &dyn Store,
+    edit: impl Fn(usize, &mut T),
+) -> Vec<Uuid> {
+    let (user, media) = (Uuid::new_v4(), Uuid::new_v4());
+    let specs: [(TaskStatus, Option<i64>, Option<i64>); 5] = [
+        (TaskStatus::Success, Some(10), Some(30)),
+        (TaskStatus::Pending, None, None),
+        (TaskStatus::Failure, Some(5), Some(8)),
+        (TaskStatus::Progress, Some(20), None),
+        (TaskStatus::Revoked, Some(15), Some(25)),
+    ];
+    let mut ids = Vec::new();
+    for (i, &(status, started, finished)) in specs.iter().enumerate() {
+        let mut t = T::fresh(user, media, T::QUEUE, i as i64);
+        let state = t.state();
+        *state.status = status;
+        *state.started_at = started.map(at);
+        *state.finished_at = finished.map(at);
+        edit(i, &mut t);
+        t.create(store).await.expect("create");
+        ids.push(t.id());
+    }
+    let id = |i: usize| ids[i];
+    let list = |filter, o| task_page::<T>(store, filter, o);
+    let all = TaskFilter::default;
 
     assert_eq!(
         list(all(), opts("created_at", true, 0, 10)).await,
@@ -1449,6 +1611,26 @@ async fn task_list_sort_and_paging(store: &dyn Store) {
     assert_eq!(
         list(all(), opts("created_at", false, 3, 10)).await,
         (5, vec![id(3), id(4)])
+    );
+    assert_eq!(
+        list(all(), opts("created_at", true, 1, 2)).await,
+        (5, vec![id(3), id(2)])
+    );
+    assert_eq!(
+        list(all(), opts("created_at", true, 4, 2)).await,
+        (5, vec![id(0)])
+    );
+    assert_eq!(
+        list(all(), opts("created_at", true, 5, 2)).await,
+        (5, vec![])
+    );
+    assert_eq!(
+        list(all(), opts("created_at", true, 0, 0)).await,
+        (5, vec![])
+    );
+    assert_eq!(
+        list(with(&TaskStatus::ACTIVE), opts("created_at", true, 0, 1)).await,
+        (2, vec![id(3)])
     );
     assert_eq!(
         list(all(), opts("status", false, 0, 10)).await,
@@ -1467,21 +1649,329 @@ async fn task_list_sort_and_paging(store: &dyn Store) {
         list(all(), opts("started_at", true, 0, 10)).await,
         (5, vec![id(3), id(4), id(0), id(2), id(1)])
     );
-    let finished = TaskFilter {
-        statuses: vec![
+    let finished = || {
+        with(&[
             TaskStatus::Success,
             TaskStatus::Failure,
             TaskStatus::Revoked,
-        ],
-        ..all()
+        ])
     };
     assert_eq!(
-        list(finished.clone(), opts("finished_at", false, 0, 10)).await,
+        list(finished(), opts("finished_at", false, 0, 10)).await,
         (3, vec![id(2), id(4), id(0)])
     );
     assert_eq!(
-        list(finished, opts("finished_at", true, 0, 2)).await,
+        list(finished(), opts("finished_at", true, 0, 2)).await,
         (3, vec![id(0), id(4)])
+    );
+    ids
+}
+
+async fn publisher_task_crud_round_trips_every_field(store: &dyn Store) {
+    // As created: every option null.
+    let mut p = publication(Uuid::new_v4(), Uuid::new_v4(), "publisher", 0);
+    store.create_publisher_task(&p).await.expect("create");
+    assert_eq!(
+        store.get_publisher_task(p.id).await.expect("get"),
+        Some(p.clone())
+    );
+    assert_eq!(
+        store
+            .get_publisher_task(Uuid::new_v4())
+            .await
+            .expect("get missing"),
+        None
+    );
+    let twin = PublisherTask {
+        queue: "cdn".to_owned(),
+        ..p.clone()
+    };
+    assert_conflict(store.create_publisher_task(&twin).await, "id");
+    assert_eq!(
+        store.get_publisher_task(p.id).await.expect("get"),
+        Some(p.clone()),
+        "a refused create changes nothing"
+    );
+
+    // Transform and publisher tasks are apart, even under one id.
+    let namesake = TransformTask {
+        id: p.id,
+        ..task(p.user_id, p.media_id, "transform", 1)
+    };
+    store
+        .create_transform_task(&namesake)
+        .await
+        .expect("a transform task with a publisher task's id");
+    assert_eq!(
+        store.get_transform_task(p.id).await.expect("get"),
+        Some(namesake.clone())
+    );
+    assert_eq!(
+        store.get_publisher_task(p.id).await.expect("get"),
+        Some(p.clone())
+    );
+
+    // Publishing, second attempt.
+    p.status = TaskStatus::Started;
+    p.attempt = 2;
+    p.error = Some("lease lost on publisher-01.publisher: retried".to_owned());
+    p.unit_id = Some("publisher-02.publisher".to_owned());
+    p.dispatched_at = Some(at(3) + Duration::microseconds(7));
+    p.started_at = Some(at(4));
+    p.lease_expires_at = Some(at(6));
+    assert!(store.update_publisher_task(&p).await.expect("update"));
+    assert_eq!(
+        store.get_publisher_task(p.id).await.expect("get"),
+        Some(p.clone())
+    );
+
+    // Published: the URI set, the lease cleared.
+    p.status = TaskStatus::Success;
+    p.publish_uri = Some(public_uri("publisher-02.publisher", p.media_id));
+    p.lease_expires_at = None;
+    p.finished_at = Some(at(5));
+    assert!(store.update_publisher_task(&p).await.expect("update"));
+    let back = store
+        .get_publisher_task(p.id)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(back, p);
+    assert_eq!(
+        serde_json::to_value(&back).expect("json"),
+        serde_json::to_value(&p).expect("json"),
+        "the JSON round-trips too"
+    );
+
+    // Unpublishing (the unpublish job on the broker), then unpublished: the URI is kept.
+    p.status = TaskStatus::Revoking;
+    p.dispatched_at = Some(at(9));
+    assert!(store.update_publisher_task(&p).await.expect("update"));
+    assert_eq!(
+        store.get_publisher_task(p.id).await.expect("get"),
+        Some(p.clone())
+    );
+    p.status = TaskStatus::Revoked;
+    p.error = None;
+    p.finished_at = Some(at(10));
+    assert!(store.update_publisher_task(&p).await.expect("update"));
+    assert_eq!(
+        store.get_publisher_task(p.id).await.expect("get"),
+        Some(p.clone())
+    );
+
+    // Every option back to null (the store checks no transition), listed as stored.
+    p.status = TaskStatus::Retry;
+    p.attempt = 3;
+    p.publish_uri = None;
+    p.unit_id = None;
+    p.started_at = None;
+    p.finished_at = None;
+    p.dispatched_at = None;
+    assert!(store.update_publisher_task(&p).await.expect("update"));
+    assert_eq!(
+        store.get_publisher_task(p.id).await.expect("get"),
+        Some(p.clone())
+    );
+    let all = || opts("created_at", false, 0, 10);
+    let page = store
+        .list_publisher_tasks(&TaskFilter::default(), &all())
+        .await
+        .expect("list");
+    assert_eq!((page.total, page.items), (1, vec![p]));
+    let page = store
+        .list_transform_tasks(&TaskFilter::default(), &all())
+        .await
+        .expect("list");
+    assert_eq!((page.total, page.items), (1, vec![namesake]));
+}
+
+async fn publisher_task_update_missing_is_false(store: &dyn Store) {
+    update_missing_is_false::<PublisherTask>(store).await;
+    // A transform task's id is no publisher task's.
+    let t = task(Uuid::new_v4(), Uuid::new_v4(), "transform", 2);
+    store.create_transform_task(&t).await.expect("create");
+    let p = PublisherTask {
+        id: t.id,
+        ..publication(t.user_id, t.media_in_id, "publisher", 2)
+    };
+    assert!(!store.update_publisher_task(&p).await.expect("update"));
+    assert_eq!(store.get_publisher_task(t.id).await.expect("get"), None);
+    assert_eq!(store.get_transform_task(t.id).await.expect("get"), Some(t));
+}
+
+async fn publisher_task_list_filters(store: &dyn Store) {
+    let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+    let (m1, m2, m3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (unit1, unit2) = ("publisher-01.publisher", "publisher-02.publisher");
+    let p0 = publication(u1, m1, "publisher", 0);
+    let p1 = running(
+        publication(u1, m1, "publisher", 1),
+        unit1,
+        TaskStatus::Started,
+        30,
+    );
+    let mut p2 = running(
+        publication(u2, m2, "cdn", 2),
+        unit2,
+        TaskStatus::Success,
+        12,
+    );
+    p2.lease_expires_at = None;
+    p2.finished_at = Some(at(4));
+    p2.publish_uri = Some(public_uri(unit2, m2));
+    let mut p3 = publication(u2, m3, "cdn", 3);
+    p3.status = TaskStatus::Retry;
+    p3.attempt = 2;
+    p3.unit_id = Some(unit2.to_owned());
+    let mut p4 = running(
+        publication(u1, m3, "publisher", 4),
+        unit1,
+        TaskStatus::Revoking,
+        20,
+    );
+    p4.publish_uri = Some(public_uri(unit1, m3));
+    let mut p5 = running(
+        publication(u2, m1, "publisher", 5),
+        unit1,
+        TaskStatus::Revoked,
+        9,
+    );
+    p5.lease_expires_at = None;
+    p5.finished_at = Some(at(8));
+    p5.publish_uri = Some(public_uri(unit1, m1));
+    let tasks = [&p0, &p1, &p2, &p3, &p4, &p5];
+    for p in tasks {
+        store.create_publisher_task(p).await.expect("create");
+    }
+    // A transform task matching most filters below: never listed with the publisher tasks.
+    let mut t = running(task(u1, m1, "publisher", 6), unit1, TaskStatus::Started, 30);
+    t.media_out_id = m2;
+    store.create_transform_task(&t).await.expect("create");
+    let list = |filter| listed::<PublisherTask>(store, filter);
+    let none = Vec::<Uuid>::new();
+
+    assert_eq!(
+        list(TaskFilter::default()).await,
+        vec![p0.id, p1.id, p2.id, p3.id, p4.id, p5.id],
+        "no filter: every publisher task"
+    );
+
+    assert_eq!(list(of_user(u1)).await, vec![p0.id, p1.id, p4.id]);
+    assert_eq!(list(of_user(u2)).await, vec![p2.id, p3.id, p5.id]);
+    assert_eq!(list(of_user(Uuid::new_v4())).await, none);
+
+    assert_eq!(list(on_media(m1)).await, vec![p0.id, p1.id, p5.id]);
+    assert_eq!(list(on_media(m2)).await, vec![p2.id]);
+    assert_eq!(list(on_media(m3)).await, vec![p3.id, p4.id]);
+    assert_eq!(
+        list(on_media(u1)).await,
+        none,
+        "media_id is the media's only"
+    );
+    assert_eq!(list(on_media(p0.id)).await, none);
+
+    assert_eq!(
+        list(with(&[])).await.len(),
+        tasks.len(),
+        "no statuses: every task"
+    );
+    assert_eq!(list(with(&TaskStatus::QUEUED)).await, vec![p0.id, p3.id]);
+    assert_eq!(list(with(&TaskStatus::RUNNING)).await, vec![p1.id, p4.id]);
+    assert_eq!(
+        list(with(&[TaskStatus::Success, TaskStatus::Revoked])).await,
+        vec![p2.id, p5.id]
+    );
+    assert_eq!(
+        list(with(&[TaskStatus::Failure, TaskStatus::Progress])).await,
+        none
+    );
+    assert_eq!(list(with(&TaskStatus::ALL)).await.len(), tasks.len());
+
+    assert_eq!(list(in_queue("cdn")).await, vec![p2.id, p3.id]);
+    assert_eq!(
+        list(in_queue("publisher")).await,
+        vec![p0.id, p1.id, p4.id, p5.id]
+    );
+    assert_eq!(list(in_queue("CDN")).await, none, "queue names are exact");
+
+    assert_eq!(list(on_unit(unit1)).await, vec![p1.id, p4.id, p5.id]);
+    assert_eq!(list(on_unit(unit2)).await, vec![p2.id, p3.id]);
+    assert_eq!(list(on_unit("publisher-03.publisher")).await, none);
+
+    let undispatched = TaskFilter {
+        undispatched: true,
+        ..TaskFilter::default()
+    };
+    assert_eq!(list(undispatched).await, vec![p0.id, p3.id]);
+    assert_eq!(list(expired_before(at(20))).await, none);
+    assert_eq!(list(expired_before(at(25))).await, vec![p4.id]);
+    assert_eq!(list(expired_before(at(31))).await, vec![p1.id, p4.id]);
+
+    // All at once.
+    let mine_publishing = TaskFilter {
+        user_id: Some(u1),
+        media_id: Some(m1),
+        statuses: vec![TaskStatus::Started, TaskStatus::Progress],
+        queue: Some("publisher".to_owned()),
+        unit_id: Some(unit1.to_owned()),
+        undispatched: false,
+        lease_expired_before: Some(at(31)),
+    };
+    assert_eq!(list(mine_publishing.clone()).await, vec![p1.id]);
+    assert_eq!(
+        list(TaskFilter {
+            media_id: Some(m2),
+            ..mine_publishing.clone()
+        })
+        .await,
+        none,
+        "the transform task's output is no publisher task's media"
+    );
+    assert_eq!(
+        listed::<TransformTask>(store, mine_publishing).await,
+        vec![t.id],
+        "and the publisher tasks are no transform tasks"
+    );
+
+    // The total counts every page.
+    assert_eq!(
+        task_page::<PublisherTask>(store, on_media(m1), opts("created_at", true, 1, 1)).await,
+        (3, vec![p1.id])
+    );
+    assert_eq!(
+        task_page::<PublisherTask>(store, of_user(u2), ListOptions::count_only()).await,
+        (3, vec![])
+    );
+}
+
+async fn publisher_task_list_dispatch_and_lease_filters(store: &dyn Store) {
+    dispatch_and_lease_filters::<PublisherTask>(store).await;
+}
+
+async fn publisher_task_list_sort_and_paging(store: &dyn Store) {
+    // The finished ones published a URI; the sorts answer whole tasks.
+    let ids = sort_and_paging(store, |_, p: &mut PublisherTask| {
+        p.unit_id = p.started_at.map(|_| "publisher-01.publisher".to_owned());
+        p.publish_uri = p
+            .finished_at
+            .map(|_| public_uri("publisher-01.publisher", p.media_id));
+    })
+    .await;
+    let page = store
+        .list_publisher_tasks(
+            &on_unit("publisher-01.publisher"),
+            &opts("finished_at", true, 0, 1),
+        )
+        .await
+        .expect("list");
+    assert_eq!(page.total, 4);
+    let first = page.items.first().expect("one item");
+    assert_eq!(first.id, ids[0]);
+    assert_eq!(first.finished_at, Some(at(30)));
+    assert_eq!(
+        first.publish_uri,
+        Some(public_uri("publisher-01.publisher", first.media_id))
     );
 }
 
@@ -1601,7 +2091,10 @@ mod mongo_connection {
                     "created_at",
                 ],
             ),
-            ("publisher_tasks", &["status", "user_id", "media_id"]),
+            (
+                "publisher_tasks",
+                &["status", "user_id", "media_id", "queue", "created_at"],
+            ),
         ] {
             let indexes = database
                 .collection::<mongodb::bson::Document>(collection)

@@ -101,6 +101,18 @@ fn check_output(stdout: &str, store: &str) {
         "the running task was revoked (202) and its output DELETED: {stdout}"
     );
     assert!(
+        stdout.contains("200 video/mp4") && stdout.contains("\n206\n"),
+        "the published URL serves the file, whole and by Range: {stdout}"
+    );
+    assert!(
+        stdout.contains("unpublish it first") && stdout.contains("\n404\n"),
+        "the published media could not be deleted; unpublished, its URL answers 404: {stdout}"
+    );
+    assert!(
+        stdout.contains("\n{}\n"),
+        "public_uris is empty once unpublished: {stdout}"
+    );
+    assert!(
         stdout.contains("\"Ada Lovelace\""),
         "the token works: {stdout}"
     );

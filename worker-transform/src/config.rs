@@ -2,16 +2,11 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+pub use oscied_protocol::unit::cli::{LogFormat, Queues, redact_uri};
+use oscied_protocol::unit::cli::{parse_queues, parse_unit_id};
 
 use crate::UnitConfig;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    #[default]
-    Human,
-    Json,
-}
 
 /// The OSCIED transform unit: consumes transform jobs and runs ffmpeg.
 #[derive(Clone, Parser)]
@@ -48,27 +43,6 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
-/// The checked queue list (a newtype, so clap takes the whole comma list as one value).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Queues(pub Vec<String>);
-
-fn parse_queues(s: &str) -> Result<Queues, String> {
-    oscied_protocol::queue::parse_queue_list(s).map(Queues)
-}
-
-/// The id goes into a URL path and log lines: 1–64 of `A-Z a-z 0-9 _ - .`.
-fn parse_unit_id(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        Ok(s.to_owned())
-    } else {
-        Err("a unit id has 1 to 64 letters, digits, '_', '-' or '.'".into())
-    }
-}
-
 impl Config {
     pub fn unit_config(&self) -> UnitConfig {
         let mut unit = UnitConfig::new(self.storage_root.clone());
@@ -96,24 +70,6 @@ impl std::fmt::Debug for Config {
             .field("heartbeat_secs", &self.heartbeat_secs)
             .field("log_format", &self.log_format)
             .finish()
-    }
-}
-
-/// `amqp://user:pass@host/vhost` → `amqp://user:***@host/vhost`.
-pub fn redact_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.to_owned();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => uri.to_owned(),
     }
 }
 

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use oscied_protocol::encoder::{EncoderName, ffmpeg_args, validate_encoder_string};
 use oscied_protocol::job::tmp_dir;
 use oscied_protocol::node::{CompleteRequest, TransformOutput};
+use oscied_protocol::unit::{self, Completion, LeaseEvent, Reporter, hide_root};
 use oscied_protocol::{ProgressReport, TaskStatus, TransformJob, probe};
 use tokio::sync::{oneshot, watch};
 
 use crate::Ctx;
 use crate::copy::{CopyWork, dir_size};
 use crate::ffmpeg::Ffmpeg;
-use crate::report::{self, Completion, LeaseEvent, Reporter};
 
 /// The encoder at work (one per attempt, so the box costs nothing).
 enum Work {
@@ -89,7 +89,8 @@ pub(crate) async fn run(
     };
     // The reporter lives until the completion is answered, so the lease holds while the
     // output is probed and while a completion waits for an orchestra restart.
-    let mut reporter = Reporter::spawn(ctx.clone(), task, attempt, lease_secs, work.progress());
+    let mut reporter =
+        Reporter::spawn(ctx.link.clone(), task, attempt, lease_secs, work.progress());
     let outcome = tokio::select! {
         result = work.finished() => Outcome::Done(result),
         event = reporter.events.recv() => match event {
@@ -240,7 +241,7 @@ async fn finish(
         output,
         publish_uri: None,
     };
-    match report::complete(ctx, task, &request).await {
+    match unit::complete(&ctx.link, task, &request).await {
         Completion::Answered(answer) => {
             tracing::info!(%task, attempt, asked = %status, status = %answer.status, "job completed");
             // Only an accepted SUCCESS moves the work dir into the media; anything else
@@ -253,21 +254,10 @@ async fn finish(
             tracing::warn!(%task, attempt, "completion refused as stale: {message}");
             remove_dir(work_dir).await;
         }
-        Completion::GaveUp => {
+        Completion::Refused(..) | Completion::Stopped => {
             remove_dir(work_dir).await;
         }
     }
-}
-
-/// Messages name files relative to the storage root, as the API does: the mount point of
-/// this host is nobody's business.
-fn hide_root(message: &str, root: &Path) -> String {
-    let root = root.to_string_lossy();
-    let root = root.trim_end_matches('/');
-    if root.is_empty() {
-        return message.to_owned();
-    }
-    message.replace(&format!("{root}/"), "")
 }
 
 async fn remove_dir(dir: &Path) {
@@ -324,14 +314,5 @@ mod tests {
         assert!(!plain_file_name("a/b"));
         assert!(!plain_file_name(".."));
         assert!(!plain_file_name(""));
-    }
-
-    #[test]
-    fn messages_hide_the_storage_root() {
-        let msg = "/srv/store/medias/a/in.mp4: Invalid data\n/srv/store/tmp/t/1/out.mp4";
-        assert_eq!(
-            hide_root(msg, Path::new("/srv/store/")),
-            "medias/a/in.mp4: Invalid data\ntmp/t/1/out.mp4"
-        );
     }
 }

@@ -2,6 +2,8 @@
 //! claims each task over the orchestra's node API, runs ffmpeg (or the copy encoder) under
 //! `tmp/<task>/<attempt>/` in the shared storage, reports progress (which is also its lease
 //! heartbeat), and completes the task with the probed output.
+//! The claim, the lease reporter, the completion retries and the unit heartbeat are the
+//! plumbing every unit kind shares ([`oscied_protocol::unit`]); this crate adds the encoders.
 //!
 //! The same code runs as the `worker-transform` binary (cluster mode, RabbitMQ) and inside
 //! the orchestra (standalone mode, in-process queues):
@@ -24,22 +26,18 @@ pub mod copy;
 pub mod ffmpeg;
 mod heartbeat;
 mod job;
-mod report;
 mod slot;
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use oscied_protocol::Broker;
 use oscied_protocol::client::NodeClient;
-use tokio::sync::watch;
+use oscied_protocol::node::UnitKind;
+use oscied_protocol::unit::{Running, UnitLink};
 use tokio::task::JoinSet;
 use uuid::Uuid;
-
-/// The node API's kind segment for this unit's routes.
-pub(crate) const KIND: &str = "transform";
 
 /// What a transform unit needs besides its broker and node client. Plain data: the binary
 /// fills it from flags, the orchestra from its own configuration.
@@ -94,13 +92,12 @@ impl TransformUnit {
         let mut config = self.config;
         config.concurrency = config.concurrency.max(1);
         config.heartbeat_secs = config.heartbeat_secs.max(1);
-        let (stop, stopped) = watch::channel(false);
+        let (link, stop) = UnitLink::new(self.client, config.unit_id.clone(), UnitKind::Transform);
         let ctx = Arc::new(Ctx {
             config,
             broker: self.broker,
-            client: self.client,
+            link,
             running: Running::default(),
-            shutdown: stopped,
         });
         tracing::info!(
             unit_id = %ctx.config.unit_id,
@@ -142,90 +139,18 @@ impl TransformUnit {
 pub(crate) struct Ctx {
     pub config: UnitConfig,
     pub broker: Arc<dyn Broker>,
-    pub client: NodeClient,
+    /// The node client, the unit id and the shutdown switch.
+    pub link: UnitLink,
     pub running: Running,
-    /// Turns true once, when the unit stops.
-    pub shutdown: watch::Receiver<bool>,
 }
 
 impl Ctx {
     /// Resolves once the unit is stopping.
     pub async fn stopped(&self) {
-        let mut rx = self.shutdown.clone();
-        // An error means the sender is gone, i.e. the unit is gone: stop too.
-        let _ = rx.wait_for(|stop| *stop).await;
+        self.link.stopped().await;
     }
 
     pub fn is_stopping(&self) -> bool {
-        *self.shutdown.borrow()
-    }
-}
-
-/// The attempts this unit runs now: for the heartbeat, and to skip a redelivery of a job
-/// already running here (its ack was lost).
-#[derive(Default)]
-pub(crate) struct Running {
-    attempts: Mutex<HashSet<(Uuid, u32)>>,
-}
-
-impl Running {
-    /// Register an attempt, unless this unit already runs this task at this attempt or a
-    /// later one. The guard unregisters it.
-    pub fn register(&self, task: Uuid, attempt: u32) -> Option<RunningGuard<'_>> {
-        let mut set = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
-        if set.iter().any(|&(t, a)| t == task && a >= attempt) {
-            return None;
-        }
-        set.insert((task, attempt));
-        Some(RunningGuard {
-            running: self,
-            key: (task, attempt),
-        })
-    }
-
-    /// Task ids, each once, sorted.
-    pub fn tasks(&self) -> Vec<Uuid> {
-        let set = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut tasks: Vec<Uuid> = set.iter().map(|&(t, _)| t).collect();
-        tasks.sort();
-        tasks.dedup();
-        tasks
-    }
-}
-
-pub(crate) struct RunningGuard<'a> {
-    running: &'a Running,
-    key: (Uuid, u32),
-}
-
-impl Drop for RunningGuard<'_> {
-    fn drop(&mut self) {
-        self.running
-            .attempts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.key);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn running_skips_redeliveries_but_not_later_attempts() {
-        let running = Running::default();
-        let task = Uuid::new_v4();
-        let first = running.register(task, 1).expect("first");
-        assert!(running.register(task, 1).is_none(), "same attempt again");
-        assert!(running.register(task, 0).is_none(), "an older attempt");
-        let second = running
-            .register(task, 2)
-            .expect("a later attempt is claimed");
-        assert_eq!(running.tasks(), vec![task]);
-        drop(first);
-        drop(second);
-        assert!(running.tasks().is_empty());
-        assert!(running.register(task, 1).is_some());
+        self.link.is_stopping()
     }
 }

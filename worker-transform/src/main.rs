@@ -6,8 +6,9 @@ use std::sync::Arc;
 use clap::Parser;
 use oscied_protocol::broker::AmqpBroker;
 use oscied_protocol::client::NodeClient;
+use oscied_protocol::unit::cli::{init_tracing, shutdown_signal};
 use worker_transform::TransformUnit;
-use worker_transform::config::{Config, LogFormat};
+use worker_transform::config::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -33,31 +34,4 @@ async fn main() -> ExitCode {
     let unit = TransformUnit::new(config.unit_config(), broker, client);
     unit.run(shutdown_signal()).await;
     ExitCode::SUCCESS
-}
-
-fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-    }
 }

@@ -6,6 +6,8 @@ mod health;
 mod medias;
 mod node;
 mod profiles;
+mod publisher_tasks;
+mod task_lists;
 mod transform_tasks;
 mod units;
 mod users;
@@ -73,6 +75,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(medias::routes())
         .merge(profiles::routes())
         .merge(transform_tasks::routes())
+        .merge(publisher_tasks::routes())
         .merge(units::routes())
         .merge(node::routes())
 }

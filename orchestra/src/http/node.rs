@@ -5,17 +5,17 @@ use axum::Json;
 use axum::extract::{Path, State};
 use oscied_protocol::node::{
     ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
-    UnitHeartbeat,
+    UnitHeartbeat, UnitKind,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiJson, parse_id};
 use crate::auth::Node;
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::models::Unit;
 use crate::state::AppState;
-use crate::{transforms, units};
+use crate::{publications, transforms, units};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -37,41 +37,75 @@ async fn heartbeat(
     Ok(Json(units::heartbeat(&state, unit_id, beat).await?))
 }
 
+/// `transform` or `publisher`: the kind segment of a task route.
+fn task_kind(kind: &str) -> ApiResult<UnitKind> {
+    match kind {
+        "transform" => Ok(UnitKind::Transform),
+        "publisher" => Ok(UnitKind::Publisher),
+        other => Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no task kind {other:?}: transform or publisher"),
+        )),
+    }
+}
+
 /// Claim the attempt a unit received; 409 `stale_attempt` means drop the message.
-#[utoipa::path(post, path = "/node/transform/tasks/{id}/claim", tag = "node", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/node/{kind}/tasks/{id}/claim", tag = "node",
+    params(("kind" = String, Path, description = "transform or publisher"), ("id" = String, Path)),
     request_body = ClaimRequest, responses((status = 200, body = ClaimAnswer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn claim(
     State(state): State<AppState>,
     _node: Node,
-    Path(id): Path<String>,
+    Path((kind, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> ApiResult<Json<ClaimAnswer>> {
-    let id = parse_id("transform task", &id)?;
-    Ok(Json(transforms::claim(&state, id, req).await?))
+    Ok(Json(match task_kind(&kind)? {
+        UnitKind::Transform => {
+            transforms::claim(&state, parse_id("transform task", &id)?, req).await?
+        }
+        UnitKind::Publisher => {
+            publications::claim(&state, parse_id("publisher task", &id)?, req).await?
+        }
+    }))
 }
 
 /// Progress or a bare heartbeat; renews the lease; `cancel` tells the unit to stop.
-#[utoipa::path(post, path = "/node/transform/tasks/{id}/progress", tag = "node", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/node/{kind}/tasks/{id}/progress", tag = "node",
+    params(("kind" = String, Path, description = "transform or publisher"), ("id" = String, Path)),
     request_body = ProgressRequest, responses((status = 200, body = ProgressAnswer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn progress(
     State(state): State<AppState>,
     _node: Node,
-    Path(id): Path<String>,
+    Path((kind, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<ProgressRequest>,
 ) -> ApiResult<Json<ProgressAnswer>> {
-    let id = parse_id("transform task", &id)?;
-    Ok(Json(transforms::progress(&state, id, req).await?))
+    Ok(Json(match task_kind(&kind)? {
+        UnitKind::Transform => {
+            transforms::progress(&state, parse_id("transform task", &id)?, req).await?
+        }
+        UnitKind::Publisher => {
+            publications::progress(&state, parse_id("publisher task", &id)?, req).await?
+        }
+    }))
 }
 
 /// Completion of an attempt, fenced by attempt; repeats answer the same.
-#[utoipa::path(post, path = "/node/transform/tasks/{id}/complete", tag = "node", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/node/{kind}/tasks/{id}/complete", tag = "node",
+    params(("kind" = String, Path, description = "transform or publisher"), ("id" = String, Path)),
     request_body = CompleteRequest, responses((status = 200, body = CompleteAnswer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn complete(
     State(state): State<AppState>,
     _node: Node,
-    Path(id): Path<String>,
+    Path((kind, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<CompleteRequest>,
 ) -> ApiResult<Json<CompleteAnswer>> {
-    let id = parse_id("transform task", &id)?;
-    Ok(Json(transforms::complete(&state, id, req).await?))
+    Ok(Json(match task_kind(&kind)? {
+        UnitKind::Transform => {
+            transforms::complete(&state, parse_id("transform task", &id)?, req).await?
+        }
+        UnitKind::Publisher => {
+            publications::complete(&state, parse_id("publisher task", &id)?, req).await?
+        }
+    }))
 }

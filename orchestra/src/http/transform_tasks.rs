@@ -3,18 +3,15 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use oscied_protocol::TaskStatus;
 use oscied_protocol::node::UnitKind;
-use serde::Deserialize;
-use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
-use super::{ApiJson, ApiQuery, list_options, list_owner, parse_id};
+use super::task_lists::TaskListQuery;
+use super::{ApiJson, ApiQuery, parse_id};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::models::{Page, TaskFilter, TransformTask};
+use crate::error::{ApiResult, ErrorBody};
+use crate::models::{Page, TransformTask};
 use crate::state::AppState;
 use crate::transforms::{self, NewTransformTask};
 use crate::units::{self, QueueView};
@@ -33,43 +30,6 @@ const SORTS: &[(&str, &str)] = &[
     ("status", "status"),
     ("priority", "priority"),
 ];
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct TaskListQuery {
-    /// PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, RETRY, REVOKING, REVOKED, or several
-    /// separated by commas. Default: all.
-    status: Option<String>,
-    /// Owner (admins; others only ever see their own).
-    user_id: Option<Uuid>,
-    /// Tasks whose input or output is this media.
-    media_id: Option<Uuid>,
-    queue: Option<String>,
-    /// Tasks held (or last held) by this unit.
-    unit_id: Option<String>,
-    /// Default 50, at most 1000.
-    limit: Option<u64>,
-    skip: Option<u64>,
-    /// created_at, started_at, finished_at, status, priority; `-` for descending.
-    /// Default: -created_at.
-    sort: Option<String>,
-}
-
-fn parse_statuses(raw: &str) -> ApiResult<Vec<TaskStatus>> {
-    raw.split(',')
-        .map(|s| {
-            TaskStatus::parse(s.trim()).ok_or_else(|| {
-                let all: Vec<_> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
-                ApiError::invalid(format!(
-                    "status {:?} is not one of {}",
-                    s.trim(),
-                    all.join(", ")
-                ))
-            })
-        })
-        .collect()
-}
 
 /// Launch a transform: creates the PENDING output media (parent_id = media_in_id) and queues
 /// the task.
@@ -93,30 +53,9 @@ async fn list_tasks(
     caller: Caller,
     ApiQuery(query): ApiQuery<TaskListQuery>,
 ) -> ApiResult<Json<Page<TransformTask>>> {
-    let opts = list_options(
-        query.limit,
-        query.skip,
-        query.sort.as_deref(),
-        SORTS,
-        "-created_at",
-    )?;
-    let mut filter = TaskFilter {
-        user_id: query.user_id,
-        media_id: query.media_id,
-        queue: query.queue,
-        unit_id: query.unit_id,
-        ..TaskFilter::default()
+    let Some((filter, opts)) = query.filter(&caller, SORTS)? else {
+        return Ok(Json(Page::empty()));
     };
-    if let Some(status) = &query.status {
-        filter.statuses = parse_statuses(status)?;
-    }
-    let Some(owner) = list_owner(&caller, filter.user_id) else {
-        return Ok(Json(Page {
-            items: vec![],
-            total: 0,
-        }));
-    };
-    filter.user_id = owner;
     Ok(Json(
         state.store.list_transform_tasks(&filter, &opts).await?,
     ))

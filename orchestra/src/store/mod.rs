@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::models::{
-    ListOptions, Media, MediaFilter, Page, ProfileFilter, TaskFilter, Token, TransformProfile,
-    TransformTask, Unit, User, UserFilter, UserRecord,
+    ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter, Token,
+    TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
 pub use mongo::MongoStore;
@@ -78,6 +78,16 @@ pub trait Store: Send + Sync + 'static {
         opts: &ListOptions,
     ) -> StoreResult<Page<TransformTask>>;
     async fn update_transform_task(&self, task: &TransformTask) -> StoreResult<bool>;
+
+    async fn create_publisher_task(&self, task: &PublisherTask) -> StoreResult<()>;
+    async fn get_publisher_task(&self, id: Uuid) -> StoreResult<Option<PublisherTask>>;
+    /// Sortable on `created_at`, `started_at`, `finished_at`, `status`.
+    async fn list_publisher_tasks(
+        &self,
+        filter: &TaskFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<PublisherTask>>;
+    async fn update_publisher_task(&self, task: &PublisherTask) -> StoreResult<bool>;
 
     /// Insert or replace the unit with this id.
     async fn put_unit(&self, unit: &Unit) -> StoreResult<()>;

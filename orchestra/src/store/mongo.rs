@@ -1,9 +1,9 @@
 //! The cluster store: MongoDB through the `mongodb` crate (tests run it on NX-27017).
 //!
 //! One collection per record kind: `users`, `medias`, `profiles`, `tokens`, `transform_tasks`,
-//! `units`. A document is the record's API JSON with `id` renamed `_id` (the UUID as a string;
-//! a token's `_id` is its hash, a unit's its unit id). Users also carry `mail_key` (the
-//! lowercased mail, unique) and `secret_hash`.
+//! `publisher_tasks`, `units`. A document is the record's API JSON with `id` renamed `_id`
+//! (the UUID as a string; a token's `_id` is its hash, a unit's its unit id). Users also carry
+//! `mail_key` (the lowercased mail, unique) and `secret_hash`.
 //!
 //! Models go through `serde_json::Value`, never through bson's own serializer: that one is
 //! not human-readable, so it would store UUIDs as binary and interpret extended-JSON keys
@@ -32,8 +32,8 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    ListOptions, Media, MediaFilter, Page, ProfileFilter, TaskFilter, Token, TransformProfile,
-    TransformTask, Unit, User, UserFilter, UserRecord,
+    ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter, Token,
+    TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
 /// The database when the URI names none.
@@ -53,6 +53,7 @@ pub struct MongoStore {
     profiles: Collection<Document>,
     tokens: Collection<Document>,
     transform_tasks: Collection<Document>,
+    publisher_tasks: Collection<Document>,
     units: Collection<Document>,
 }
 
@@ -83,6 +84,7 @@ impl MongoStore {
             profiles: db.collection("profiles"),
             tokens: db.collection("tokens"),
             transform_tasks: db.collection("transform_tasks"),
+            publisher_tasks: db.collection("publisher_tasks"),
             units: db.collection("units"),
             client,
         };
@@ -113,13 +115,10 @@ impl MongoStore {
                 .map_err(unavailable)?;
         }
         // Task lookups (by status for dispatch and reaping, by owner, by media for the
-        // "in use" checks, by queue, and the default order). The publisher tasks collection is
-        // filled from the publish pipeline on; creating its indexes now makes any cluster
-        // database ready for it.
-        let db = self.medias.namespace().db;
-        let task_keys: [(&str, &[&str]); 2] = [
+        // "in use" checks, by queue, and the default order).
+        let task_keys: [(&Collection<Document>, &[&str]); 2] = [
             (
-                "transform_tasks",
+                &self.transform_tasks,
                 &[
                     "status",
                     "user_id",
@@ -129,10 +128,12 @@ impl MongoStore {
                     "created_at",
                 ],
             ),
-            ("publisher_tasks", &["status", "user_id", "media_id"]),
+            (
+                &self.publisher_tasks,
+                &["status", "user_id", "media_id", "queue", "created_at"],
+            ),
         ];
-        for (collection, fields) in task_keys {
-            let coll = self.client.database(&db).collection::<Document>(collection);
+        for (coll, fields) in task_keys {
             for field in fields {
                 coll.create_index(IndexModel::builder().keys(doc! { *field: 1 }).build())
                     .await
@@ -374,54 +375,33 @@ impl Store for MongoStore {
         filter: &TaskFilter,
         opts: &ListOptions,
     ) -> StoreResult<Page<TransformTask>> {
-        let mut query = Document::new();
-        if let Some(user_id) = filter.user_id {
-            query.insert("user_id", user_id.to_string());
-        }
-        if let Some(media_id) = filter.media_id {
-            let media_id = media_id.to_string();
-            query.insert(
-                "$or",
-                vec![
-                    Bson::Document(doc! { "media_in_id": &media_id }),
-                    Bson::Document(doc! { "media_out_id": &media_id }),
-                ],
-            );
-        }
-        // Any of the statuses; none filters nothing.
-        if !filter.statuses.is_empty() {
-            let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
-            query.insert("status", doc! { "$in": statuses });
-        }
-        if let Some(queue) = &filter.queue {
-            query.insert("queue", queue);
-        }
-        if let Some(unit_id) = &filter.unit_id {
-            query.insert("unit_id", unit_id);
-        }
-        if filter.undispatched {
-            // Null or missing. An explicit `$eq`: NX-27017 counts a bare `null` match wrong.
-            query.insert("dispatched_at", doc! { "$eq": Bson::Null });
-        }
-        if let Some(t) = filter.lease_expired_before {
-            // A timestamp string before the bound; null and missing never are. Through `$expr`
-            // because NX-27017 runs a plain `$lt` on a date-like string through SQLite's
-            // datetime(), which drops the fraction of the second; inside an `$and` because its
-            // find (not its count) drops other top-level conditions beside `$type` + `$expr`.
-            let before = doc! { "$lt": ["$lease_expires_at", ts_bound(t)] };
-            query.insert(
-                "$and",
-                vec![
-                    Bson::Document(doc! { "lease_expires_at": { "$type": "string" } }),
-                    Bson::Document(doc! { "$expr": before }),
-                ],
-            );
-        }
+        let query = task_query(filter, &["media_in_id", "media_out_id"]);
         self.list(&self.transform_tasks, query, opts, "id").await
     }
 
     async fn update_transform_task(&self, task: &TransformTask) -> StoreResult<bool> {
         Self::replace(&self.transform_tasks, to_doc(task, "id")?, "id").await
+    }
+
+    async fn create_publisher_task(&self, task: &PublisherTask) -> StoreResult<()> {
+        Self::insert(&self.publisher_tasks, to_doc(task, "id")?, "id").await
+    }
+
+    async fn get_publisher_task(&self, id: Uuid) -> StoreResult<Option<PublisherTask>> {
+        Self::get(&self.publisher_tasks, &id.to_string(), "id").await
+    }
+
+    async fn list_publisher_tasks(
+        &self,
+        filter: &TaskFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<PublisherTask>> {
+        let query = task_query(filter, &["media_id"]);
+        self.list(&self.publisher_tasks, query, opts, "id").await
+    }
+
+    async fn update_publisher_task(&self, task: &PublisherTask) -> StoreResult<bool> {
+        Self::replace(&self.publisher_tasks, to_doc(task, "id")?, "id").await
     }
 
     async fn put_unit(&self, unit: &Unit) -> StoreResult<()> {
@@ -449,6 +429,52 @@ impl Store for MongoStore {
             .await?
             .items)
     }
+}
+
+/// The query of a task list; `media_id` matches any of `media_fields`.
+fn task_query(filter: &TaskFilter, media_fields: &[&str]) -> Document {
+    let mut query = Document::new();
+    if let Some(user_id) = filter.user_id {
+        query.insert("user_id", user_id.to_string());
+    }
+    if let Some(media_id) = filter.media_id {
+        let media_id = media_id.to_string();
+        let any: Vec<Bson> = media_fields
+            .iter()
+            .map(|field| Bson::Document(doc! { *field: &media_id }))
+            .collect();
+        query.insert("$or", any);
+    }
+    // Any of the statuses; none filters nothing.
+    if !filter.statuses.is_empty() {
+        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        query.insert("status", doc! { "$in": statuses });
+    }
+    if let Some(queue) = &filter.queue {
+        query.insert("queue", queue);
+    }
+    if let Some(unit_id) = &filter.unit_id {
+        query.insert("unit_id", unit_id);
+    }
+    if filter.undispatched {
+        // Null or missing. An explicit `$eq`: NX-27017 counts a bare `null` match wrong.
+        query.insert("dispatched_at", doc! { "$eq": Bson::Null });
+    }
+    if let Some(t) = filter.lease_expired_before {
+        // A timestamp string before the bound; null and missing never are. Through `$expr`
+        // because NX-27017 runs a plain `$lt` on a date-like string through SQLite's
+        // datetime(), which drops the fraction of the second; inside an `$and` because its
+        // find (not its count) drops other top-level conditions beside `$type` + `$expr`.
+        let before = doc! { "$lt": ["$lease_expires_at", ts_bound(t)] };
+        query.insert(
+            "$and",
+            vec![
+                Bson::Document(doc! { "lease_expires_at": { "$type": "string" } }),
+                Bson::Document(doc! { "$expr": before }),
+            ],
+        );
+    }
+    query
 }
 
 fn unique_index(keys: Document, name: &str) -> IndexModel {

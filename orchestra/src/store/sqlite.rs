@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    ListOptions, Media, MediaFilter, Page, ProfileFilter, TaskFilter, Token, TransformProfile,
-    TransformTask, Unit, User, UserFilter, UserRecord,
+    ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter, Token,
+    TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
 #[derive(Clone)]
@@ -59,6 +59,15 @@ CREATE INDEX IF NOT EXISTS transform_tasks_media_out
 CREATE INDEX IF NOT EXISTS transform_tasks_queue ON transform_tasks (json_extract(doc, '$.queue'));
 CREATE INDEX IF NOT EXISTS transform_tasks_created
     ON transform_tasks (json_extract(doc, '$.created_at'));
+CREATE TABLE IF NOT EXISTS publisher_tasks (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS publisher_tasks_user ON publisher_tasks (json_extract(doc, '$.user_id'));
+CREATE INDEX IF NOT EXISTS publisher_tasks_status
+    ON publisher_tasks (json_extract(doc, '$.status'));
+CREATE INDEX IF NOT EXISTS publisher_tasks_media
+    ON publisher_tasks (json_extract(doc, '$.media_id'));
+CREATE INDEX IF NOT EXISTS publisher_tasks_queue ON publisher_tasks (json_extract(doc, '$.queue'));
+CREATE INDEX IF NOT EXISTS publisher_tasks_created
+    ON publisher_tasks (json_extract(doc, '$.created_at'));
 CREATE TABLE IF NOT EXISTS units (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 ";
 
@@ -121,18 +130,53 @@ impl SqliteStore {
 
     async fn put_doc<T: Serialize>(
         &self,
-        sql: &'static str,
+        sql: impl Into<String>,
         values: Vec<Value>,
         doc: &T,
         unique: &'static str,
     ) -> StoreResult<usize> {
+        let sql = sql.into();
         let mut values = values;
         values.push(Value::Text(encode(doc)?));
         self.with(move |c| {
-            c.execute(sql, params_from_iter(values))
+            c.execute(&sql, params_from_iter(values))
                 .map_err(|e| conflict_or(e, unique))
         })
         .await
+    }
+
+    /// Insert `doc` into `table` (`id`, `doc` columns only); a taken id is a Conflict.
+    async fn insert_by_id<T: Serialize>(
+        &self,
+        table: &'static str,
+        id: Uuid,
+        doc: &T,
+    ) -> StoreResult<()> {
+        self.put_doc(
+            format!("INSERT INTO {table} (id, doc) VALUES (?1, ?2)"),
+            vec![Value::Text(id.to_string())],
+            doc,
+            "id",
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Replace the `doc` of `id` in `table`; false when it is gone.
+    async fn replace_by_id<T: Serialize>(
+        &self,
+        table: &'static str,
+        id: Uuid,
+        doc: &T,
+    ) -> StoreResult<bool> {
+        self.put_doc(
+            format!("UPDATE {table} SET doc = ?2 WHERE id = ?1"),
+            vec![Value::Text(id.to_string())],
+            doc,
+            "id",
+        )
+        .await
+        .map(|n| n > 0)
     }
 
     async fn delete(&self, table: &'static str, id: Uuid) -> StoreResult<bool> {
@@ -321,6 +365,36 @@ fn user_from_row(doc: &str, secret_hash: String) -> StoreResult<UserRecord> {
     })
 }
 
+/// The conditions of a task list; `media_id` matches any of `media_paths`.
+fn task_where(filter: &TaskFilter, media_paths: &[&str]) -> Where {
+    let mut w = Where::default();
+    if let Some(user_id) = filter.user_id {
+        w.eq("user_id", user_id);
+    }
+    if let Some(media_id) = filter.media_id {
+        w.eq_any_path(media_paths, media_id);
+    }
+    if !filter.statuses.is_empty() {
+        w.any_of(
+            "status",
+            filter.statuses.iter().map(|s| s.as_str().to_owned()),
+        );
+    }
+    if let Some(queue) = &filter.queue {
+        w.eq("queue", queue);
+    }
+    if let Some(unit_id) = &filter.unit_id {
+        w.eq("unit_id", unit_id);
+    }
+    if filter.undispatched {
+        w.is_null("dispatched_at");
+    }
+    if let Some(t) = filter.lease_expired_before {
+        w.before("lease_expires_at", t);
+    }
+    w
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
@@ -497,14 +571,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_transform_task(&self, task: &TransformTask) -> StoreResult<()> {
-        self.put_doc(
-            "INSERT INTO transform_tasks (id, doc) VALUES (?1, ?2)",
-            vec![Value::Text(task.id.to_string())],
-            task,
-            "id",
-        )
-        .await
-        .map(drop)
+        self.insert_by_id("transform_tasks", task.id, task).await
     }
 
     async fn get_transform_task(&self, id: Uuid) -> StoreResult<Option<TransformTask>> {
@@ -516,43 +583,33 @@ impl Store for SqliteStore {
         filter: &TaskFilter,
         opts: &ListOptions,
     ) -> StoreResult<Page<TransformTask>> {
-        let mut w = Where::default();
-        if let Some(user_id) = filter.user_id {
-            w.eq("user_id", user_id);
-        }
-        if let Some(media_id) = filter.media_id {
-            w.eq_any_path(&["media_in_id", "media_out_id"], media_id);
-        }
-        if !filter.statuses.is_empty() {
-            w.any_of(
-                "status",
-                filter.statuses.iter().map(|s| s.as_str().to_owned()),
-            );
-        }
-        if let Some(queue) = &filter.queue {
-            w.eq("queue", queue);
-        }
-        if let Some(unit_id) = &filter.unit_id {
-            w.eq("unit_id", unit_id);
-        }
-        if filter.undispatched {
-            w.is_null("dispatched_at");
-        }
-        if let Some(t) = filter.lease_expired_before {
-            w.before("lease_expires_at", t);
-        }
+        let w = task_where(filter, &["media_in_id", "media_out_id"]);
         self.list("transform_tasks", w, opts).await
     }
 
     async fn update_transform_task(&self, task: &TransformTask) -> StoreResult<bool> {
-        self.put_doc(
-            "UPDATE transform_tasks SET doc = ?2 WHERE id = ?1",
-            vec![Value::Text(task.id.to_string())],
-            task,
-            "id",
-        )
-        .await
-        .map(|n| n > 0)
+        self.replace_by_id("transform_tasks", task.id, task).await
+    }
+
+    async fn create_publisher_task(&self, task: &PublisherTask) -> StoreResult<()> {
+        self.insert_by_id("publisher_tasks", task.id, task).await
+    }
+
+    async fn get_publisher_task(&self, id: Uuid) -> StoreResult<Option<PublisherTask>> {
+        self.get_doc("publisher_tasks", "id", id.to_string()).await
+    }
+
+    async fn list_publisher_tasks(
+        &self,
+        filter: &TaskFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<PublisherTask>> {
+        let w = task_where(filter, &["media_id"]);
+        self.list("publisher_tasks", w, opts).await
+    }
+
+    async fn update_publisher_task(&self, task: &PublisherTask) -> StoreResult<bool> {
+        self.replace_by_id("publisher_tasks", task.id, task).await
     }
 
     async fn put_unit(&self, unit: &Unit) -> StoreResult<()> {

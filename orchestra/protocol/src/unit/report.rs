@@ -1,30 +1,31 @@
 //! Talking to the node API while an attempt runs: progress (which is also the lease
 //! heartbeat) and the completion, retried until the orchestra answers.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oscied_protocol::ProgressReport;
-use oscied_protocol::client::NodeError;
-use oscied_protocol::node::{CompleteAnswer, CompleteRequest, ProgressRequest};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::{Ctx, KIND};
+use super::UnitLink;
+use crate::client::NodeError;
+use crate::node::{CompleteAnswer, CompleteRequest, ProgressRequest};
+use crate::task::ProgressReport;
 
 /// What the orchestra told the reporter about the running attempt.
 #[derive(Debug)]
-pub(crate) enum LeaseEvent {
-    /// The task was revoked: kill, clean up, complete REVOKED.
+pub enum LeaseEvent {
+    /// The task was revoked: stop, clean up, complete REVOKED.
     Cancel,
-    /// The attempt is not current any more: kill, clean up, do not complete.
+    /// The attempt is not current any more: stop, clean up, do not complete.
     Stale(String),
 }
 
 /// Sends progress while an attempt runs; dropped (aborted) when the attempt is over.
-pub(crate) struct Reporter {
+#[derive(Debug)]
+pub struct Reporter {
     task: JoinHandle<()>,
+    /// At most one event, then the reporter ends.
     pub events: mpsc::Receiver<LeaseEvent>,
 }
 
@@ -32,15 +33,22 @@ impl Reporter {
     /// Report at most once a second when there is news, and a bare heartbeat at least every
     /// `lease_secs / 3` seconds even when there is none.
     pub fn spawn(
-        ctx: Arc<Ctx>,
+        link: UnitLink,
         task: Uuid,
         attempt: u32,
         lease_secs: u64,
         progress: watch::Receiver<Option<ProgressReport>>,
     ) -> Reporter {
         let (tx, events) = mpsc::channel(1);
-        let task = tokio::spawn(report_loop(ctx, task, attempt, lease_secs, progress, tx));
+        let task = tokio::spawn(report_loop(link, task, attempt, lease_secs, progress, tx));
         Reporter { task, events }
+    }
+
+    /// Bare lease heartbeats only, for work without a measurable progress.
+    pub fn heartbeats(link: UnitLink, task: Uuid, attempt: u32, lease_secs: u64) -> Reporter {
+        // The sender is dropped at once: the loop reads that as "no news will come".
+        let (_, progress) = watch::channel(None);
+        Reporter::spawn(link, task, attempt, lease_secs, progress)
     }
 }
 
@@ -51,13 +59,14 @@ impl Drop for Reporter {
 }
 
 async fn report_loop(
-    ctx: Arc<Ctx>,
+    link: UnitLink,
     task: Uuid,
     attempt: u32,
     lease_secs: u64,
     mut progress: watch::Receiver<Option<ProgressReport>>,
     events: mpsc::Sender<LeaseEvent>,
 ) {
+    let kind = link.kind.as_str();
     let beat_every = Duration::from_secs((lease_secs / 3).max(1));
     // The claim just renewed the lease.
     let mut last_ok = Instant::now();
@@ -79,11 +88,11 @@ async fn report_loop(
             continue;
         }
         let request = ProgressRequest {
-            unit_id: ctx.config.unit_id.clone(),
+            unit_id: link.unit_id.clone(),
             attempt,
             progress: pending.clone(),
         };
-        match ctx.client.progress(KIND, task, &request).await {
+        match link.client.progress(kind, task, &request).await {
             Ok(answer) => {
                 if failing {
                     tracing::info!(%task, attempt, "progress reports go through again");
@@ -113,20 +122,24 @@ async fn report_loop(
 
 /// How a completion ended.
 #[derive(Debug)]
-pub(crate) enum Completion {
+pub enum Completion {
     Answered(CompleteAnswer),
-    /// The attempt is not current: the caller cleans up.
+    /// The attempt is not current (or the task is gone): the caller cleans up.
     Stale(String),
-    /// Refused for good (bad secret or payload), or the unit stopped before an answer.
-    GaveUp,
+    /// Refused for good (bad secret or payload); logged here. The task is retried when its
+    /// lease lapses.
+    Refused(u16, String),
+    /// The unit stopped before an answer.
+    Stopped,
 }
 
 /// Complete the attempt, retrying with backoff while the orchestra is unavailable (an
 /// orchestra restart must lose nothing). Only the unit stopping ends the retries early.
-pub(crate) async fn complete(ctx: &Ctx, task: Uuid, request: &CompleteRequest) -> Completion {
+pub async fn complete(link: &UnitLink, task: Uuid, request: &CompleteRequest) -> Completion {
+    let kind = link.kind.as_str();
     let mut backoff = Duration::from_secs(1);
     loop {
-        match ctx.client.complete(KIND, task, request).await {
+        match link.client.complete(kind, task, request).await {
             Ok(answer) => return Completion::Answered(answer),
             Err(NodeError::Stale(message)) => return Completion::Stale(message),
             Err(NodeError::Refused(code, message)) => {
@@ -136,7 +149,7 @@ pub(crate) async fn complete(ctx: &Ctx, task: Uuid, request: &CompleteRequest) -
                     "the orchestra refused the completion ({code}): {message}; \
                      the task will be retried when its lease lapses"
                 );
-                return Completion::GaveUp;
+                return Completion::Refused(code, message);
             }
             Err(NodeError::Unavailable(e)) => {
                 tracing::warn!(
@@ -149,7 +162,7 @@ pub(crate) async fn complete(ctx: &Ctx, task: Uuid, request: &CompleteRequest) -
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
-            () = ctx.stopped() => return Completion::GaveUp,
+            () = link.stopped() => return Completion::Stopped,
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }

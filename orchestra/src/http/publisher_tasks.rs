@@ -1,0 +1,112 @@
+//! `/publisher/tasks` and `/publisher/queues`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use oscied_protocol::TaskStatus;
+use oscied_protocol::node::UnitKind;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::task_lists::TaskListQuery;
+use super::{ApiJson, ApiQuery, parse_id};
+use crate::auth::Caller;
+use crate::error::{ApiResult, ErrorBody};
+use crate::models::{Page, PublisherTask};
+use crate::publications::{self, NewPublisherTask};
+use crate::state::AppState;
+use crate::units::{self, QueueView};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tasks, create_task))
+        .routes(routes!(get_task, unpublish_task))
+        .routes(routes!(list_queues))
+}
+
+const SORTS: &[(&str, &str)] = &[
+    ("created_at", "created_at"),
+    ("started_at", "started_at"),
+    ("finished_at", "finished_at"),
+    ("status", "status"),
+];
+
+/// Publish a READY media: a publisher unit copies (or hard-links) its directory into its web
+/// root, checks the URL answers, and the task ends SUCCESS with `publish_uri`; the media's
+/// `public_uris` then holds it.
+#[utoipa::path(post, path = "/publisher/tasks", tag = "publisher", request_body = NewPublisherTask,
+    responses((status = 201, body = PublisherTask), (status = 404, description = "no such media", body = ErrorBody),
+        (status = 409, description = "the media is not READY, or already published or being published", body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn create_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(new): ApiJson<NewPublisherTask>,
+) -> ApiResult<(StatusCode, Json<PublisherTask>)> {
+    let task = publications::create(&state, &caller, new).await?;
+    Ok((StatusCode::CREATED, Json(task)))
+}
+
+/// List publisher tasks: one's own, or all for admins.
+#[utoipa::path(get, path = "/publisher/tasks", tag = "publisher", params(TaskListQuery),
+    responses((status = 200, body = Page<PublisherTask>), (status = 422, body = ErrorBody)))]
+async fn list_tasks(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<TaskListQuery>,
+) -> ApiResult<Json<Page<PublisherTask>>> {
+    let Some((filter, opts)) = query.filter(&caller, SORTS)? else {
+        return Ok(Json(Page::empty()));
+    };
+    Ok(Json(
+        state.store.list_publisher_tasks(&filter, &opts).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/publisher/tasks/{id}", tag = "publisher", params(("id" = String, Path)),
+    responses((status = 200, body = PublisherTask), (status = 404, body = ErrorBody)))]
+async fn get_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PublisherTask>> {
+    let id = parse_id("publisher task", &id)?;
+    Ok(Json(publications::find(&state, &caller, id).await?))
+}
+
+/// Unpublish. A queued publication is REVOKED at once (200). A running or finished one
+/// becomes REVOKING (202) and REVOKED once the unit holding the files has removed them; the
+/// URL then answers 404 and the media's `public_uris` no longer lists it. A unit that is away
+/// gets the job when it returns; until then the task stays REVOKING.
+#[utoipa::path(delete, path = "/publisher/tasks/{id}", tag = "publisher", params(("id" = String, Path)),
+    responses((status = 200, description = "revoked", body = PublisherTask), (status = 202, description = "unpublishing", body = PublisherTask),
+        (status = 404, body = ErrorBody), (status = 409, description = "failed or already unpublished", body = ErrorBody)))]
+async fn unpublish_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<PublisherTask>)> {
+    let id = parse_id("publisher task", &id)?;
+    let task = publications::unpublish(&state, &caller, id).await?;
+    let status = if task.status == TaskStatus::Revoked {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(task)))
+}
+
+/// The publisher queues, live: waiting and running publications, the online units consuming
+/// each.
+#[utoipa::path(get, path = "/publisher/queues", tag = "publisher",
+    responses((status = 200, body = Page<QueueView>)))]
+async fn list_queues(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> ApiResult<Json<Page<QueueView>>> {
+    let items = units::queues(&state, UnitKind::Publisher).await?;
+    Ok(Json(Page {
+        total: items.len() as u64,
+        items,
+    }))
+}

@@ -1,0 +1,82 @@
+//! The query of task lists, the same for transform and publisher tasks.
+
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use oscied_protocol::TaskStatus;
+
+use super::{list_options, list_owner};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::models::{ListOptions, TaskFilter};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TaskListQuery {
+    /// PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, RETRY, REVOKING, REVOKED, or several
+    /// separated by commas. Default: all.
+    status: Option<String>,
+    /// Owner (admins; others only ever see their own).
+    user_id: Option<Uuid>,
+    /// Transform tasks whose input or output is this media; publications of this media.
+    media_id: Option<Uuid>,
+    queue: Option<String>,
+    /// Tasks held (or last held) by this unit.
+    unit_id: Option<String>,
+    /// Default 50, at most 1000.
+    limit: Option<u64>,
+    skip: Option<u64>,
+    /// created_at, started_at, finished_at, status (and priority for transform tasks); `-`
+    /// for descending. Default: -created_at.
+    sort: Option<String>,
+}
+
+impl TaskListQuery {
+    /// The store filter and options for this caller; None when the caller may see nothing
+    /// of what was asked (another user's tasks).
+    pub fn filter(
+        self,
+        caller: &Caller,
+        sorts: &[(&str, &'static str)],
+    ) -> ApiResult<Option<(TaskFilter, ListOptions)>> {
+        let opts = list_options(
+            self.limit,
+            self.skip,
+            self.sort.as_deref(),
+            sorts,
+            "-created_at",
+        )?;
+        let statuses = match &self.status {
+            Some(status) => parse_statuses(status)?,
+            None => vec![],
+        };
+        let Some(owner) = list_owner(caller, self.user_id) else {
+            return Ok(None);
+        };
+        let filter = TaskFilter {
+            user_id: owner,
+            media_id: self.media_id,
+            statuses,
+            queue: self.queue,
+            unit_id: self.unit_id,
+            ..TaskFilter::default()
+        };
+        Ok(Some((filter, opts)))
+    }
+}
+fn parse_statuses(raw: &str) -> ApiResult<Vec<TaskStatus>> {
+    raw.split(',')
+        .map(|s| {
+            TaskStatus::parse(s.trim()).ok_or_else(|| {
+                let all: Vec<_> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::invalid(format!(
+                    "status {:?} is not one of {}",
+                    s.trim(),
+                    all.join(", ")
+                ))
+            })
+        })
+        .collect()
+}

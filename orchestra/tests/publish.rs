@@ -1,0 +1,165 @@
+//! The publisher task API with standalone mode's in-process publisher: real HTTP, real files,
+//! the unit's own web server. The cluster runs (RabbitMQ, `worker-publisher` processes) are
+//! in `tests/tests/publish.rs`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{App, As, assert_error, clip};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const MAIL: &str = "pat@example.com";
+const SECRET: &str = "pat-secret-123";
+const PAT: As = As::User(MAIL, SECRET);
+
+async fn wait_status(app: &App, id: &str, wanted: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, task) = app.get(&format!("/publisher/tasks/{id}"), PAT).await;
+        assert_eq!(status, StatusCode::OK, "{task}");
+        if task["status"] == wanted {
+            return task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publisher task never became {wanted}: {task}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn publish_serve_refuse_delete_unpublish() {
+    let app = App::start().await;
+    app.user(MAIL, SECRET, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path(), "talk.mp4", 2, 320, 240);
+    let stored = std::fs::read(&input).unwrap();
+    let (status, media) = app.upload(PAT, &input, "talk.mp4", "a talk").await;
+    assert_eq!(status, StatusCode::CREATED, "{media}");
+    let media_id = media["id"].as_str().unwrap().to_owned();
+
+    let (status, task) = app
+        .post("/publisher/tasks", PAT, json!({"media_id": media_id}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    assert_eq!(task["media_id"], media_id);
+    assert_eq!(task["queue"], "publisher");
+
+    // Once is enough: publishing it again is a 409 that names the task.
+    let again = app
+        .post("/publisher/tasks", PAT, json!({"media_id": media_id}))
+        .await;
+    assert_error(&again, StatusCode::CONFLICT, "illegal_state", &id);
+
+    let task = wait_status(&app, &id, "SUCCESS").await;
+    let uri = task["publish_uri"]
+        .as_str()
+        .expect("publish_uri")
+        .to_owned();
+    assert!(
+        uri.ends_with(&format!("/medias/{media_id}/talk.mp4")),
+        "{uri}"
+    );
+    assert_eq!(task["unit_id"], "standalone-publisher");
+    let (_, media) = app.get(&format!("/medias/{media_id}"), PAT).await;
+    assert_eq!(media["public_uris"][&id], uri.as_str(), "{media}");
+
+    // The bytes served are the bytes stored, with a player's content type, also by Range.
+    let client = reqwest::Client::new();
+    let full = client.get(&uri).send().await.unwrap();
+    assert_eq!(full.status(), StatusCode::OK);
+    assert_eq!(full.headers()["content-type"], "video/mp4");
+    assert_eq!(full.bytes().await.unwrap().as_ref(), stored.as_slice());
+    let part = client
+        .get(&uri)
+        .header("range", "bytes=100-1099")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &stored[100..1100]);
+
+    // A published media cannot be deleted; the answer says which publication holds it.
+    let refused = app.delete(&format!("/medias/{media_id}"), PAT).await;
+    assert_error(&refused, StatusCode::CONFLICT, "conflict", &id);
+
+    // Unpublish: REVOKING at once, REVOKED once the unit removed the files.
+    let (status, task) = app.delete(&format!("/publisher/tasks/{id}"), PAT).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+    assert_eq!(task["status"], "REVOKING");
+    wait_status(&app, &id, "REVOKED").await;
+    let gone = client.get(&uri).send().await.unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    let (_, media) = app.get(&format!("/medias/{media_id}"), PAT).await;
+    assert_eq!(media["public_uris"], json!({}), "{media}");
+    let twice = app.delete(&format!("/publisher/tasks/{id}"), PAT).await;
+    assert_error(&twice, StatusCode::CONFLICT, "illegal_state", "REVOKED");
+
+    // Free again: it can be published anew, and deleted once unpublished.
+    let (status, task) = app
+        .post("/publisher/tasks", PAT, json!({"media_id": media_id}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let second = task["id"].as_str().unwrap().to_owned();
+    wait_status(&app, &second, "SUCCESS").await;
+    app.delete(&format!("/publisher/tasks/{second}"), PAT).await;
+    wait_status(&app, &second, "REVOKED").await;
+    let (status, body) = app.delete(&format!("/medias/{media_id}"), PAT).await;
+    assert!(status.is_success(), "{status} {body}");
+
+    // Lists filter by media and status.
+    let (_, list) = app
+        .get(
+            &format!("/publisher/tasks?media_id={media_id}&status=REVOKED"),
+            PAT,
+        )
+        .await;
+    assert_eq!(list["total"], 2, "{list}");
+    let (_, queues) = app.get("/publisher/queues", PAT).await;
+    let publisher = queues["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "publisher")
+        .expect("the publisher queue is listed");
+    assert_eq!(
+        publisher["units"],
+        json!(["standalone-publisher"]),
+        "{queues}"
+    );
+}
+
+#[tokio::test]
+async fn bad_publications_are_refused_with_clear_errors() {
+    let app = App::start().await;
+    app.user(MAIL, SECRET, false).await;
+    let unknown = app
+        .post(
+            "/publisher/tasks",
+            PAT,
+            json!({"media_id": "6f1c2d3e-4b5a-4c6d-8e7f-000000000000"}),
+        )
+        .await;
+    assert_error(&unknown, StatusCode::NOT_FOUND, "not_found", "media");
+    let bad_queue = app
+        .post(
+            "/publisher/tasks",
+            PAT,
+            json!({"media_id": "6f1c2d3e-4b5a-4c6d-8e7f-000000000000", "queue": "a b"}),
+        )
+        .await;
+    assert_error(
+        &bad_queue,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "queue",
+    );
+    let (status, _) = app.get("/publisher/tasks/not-a-uuid", PAT).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, list) = app.get("/publisher/tasks?status=DONE", PAT).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{list}");
+}
