@@ -115,8 +115,27 @@ pub async fn publish(
         })?
 }
 
+/// The file in a publication naming the publication it is (its staging name, which a unit
+/// starts with its task id). Dot files are never served.
+pub const MARKER: &str = ".publication";
+
 /// Remove `<www_root>/medias/<media_id>/`; Ok when it was already gone (idempotent).
 pub async fn unpublish(www_root: &Path, media_id: Uuid) -> io::Result<()> {
+    remove_publication(www_root, media_id, None).await
+}
+
+/// Remove the media's publication only if it is `owner`'s (its staging name starts with
+/// `owner`): a late duplicate of an old task's unpublish job must not remove the files a
+/// newer publication of the same media put there. Ok (nothing done) otherwise.
+pub async fn unpublish_owned(www_root: &Path, media_id: Uuid, owner: &str) -> io::Result<()> {
+    remove_publication(www_root, media_id, Some(owner.to_owned())).await
+}
+
+async fn remove_publication(
+    www_root: &Path,
+    media_id: Uuid,
+    owner: Option<String>,
+) -> io::Result<()> {
     let www_root = www_root.to_path_buf();
     blocking(move || {
         let target = www_root.join(published_dir(media_id));
@@ -124,6 +143,14 @@ pub async fn unpublish(www_root: &Path, media_id: Uuid) -> io::Result<()> {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
+        }
+        if let Some(owner) = owner
+            && let Ok(marker) = fs::read_to_string(target.join(MARKER))
+            && !marker.trim().starts_with(&owner)
+        {
+            tracing::info!(media = %media_id, publication = %marker.trim(), %owner,
+                "left in place: the media was published again since");
+            return Ok(());
         }
         // Moved out of the served tree first: a client sees all of it or nothing.
         let staging_root = www_root.join(STAGING_DIR);
@@ -293,6 +320,8 @@ impl PublishJob {
         remove_any(&staging).map_err(io_err(&staging))?;
         fs::create_dir_all(&staging).map_err(io_err(&staging))?;
         let result = build(&source, &staging, cancel).and_then(|published| {
+            let marker = staging.join(MARKER);
+            fs::write(&marker, &self.staging_name).map_err(io_err(&marker))?;
             if cancel() {
                 return Err(PublishError::Cancelled);
             }

@@ -222,7 +222,9 @@ async fn discard(ctx: &Ctx, job: &PublishJob) {
     if ctx.running.has_later(job.task_id, job.attempt) {
         return;
     }
-    if let Err(e) = publish::unpublish(&ctx.config.www_root, job.media_id).await {
+    if let Err(e) =
+        publish::unpublish_owned(&ctx.config.www_root, job.media_id, &job.task_id.to_string()).await
+    {
         tracing::error!(
             task = %job.task_id, media = %job.media_id,
             "cannot remove a publication the orchestra does not hold: {e}"
@@ -234,7 +236,9 @@ async fn discard(ctx: &Ctx, job: &PublishJob) {
 /// once the orchestra took the REVOKED, so a unit killed in between does it again.
 async fn unpublish_job(ctx: &Ctx, job: &PublishJob, delivery: Delivery) {
     let (task, attempt) = (job.task_id, job.attempt);
-    if let Err(e) = publish::unpublish(&ctx.config.www_root, job.media_id).await {
+    if let Err(e) =
+        publish::unpublish_owned(&ctx.config.www_root, job.media_id, &job.task_id.to_string()).await
+    {
         tracing::error!(
             %task, media = %job.media_id,
             "cannot unpublish: {}; the job is retried", hide_roots(ctx, &e.to_string())

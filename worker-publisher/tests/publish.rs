@@ -12,7 +12,8 @@ use oscied_e2e::media::clip;
 use tempfile::TempDir;
 use uuid::Uuid;
 use worker_publisher::publish::{
-    PublishError, Published, STAGING_DIR, clean_staging, publish, published_ids, unpublish,
+    MARKER, PublishError, Published, STAGING_DIR, clean_staging, publish, published_ids, unpublish,
+    unpublish_owned,
 };
 
 fn never() -> impl Fn() -> bool + Send + Sync + 'static {
@@ -38,7 +39,10 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
                 dirs.push(entry.path());
             } else if file_type.is_file() {
                 let rel = entry.path().strip_prefix(dir).unwrap().to_path_buf();
-                files.insert(rel, fs::read(entry.path()).unwrap());
+                // The publication's own bookkeeping, not the media's.
+                if rel != Path::new(MARKER) {
+                    files.insert(rel, fs::read(entry.path()).unwrap());
+                }
             }
         }
     }
@@ -86,6 +90,7 @@ async fn same_filesystem_hard_links() {
     let source = tree(&dir);
     let target = published_path(&www, id);
     assert_eq!(tree(&target), source, "published bytes differ");
+    assert_eq!(fs::read_to_string(target.join(MARKER)).unwrap(), "task-1");
     assert_eq!(
         published,
         Published {
@@ -430,6 +435,38 @@ async fn unpublish_removes_and_is_idempotent() {
     assert!(storage.join(format!("medias/{id}/a.m3u8")).is_file());
     unpublish(&www, id).await.unwrap();
     assert!(staging_entries(&www).is_empty());
+}
+
+#[tokio::test]
+async fn a_late_unpublish_of_an_old_publication_leaves_the_new_one() {
+    let root = TempDir::new().unwrap();
+    let storage = root.path().join("storage");
+    let www = root.path().join("www");
+    let id = Uuid::new_v4();
+    let dir = media_dir(&storage, id);
+    fs::write(dir.join("a.mp4"), "movie").unwrap();
+    let uri = format!("medias/{id}/a.mp4");
+    let (old_task, new_task) = (Uuid::new_v4(), Uuid::new_v4());
+    publish(&storage, &www, id, &uri, &format!("{old_task}-1"), never())
+        .await
+        .unwrap();
+    // Unpublished, then published again by another task...
+    unpublish_owned(&www, id, &old_task.to_string())
+        .await
+        .unwrap();
+    assert!(!published_path(&www, id).exists());
+    publish(&storage, &www, id, &uri, &format!("{new_task}-1"), never())
+        .await
+        .unwrap();
+    // ...when a duplicate of the old task's unpublish job arrives: the new one stays.
+    unpublish_owned(&www, id, &old_task.to_string())
+        .await
+        .unwrap();
+    assert!(published_path(&www, id).join("a.mp4").is_file());
+    unpublish_owned(&www, id, &new_task.to_string())
+        .await
+        .unwrap();
+    assert!(!published_path(&www, id).exists());
 }
 
 #[tokio::test]
