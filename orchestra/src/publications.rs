@@ -10,7 +10,8 @@
 
 use oscied_protocol::TaskStatus;
 use oscied_protocol::node::{
-    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
+    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, HeldPublications, ProgressAnswer,
+    ProgressRequest,
 };
 use oscied_protocol::queue::{PUBLISHER_QUEUE, check_queue_name};
 use serde::Deserialize;
@@ -190,9 +191,10 @@ pub async fn unpublish(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult
         // Cancelled while publishing: the unit learns it from its lease reports.
         return Ok(task);
     }
-    Ok(dispatch::dispatch_publication(state, id)
-        .await
-        .unwrap_or(task))
+    // The answer is the REVOKING just recorded (202), even when a quick unit has confirmed
+    // by now: a script gets the same answer every time, and polls for REVOKED.
+    dispatch::dispatch_publication(state, id).await;
+    Ok(task)
 }
 
 /// A publisher claims an attempt it received.
@@ -379,6 +381,31 @@ pub async fn take_back(state: &AppState, id: Uuid) -> ApiResult<()> {
     }
     dispatch::dispatch_publication(state, id).await;
     Ok(())
+}
+
+/// The medias whose publication this unit holds: publishing, published, or being
+/// unpublished by it.
+pub async fn held(state: &AppState, unit_id: &str) -> ApiResult<HeldPublications> {
+    let filter = TaskFilter {
+        statuses: TaskStatus::RUNNING
+            .iter()
+            .copied()
+            .chain([TaskStatus::Success])
+            .collect(),
+        unit_id: Some(unit_id.to_owned()),
+        ..TaskFilter::default()
+    };
+    let mut media_ids: Vec<Uuid> = state
+        .store
+        .list_publisher_tasks(&filter, &ListOptions::oldest_first(100_000))
+        .await?
+        .items
+        .into_iter()
+        .map(|t| t.media_id)
+        .collect();
+    media_ids.sort();
+    media_ids.dedup();
+    Ok(HeldPublications { media_ids })
 }
 
 /// A publisher unit's heartbeats resumed after an absence: send it again the unpublish jobs

@@ -33,6 +33,7 @@ const OSCIED_VARS: &[&str] = &[
     "OSCIED_TASK_MAX_ATTEMPTS",
     "OSCIED_WWW_ROOT",
     "OSCIED_PUBLIC_URL",
+    "OSCIED_PUBLISHER_LISTEN",
 ];
 
 /// A running orchestra process, killed on drop. Its working directory holds `oscied-data/`
@@ -157,6 +158,9 @@ fn spawn_child(dir: &Path, port: u16, env: &[(String, String)]) -> Child {
     command
         .current_dir(dir)
         .env("OSCIED_LISTEN", format!("127.0.0.1:{port}"))
+        // Standalone's in-process publisher: any free port, so tests side by side do not
+        // fight for the default 5080 (`env` may name one).
+        .env("OSCIED_PUBLISHER_LISTEN", "127.0.0.1:0")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log file"))
@@ -184,34 +188,49 @@ pub fn curl(args: &[&str]) -> (u16, serde_json::Value) {
 /// `OSCIED_ORCHESTRA_BIN` overrides.
 pub fn binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    if let Some(path) = std::env::var_os("OSCIED_ORCHESTRA_BIN") {
-        return PathBuf::from(path);
-    }
-    BUILT
-        .get_or_init(|| {
-            build(
-                "orchestra",
-                &["orchestra", "worker-transform", "worker-publisher"],
-            )
-        })
-        .clone()
+    built_once(
+        &BUILT,
+        "OSCIED_ORCHESTRA_BIN",
+        "orchestra",
+        &["orchestra", "worker-transform", "worker-publisher"],
+    )
 }
 
 /// The `worker-transform` binary, as [`binary`] does for the orchestra.
 /// `OSCIED_WORKER_TRANSFORM_BIN` overrides.
 pub fn worker_transform_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    if let Some(path) = std::env::var_os("OSCIED_WORKER_TRANSFORM_BIN") {
+    built_once(
+        &BUILT,
+        "OSCIED_WORKER_TRANSFORM_BIN",
+        "worker-transform",
+        &["orchestra/protocol", "worker-transform"],
+    )
+}
+
+/// The `worker-publisher` binary, as [`binary`] does for the orchestra.
+/// `OSCIED_WORKER_PUBLISHER_BIN` overrides.
+pub fn worker_publisher_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    built_once(
+        &BUILT,
+        "OSCIED_WORKER_PUBLISHER_BIN",
+        "worker-publisher",
+        &["orchestra/protocol", "worker-publisher"],
+    )
+}
+
+/// `$override_var` when set, else [`build`] once per test process (kept in `cell`).
+fn built_once(
+    cell: &OnceLock<PathBuf>,
+    override_var: &str,
+    package: &str,
+    sources: &[&str],
+) -> PathBuf {
+    if let Some(path) = std::env::var_os(override_var) {
         return PathBuf::from(path);
     }
-    BUILT
-        .get_or_init(|| {
-            build(
-                "worker-transform",
-                &["orchestra/protocol", "worker-transform"],
-            )
-        })
-        .clone()
+    cell.get_or_init(|| build(package, sources)).clone()
 }
 
 /// Build `package`'s binary of the same name unless it is newer than its `sources` (dirs

@@ -237,6 +237,7 @@ impl PublisherUnit {
             broker = ctx.broker.kind(),
             "publisher unit started"
         );
+        reconcile(&ctx).await;
         let app = serve::router(ctx.config.www_root.clone(), ctx.config.unit_id.clone());
         let server_link = ctx.link.clone();
         let mut server = tokio::spawn(async move {
@@ -312,6 +313,47 @@ impl PublisherUnit {
             server.abort();
         }
         tracing::info!("publisher unit stopped");
+    }
+}
+
+/// Before taking any job, remove what this unit serves but no longer holds: a unit killed
+/// mid-publish (after its files were in place, before the orchestra heard of it) leaves a
+/// publication whose task then ran elsewhere. When the orchestra cannot say (it is not up
+/// yet), everything stays: serving a stale copy is better than removing a held one.
+async fn reconcile(ctx: &Ctx) {
+    let mut held = None;
+    for _ in 0..3 {
+        match ctx.link.client.held_publications(&ctx.config.unit_id).await {
+            Ok(answer) => {
+                held = Some(answer.media_ids);
+                break;
+            }
+            Err(e) => {
+                tracing::debug!("cannot list the publications this unit holds yet: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let Some(held) = held else {
+        tracing::warn!(
+            "the orchestra could not say which publications this unit holds; none removed"
+        );
+        return;
+    };
+    let published = match publish::published_ids(&ctx.config.www_root).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!("cannot list the web root: {e}");
+            return;
+        }
+    };
+    for media in published.into_iter().filter(|id| !held.contains(id)) {
+        match publish::unpublish(&ctx.config.www_root, media).await {
+            Ok(()) => tracing::info!(%media, "removed a publication this unit does not hold"),
+            Err(e) => {
+                tracing::warn!(%media, "cannot remove a publication this unit does not hold: {e}")
+            }
+        }
     }
 }
 

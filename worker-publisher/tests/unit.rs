@@ -11,12 +11,12 @@ use axum::Router;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
+use axum::routing::{get, post, put};
 use oscied_protocol::broker::{Broker, MemoryBroker};
 use oscied_protocol::client::NodeClient;
 use oscied_protocol::node::{
-    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
-    UnitHeartbeat, UnitKind,
+    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, HeldPublications, ProgressAnswer,
+    ProgressRequest, UnitHeartbeat, UnitKind,
 };
 use oscied_protocol::queue::unit_queue;
 use oscied_protocol::{PublishAction, PublishJob, TaskStatus};
@@ -37,6 +37,8 @@ struct Fake {
     progress: Vec<ProgressRequest>,
     completes: Vec<(Uuid, CompleteRequest)>,
     heartbeats: Vec<UnitHeartbeat>,
+    /// What the orchestra says the unit holds.
+    held: Vec<Uuid>,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -48,6 +50,13 @@ async fn heartbeat(
 ) -> Response {
     fake.lock().unwrap().heartbeats.push(beat);
     Json(json!({})).into_response()
+}
+
+async fn held(State(fake): State<Shared>, UrlPath(_id): UrlPath<String>) -> Response {
+    Json(HeldPublications {
+        media_ids: fake.lock().unwrap().held.clone(),
+    })
+    .into_response()
 }
 
 async fn claim(
@@ -125,9 +134,19 @@ impl Harness {
 
     /// `public_url` picks the unit's public URL from the fake orchestra's base URL.
     async fn start_with(fake: Fake, public_url: impl FnOnce(&str) -> Option<String>) -> Harness {
+        Harness::start_full(fake, public_url, |_| {}).await
+    }
+
+    /// `prepare` sees the www root before the unit starts.
+    async fn start_full(
+        fake: Fake,
+        public_url: impl FnOnce(&str) -> Option<String>,
+        prepare: impl FnOnce(&Path),
+    ) -> Harness {
         let fake = Arc::new(Mutex::new(fake));
         let app = Router::new()
             .route("/api/v1/node/units/{id}", put(heartbeat))
+            .route("/api/v1/node/units/{id}/publications", get(held))
             .route("/api/v1/node/publisher/tasks/{id}/claim", post(claim))
             .route("/api/v1/node/publisher/tasks/{id}/progress", post(progress))
             .route("/api/v1/node/publisher/tasks/{id}/complete", post(complete))
@@ -135,6 +154,7 @@ impl Harness {
         let api = serve(app).await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("storage")).unwrap();
+        prepare(&dir.path().join("www"));
         let broker = Arc::new(MemoryBroker::new());
         let client = NodeClient::new(&api, "node-secret").unwrap();
         let mut config = PublisherConfig::new(dir.path().join("storage"), dir.path().join("www"));
@@ -438,4 +458,43 @@ async fn a_taken_port_fails_at_bind() {
         panic!("bound a taken port");
     };
     assert!(e.to_string().contains("cannot listen on"), "{e}");
+}
+
+#[tokio::test]
+async fn a_starting_unit_removes_publications_it_does_not_hold() {
+    let (kept, orphan) = (Uuid::new_v4(), Uuid::new_v4());
+    let fake = Fake {
+        held: vec![kept],
+        ..Fake::default()
+    };
+    let h = Harness::start_full(
+        fake,
+        |_| None,
+        |www| {
+            for media in [kept, orphan] {
+                let dir = www.join(format!("medias/{media}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("a.mp4"), "movie").unwrap();
+            }
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = |media: Uuid| format!("{}/medias/{media}/a.mp4", h.public_url);
+    // The server starts once the web root is reconciled.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.get(url(kept)).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the unit never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = |r: reqwest::Response| r.status();
+    assert_eq!(
+        status(client.get(url(kept)).send().await.unwrap()),
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(client.get(url(orphan)).send().await.unwrap()),
+        StatusCode::NOT_FOUND
+    );
+    assert!(!h.www().join(format!("medias/{orphan}")).exists());
 }

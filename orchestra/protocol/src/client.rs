@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::node::{
-    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
-    STALE_ATTEMPT, UnitHeartbeat,
+    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, HeldPublications, ProgressAnswer,
+    ProgressRequest, STALE_ATTEMPT, UnitHeartbeat,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -73,11 +73,16 @@ impl NodeClient {
         path: &str,
         body: &B,
     ) -> Result<T, NodeError> {
-        let response = self
+        let request = self
             .http
-            .request(method, format!("{}{path}", self.base))
-            .basic_auth("node", Some(&self.secret))
-            .json(body)
+            .request(method.clone(), format!("{}{path}", self.base))
+            .basic_auth("node", Some(&self.secret));
+        let request = if method == reqwest::Method::GET {
+            request
+        } else {
+            request.json(body)
+        };
+        let response = request
             .send()
             .await
             .map_err(|e| NodeError::Unavailable(e.to_string()))?;
@@ -115,6 +120,15 @@ impl NodeClient {
             reqwest::Method::PUT,
             &format!("/node/units/{unit_id}"),
             beat,
+        )
+        .await
+    }
+
+    pub async fn held_publications(&self, unit_id: &str) -> Result<HeldPublications, NodeError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/node/units/{unit_id}/publications"),
+            &(),
         )
         .await
     }

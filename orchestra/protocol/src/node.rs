@@ -9,6 +9,7 @@
 //! | `POST /node/transform/tasks/{id}/progress` | [`ProgressRequest`] | 200 [`ProgressAnswer`]; 409 `stale_attempt` |
 //! | `POST /node/transform/tasks/{id}/complete` | [`CompleteRequest`] | 200 [`CompleteAnswer`]; 409 `stale_attempt` |
 //! | `POST /node/publisher/tasks/{id}/claim`, `.../progress`, `.../complete` | the same | the same |
+//! | `GET /node/units/{unit_id}/publications` | — | 200 [`HeldPublications`] |
 //!
 //! A publisher completes a publish with SUCCESS and `publish_uri`, and an unpublish (which it
 //! does not claim: it holds the task already) with REVOKED and the attempt that published.
@@ -57,6 +58,14 @@ pub struct UnitHeartbeat {
     pub running_tasks: Vec<Uuid>,
     /// How often the unit sends this; it is offline after three missed beats.
     pub heartbeat_secs: u64,
+}
+
+/// The medias whose publication a publisher unit holds (publishing, published, or being
+/// unpublished). A unit starting removes anything else from its web root: what a unit killed
+/// mid-publish left there, once its task went elsewhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HeldPublications {
+    pub media_ids: Vec<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

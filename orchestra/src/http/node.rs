@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use oscied_protocol::node::{
-    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
-    UnitHeartbeat, UnitKind,
+    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, HeldPublications, ProgressAnswer,
+    ProgressRequest, UnitHeartbeat, UnitKind,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,6 +20,7 @@ use crate::{publications, transforms, units};
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(heartbeat))
+        .routes(routes!(held_publications))
         .routes(routes!(claim))
         .routes(routes!(progress))
         .routes(routes!(complete))
@@ -35,6 +36,19 @@ async fn heartbeat(
     ApiJson(beat): ApiJson<UnitHeartbeat>,
 ) -> ApiResult<Json<Unit>> {
     Ok(Json(units::heartbeat(&state, unit_id, beat).await?))
+}
+
+/// What a publisher unit holds; a unit starting removes any other publication from its web
+/// root.
+#[utoipa::path(get, path = "/node/units/{unit_id}/publications", tag = "node", params(("unit_id" = String, Path)),
+    responses((status = 200, body = HeldPublications), (status = 422, body = ErrorBody)))]
+async fn held_publications(
+    State(state): State<AppState>,
+    _node: Node,
+    Path(unit_id): Path<String>,
+) -> ApiResult<Json<HeldPublications>> {
+    units::check_unit_id(&unit_id)?;
+    Ok(Json(publications::held(&state, &unit_id).await?))
 }
 
 /// `transform` or `publisher`: the kind segment of a task route.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use oscied_e2e::nx::NxServer;
 use oscied_e2e::orchestra::{Orchestra, curl};
 use oscied_e2e::rabbit::Vhost;
-use oscied_e2e::units::TransformUnit;
+use oscied_e2e::units::{PublisherUnit, TransformUnit};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -39,6 +39,7 @@ pub const FINAL: &[&str] = &["SUCCESS", "FAILURE", "REVOKED"];
 
 pub struct Cluster {
     // Field order is drop order: units and orchestra stop before their servers go.
+    pub publishers: Vec<PublisherUnit>,
     pub units: Vec<TransformUnit>,
     pub orchestra: Orchestra,
     pub vhost: Option<Vhost>,
@@ -71,6 +72,7 @@ impl Cluster {
         vars.extend_from_slice(env);
         let orchestra = Orchestra::start(&vars);
         let mut cluster = Cluster {
+            publishers: vec![],
             units: vec![],
             orchestra,
             vhost: Some(vhost),
@@ -98,6 +100,7 @@ impl Cluster {
             ("OSCIED_ROOT_SECRET", ROOT_SECRET),
         ]);
         let cluster = Cluster {
+            publishers: vec![],
             units: vec![],
             orchestra,
             vhost: None,
@@ -149,6 +152,13 @@ impl Cluster {
         for unit in &self.units {
             out.push_str(&format!(
                 "===== unit {} log (tail) =====\n{}\n",
+                unit.id(),
+                unit.log_tail()
+            ));
+        }
+        for unit in &self.publishers {
+            out.push_str(&format!(
+                "===== publisher {} log (tail) =====\n{}\n",
                 unit.id(),
                 unit.log_tail()
             ));
@@ -496,4 +506,338 @@ pub fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
     value[key]
         .as_str()
         .unwrap_or_else(|| panic!("no string {key:?} in {}", pretty(value)))
+}
+
+/// Publishing: `worker-publisher` units and the `/publisher` API.
+impl Cluster {
+    /// [`Cluster::start`], plus `publishers` publisher units `publisher-1`, `publisher-2`...
+    /// (each with its own port and www root), then waits until the broker sees every one of
+    /// them consuming the `publisher` queue.
+    pub fn with_publishers(units: usize, publishers: usize, env: &[(&str, &str)]) -> Cluster {
+        let mut cluster = Cluster::start(units, env);
+        for n in 1..=publishers {
+            cluster.add_publisher(&format!("publisher-{n}"), &[]);
+        }
+        cluster.wait_publisher_consumers();
+        cluster
+    }
+
+    /// What every unit of this cluster is given: the orchestra's URL, the node secret, the
+    /// shared storage root and the vhost's AMQP URI.
+    pub fn node_vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "OSCIED_API_URL",
+                format!("http://127.0.0.1:{}", self.orchestra.port()),
+            ),
+            ("OSCIED_NODE_SECRET", NODE_SECRET.to_owned()),
+            ("OSCIED_STORAGE_ROOT", self.storage().display().to_string()),
+            (
+                "OSCIED_AMQP_URI",
+                self.vhost.as_ref().expect("a cluster").uri(),
+            ),
+        ]
+    }
+
+    /// Start one more publisher unit on this cluster (queue `publisher`, heartbeat 1 s), with
+    /// `extra` variables on top (`OSCIED_WWW_ROOT`, say); it is listening when this returns.
+    pub fn add_publisher(&mut self, id: &str, extra: &[(&str, &str)]) {
+        let vars = self.node_vars();
+        let mut env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.extend([
+            ("OSCIED_QUEUES", "publisher"),
+            ("OSCIED_HEARTBEAT_SECS", "1"),
+        ]);
+        env.extend_from_slice(extra);
+        self.publishers.push(PublisherUnit::start(id, &env));
+    }
+
+    /// The publisher unit called `id`.
+    pub fn publisher(&self, id: &str) -> &PublisherUnit {
+        self.publishers
+            .iter()
+            .find(|u| u.id() == id)
+            .unwrap_or_else(|| panic!("publisher {id:?} is not one of ours\n{}", self.logs()))
+    }
+
+    /// Consumers the broker counts on `queue` of this cluster's vhost.
+    pub fn broker_consumers(&self, queue: &str) -> u64 {
+        let vhost = self.vhost.as_ref().expect("a cluster").name().to_owned();
+        let listing = oscied_e2e::rabbit::rabbitmqctl(&[
+            "list_queues",
+            "-q",
+            "-p",
+            &vhost,
+            "name",
+            "consumers",
+        ]);
+        listing
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .find(|(name, _)| name.trim() == queue)
+            .and_then(|(_, n)| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Wait until every live publisher unit is online for the orchestra and consuming the
+    /// `publisher` queue for the broker, so the next jobs may go to any of them.
+    pub fn wait_publisher_consumers(&mut self) {
+        let live: Vec<String> = self
+            .publishers
+            .iter_mut()
+            .filter_map(|u| (!u.exited()).then(|| u.id().to_owned()))
+            .collect();
+        self.wait_until(
+            &format!("publishers {live:?} consuming"),
+            Duration::from_secs(60),
+            || {
+                let queues = self.get("/publisher/queues");
+                let online: Vec<&str> = queues["items"]
+                    .as_array()
+                    .and_then(|items| items.iter().find(|q| q["name"] == "publisher"))
+                    .and_then(|q| q["units"].as_array())
+                    .map(|units| units.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                if !live.iter().all(|id| online.contains(&id.as_str())) {
+                    return Err(pretty(&queues));
+                }
+                let consumers = self.broker_consumers("publisher");
+                if consumers < live.len() as u64 {
+                    return Err(format!(
+                        "the broker counts {consumers} consumers of `publisher`; orchestra: {}",
+                        pretty(&queues)
+                    ));
+                }
+                Ok(())
+            },
+        );
+    }
+
+    /// POST /publisher/tasks with `extra` fields merged in; the status and the answer.
+    pub fn try_publish(&self, media_id: &str, extra: Value) -> (u16, Value) {
+        let mut body = json!({ "media_id": media_id });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        self.call("POST", "/publisher/tasks", Some(&body))
+    }
+
+    /// Publish a media, which must be accepted (201); the task.
+    pub fn publish(&self, media_id: &str) -> Value {
+        let (status, task) = self.try_publish(media_id, json!({}));
+        assert_eq!(
+            status,
+            201,
+            "publish {media_id}: {}\n{}",
+            pretty(&task),
+            self.logs()
+        );
+        assert_eq!(task["media_id"], media_id, "{}", pretty(&task));
+        task
+    }
+
+    pub fn publication(&self, id: &str) -> Value {
+        self.get(&format!("/publisher/tasks/{id}"))
+    }
+
+    /// DELETE /publisher/tasks/{id}: the status and the answer.
+    pub fn unpublish(&self, id: &str) -> (u16, Value) {
+        self.call("DELETE", &format!("/publisher/tasks/{id}"), None)
+    }
+
+    /// Poll the publisher task until `done` holds; panics on timeout, or as soon as the task
+    /// is final without `done` holding, with the task and the logs.
+    pub fn wait_publication_for(
+        &self,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let path = format!("/publisher/tasks/{id}");
+        self.wait_until(&format!("publisher task {id}: {what}"), timeout, || {
+            let (status, task) = self.call("GET", &path, None);
+            if status == 200 {
+                if done(&task) {
+                    return Ok(task);
+                }
+                let state = task["status"].as_str().unwrap_or_default();
+                if FINAL.contains(&state) {
+                    panic!(
+                        "publisher task {id} ended {state} while waiting for {what}:\n{}\n{}",
+                        pretty(&task),
+                        self.logs()
+                    );
+                }
+            }
+            Err(format!("({status}) {}", pretty(&task)))
+        })
+    }
+
+    /// Wait until the publisher task has `status`.
+    pub fn wait_publication(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        self.wait_publication_for(id, status, timeout, |t| t["status"] == status)
+    }
+
+    /// The file of a media under the shared storage root (`<storage>/<media.uri>`).
+    pub fn stored_file(&self, media: &Value) -> PathBuf {
+        self.storage().join(str_of(media, "uri"))
+    }
+
+    /// Put `source` under `<storage>/uploads/<name>` and register it (`POST /medias` JSON);
+    /// the READY media.
+    pub fn register_upload(&self, source: &Path, name: &str) -> Value {
+        let uploads = self.storage().join("uploads");
+        std::fs::create_dir_all(&uploads).expect("uploads dir");
+        std::fs::copy(source, uploads.join(name))
+            .unwrap_or_else(|e| panic!("copy {} into uploads: {e}", source.display()));
+        let (status, media) = curl(&[
+            "-m",
+            TRANSFER_MAX_SECS,
+            "-u",
+            &self.user,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &json!({"uri": format!("uploads/{name}"), "metadata": {"title": name}}).to_string(),
+            &self.url("/medias"),
+        ]);
+        assert_eq!(status, 201, "register {name}: {media}\n{}", self.logs());
+        assert_eq!(media["status"], "READY", "{media}");
+        media
+    }
+
+    /// A scratch dir of this test (removed with the cluster).
+    pub fn scratch(&self) -> &Path {
+        self.clips.path()
+    }
+}
+
+/// An HTTP answer fetched with curl, without credentials: the status (0 when nothing
+/// answered), the headers and the body (kept in a temp file).
+pub struct Fetched {
+    pub url: String,
+    pub status: u16,
+    headers: Vec<(String, String)>,
+    body: tempfile::NamedTempFile,
+}
+
+impl Fetched {
+    /// A header's value (the name is case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The media type of `Content-Type`, without parameters.
+    pub fn content_type(&self) -> Option<&str> {
+        self.header("content-type")
+            .map(|v| v.split(';').next().unwrap_or(v).trim())
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        std::fs::read(self.body.path()).expect("the fetched body")
+    }
+
+    pub fn body_path(&self) -> &Path {
+        self.body.path()
+    }
+
+    /// Status, headers and the start of the body, for assertion messages.
+    pub fn describe(&self) -> String {
+        let body = self.body();
+        let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        format!(
+            "GET {} → {} {:?} ({} bytes) {shown}",
+            self.url,
+            self.status,
+            self.headers,
+            body.len()
+        )
+    }
+}
+
+/// GET `url` with curl, with `extra` curl arguments (`-r 100-199`, `-I`...).
+pub fn fetch(url: &str, extra: &[&str]) -> Fetched {
+    let headers = tempfile::NamedTempFile::new().expect("temp file");
+    let body = tempfile::NamedTempFile::new().expect("temp file");
+    // Its exit status says nothing more than the status line (0 when none came).
+    Command::new("curl")
+        .args(["-s", "-m", TRANSFER_MAX_SECS, "-D"])
+        .arg(headers.path())
+        .arg("-o")
+        .arg(body.path())
+        .args(extra)
+        .arg(url)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("curl runs");
+    let text = std::fs::read_to_string(headers.path()).unwrap_or_default();
+    // The last response's block (curl writes one per response).
+    let block = text
+        .split("\r\n\r\n")
+        .filter(|b| !b.trim().is_empty())
+        .last()
+        .unwrap_or_default();
+    let mut lines = block.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Fetched {
+        url: url.to_owned(),
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Do two files hold the same bytes? Compared in 1 MiB chunks (big medias).
+pub fn same_bytes(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let open =
+        |p: &Path| std::fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
+    let (mut fa, mut fb) = (open(a), open(b));
+    if fa.metadata().map(|m| m.len()).ok() != fb.metadata().map(|m| m.len()).ok() {
+        return false;
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba).expect("read");
+        if n == 0 {
+            return true;
+        }
+        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return false;
+        }
+    }
+}
+
+/// The files (relative paths, sorted) below `dir`; empty when it does not exist.
+pub fn files_below(dir: &Path) -> Vec<String> {
+    let mut found = vec![];
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(current) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.push(format!("{}/", path.strip_prefix(dir).unwrap().display()));
+                dirs.push(path);
+            } else {
+                found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
 }
