@@ -18,6 +18,7 @@ pub mod startup;
 pub mod state;
 pub mod storage;
 pub mod store;
+pub mod task_records;
 pub mod transforms;
 pub mod units;
 pub mod users;

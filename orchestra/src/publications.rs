@@ -24,6 +24,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{self, Lifecycle, check_holder, lease, move_to, stale};
 use crate::models::{ListOptions, MediaStatus, PublisherTask, TaskFilter, now};
 use crate::state::AppState;
+use crate::task_records::{self, save};
 
 /// `POST /publisher/tasks`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -118,30 +119,13 @@ pub async fn create(
         .unwrap_or(task))
 }
 
-/// Find a publication the caller may see (others' answer 404).
+/// Find a task the caller may see (others' answer 404).
 pub async fn find(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<PublisherTask> {
-    state
-        .store
-        .get_publisher_task(id)
-        .await?
-        .filter(|t| caller.can_see(Some(t.user_id)))
-        .ok_or_else(|| ApiError::not_found("publisher task", id))
+    task_records::find(state, caller, id).await
 }
 
 async fn load(state: &AppState, id: Uuid) -> ApiResult<PublisherTask> {
-    state
-        .store
-        .get_publisher_task(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("publisher task", id))
-}
-
-async fn save(state: &AppState, task: &PublisherTask) -> ApiResult<()> {
-    if state.store.update_publisher_task(task).await? {
-        Ok(())
-    } else {
-        Err(ApiError::not_found("publisher task", task.id))
-    }
+    task_records::load(state, id).await
 }
 
 /// Unpublish (`DELETE`): a queued publication is REVOKED at once; a running one goes

@@ -21,6 +21,7 @@ use crate::medias::{Metadata, check_metadata};
 use crate::models::{Media, MediaStatus, Progress, TransformTask, now};
 use crate::state::AppState;
 use crate::storage::{Storage, check_filename};
+use crate::task_records::{self, save};
 
 /// `POST /transform/tasks`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -139,28 +140,11 @@ pub async fn create(
 
 /// Find a task the caller may see (others' answer 404).
 pub async fn find(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<TransformTask> {
-    state
-        .store
-        .get_transform_task(id)
-        .await?
-        .filter(|t| caller.can_see(Some(t.user_id)))
-        .ok_or_else(|| ApiError::not_found("transform task", id))
+    task_records::find(state, caller, id).await
 }
 
 async fn load(state: &AppState, id: Uuid) -> ApiResult<TransformTask> {
-    state
-        .store
-        .get_transform_task(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("transform task", id))
-}
-
-async fn save(state: &AppState, task: &TransformTask) -> ApiResult<()> {
-    if state.store.update_transform_task(task).await? {
-        Ok(())
-    } else {
-        Err(ApiError::not_found("transform task", task.id))
-    }
+    task_records::load(state, id).await
 }
 
 /// Revoke: a queued task is REVOKED at once; a running one goes REVOKING and its unit is told
