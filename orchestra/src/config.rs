@@ -85,11 +85,8 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
+/// `human` or `json`, as for the units.
+pub use oscied_protocol::unit::cli::LogFormat;
 
 /// `1048576`, `512K`, `500M`, `2GiB`, `16G`: a byte count with an optional binary unit.
 pub fn parse_size(text: &str) -> Result<u64, String> {

@@ -167,8 +167,10 @@ pub fn check_holder<T: Lifecycle>(task: &T, unit_id: &str, attempt: u32) -> ApiR
     Ok(())
 }
 
-/// Serialises the read-check-write of one task's status: the orchestra is the only writer of
-/// tasks, so a lock per task (striped) makes each change atomic on both stores.
+/// Serialises the read-check-write of one record: the orchestra is the only writer of tasks
+/// and medias, so a lock per id (striped) makes each change atomic on both stores. Tasks and
+/// medias have a set each (`AppState::locks`, `AppState::media_locks`): a stripe is not
+/// reentrant, so one set for both could deadlock a task holding its lock on its media's.
 pub struct TaskLocks {
     stripes: Vec<tokio::sync::Mutex<()>>,
 }

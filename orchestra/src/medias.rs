@@ -274,8 +274,38 @@ async fn ingest(
     Ok(media)
 }
 
+/// Merge-patch a media's metadata (RFC 7386; `title` stays required).
+pub async fn patch_metadata(state: &AppState, media: Media, patch: Metadata) -> ApiResult<Media> {
+    let _guard = state.media_locks.lock(media.id).await;
+    // Re-read under the lock: a publication may have changed `public_uris` meanwhile.
+    let mut media = state
+        .store
+        .get_media(media.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("media", media.id))?;
+    if media.status == MediaStatus::Deleted {
+        return Err(ApiError::illegal_state(format!(
+            "media {} is DELETED",
+            media.id
+        )));
+    }
+    merge_patch(&mut media.metadata, patch);
+    check_metadata(&media.metadata)?;
+    media.updated_at = now();
+    if !state.store.update_media(&media).await? {
+        return Err(ApiError::not_found("media", media.id));
+    }
+    Ok(media)
+}
+
 /// Delete a media's files and mark it DELETED (the record stays for lineage).
-pub async fn delete(state: &AppState, mut media: Media) -> ApiResult<()> {
+pub async fn delete(state: &AppState, media: Media) -> ApiResult<()> {
+    let _guard = state.media_locks.lock(media.id).await;
+    let mut media = state
+        .store
+        .get_media(media.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("media", media.id))?;
     if media.status == MediaStatus::Deleted {
         return Err(ApiError::illegal_state(format!(
             "media {} is already DELETED",

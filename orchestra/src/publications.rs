@@ -70,50 +70,53 @@ pub async fn create(
     let user = caller.require_user()?;
     let queue = new.queue.unwrap_or_else(|| PUBLISHER_QUEUE.to_owned());
     check_queue_name(&queue).map_err(|e| ApiError::invalid(format!("queue: {e}")))?;
-    // Two requests for one media: the second sees the first's task.
-    let _media_guard = state.locks.lock(new.media_id).await;
-    let media = state
-        .store
-        .get_media(new.media_id)
-        .await?
-        .filter(|m| caller.can_see(Some(m.user_id)))
-        .ok_or_else(|| ApiError::not_found("media", new.media_id))?;
-    if media.status != MediaStatus::Ready {
-        return Err(ApiError::illegal_state(format!(
-            "media {} is {}: only a READY media can be published",
-            media.id,
-            media.status.as_str()
-        )));
-    }
-    if let Some(holder) = holding(state, media.id).await?.first() {
-        let what = if holder.status == TaskStatus::Success {
-            "already published"
-        } else {
-            "being published or unpublished"
+    let task = {
+        // Two requests for one media: the second sees the first's task.
+        let _media_guard = state.media_locks.lock(new.media_id).await;
+        let media = state
+            .store
+            .get_media(new.media_id)
+            .await?
+            .filter(|m| caller.can_see(Some(m.user_id)))
+            .ok_or_else(|| ApiError::not_found("media", new.media_id))?;
+        if media.status != MediaStatus::Ready {
+            return Err(ApiError::illegal_state(format!(
+                "media {} is {}: only a READY media can be published",
+                media.id,
+                media.status.as_str()
+            )));
+        }
+        if let Some(holder) = holding(state, media.id).await?.first() {
+            let what = if holder.status == TaskStatus::Success {
+                "already published"
+            } else {
+                "being published or unpublished"
+            };
+            return Err(ApiError::illegal_state(format!(
+                "media {} is {what} by publisher task {} ({})",
+                media.id, holder.id, holder.status
+            )));
+        }
+        let task = PublisherTask {
+            id: Uuid::new_v4(),
+            user_id: user.id,
+            media_id: media.id,
+            queue,
+            status: TaskStatus::Pending,
+            attempt: 1,
+            publish_uri: None,
+            unit_id: None,
+            error: None,
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+            dispatched_at: None,
+            lease_expires_at: None,
         };
-        return Err(ApiError::illegal_state(format!(
-            "media {} is {what} by publisher task {} ({})",
-            media.id, holder.id, holder.status
-        )));
-    }
-    let task = PublisherTask {
-        id: Uuid::new_v4(),
-        user_id: user.id,
-        media_id: media.id,
-        queue,
-        status: TaskStatus::Pending,
-        attempt: 1,
-        publish_uri: None,
-        unit_id: None,
-        error: None,
-        created_at: now(),
-        started_at: None,
-        finished_at: None,
-        dispatched_at: None,
-        lease_expires_at: None,
+        state.store.create_publisher_task(&task).await?;
+        task
     };
-    state.store.create_publisher_task(&task).await?;
-    tracing::info!(task = %task.id, media = %media.id, queue = %task.queue, "publisher task created");
+    tracing::info!(task = %task.id, media = %task.media_id, queue = %task.queue, "publisher task created");
     Ok(dispatch::dispatch_publication(state, task.id)
         .await
         .unwrap_or(task))
@@ -309,7 +312,7 @@ async fn set_public_uri(
     task: &PublisherTask,
     uri: Option<String>,
 ) -> ApiResult<()> {
-    let _media_guard = state.locks.lock(task.media_id).await;
+    let _media_guard = state.media_locks.lock(task.media_id).await;
     let Some(mut media) = state.store.get_media(task.media_id).await? else {
         return Ok(());
     };
@@ -365,6 +368,36 @@ pub async fn take_back(state: &AppState, id: Uuid) -> ApiResult<()> {
     }
     dispatch::dispatch_publication(state, id).await;
     Ok(())
+}
+
+/// Its unit was forgotten: a publication it held (published, or being unpublished) is
+/// REVOKED, since its files went with the unit (true); one it was publishing is taken back
+/// like a lapsed lease (false).
+pub async fn forget_holder(state: &AppState, id: Uuid) -> ApiResult<bool> {
+    {
+        let _guard = state.locks.lock(id).await;
+        let mut task = load(state, id).await?;
+        let unit = task.unit_id.clone().unwrap_or_default();
+        if task.publish_uri.is_some() && task.status != TaskStatus::Revoked {
+            if task.status == TaskStatus::Success {
+                move_to(&mut task, TaskStatus::Revoking)?;
+            }
+            move_to(&mut task, TaskStatus::Revoked)?;
+            task.error = Some(format!(
+                "unit {unit} was forgotten by an admin; the publication went with it"
+            ));
+            save(state, &task).await?;
+            set_public_uri(state, &task, None).await?;
+            return Ok(true);
+        }
+        if !task.status.is_running() {
+            return Ok(false);
+        }
+        task.renew(now());
+        save(state, &task).await?;
+    }
+    take_back(state, id).await?;
+    Ok(false)
 }
 
 /// The medias whose publication this unit holds: publishing, published, or being

@@ -10,7 +10,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Secrets, VerifiedCache};
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 use crate::dispatch::{self, Dispatcher};
 use crate::error::ApiError;
 use crate::lifecycle::TaskLocks;
@@ -18,6 +18,9 @@ use crate::profiles::seed_builtins;
 use crate::state::AppState;
 use crate::storage::Storage;
 use crate::store::{MongoStore, SqliteStore, Store};
+
+/// Logging to stderr, as the units do (`OSCIED_LOG_FORMAT`, `RUST_LOG`).
+pub use oscied_protocol::unit::cli::init_tracing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -31,16 +34,6 @@ pub enum StartupError {
     Units(String),
     #[error("listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
-}
-
-pub fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
 
 /// Open the stores and storage, load the secrets, seed the built-ins.
@@ -85,6 +78,7 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
         config: Arc::new(config),
         verified: Arc::new(VerifiedCache::default()),
         locks: Arc::new(TaskLocks::default()),
+        media_locks: Arc::new(TaskLocks::default()),
         dispatcher: Arc::new(Dispatcher::default()),
     })
 }

@@ -19,6 +19,10 @@ pub struct AppState {
     pub secrets: Arc<Secrets>,
     pub config: Arc<Config>,
     pub verified: Arc<VerifiedCache>,
+    /// One task's read-check-write at a time.
     pub locks: Arc<TaskLocks>,
+    /// One media's read-modify-write at a time (a publication's URL, a metadata patch, a
+    /// delete). Always taken after a task's lock, never before one.
+    pub media_locks: Arc<TaskLocks>,
     pub dispatcher: Arc<Dispatcher>,
 }

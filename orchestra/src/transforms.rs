@@ -184,6 +184,7 @@ async fn discard_output(state: &AppState, task: &TransformTask) {
     if let Err(e) = state.storage.remove_media(task.media_out_id).await {
         tracing::warn!(media = %task.media_out_id, error = %e, "could not remove the output's files");
     }
+    let _media_guard = state.media_locks.lock(task.media_out_id).await;
     match state.store.get_media(task.media_out_id).await {
         Ok(Some(mut media)) if media.status != MediaStatus::Deleted => {
             media.status = MediaStatus::Deleted;
@@ -314,6 +315,7 @@ async fn accept_output(
     let Some(output) = req.output.clone() else {
         return Err(ApiError::invalid("a SUCCESS completion carries its output"));
     };
+    let media_guard = state.media_locks.lock(task.media_out_id).await;
     let mut media = state
         .store
         .get_media(task.media_out_id)
@@ -348,6 +350,7 @@ async fn accept_output(
     media.probe = Some(output.probe);
     media.updated_at = now();
     state.store.update_media(&media).await?;
+    drop(media_guard);
     move_to(task, TaskStatus::Success)?;
     // Done is 100 %, whether or not the unit reported along the way.
     let mut report = task.progress.take().map(|p| p.report).unwrap_or_default();
@@ -367,6 +370,20 @@ async fn accept_output(
     }
     tracing::info!(task = %task.id, media = %media.id, size, "transform task succeeded");
     Ok(())
+}
+
+/// Take a running task back now, as if its lease had lapsed (its unit was forgotten).
+pub async fn take_back_now(state: &AppState, id: Uuid) -> ApiResult<()> {
+    {
+        let _guard = state.locks.lock(id).await;
+        let mut task = load(state, id).await?;
+        if !task.status.is_running() {
+            return Ok(());
+        }
+        task.renew(now());
+        save(state, &task).await?;
+    }
+    take_back(state, id).await
 }
 
 /// The reaper's decision for a running task whose lease lapsed: re-queue with attempt + 1,

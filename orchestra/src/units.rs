@@ -7,11 +7,13 @@ use oscied_protocol::node::{UnitHeartbeat, UnitKind};
 use oscied_protocol::queue::{PUBLISHER_QUEUE, TRANSFORM_QUEUE, check_queue_name};
 use serde::Serialize;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::models::{ListOptions, TaskFilter, Unit, now};
-use crate::publications;
 use crate::state::AppState;
+use crate::{publications, transforms};
 
 /// A unit id is what `OSCIED_UNIT_ID` says (default a UUID): 1–128 of letters, digits and
 /// `_ - . : @`.
@@ -78,6 +80,81 @@ pub async fn heartbeat(state: &AppState, id: String, beat: UnitHeartbeat) -> Api
         tokio::spawn(async move { publications::resend_unpublish(&state, &id).await });
     }
     Ok(unit)
+}
+
+/// What forgetting a unit did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Forgotten {
+    pub id: String,
+    /// Running tasks it held, taken back now (re-queued, or FAILURE past the last attempt)
+    /// instead of when their lease lapses.
+    pub tasks_taken_back: Vec<Uuid>,
+    /// Its publications (published or being unpublished), now REVOKED: their files went with
+    /// the unit.
+    pub publications_revoked: Vec<Uuid>,
+}
+
+/// Forget a unit that is gone for good (admins): the way out for publications that would
+/// otherwise wait in REVOKING for a unit that never returns, and for medias they hold. An
+/// online unit is refused; if the unit ever comes back it registers anew and, holding
+/// nothing, clears its web root when it starts.
+pub async fn forget(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Forgotten> {
+    caller.require_admin()?;
+    let unit = state
+        .store
+        .get_unit(id)
+        .await?
+        .map(with_online)
+        .ok_or_else(|| ApiError::not_found("unit", id))?;
+    if unit.online {
+        return Err(ApiError::illegal_state(format!(
+            "unit {id} is online (last heartbeat {}): stop it before forgetting it",
+            unit.last_heartbeat.to_rfc3339()
+        )));
+    }
+    let filter = TaskFilter {
+        unit_id: Some(unit.id.clone()),
+        statuses: TaskStatus::RUNNING
+            .iter()
+            .copied()
+            .chain([TaskStatus::Success])
+            .collect(),
+        ..TaskFilter::default()
+    };
+    let opts = ListOptions::oldest_first(100_000);
+    let mut tasks_taken_back = vec![];
+    for task in state
+        .store
+        .list_transform_tasks(&filter, &opts)
+        .await?
+        .items
+    {
+        if task.status.is_running() {
+            transforms::take_back_now(state, task.id).await?;
+            tasks_taken_back.push(task.id);
+        }
+    }
+    let mut publications_revoked = vec![];
+    for task in state
+        .store
+        .list_publisher_tasks(&filter, &opts)
+        .await?
+        .items
+    {
+        if publications::forget_holder(state, task.id).await? {
+            publications_revoked.push(task.id);
+        } else {
+            tasks_taken_back.push(task.id);
+        }
+    }
+    state.store.delete_unit(&unit.id).await?;
+    tracing::warn!(unit = %unit.id, taken_back = tasks_taken_back.len(),
+        revoked = publications_revoked.len(), "unit forgotten");
+    Ok(Forgotten {
+        id: unit.id,
+        tasks_taken_back,
+        publications_revoked,
+    })
 }
 
 pub async fn list(state: &AppState) -> ApiResult<Vec<Unit>> {

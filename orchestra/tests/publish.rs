@@ -163,3 +163,112 @@ async fn bad_publications_are_refused_with_clear_errors() {
     let (status, list) = app.get("/publisher/tasks?status=DONE", PAT).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{list}");
 }
+
+/// A call to the node API, as a unit makes it.
+async fn node(app: &App, method: reqwest::Method, path: &str, body: Value) -> (StatusCode, Value) {
+    common::read(
+        app.client
+            .request(method, format!("{}/node{path}", app.base))
+            .basic_auth("node", Some(&app.running.state.secrets.node))
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_unpublish_waits_for_a_gone_unit_until_an_admin_forgets_it() {
+    let app = App::start().await;
+    app.user(MAIL, SECRET, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path(), "talk.mp4", 1, 160, 120);
+    let (_, media) = app.upload(PAT, &input, "talk.mp4", "a talk").await;
+    let media_id = media["id"].as_str().unwrap().to_owned();
+
+    // A publisher of its own queue (the in-process one does not consume it), played here.
+    let unit = "far-publisher";
+    let beat = json!({"kind": "publisher", "queues": ["far"], "hostname": "far", "version": "test",
+        "ffmpeg_version": null, "concurrency": 1, "running_tasks": [], "heartbeat_secs": 1});
+    let (status, body) = node(&app, reqwest::Method::PUT, &format!("/units/{unit}"), beat).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, task) = app
+        .post(
+            "/publisher/tasks",
+            PAT,
+            json!({"media_id": media_id, "queue": "far"}),
+        )
+        .await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let uri = format!("http://far.example/medias/{media_id}/talk.mp4");
+    let (status, body) = node(
+        &app,
+        reqwest::Method::POST,
+        &format!("/publisher/tasks/{id}/claim"),
+        json!({"unit_id": unit, "attempt": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = node(
+        &app,
+        reqwest::Method::POST,
+        &format!("/publisher/tasks/{id}/complete"),
+        json!({"unit_id": unit, "attempt": 1, "status": "SUCCESS", "publish_uri": uri}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].clone()),
+        (StatusCode::OK, json!("SUCCESS"))
+    );
+    let (_, held) = node(
+        &app,
+        reqwest::Method::GET,
+        &format!("/units/{unit}/publications"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(held["media_ids"], json!([media_id]));
+
+    // The unit goes silent; the unpublish waits for it in REVOKING, however long.
+    let (status, task) = app.delete(&format!("/publisher/tasks/{id}"), PAT).await;
+    assert_eq!(
+        (status, task["status"].clone()),
+        (StatusCode::ACCEPTED, json!("REVOKING"))
+    );
+    let refused = app.delete(&format!("/units/{unit}"), As::Root).await;
+    assert_error(&refused, StatusCode::CONFLICT, "illegal_state", "online");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (_, task) = app.get(&format!("/publisher/tasks/{id}"), PAT).await;
+    assert_eq!(task["status"], "REVOKING", "{task}");
+    let still = app.delete(&format!("/medias/{media_id}"), PAT).await;
+    assert_error(&still, StatusCode::CONFLICT, "conflict", &id);
+
+    // Only an admin may forget it; then the publication is REVOKED and the media free.
+    let (status, _) = app.delete(&format!("/units/{unit}"), PAT).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, forgotten) = app.delete(&format!("/units/{unit}"), As::Root).await;
+    assert_eq!(status, StatusCode::OK, "{forgotten}");
+    assert_eq!(forgotten["publications_revoked"], json!([id]));
+    let (_, task) = app.get(&format!("/publisher/tasks/{id}"), PAT).await;
+    assert_eq!(task["status"], "REVOKED", "{task}");
+    assert!(
+        task["error"].as_str().unwrap().contains("forgotten"),
+        "{task}"
+    );
+    let (_, media) = app.get(&format!("/medias/{media_id}"), PAT).await;
+    assert_eq!(media["public_uris"], json!({}), "{media}");
+    let (_, units) = app.get("/units", PAT).await;
+    assert!(
+        !units["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["id"] == unit),
+        "{units}"
+    );
+    let (status, _) = app.delete(&format!("/units/{unit}"), As::Root).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = app.delete(&format!("/medias/{media_id}"), PAT).await;
+    assert!(status.is_success(), "{status} {body}");
+}

@@ -2016,7 +2016,12 @@ async fn unit_put_get_list(store: &dyn Store) {
         vec![e1.clone(), e2.clone(), p1.clone()],
         "a second put adds no unit"
     );
-    assert_eq!(store.get_unit(&e1.id).await.expect("get"), Some(e1));
+    assert_eq!(store.get_unit(&e1.id).await.expect("get"), Some(e1.clone()));
+    // Forgetting a unit removes it, once.
+    assert!(store.delete_unit(&e2.id).await.expect("delete"));
+    assert!(!store.delete_unit(&e2.id).await.expect("delete again"));
+    assert_eq!(store.get_unit(&e2.id).await.expect("get"), None);
+    assert_eq!(store.list_units().await.expect("list"), vec![e1, p1]);
 }
 
 // ---------------------------------------------------------------------------------------------

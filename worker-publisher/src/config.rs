@@ -4,45 +4,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-pub use oscied_protocol::unit::cli::{LogFormat, Queues, redact_uri};
-use oscied_protocol::unit::cli::{parse_queues, parse_unit_id};
+use oscied_protocol::node::UnitKind;
+use oscied_protocol::unit::cli::kind_flags;
+pub use oscied_protocol::unit::cli::{LogFormat, Queues, UnitArgs, redact_uri};
 
 use crate::PublisherConfig;
 
 /// The OSCIED publisher unit: publishes media dirs into its web root and serves them.
 #[derive(Clone, Parser)]
 #[command(name = "worker-publisher", version, about)]
+#[command(mut_args = kind_flags(UnitKind::Publisher))]
 pub struct Config {
-    /// The orchestra's URL (with or without `/api/v1`), e.g. http://10.0.0.1:5000.
-    #[arg(long, env = "OSCIED_API_URL")]
-    pub api_url: String,
-    /// The node secret the orchestra was given (HTTP Basic `node:<secret>`).
-    #[arg(long, env = "OSCIED_NODE_SECRET", hide_env_values = true)]
-    pub node_secret: String,
-    /// Where this host mounts the shared storage tree.
-    #[arg(long, env = "OSCIED_STORAGE_ROOT")]
-    pub storage_root: PathBuf,
-    /// The RabbitMQ URI, e.g. amqp://user:pass@10.0.0.1:5672/%2f.
-    #[arg(long, env = "OSCIED_AMQP_URI", hide_env_values = true)]
-    pub amqp_uri: String,
-    /// The queues to consume, comma separated (the unit's own queue is consumed besides).
-    #[arg(long, env = "OSCIED_QUEUES", default_value = "publisher", value_parser = parse_queues)]
-    pub queues: Queues,
-    /// Publications run at once.
-    #[arg(long, env = "OSCIED_CONCURRENCY", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub concurrency: u32,
-    /// How the unit names itself to the orchestra; a fresh UUID v4 when unset. Give a stable
-    /// one: the unit's own queue (its unpublish jobs) is named after it.
-    #[arg(long, env = "OSCIED_UNIT_ID", value_parser = parse_unit_id)]
-    pub unit_id: Option<String>,
-    /// Seconds between unit heartbeats.
-    #[arg(long, env = "OSCIED_HEARTBEAT_SECS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub heartbeat_secs: u64,
-    /// Log lines for people or for machines.
-    #[arg(long, env = "OSCIED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub unit: UnitArgs,
     /// The HTTP listener serving the published medias.
     #[arg(long, env = "OSCIED_LISTEN", default_value = "127.0.0.1:5080")]
     pub listen: SocketAddr,
@@ -74,32 +48,24 @@ fn parse_public_url(s: &str) -> Result<String, String> {
 
 impl Config {
     pub fn unit_config(&self) -> PublisherConfig {
-        let mut unit = PublisherConfig::new(self.storage_root.clone(), self.www_root.clone());
-        if let Some(id) = &self.unit_id {
+        let args = &self.unit;
+        let mut unit = PublisherConfig::new(args.storage_root.clone(), self.www_root.clone());
+        if let Some(id) = &args.unit_id {
             unit.unit_id = id.clone();
         }
         unit.listen = self.listen;
         unit.public_url = self.public_url.clone();
-        unit.queues = self.queues.0.clone();
-        unit.concurrency = self.concurrency;
-        unit.heartbeat_secs = self.heartbeat_secs;
+        unit.queues = args.queues(UnitKind::Publisher);
+        unit.concurrency = args.concurrency;
+        unit.heartbeat_secs = args.heartbeat_secs;
         unit
     }
 }
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the node secret, nor the AMQP password.
-        f.debug_struct("Config")
-            .field("api_url", &self.api_url)
-            .field("node_secret", &"<hidden>")
-            .field("storage_root", &self.storage_root)
-            .field("amqp_uri", &redact_uri(&self.amqp_uri))
-            .field("queues", &self.queues.0)
-            .field("concurrency", &self.concurrency)
-            .field("unit_id", &self.unit_id)
-            .field("heartbeat_secs", &self.heartbeat_secs)
-            .field("log_format", &self.log_format)
+        self.unit
+            .debug_fields(&mut f.debug_struct("Config"))
             .field("listen", &self.listen)
             .field("www_root", &self.www_root)
             .field("public_url", &self.public_url)
@@ -109,6 +75,8 @@ impl std::fmt::Debug for Config {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     const REQUIRED: [&str; 11] = [
@@ -136,7 +104,13 @@ mod tests {
         assert_eq!(unit.public_url, None);
         assert_eq!(unit.www_root, PathBuf::from("/srv/www"));
         assert!(uuid::Uuid::parse_str(&unit.unit_id).is_ok());
-        assert_eq!(c.log_format, LogFormat::Human);
+        assert_eq!(c.unit.log_format, LogFormat::Human);
+    }
+
+    #[test]
+    fn help_names_the_default_queue() {
+        let help = Config::command().render_long_help().to_string();
+        assert!(help.contains("[default: publisher]"), "{help}");
     }
 
     #[test]
@@ -166,16 +140,13 @@ mod tests {
             unit.public_url.as_deref(),
             Some("https://cdn.example.com/oscied")
         );
-        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.unit.log_format, LogFormat::Json);
     }
 
+    // The common flags' values and the redaction are the protocol's tests (`UnitArgs`).
     #[test]
     fn refuses_bad_values() {
         for (flag, value) in [
-            ("--concurrency", "0"),
-            ("--queues", "a b"),
-            ("--unit-id", "a/b"),
-            ("--heartbeat-secs", "0"),
             ("--listen", "localhost"),
             ("--public-url", "ftp://example.com"),
             ("--public-url", "example.com"),
@@ -192,12 +163,10 @@ mod tests {
 
     #[test]
     fn debug_hides_secrets() {
-        let c = Config::try_parse_from(REQUIRED).unwrap();
-        let text = format!("{c:?}");
-        assert!(!text.contains("s3cret-node"), "{text}");
-        assert!(!text.contains("hunter2"), "{text}");
+        let text = format!("{:?}", Config::try_parse_from(REQUIRED).unwrap());
+        assert!(text.contains("www_root: \"/srv/www\""), "{text}");
         assert!(
-            text.contains("amqp://guest:***@127.0.0.1:5672/%2f"),
+            !text.contains("s3cret-node") && !text.contains("hunter2"),
             "{text}"
         );
     }

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::{ApiJson, ApiQuery, list_options, list_owner, parse_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::medias::{self, MediaPatch, RegisterMedia, UploadForm, check_metadata, merge_patch};
-use crate::models::{Media, MediaFilter, MediaStatus, Page, now};
+use crate::medias::{self, MediaPatch, RegisterMedia, UploadForm};
+use crate::models::{Media, MediaFilter, MediaStatus, Page};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -196,20 +196,10 @@ async fn patch_media(
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<MediaPatch>,
 ) -> ApiResult<Json<Media>> {
-    let mut media = visible_media(&state, &caller, &id).await?;
-    if media.status == MediaStatus::Deleted {
-        return Err(ApiError::illegal_state(format!(
-            "media {} is DELETED",
-            media.id
-        )));
-    }
-    merge_patch(&mut media.metadata, patch.metadata);
-    check_metadata(&media.metadata)?;
-    media.updated_at = now();
-    if !state.store.update_media(&media).await? {
-        return Err(ApiError::not_found("media", media.id));
-    }
-    Ok(Json(media))
+    let media = visible_media(&state, &caller, &id).await?;
+    Ok(Json(
+        medias::patch_metadata(&state, media, patch.metadata).await?,
+    ))
 }
 
 /// Delete a media's files; it stays listed as DELETED for lineage.

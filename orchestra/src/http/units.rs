@@ -1,18 +1,20 @@
 //! `GET /units`: the worker units and whether they are online.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, ErrorBody};
 use crate::models::{Page, Unit};
 use crate::state::AppState;
-use crate::units;
+use crate::units::{self, Forgotten};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_units))
+    OpenApiRouter::new()
+        .routes(routes!(list_units))
+        .routes(routes!(forget_unit))
 }
 
 /// Every unit that ever sent a heartbeat: kind, queues, host, concurrency, running tasks,
@@ -25,4 +27,18 @@ async fn list_units(State(state): State<AppState>, _caller: Caller) -> ApiResult
         total: items.len() as u64,
         items,
     }))
+}
+
+/// Forget a unit that is gone for good (admins only; 409 while it is online). Running tasks
+/// it held are taken back at once; its publications end REVOKED (their files went with it),
+/// which frees their medias. If the unit ever returns, it registers anew.
+#[utoipa::path(delete, path = "/units/{id}", tag = "units", params(("id" = String, Path)),
+    responses((status = 200, body = Forgotten), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "the unit is online", body = ErrorBody)))]
+async fn forget_unit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Forgotten>> {
+    Ok(Json(units::forget(&state, &caller, &id).await?))
 }

@@ -92,6 +92,8 @@ pub trait Store: Send + Sync + 'static {
     /// Insert or replace the unit with this id.
     async fn put_unit(&self, unit: &Unit) -> StoreResult<()>;
     async fn get_unit(&self, id: &str) -> StoreResult<Option<Unit>>;
+    /// Forget a unit (false when it was not known); its next heartbeat registers it anew.
+    async fn delete_unit(&self, id: &str) -> StoreResult<bool>;
     /// All units, by id.
     async fn list_units(&self) -> StoreResult<Vec<Unit>>;
 }

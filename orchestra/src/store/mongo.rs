@@ -417,6 +417,10 @@ impl Store for MongoStore {
         Self::get(&self.units, id, "id").await
     }
 
+    async fn delete_unit(&self, id: &str) -> StoreResult<bool> {
+        Self::delete(&self.units, id).await
+    }
+
     async fn list_units(&self) -> StoreResult<Vec<Unit>> {
         let all = ListOptions {
             limit: u64::MAX,

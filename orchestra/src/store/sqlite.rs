@@ -179,14 +179,11 @@ impl SqliteStore {
         .map(|n| n > 0)
     }
 
-    async fn delete(&self, table: &'static str, id: Uuid) -> StoreResult<bool> {
+    async fn delete(&self, table: &'static str, id: String) -> StoreResult<bool> {
         self.with(move |c| {
-            c.execute(
-                &format!("DELETE FROM {table} WHERE id = ?1"),
-                [id.to_string()],
-            )
-            .map(|n| n > 0)
-            .map_err(unavailable)
+            c.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])
+                .map(|n| n > 0)
+                .map_err(unavailable)
         })
         .await
     }
@@ -450,7 +447,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_user(&self, id: Uuid) -> StoreResult<bool> {
-        self.delete("users", id).await
+        self.delete("users", id.to_string()).await
     }
 
     async fn create_media(&self, media: &Media) -> StoreResult<()> {
@@ -552,7 +549,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_profile(&self, id: Uuid) -> StoreResult<bool> {
-        self.delete("profiles", id).await
+        self.delete("profiles", id.to_string()).await
     }
 
     async fn create_token(&self, token: &Token) -> StoreResult<()> {
@@ -626,6 +623,10 @@ impl Store for SqliteStore {
 
     async fn get_unit(&self, id: &str) -> StoreResult<Option<Unit>> {
         self.get_doc("units", "id", id.to_owned()).await
+    }
+
+    async fn delete_unit(&self, id: &str) -> StoreResult<bool> {
+        self.delete("units", id.to_owned()).await
     }
 
     async fn list_units(&self) -> StoreResult<Vec<Unit>> {

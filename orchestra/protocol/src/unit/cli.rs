@@ -1,7 +1,148 @@
-//! What the unit binaries share around their flags (DESIGN.md §8): value parsers, the log
-//! format, logging set-up and the stop signals.
+//! What the unit binaries share around their flags (DESIGN.md §8): the common flags, value
+//! parsers, the log format, logging set-up, the start and the stop signals.
 
-use clap::ValueEnum;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Arg, Args, ValueEnum};
+
+use crate::broker::AmqpBroker;
+use crate::client::NodeClient;
+use crate::node::UnitKind;
+use crate::queue::{PUBLISHER_QUEUE, TRANSFORM_QUEUE};
+
+/// The flags every unit kind takes, each with an `OSCIED_*` environment fallback. A binary
+/// flattens them into its `Config` (`#[command(flatten)]`) and applies [`kind_flags`] to its
+/// command for the default queue and the wording of its kind.
+#[derive(Clone, Args)]
+pub struct UnitArgs {
+    /// The orchestra's URL (with or without `/api/v1`), e.g. http://10.0.0.1:5000.
+    #[arg(long, env = "OSCIED_API_URL")]
+    pub api_url: String,
+    /// The node secret the orchestra was given (HTTP Basic `node:<secret>`).
+    #[arg(long, env = "OSCIED_NODE_SECRET", hide_env_values = true)]
+    pub node_secret: String,
+    /// Where this host mounts the shared storage tree.
+    #[arg(long, env = "OSCIED_STORAGE_ROOT")]
+    pub storage_root: PathBuf,
+    /// The RabbitMQ URI, e.g. amqp://user:pass@10.0.0.1:5672/%2f.
+    #[arg(long, env = "OSCIED_AMQP_URI", hide_env_values = true)]
+    pub amqp_uri: String,
+    /// The queues to consume, comma separated; the kind's queue when unset (see
+    /// [`UnitArgs::queues`]). [`kind_flags`] words this help and the next two per kind.
+    #[arg(long, env = "OSCIED_QUEUES", value_parser = parse_queues)]
+    pub queues: Option<Queues>,
+    /// Tasks run at once.
+    #[arg(long, env = "OSCIED_CONCURRENCY", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    /// How the unit names itself to the orchestra; a fresh UUID v4 when unset.
+    #[arg(long, env = "OSCIED_UNIT_ID", value_parser = parse_unit_id)]
+    pub unit_id: Option<String>,
+    /// Seconds between unit heartbeats.
+    #[arg(long, env = "OSCIED_HEARTBEAT_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_secs: u64,
+    /// Log lines for people or for machines.
+    #[arg(long, env = "OSCIED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+impl UnitArgs {
+    /// The queues given, else the kind's own queue.
+    pub fn queues(&self, kind: UnitKind) -> Vec<String> {
+        match &self.queues {
+            Some(queues) => queues.0.clone(),
+            None => vec![default_queue(kind).to_owned()],
+        }
+    }
+
+    /// Adds the flags to a binary's `Debug`, never the node secret nor the AMQP password.
+    pub fn debug_fields<'a, 'b, 'c>(
+        &self,
+        f: &'a mut fmt::DebugStruct<'b, 'c>,
+    ) -> &'a mut fmt::DebugStruct<'b, 'c> {
+        // Unset only where the kind's flags were not applied (no default from clap).
+        let queues: &dyn fmt::Debug = match &self.queues {
+            Some(queues) => &queues.0,
+            None => &"<the kind's>",
+        };
+        f.field("api_url", &self.api_url)
+            .field("node_secret", &"<hidden>")
+            .field("storage_root", &self.storage_root)
+            .field("amqp_uri", &redact_uri(&self.amqp_uri))
+            .field("queues", queues)
+            .field("concurrency", &self.concurrency)
+            .field("unit_id", &self.unit_id)
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("log_format", &self.log_format)
+    }
+}
+
+impl fmt::Debug for UnitArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.debug_fields(&mut f.debug_struct("UnitArgs")).finish()
+    }
+}
+
+/// The queue a unit of this kind consumes when `OSCIED_QUEUES` is unset.
+fn default_queue(kind: UnitKind) -> &'static str {
+    match kind {
+        UnitKind::Transform => TRANSFORM_QUEUE,
+        UnitKind::Publisher => PUBLISHER_QUEUE,
+    }
+}
+
+/// What sets one kind's [`UnitArgs`] apart: the default queue (shown by `--help`) and the
+/// wording of some helps. For the binary's command:
+/// `#[command(mut_args = kind_flags(UnitKind::…))]`.
+pub fn kind_flags(kind: UnitKind) -> impl FnMut(Arg) -> Arg {
+    let (queues, concurrency, unit_id) = match kind {
+        UnitKind::Transform => (
+            "The queues to consume, comma separated",
+            "Jobs run at once",
+            "How the unit names itself to the orchestra; a fresh UUID v4 when unset",
+        ),
+        UnitKind::Publisher => (
+            "The queues to consume, comma separated (the unit's own queue is consumed besides)",
+            "Publications run at once",
+            "How the unit names itself to the orchestra; a fresh UUID v4 when unset. Give a \
+             stable one: the unit's own queue (its unpublish jobs) is named after it",
+        ),
+    };
+    move |arg| match arg.get_id().as_str() {
+        "queues" => arg.help(queues).default_value(default_queue(kind)),
+        "concurrency" => arg.help(concurrency),
+        "unit_id" => arg.help(unit_id),
+        _ => arg,
+    }
+}
+
+/// A unit binary's start: logging as asked, a check that the storage is mounted, the
+/// orchestra's client and the broker (which connects in the background and reconnects on its
+/// own). `config` is the binary's whole configuration, logged once. `None` once the failure
+/// is logged: the binary exits with failure.
+pub fn start(unit: &UnitArgs, config: &dyn fmt::Debug) -> Option<(NodeClient, Arc<AmqpBroker>)> {
+    init_tracing(unit.log_format);
+    if !unit.storage_root.is_dir() {
+        tracing::error!(
+            storage_root = %unit.storage_root.display(),
+            "OSCIED_STORAGE_ROOT is not a directory (is the shared storage mounted?)"
+        );
+        return None;
+    }
+    let client = match NodeClient::new(&unit.api_url, &unit.node_secret) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!("{e}");
+            return None;
+        }
+    };
+    tracing::info!(api = %client.base(), "configuration: {config:?}");
+    let broker = Arc::new(AmqpBroker::connect(&unit.amqp_uri));
+    Some((client, broker))
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -81,7 +222,125 @@ pub fn redact_uri(uri: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::{CommandFactory, Parser};
+
     use super::*;
+
+    #[derive(Parser)]
+    #[command(mut_args = kind_flags(UnitKind::Transform))]
+    struct TransformCli {
+        #[command(flatten)]
+        unit: UnitArgs,
+    }
+
+    #[derive(Parser)]
+    #[command(mut_args = kind_flags(UnitKind::Publisher))]
+    struct PublisherCli {
+        #[command(flatten)]
+        unit: UnitArgs,
+    }
+
+    const REQUIRED: [&str; 9] = [
+        "unit",
+        "--api-url",
+        "http://127.0.0.1:5000",
+        "--node-secret",
+        "s3cret-node",
+        "--storage-root",
+        "/srv/storage",
+        "--amqp-uri",
+        "amqp://guest:hunter2@127.0.0.1:5672/%2f",
+    ];
+
+    #[test]
+    fn the_default_queue_is_the_kinds() {
+        let transform = TransformCli::try_parse_from(REQUIRED).unwrap().unit;
+        assert_eq!(transform.queues(UnitKind::Transform), vec!["transform"]);
+        let publisher = PublisherCli::try_parse_from(REQUIRED).unwrap().unit;
+        assert_eq!(publisher.queues(UnitKind::Publisher), vec!["publisher"]);
+        // Without the kind's flags (no default from clap), resolved from the kind.
+        let unset = UnitArgs {
+            queues: None,
+            ..publisher.clone()
+        };
+        assert_eq!(unset.queues(UnitKind::Transform), vec!["transform"]);
+        assert_eq!(unset.queues(UnitKind::Publisher), vec!["publisher"]);
+        let mut args = REQUIRED.to_vec();
+        args.extend(["--queues", "gpu, cpu"]);
+        let given = PublisherCli::try_parse_from(args).unwrap().unit;
+        assert_eq!(given.queues(UnitKind::Publisher), vec!["gpu", "cpu"]);
+    }
+
+    #[test]
+    fn help_shows_each_kinds_default_and_wording() {
+        let transform = TransformCli::command().render_long_help().to_string();
+        assert!(transform.contains("[default: transform]"), "{transform}");
+        assert!(transform.contains("Jobs run at once"), "{transform}");
+        let publisher = PublisherCli::command().render_long_help().to_string();
+        assert!(publisher.contains("[default: publisher]"), "{publisher}");
+        assert!(
+            publisher.contains("Publications run at once"),
+            "{publisher}"
+        );
+        assert!(publisher.contains("Give a stable one"), "{publisher}");
+        for var in [
+            "OSCIED_API_URL",
+            "OSCIED_NODE_SECRET",
+            "OSCIED_STORAGE_ROOT",
+            "OSCIED_AMQP_URI",
+            "OSCIED_QUEUES",
+            "OSCIED_CONCURRENCY",
+            "OSCIED_UNIT_ID",
+            "OSCIED_HEARTBEAT_SECS",
+            "OSCIED_LOG_FORMAT",
+        ] {
+            assert!(transform.contains(var), "{var}: {transform}");
+            assert!(publisher.contains(var), "{var}: {publisher}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        for (flag, value) in [
+            ("--concurrency", "0"),
+            ("--concurrency", "257"),
+            ("--queues", "a b"),
+            ("--queues", " , "),
+            ("--unit-id", "a/b"),
+            ("--heartbeat-secs", "0"),
+            ("--log-format", "xml"),
+        ] {
+            let mut args = REQUIRED.to_vec();
+            args.extend([flag, value]);
+            assert!(
+                TransformCli::try_parse_from(&args).is_err(),
+                "{flag} {value}"
+            );
+            assert!(
+                PublisherCli::try_parse_from(&args).is_err(),
+                "{flag} {value}"
+            );
+        }
+        // Each of the four first flags is required.
+        for missing in (1..REQUIRED.len()).step_by(2) {
+            let mut args = REQUIRED.to_vec();
+            args.drain(missing..missing + 2);
+            assert!(TransformCli::try_parse_from(args).is_err(), "{missing}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let unit = TransformCli::try_parse_from(REQUIRED).unwrap().unit;
+        let text = format!("{unit:?}");
+        assert!(text.starts_with("UnitArgs {"), "{text}");
+        assert!(!text.contains("s3cret-node"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("amqp://guest:***@127.0.0.1:5672/%2f"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn parsers() {
