@@ -276,6 +276,8 @@ pub async fn complete(
             // Cancelled while the unit finished: the files are out, so take them back in.
             (TaskStatus::Revoking, TaskStatus::Success) if task.publish_uri.is_none() => {
                 task.publish_uri = Some(published_uri(&req)?);
+                // Nothing runs any more: no lease to watch, an unpublish job to send.
+                task.lease_expires_at = None;
                 task.dispatched_at = None;
                 save(state, &task).await?;
                 task
