@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::dispatch;
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::{self, Lifecycle, check_holder, lease, move_to, stale};
+use crate::lifecycle::{Lifecycle, check_holder, lease, move_to, stale};
 use crate::models::{ListOptions, MediaStatus, PublisherTask, TaskFilter, now};
 use crate::state::AppState;
 use crate::task_records::{self, save};
@@ -186,17 +186,7 @@ pub async fn unpublish(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult
 
 /// A publisher claims an attempt it received.
 pub async fn claim(state: &AppState, id: Uuid, req: ClaimRequest) -> ApiResult<ClaimAnswer> {
-    let _guard = state.locks.lock(id).await;
-    let mut task = load(state, id).await?;
-    if lifecycle::claim(&mut task, &req, lease(state))? {
-        save(state, &task).await?;
-        tracing::info!(task = %id, attempt = task.attempt, unit = ?task.unit_id, "publication started");
-    }
-    Ok(ClaimAnswer {
-        task_id: id,
-        attempt: task.attempt,
-        lease_secs: state.config.task_lease_secs,
-    })
+    task_records::claim(state, id, req, |_: &mut PublisherTask| {}).await
 }
 
 /// A lease report while publishing (a copy can take a while); the answer tells a cancelled
@@ -392,13 +382,10 @@ pub async fn forget_holder(state: &AppState, id: Uuid) -> ApiResult<bool> {
             set_public_uri(state, &task, None).await?;
             return Ok(true);
         }
-        if !task.status.is_running() {
-            return Ok(false);
-        }
-        task.renew(now());
-        save(state, &task).await?;
     }
-    take_back(state, id).await?;
+    if task_records::expire_lease::<PublisherTask>(state, id).await? {
+        take_back(state, id).await?;
+    }
     Ok(false)
 }
 

@@ -6,7 +6,10 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::Lifecycle;
+use oscied_protocol::node::{ClaimAnswer, ClaimRequest};
+
+use crate::lifecycle::{self, Lifecycle, lease};
+use crate::models::now;
 use crate::models::{PublisherTask, TransformTask};
 use crate::state::AppState;
 use crate::store::{Store, StoreResult};
@@ -74,4 +77,40 @@ pub async fn save<T: TaskRecord>(state: &AppState, task: &T) -> ApiResult<()> {
     } else {
         Err(ApiError::not_found(T::WHAT, task.id()))
     }
+}
+
+/// A unit claims an attempt it received (see [`lifecycle::claim`]); `started` adjusts a task
+/// just claimed before it is saved.
+pub async fn claim<T: TaskRecord>(
+    state: &AppState,
+    id: Uuid,
+    req: ClaimRequest,
+    started: impl FnOnce(&mut T),
+) -> ApiResult<ClaimAnswer> {
+    let _guard = state.locks.lock(id).await;
+    let mut task: T = load(state, id).await?;
+    if lifecycle::claim(&mut task, &req, lease(state))? {
+        started(&mut task);
+        save(state, &task).await?;
+        tracing::info!(task = %id, attempt = task.attempt(), unit = ?task.unit_id(),
+            "{} started", T::WHAT);
+    }
+    Ok(ClaimAnswer {
+        task_id: id,
+        attempt: task.attempt(),
+        lease_secs: state.config.task_lease_secs,
+    })
+}
+
+/// End a running task's lease now, as if its unit had gone silent (its unit was forgotten);
+/// false when it is not running. The caller then takes it back.
+pub async fn expire_lease<T: TaskRecord>(state: &AppState, id: Uuid) -> ApiResult<bool> {
+    let _guard = state.locks.lock(id).await;
+    let mut task: T = load(state, id).await?;
+    if !task.status().is_running() {
+        return Ok(false);
+    }
+    task.renew(now());
+    save(state, &task).await?;
+    Ok(true)
 }

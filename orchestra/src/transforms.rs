@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::dispatch;
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::{self, Lifecycle, check_holder, lease, move_to, stale};
+use crate::lifecycle::{Lifecycle, check_holder, lease, move_to, stale};
 use crate::medias::{Metadata, check_metadata};
 use crate::models::{Media, MediaStatus, Progress, TransformTask, now};
 use crate::state::AppState;
@@ -203,18 +203,10 @@ async fn discard_output(state: &AppState, task: &TransformTask) {
 
 /// A unit claims an attempt it received (see [`lifecycle::claim`]).
 pub async fn claim(state: &AppState, id: Uuid, req: ClaimRequest) -> ApiResult<ClaimAnswer> {
-    let _guard = state.locks.lock(id).await;
-    let mut task = load(state, id).await?;
-    if lifecycle::claim(&mut task, &req, lease(state))? {
-        task.progress = None;
-        save(state, &task).await?;
-        tracing::info!(task = %id, attempt = task.attempt, unit = ?task.unit_id, "transform task started");
-    }
-    Ok(ClaimAnswer {
-        task_id: id,
-        attempt: task.attempt,
-        lease_secs: state.config.task_lease_secs,
+    task_records::claim(state, id, req, |task: &mut TransformTask| {
+        task.progress = None
     })
+    .await
 }
 
 /// Progress (or a bare heartbeat) renews the lease; the answer tells a revoked task's unit to
@@ -374,16 +366,10 @@ async fn accept_output(
 
 /// Take a running task back now, as if its lease had lapsed (its unit was forgotten).
 pub async fn take_back_now(state: &AppState, id: Uuid) -> ApiResult<()> {
-    {
-        let _guard = state.locks.lock(id).await;
-        let mut task = load(state, id).await?;
-        if !task.status.is_running() {
-            return Ok(());
-        }
-        task.renew(now());
-        save(state, &task).await?;
+    if task_records::expire_lease::<TransformTask>(state, id).await? {
+        take_back(state, id).await?;
     }
-    take_back(state, id).await
+    Ok(())
 }
 
 /// The reaper's decision for a running task whose lease lapsed: re-queue with attempt + 1,
