@@ -174,7 +174,8 @@ async fn start(ctx: &Ctx, job: &TransformJob, work_dir: &Path) -> Result<Work, S
                 // An input registered without a duration: ask ffprobe, else 0 % until the end.
                 _ => probe::probe(&input).await.ok().and_then(|p| p.duration()),
             };
-            let args = ffmpeg_args(&input, &tokens, &output);
+            let args = ffmpeg_args(&input, &tokens, &output)
+                .map_err(|e| format!("cannot make the input and output paths absolute: {e}"))?;
             let ffmpeg = Ffmpeg::spawn(&args, duration)
                 .await
                 .map_err(|e| format!("ffmpeg could not be run: {e} (is ffmpeg installed?)"))?;

@@ -10,9 +10,12 @@ use worker_transform::ffmpeg::{self, Ffmpeg};
 
 async fn start(input: &Path, encoder_string: &str, output: &Path, duration: f64) -> Ffmpeg {
     let tokens = validate_encoder_string(encoder_string).expect("valid encoder string");
-    Ffmpeg::spawn(&ffmpeg_args(input, &tokens, output), Some(duration))
-        .await
-        .expect("spawn ffmpeg")
+    Ffmpeg::spawn(
+        &ffmpeg_args(input, &tokens, output).expect("absolute paths"),
+        Some(duration),
+    )
+    .await
+    .expect("spawn ffmpeg")
 }
 
 /// True while any process of the group exists.

@@ -20,7 +20,7 @@ async fn run_builtin(title: &str, input: &Path, out: &Path) -> Probe {
         .unwrap_or_else(|| panic!("no built-in {title}"));
     assert_eq!(profile.encoder_name, EncoderName::Ffmpeg);
     let tokens = validate_encoder_string(profile.encoder_string).expect("built-in validates");
-    let args = ffmpeg_args(input, &tokens, out);
+    let args = ffmpeg_args(input, &tokens, out).expect("absolute paths");
     let output = Command::new("ffmpeg")
         .args(&args)
         .output()

@@ -279,7 +279,7 @@ impl Bench {
             let out = self.work.join(format!("raw-{run}.mp4"));
             let start = Instant::now();
             let status = Command::new("ffmpeg")
-                .args(ffmpeg_args(&stored, &tokens, &out))
+                .args(ffmpeg_args(&stored, &tokens, &out).expect("absolute paths"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -468,7 +468,8 @@ impl Bench {
                 .enumerate()
                 .map(|(i, m)| {
                     let input = self.storage.join(m["uri"].as_str().expect("uri"));
-                    let args = ffmpeg_args(&input, &tokens, &out_dir.join(format!("b{i}.mp4")));
+                    let args = ffmpeg_args(&input, &tokens, &out_dir.join(format!("b{i}.mp4")))
+                        .expect("absolute paths");
                     let quoted: Vec<String> = args
                         .iter()
                         .map(|a| shell_quote(&a.to_string_lossy()))
