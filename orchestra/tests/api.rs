@@ -989,17 +989,24 @@ async fn encoder_strings_are_validated_at_profile_creation() {
         ("-i /etc/passwd -c:v libx264", "-i"),
         ("-c:v libx264 second.mp4", "stray argument"),
         ("-c:v libx264 -f mp4 /tmp/out.mp4", "stray argument"),
-        ("-metadata /abs/path", "path"),
-        ("-metadata ../relative/path", "path"),
-        ("-metadata ./here", "path"),
+        ("-metadata /abs/path", "key=value"),
+        ("-metadata ../relative/path", "key=value"),
         ("-vf movie=/etc/passwd", "movie"),
         ("-af amovie=x.wav", "amovie"),
         ("-filter_complex 'movie=x.mp4[a];[0:v][a]overlay'", "movie"),
+        ("-vf subtitles=/etc/passwd", "subtitles"),
+        ("-vf loop=loop=-1:size=1", "loop"),
+        ("-c:v http://example.com/x", "encoder name"),
+        ("-c:v file:secret", "-c:v"),
         (
-            "-c:v libx264 -metadata title=http://example.com/x",
-            "protocol",
+            "-map 0:a -c:a copy -f s16le -force_fps oscied-data/root_secret -map 0 -c:a aac",
+            "stray argument",
         ),
-        ("-c:v file:secret", "protocol"),
+        ("-f TEE", "TEE"),
+        ("-pass 1", "-pass"),
+        ("-x264-params keyint=50:stats=x.log", "stats"),
+        ("-x265-params csv=x.csv", "csv"),
+        ("-c:v libx264 -nosuchoption 1", "-nosuchoption"),
         ("-vf 'scale=1:2", "quoting"),
         ("-c:v \"libx264", "quoting"),
         ("-progress http://x", "-progress"),
@@ -1034,6 +1041,38 @@ async fn profiles_and_encoders() {
         .map(|e| e["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["copy", "ffmpeg"]);
+    // The ffmpeg entry documents its allow-list; copy takes no encoder string.
+    assert!(encoders["items"][0].get("allowed").is_none());
+    let allowed = &encoders["items"][1]["allowed"];
+    let named = |list: &str, name: &str| {
+        allowed[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|item| item["name"] == name || *item == name)
+    };
+    assert!(named("options", "-c") && named("options", "-movflags"));
+    assert!(!named("options", "-pass") && !named("options", "-passlogfile"));
+    assert!(named("filters", "scale") && !named("filters", "movie"));
+    assert!(named("formats", "mp4") && !named("formats", "tee"));
+    assert!(named("codecs", "libx264") && named("codecs", "copy"));
+    assert!(named("x264_params", "keyint") && !named("x264_params", "stats"));
+    assert!(named("x265_params", "crf") && !named("x265_params", "csv"));
+    let scale = allowed["filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "scale")
+        .unwrap();
+    assert_eq!(scale["positional"][0], "w");
+    let c = allowed["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "-c")
+        .unwrap();
+    assert_eq!(c["specifier"], "stream");
+    assert!(c["value"].as_str().unwrap().contains("encoder"));
 
     // The built-ins are seeded, owned by nobody.
     let (_, builtins) = app.get("/transform/profiles?limit=100", ADA).await;

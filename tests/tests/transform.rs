@@ -207,18 +207,23 @@ fn revoke_a_queued_then_a_running_task() {
 }
 
 #[test]
-fn an_unknown_codec_fails_with_ffmpeg_s_words() {
+fn an_impossible_encoding_fails_with_ffmpeg_s_words() {
     let cluster = Cluster::start(1, &[]);
     let input = cluster.upload_clip("short.mp4", 2, 320, 180);
     let media_in = str_of(&input, "id");
-    let bogus = cluster.create_profile("Bogus codec", "-c:v nosuchcodec -c:a aac");
+    // Valid for the allow-list (an unknown codec is refused at creation), impossible for
+    // libx264: ffmpeg itself fails at run time.
+    let bogus = cluster.create_profile(
+        "Impossible profile",
+        "-c:v libx264 -profile:v baseline -pix_fmt yuv444p -c:a aac",
+    );
     let task = cluster.launch(media_in, &bogus, "bogus.mp4");
 
     let done = cluster.wait_status(str_of(&task, "id"), "FAILURE", START_TIMEOUT);
     let error = done["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("nosuchcodec"),
-        "the error names the codec: {}",
+        error.contains("baseline"),
+        "the error is ffmpeg's own: {}",
         pretty(&done)
     );
     assert!(done["finished_at"].is_string(), "{}", pretty(&done));

@@ -274,7 +274,13 @@ async fn runs_a_copy_job() {
 #[tokio::test]
 async fn ffmpeg_errors_and_invalid_profiles_fail_the_task() {
     let h = Harness::start(Fake::default()).await;
-    let bogus = h.job(EncoderName::Ffmpeg, "-c:v nosuchcodec", "out.mp4", 1);
+    // Valid for the allow-list, impossible for libx264: ffmpeg itself fails at run time.
+    let bogus = h.job(
+        EncoderName::Ffmpeg,
+        "-c:v libx264 -profile:v baseline -pix_fmt yuv444p",
+        "out.mp4",
+        1,
+    );
     let invalid = h.job(EncoderName::Ffmpeg, "-i /etc/passwd", "out.mp4", 1);
     h.publish(&bogus).await;
     h.publish(&invalid).await;
@@ -291,7 +297,7 @@ async fn ffmpeg_errors_and_invalid_profiles_fail_the_task() {
     assert!(
         errors
             .iter()
-            .any(|e| e.contains("nosuchcodec") && e.contains("exited with status")),
+            .any(|e| e.contains("baseline") && e.contains("exited with status")),
         "{errors:?}"
     );
     assert!(errors.iter().any(|e| e.contains("-i")), "{errors:?}");

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use oscied_protocol::EncoderName;
+use oscied_protocol::encoder::{FfmpegAllowList, ffmpeg_allow_list};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -28,9 +29,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub struct Encoder {
     pub name: EncoderName,
     pub description: &'static str,
+    /// What an encoder_string may hold (ffmpeg only): the allowed output options with the
+    /// shape of their values, the filters with their options, formats, codecs, bitstream
+    /// filters, x264/x265 parameter keys. Anything else is refused with 422.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<FfmpegAllowList>,
 }
 
-/// The encoders a profile can use.
+/// The encoders a profile can use, and what an ffmpeg encoder_string may hold.
 #[utoipa::path(get, path = "/transform/encoders", tag = "transform",
     responses((status = 200, body = Page<Encoder>)))]
 async fn list_encoders(_caller: Caller) -> Json<Page<Encoder>> {
@@ -39,6 +45,7 @@ async fn list_encoders(_caller: Caller) -> Json<Page<Encoder>> {
         .map(|name| Encoder {
             name,
             description: name.description(),
+            allowed: (name == EncoderName::Ffmpeg).then(ffmpeg_allow_list),
         })
         .collect();
     Json(Page {
