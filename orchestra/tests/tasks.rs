@@ -93,6 +93,83 @@ impl Fixture {
     }
 }
 
+/// Output filenames are built from a reviewed character set (oscied_protocol::filename): each
+/// character ffmpeg or a shell gives meaning to is a 422 that names it, and nothing is created.
+#[tokio::test]
+async fn task_filenames_refuse_what_ffmpeg_would_read() {
+    let f = fixture(30).await;
+    let app = &f.app;
+    let launch = |filename: String| {
+        app.post(
+            "/transform/tasks",
+            EVE,
+            json!({"media_in_id": f.media, "profile_id": f.profile, "filename": filename,
+                "metadata": {"title": "t"}, "queue": "nobody"}),
+        )
+    };
+    // The attack of issue 9: with `-f tee`, this sent the output to any host.
+    assert_error(
+        &launch("a.wav|[f=s16le]tcp:127.0.0.1:9".into()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "the character '|' is not allowed",
+    );
+    for (c, named) in [
+        (':', "':'"),
+        ('|', "'|'"),
+        ('[', "'['"),
+        (']', "']'"),
+        ('%', "'%'"),
+        ('/', "'/'"),
+        ('\\', "'\\'"),
+        ('\0', "U+0000"),
+        ('\n', "U+000A"),
+        ('\u{1b}', "U+001B"),
+        ('\u{202e}', "U+202E"),
+        ('$', "'$'"),
+        ('`', "'`'"),
+        (';', "';'"),
+        ('*', "'*'"),
+        ('\'', "'\''"),
+        ('"', "'\"'"),
+    ] {
+        assert_error(
+            &launch(format!("out{c}1.mp4")).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            &format!("the character {named} is not allowed"),
+        );
+    }
+    for (filename, why) in [
+        ("-y.mp4".to_owned(), "must start with a letter or a digit"),
+        (".hidden.mp4".to_owned(), "must start with a letter or a digit"),
+        ("..".to_owned(), "must start with a letter or a digit"),
+        ("".to_owned(), "must not be empty"),
+        (format!("{}.mp4", "a".repeat(252)), "at most 255 bytes"),
+        ("out.exe".to_owned(), "not a known output container"),
+        ("out".to_owned(), "needs an extension"),
+    ] {
+        assert_error(
+            &launch(filename).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            why,
+        );
+    }
+    let (_, tasks) = app.get("/transform/tasks", EVE).await;
+    assert_eq!(tasks["total"], 0, "nothing was created: {tasks}");
+    let (_, medias) = app.get("/medias", EVE).await;
+    assert_eq!(medias["total"], 1, "only the input: {medias}");
+    // Letters of any script, digits, spaces, '.', '_' and '-' pass; so does the longest name.
+    for filename in ["Émission été_v2 - 720p.MP4".to_owned(), format!("{}.mp4", "a".repeat(251))]
+    {
+        let (status, task) = launch(filename.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        let output = f.media(task["media_out_id"].as_str().unwrap()).await;
+        assert_eq!(output["filename"], filename.as_str());
+    }
+}
+
 #[tokio::test]
 async fn creating_a_task_checks_its_input() {
     let f = fixture(30).await;
