@@ -6,16 +6,17 @@ use oscied_protocol::TaskStatus;
 use oscied_protocol::filename::check_output_filename;
 use oscied_protocol::job::tmp_dir;
 use oscied_protocol::node::{
+    UnitKind,
     ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
 };
-use oscied_protocol::queue::{TRANSFORM_QUEUE, check_queue_name};
+use oscied_protocol::queue::TRANSFORM_QUEUE;
 use oscied_protocol::broker::MAX_PRIORITY;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::dispatch;
+use crate::{dispatch, units};
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{Lifecycle, check_holder, lease, move_to, stale};
 use crate::medias::{Metadata, check_metadata};
@@ -53,7 +54,7 @@ pub async fn create(
     let user = caller.require_user()?;
     check_metadata(&new.metadata)?;
     let queue = new.queue.unwrap_or_else(|| TRANSFORM_QUEUE.to_owned());
-    check_queue_name(&queue).map_err(|e| ApiError::invalid(format!("queue: {e}")))?;
+    units::check_task_queue(state, UnitKind::Transform, &queue).await?;
     let priority = new.priority.unwrap_or(0);
     if priority > MAX_PRIORITY {
         return Err(ApiError::invalid(format!(

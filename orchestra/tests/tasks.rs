@@ -170,6 +170,66 @@ async fn task_filenames_refuse_what_ffmpeg_would_read() {
     }
 }
 
+/// A transform task goes to a transform queue only: `transform`, `transform-…`, or a named
+/// queue no publisher unit consumes; `unit@…` is never a client's. Units are held to the same.
+#[tokio::test]
+async fn transform_tasks_go_to_transform_queues_only() {
+    let f = fixture(30).await;
+    let app = &f.app;
+    let launch = |queue: &str| {
+        app.post(
+            "/transform/tasks",
+            EVE,
+            json!({"media_in_id": f.media, "profile_id": f.profile, "filename": "o.mp4",
+                "metadata": {"title": "t"}, "queue": queue}),
+        )
+    };
+    let beat = |unit: &str, kind: &str, queues: Value| {
+        app.client
+            .put(format!("{}/node/units/{unit}", app.base))
+            .basic_auth("node", Some(&f.node_secret))
+            .json(&json!({"kind": kind, "queues": queues, "hostname": "h", "version": "test",
+                "ffmpeg_version": null, "concurrency": 1, "running_tasks": [],
+                "heartbeat_secs": 1}))
+            .send()
+    };
+    for (queue, why) in [
+        ("publisher", "\"publisher\" is a publisher queue; transform work goes to transform queues"),
+        ("publisher-eu", "\"publisher-eu\" is a publisher queue"),
+        ("unit@standalone-publisher", "a unit's own queue"),
+        ("amq.direct", "reserved by AMQP"),
+    ] {
+        assert_error(
+            &launch(queue).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            why,
+        );
+    }
+    // A named queue belongs to the kind of the units that consume it.
+    let answer = common::read(beat("far-publisher", "publisher", json!(["far"])).await.unwrap()).await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    assert_error(
+        &launch("far").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "\"far\" is consumed by publisher units (far-publisher): a transform task there would never run",
+    );
+    // A unit may not declare the other kind's queues either.
+    assert_error(
+        &common::read(beat("t-1", "transform", json!(["transform", "publisher"])).await.unwrap()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "a transform unit cannot consume queue \"publisher\"",
+    );
+    let (_, tasks) = app.get("/transform/tasks", EVE).await;
+    assert_eq!(tasks["total"], 0, "nothing was created: {tasks}");
+    for queue in ["transform-gpu", "gpu", "nobody"] {
+        let task = f.launch(queue).await;
+        assert_eq!(task["queue"], queue);
+    }
+}
+
 #[tokio::test]
 async fn creating_a_task_checks_its_input() {
     let f = fixture(30).await;
