@@ -707,3 +707,114 @@ async fn wait_for(f: &Fixture, id: &str, done: impl Fn(&Value) -> bool) -> Value
     }
     panic!("task {id} never got there: {}", f.task(id).await);
 }
+
+/// Jobs a unit cannot run, put on the in-process broker as a misrouting or a bug would: the
+/// standalone units fail their tasks through the node API (claim, then FAILURE with why)
+/// instead of dropping the message and leaving the task PENDING forever.
+#[tokio::test]
+async fn jobs_a_unit_cannot_decode_end_their_task_failure() {
+    use oscied_protocol::{PublishAction, PublishJob, TransformJob};
+    let f = fixture(30).await;
+    let app = &f.app;
+    let broker = app.running.state.broker.clone();
+    let wait_failure = |path: String| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, task) = app.get(&path, EVE).await;
+            if task["status"] == "FAILURE" || std::time::Instant::now() > deadline {
+                assert_eq!(task["status"], "FAILURE", "{task}");
+                return task;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    // A transform job on the publisher's queue.
+    let task = f.launch("nobody").await;
+    let id: uuid::Uuid = task["id"].as_str().unwrap().parse().unwrap();
+    let job = TransformJob {
+        task_id: id,
+        attempt: 1,
+        media_in_uri: "medias/x/in.mp4".into(),
+        media_in_duration: Some(2.0),
+        media_out_id: task["media_out_id"].as_str().unwrap().parse().unwrap(),
+        filename: "out.mp4".into(),
+        profile_title: "Force 720p".into(),
+        encoder_name: oscied_protocol::EncoderName::Copy,
+        encoder_string: String::new(),
+    };
+    let payload = serde_json::to_vec(&job).unwrap();
+    broker.publish("publisher", &payload, 0).await.unwrap();
+    let failed = wait_failure(format!("/transform/tasks/{id}")).await;
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("a transform job reached a publisher unit (unit standalone-publisher, queue publisher)"),
+        "{error}"
+    );
+    assert_eq!(failed["unit_id"], "standalone-publisher");
+    let output = f.media(task["media_out_id"].as_str().unwrap()).await;
+    assert_eq!(output["status"], "DELETED", "{output}");
+
+    // A publish job on the transform queue.
+    let (status, publication) = app
+        .post(
+            "/publisher/tasks",
+            EVE,
+            json!({"media_id": f.media, "queue": "elsewhere"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{publication}");
+    let pid: uuid::Uuid = publication["id"].as_str().unwrap().parse().unwrap();
+    let job = PublishJob {
+        task_id: pid,
+        attempt: 1,
+        action: PublishAction::Publish,
+        media_id: f.media.parse().unwrap(),
+        media_uri: "medias/x/in.mp4".into(),
+    };
+    let payload = serde_json::to_vec(&job).unwrap();
+    broker.publish("transform", &payload, 0).await.unwrap();
+    let failed = wait_failure(format!("/publisher/tasks/{pid}")).await;
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("a publish job reached a transform unit (unit standalone-transform, queue transform)"),
+        "{error}"
+    );
+
+    // A malformed transform job on the transform queue.
+    let task = f.launch("nobody").await;
+    let id = task["id"].as_str().unwrap();
+    let payload = json!({"task_id": id, "attempt": 1, "encoder_name": "bogus"}).to_string();
+    broker
+        .publish("transform", payload.as_bytes(), 0)
+        .await
+        .unwrap();
+    let failed = wait_failure(format!("/transform/tasks/{id}")).await;
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("the job message could not be decoded: ") && error.contains("bogus"),
+        "{error}"
+    );
+
+    // Messages that name no task are acked and logged; the unit goes on working.
+    for garbage in [&b"not json"[..], br#"{"attempt": 1}"#, br#"{"task_id": "x", "attempt": 1}"#] {
+        broker.publish("transform", garbage, 0).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while broker.queue_stats("transform").await.unwrap().messages > 0 {
+        assert!(std::time::Instant::now() < deadline, "the garbage was never acked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let task = f.launch("transform").await;
+    let id = task["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = f.task(id).await;
+        if done["status"] == "SUCCESS" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{done}");
+        assert_ne!(done["status"], "FAILURE", "{done}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
