@@ -19,12 +19,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::{dispatch, units};
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{Lifecycle, check_holder, lease, move_to, stale};
 use crate::models::{ListOptions, MediaStatus, PublisherTask, TaskFilter, now};
 use crate::state::AppState;
 use crate::task_records::{self, save};
+use crate::{dispatch, units};
 
 /// `POST /publisher/tasks`.
 #[derive(Debug, Deserialize, ToSchema)]

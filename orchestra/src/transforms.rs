@@ -3,20 +3,19 @@
 //! each read-check-write holds the task's lock.
 
 use oscied_protocol::TaskStatus;
+use oscied_protocol::broker::MAX_PRIORITY;
 use oscied_protocol::filename::check_output_filename;
 use oscied_protocol::job::tmp_dir;
 use oscied_protocol::node::{
-    UnitKind,
     ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
+    UnitKind,
 };
 use oscied_protocol::queue::TRANSFORM_QUEUE;
-use oscied_protocol::broker::MAX_PRIORITY;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::{dispatch, units};
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{Lifecycle, check_holder, lease, move_to, stale};
 use crate::medias::{Metadata, check_metadata};
@@ -24,6 +23,7 @@ use crate::models::{Media, MediaStatus, Progress, TransformTask, now};
 use crate::state::AppState;
 use crate::storage::Storage;
 use crate::task_records::{self, save};
+use crate::{dispatch, units};
 
 /// `POST /transform/tasks`.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -196,10 +196,16 @@ async fn publications_go_to_publisher_queues_only() {
     let (status, body) = node(&app, reqwest::Method::PUT, "/units/gpu-1", beat).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for (queue, why) in [
-        ("transform", "\"transform\" is a transform queue; publisher work goes to publisher queues"),
+        (
+            "transform",
+            "\"transform\" is a transform queue; publisher work goes to publisher queues",
+        ),
         ("transform.gpu", "\"transform.gpu\" is a transform queue"),
         ("unit@standalone-publisher", "a unit's own queue"),
-        ("gpu", "\"gpu\" is consumed by transform units (gpu-1): a publisher task there would never run"),
+        (
+            "gpu",
+            "\"gpu\" is consumed by transform units (gpu-1): a publisher task there would never run",
+        ),
     ] {
         assert_error(
             &publish(queue).await,

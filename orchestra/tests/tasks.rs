@@ -142,7 +142,10 @@ async fn task_filenames_refuse_what_ffmpeg_would_read() {
     }
     for (filename, why) in [
         ("-y.mp4".to_owned(), "must start with a letter or a digit"),
-        (".hidden.mp4".to_owned(), "must start with a letter or a digit"),
+        (
+            ".hidden.mp4".to_owned(),
+            "must start with a letter or a digit",
+        ),
         ("..".to_owned(), "must start with a letter or a digit"),
         ("".to_owned(), "must not be empty"),
         (format!("{}.mp4", "a".repeat(252)), "at most 255 bytes"),
@@ -161,8 +164,10 @@ async fn task_filenames_refuse_what_ffmpeg_would_read() {
     let (_, medias) = app.get("/medias", EVE).await;
     assert_eq!(medias["total"], 1, "only the input: {medias}");
     // Letters of any script, digits, spaces, '.', '_' and '-' pass; so does the longest name.
-    for filename in ["Émission été_v2 - 720p.MP4".to_owned(), format!("{}.mp4", "a".repeat(251))]
-    {
+    for filename in [
+        "Émission été_v2 - 720p.MP4".to_owned(),
+        format!("{}.mp4", "a".repeat(251)),
+    ] {
         let (status, task) = launch(filename.clone()).await;
         assert_eq!(status, StatusCode::CREATED, "{task}");
         let output = f.media(task["media_out_id"].as_str().unwrap()).await;
@@ -188,13 +193,18 @@ async fn transform_tasks_go_to_transform_queues_only() {
         app.client
             .put(format!("{}/node/units/{unit}", app.base))
             .basic_auth("node", Some(&f.node_secret))
-            .json(&json!({"kind": kind, "queues": queues, "hostname": "h", "version": "test",
+            .json(
+                &json!({"kind": kind, "queues": queues, "hostname": "h", "version": "test",
                 "ffmpeg_version": null, "concurrency": 1, "running_tasks": [],
-                "heartbeat_secs": 1}))
+                "heartbeat_secs": 1}),
+            )
             .send()
     };
     for (queue, why) in [
-        ("publisher", "\"publisher\" is a publisher queue; transform work goes to transform queues"),
+        (
+            "publisher",
+            "\"publisher\" is a publisher queue; transform work goes to transform queues",
+        ),
         ("publisher-eu", "\"publisher-eu\" is a publisher queue"),
         ("unit@standalone-publisher", "a unit's own queue"),
         ("amq.direct", "reserved by AMQP"),
@@ -207,7 +217,12 @@ async fn transform_tasks_go_to_transform_queues_only() {
         );
     }
     // A named queue belongs to the kind of the units that consume it.
-    let answer = common::read(beat("far-publisher", "publisher", json!(["far"])).await.unwrap()).await;
+    let answer = common::read(
+        beat("far-publisher", "publisher", json!(["far"]))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
     assert_error(
         &launch("far").await,
@@ -217,7 +232,12 @@ async fn transform_tasks_go_to_transform_queues_only() {
     );
     // A unit may not declare the other kind's queues either.
     assert_error(
-        &common::read(beat("t-1", "transform", json!(["transform", "publisher"])).await.unwrap()).await,
+        &common::read(
+            beat("t-1", "transform", json!(["transform", "publisher"]))
+                .await
+                .unwrap(),
+        )
+        .await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_field",
         "a transform unit cannot consume queue \"publisher\"",
@@ -748,7 +768,9 @@ async fn jobs_a_unit_cannot_decode_end_their_task_failure() {
     let failed = wait_failure(format!("/transform/tasks/{id}")).await;
     let error = failed["error"].as_str().unwrap_or_default();
     assert!(
-        error.starts_with("a transform job reached a publisher unit (unit standalone-publisher, queue publisher)"),
+        error.starts_with(
+            "a transform job reached a publisher unit (unit standalone-publisher, queue publisher)"
+        ),
         "{error}"
     );
     assert_eq!(failed["unit_id"], "standalone-publisher");
@@ -777,7 +799,9 @@ async fn jobs_a_unit_cannot_decode_end_their_task_failure() {
     let failed = wait_failure(format!("/publisher/tasks/{pid}")).await;
     let error = failed["error"].as_str().unwrap_or_default();
     assert!(
-        error.starts_with("a publish job reached a transform unit (unit standalone-transform, queue transform)"),
+        error.starts_with(
+            "a publish job reached a transform unit (unit standalone-transform, queue transform)"
+        ),
         "{error}"
     );
 
@@ -797,12 +821,19 @@ async fn jobs_a_unit_cannot_decode_end_their_task_failure() {
     );
 
     // Messages that name no task are acked and logged; the unit goes on working.
-    for garbage in [&b"not json"[..], br#"{"attempt": 1}"#, br#"{"task_id": "x", "attempt": 1}"#] {
+    for garbage in [
+        &b"not json"[..],
+        &br#"{"attempt": 1}"#[..],
+        &br#"{"task_id": "x", "attempt": 1}"#[..],
+    ] {
         broker.publish("transform", garbage, 0).await.unwrap();
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while broker.queue_stats("transform").await.unwrap().messages > 0 {
-        assert!(std::time::Instant::now() < deadline, "the garbage was never acked");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the garbage was never acked"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let task = f.launch("transform").await;

@@ -324,7 +324,10 @@ async fn a_filename_ffmpeg_would_read_as_a_protocol_fails_the_task() {
     assert_eq!(done.status, TaskStatus::Failure);
     let error = done.error.as_deref().unwrap_or_default();
     assert!(error.contains("'|' is not allowed"), "{error}");
-    assert!(listener.accept().is_err(), "nothing connected to the listener");
+    assert!(
+        listener.accept().is_err(),
+        "nothing connected to the listener"
+    );
     assert!(!h.work_dir(&job).exists());
     h.stop().await;
 }

@@ -168,7 +168,10 @@ mod tests {
         for (name, why) in [
             ("", "must not be empty"),
             ("-y.mp4", "must start with a letter or a digit, not '-'"),
-            (".hidden.mp4", "must start with a letter or a digit, not '.'"),
+            (
+                ".hidden.mp4",
+                "must start with a letter or a digit, not '.'",
+            ),
             ("..", "must start with a letter or a digit"),
             (".", "must start with a letter or a digit"),
             (" x.mp4", "must start with a letter or a digit, not U+0020"),
@@ -176,7 +179,10 @@ mod tests {
             ("x.mp4 ", "must not end with a space or a dot"),
             ("x.mp4.", "must not end with a space or a dot"),
             ("noextension", "needs an extension"),
-            ("x.exe", "the extension .exe is not a known output container"),
+            (
+                "x.exe",
+                "the extension .exe is not a known output container",
+            ),
             ("x.ism", "not a known output container"),
         ] {
             let err = check_output_filename(name, FFMPEG).expect_err(name);

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use super::UnitLink;
 use super::claim::{ack, claim_as};
 use super::report::{Completion, complete_as};
-use super::UnitLink;
 use crate::broker::Delivery;
 use crate::node::{CompleteRequest, UnitKind};
 use crate::task::TaskStatus;
@@ -106,7 +106,10 @@ async fn reject(link: &UnitLink, delivery: Delivery, error: &str) {
     }
     tracing::error!(%task, attempt, %queue, "{message}; completing the task FAILURE");
     // A stale or refused claim settles the delivery itself (dropped or requeued).
-    if claim_as(link, kind, task, attempt, delivery).await.is_none() {
+    if claim_as(link, kind, task, attempt, delivery)
+        .await
+        .is_none()
+    {
         return;
     }
     let request = CompleteRequest {
