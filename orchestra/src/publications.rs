@@ -11,20 +11,20 @@
 use oscied_protocol::TaskStatus;
 use oscied_protocol::node::{
     ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, HeldPublications, ProgressAnswer,
-    ProgressRequest,
+    ProgressRequest, UnitKind,
 };
-use oscied_protocol::queue::{PUBLISHER_QUEUE, check_queue_name};
+use oscied_protocol::queue::PUBLISHER_QUEUE;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::dispatch;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{Lifecycle, check_holder, lease, move_to, stale};
 use crate::models::{ListOptions, MediaStatus, PublisherTask, TaskFilter, now};
 use crate::state::AppState;
 use crate::task_records::{self, save};
+use crate::{dispatch, units};
 
 /// `POST /publisher/tasks`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -69,7 +69,7 @@ pub async fn create(
 ) -> ApiResult<PublisherTask> {
     let user = caller.require_user()?;
     let queue = new.queue.unwrap_or_else(|| PUBLISHER_QUEUE.to_owned());
-    check_queue_name(&queue).map_err(|e| ApiError::invalid(format!("queue: {e}")))?;
+    units::check_task_queue(state, UnitKind::Publisher, &queue).await?;
     let task = {
         // Two requests for one media: the second sees the first's task.
         let _media_guard = state.media_locks.lock(new.media_id).await;

@@ -3,25 +3,27 @@
 //! each read-check-write holds the task's lock.
 
 use oscied_protocol::TaskStatus;
+use oscied_protocol::broker::MAX_PRIORITY;
+use oscied_protocol::filename::check_output_filename;
 use oscied_protocol::job::tmp_dir;
 use oscied_protocol::node::{
     ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
+    UnitKind,
 };
-use oscied_protocol::queue::{TRANSFORM_QUEUE, check_queue_name};
-use oscied_protocol::{EncoderName, broker::MAX_PRIORITY};
+use oscied_protocol::queue::TRANSFORM_QUEUE;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::dispatch;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{Lifecycle, check_holder, lease, move_to, stale};
 use crate::medias::{Metadata, check_metadata};
 use crate::models::{Media, MediaStatus, Progress, TransformTask, now};
 use crate::state::AppState;
-use crate::storage::{Storage, check_filename};
+use crate::storage::Storage;
 use crate::task_records::{self, save};
+use crate::{dispatch, units};
 
 /// `POST /transform/tasks`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -50,10 +52,9 @@ pub async fn create(
     new: NewTransformTask,
 ) -> ApiResult<TransformTask> {
     let user = caller.require_user()?;
-    check_filename(&new.filename)?;
     check_metadata(&new.metadata)?;
     let queue = new.queue.unwrap_or_else(|| TRANSFORM_QUEUE.to_owned());
-    check_queue_name(&queue).map_err(|e| ApiError::invalid(format!("queue: {e}")))?;
+    units::check_task_queue(state, UnitKind::Transform, &queue).await?;
     let priority = new.priority.unwrap_or(0);
     if priority > MAX_PRIORITY {
         return Err(ApiError::invalid(format!(
@@ -78,14 +79,8 @@ pub async fn create(
         .get_profile(new.profile_id)
         .await?
         .ok_or_else(|| ApiError::not_found("profile", new.profile_id))?;
-    if profile.encoder_name == EncoderName::Ffmpeg
-        && std::path::Path::new(&new.filename).extension().is_none()
-    {
-        return Err(ApiError::invalid(format!(
-            "filename {:?} needs an extension: ffmpeg picks the output container from it",
-            new.filename
-        )));
-    }
+    // The unit checks the same rule again before it runs anything.
+    check_output_filename(&new.filename, profile.encoder_name).map_err(ApiError::invalid)?;
 
     let at = now();
     let media_out_id = Uuid::new_v4();

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use oscied_protocol::TaskStatus;
 use oscied_protocol::node::{UnitHeartbeat, UnitKind};
-use oscied_protocol::queue::{PUBLISHER_QUEUE, TRANSFORM_QUEUE, check_queue_name};
+use oscied_protocol::queue::{check_queue_for, default_queue, reserved_kind};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -32,6 +32,34 @@ pub fn check_unit_id(id: &str) -> ApiResult<()> {
     }
 }
 
+/// Where a task of `kind` may be sent (the rule: `oscied_protocol::queue`): a valid name not
+/// reserved to the other kind, and not a named queue that units of the other kind consume.
+/// Every registered unit counts, online or not: one that comes back takes the queue's jobs,
+/// and a job of the wrong kind could never run there (admins forget a unit gone for good).
+pub async fn check_task_queue(state: &AppState, kind: UnitKind, queue: &str) -> ApiResult<()> {
+    check_queue_for(kind, queue).map_err(|e| ApiError::invalid(format!("queue: {e}")))?;
+    if reserved_kind(queue).is_some() {
+        return Ok(());
+    }
+    let others: Vec<String> = list(state)
+        .await?
+        .into_iter()
+        .filter(|u| u.kind != kind && u.queues.iter().any(|q| q == queue))
+        .map(|u| u.id)
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let (kind, other) = match kind {
+        UnitKind::Transform => ("transform", "publisher"),
+        UnitKind::Publisher => ("publisher", "transform"),
+    };
+    Err(ApiError::invalid(format!(
+        "queue: {queue:?} is consumed by {other} units ({}): a {kind} task there would never run",
+        others.join(", ")
+    )))
+}
+
 /// Online = a heartbeat within three of the unit's intervals.
 fn with_online(mut unit: Unit) -> Unit {
     let silence = now() - unit.last_heartbeat;
@@ -43,7 +71,12 @@ fn with_online(mut unit: Unit) -> Unit {
 pub async fn heartbeat(state: &AppState, id: String, beat: UnitHeartbeat) -> ApiResult<Unit> {
     check_unit_id(&id)?;
     for queue in &beat.queues {
-        check_queue_name(queue).map_err(|e| ApiError::invalid(format!("queues: {e}")))?;
+        check_queue_for(beat.kind, queue).map_err(|e| {
+            ApiError::invalid(format!(
+                "queues: a {} unit cannot consume queue {e}",
+                beat.kind.as_str()
+            ))
+        })?;
     }
     let at = now();
     let known = state.store.get_unit(&id).await?;
@@ -195,10 +228,7 @@ pub async fn queues(state: &AppState, kind: UnitKind) -> ApiResult<Vec<QueueView
         concurrency: 0,
         messages: None,
     };
-    let default = match kind {
-        UnitKind::Transform => TRANSFORM_QUEUE,
-        UnitKind::Publisher => PUBLISHER_QUEUE,
-    };
+    let default = default_queue(kind);
     views.insert(default.to_owned(), blank(default));
     for unit in list(state).await? {
         if unit.kind != kind || !unit.online {

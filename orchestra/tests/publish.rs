@@ -178,6 +178,62 @@ async fn node(app: &App, method: reqwest::Method, path: &str, body: Value) -> (S
     .await
 }
 
+/// A publication goes to a publisher queue only: `publisher`, `publisher-…`, or a named queue
+/// no transform unit consumes; `unit@…` is the orchestra's to send to.
+#[tokio::test]
+async fn publications_go_to_publisher_queues_only() {
+    let app = App::start().await;
+    app.user(MAIL, SECRET, false).await;
+    let publish = |queue: &str| {
+        app.post(
+            "/publisher/tasks",
+            PAT,
+            json!({"media_id": "6f1c2d3e-4b5a-4c6d-8e7f-000000000000", "queue": queue}),
+        )
+    };
+    let beat = json!({"kind": "transform", "queues": ["gpu"], "hostname": "gpu", "version": "test",
+        "ffmpeg_version": null, "concurrency": 1, "running_tasks": [], "heartbeat_secs": 1});
+    let (status, body) = node(&app, reqwest::Method::PUT, "/units/gpu-1", beat).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for (queue, why) in [
+        (
+            "transform",
+            "\"transform\" is a transform queue; publisher work goes to publisher queues",
+        ),
+        ("transform.gpu", "\"transform.gpu\" is a transform queue"),
+        ("unit@standalone-publisher", "a unit's own queue"),
+        (
+            "gpu",
+            "\"gpu\" is consumed by transform units (gpu-1): a publisher task there would never run",
+        ),
+    ] {
+        assert_error(
+            &publish(queue).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            why,
+        );
+    }
+    let beat = json!({"kind": "publisher", "queues": ["cdn", "transform-x"], "hostname": "cdn",
+        "version": "test", "ffmpeg_version": null, "concurrency": 1, "running_tasks": [],
+        "heartbeat_secs": 1});
+    assert_error(
+        &node(&app, reqwest::Method::PUT, "/units/cdn-1", beat).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "a publisher unit cannot consume queue \"transform-x\"",
+    );
+    // A named queue of nobody's, or of publishers', is fine (the media is what is missing).
+    for queue in ["cdn", "publisher-eu"] {
+        assert_error(
+            &publish(queue).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "media",
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_unpublish_waits_for_a_gone_unit_until_an_admin_forgets_it() {
     let app = App::start().await;

@@ -93,6 +93,163 @@ impl Fixture {
     }
 }
 
+/// Output filenames are built from a reviewed character set (oscied_protocol::filename): each
+/// character ffmpeg or a shell gives meaning to is a 422 that names it, and nothing is created.
+#[tokio::test]
+async fn task_filenames_refuse_what_ffmpeg_would_read() {
+    let f = fixture(30).await;
+    let app = &f.app;
+    let launch = |filename: String| {
+        app.post(
+            "/transform/tasks",
+            EVE,
+            json!({"media_in_id": f.media, "profile_id": f.profile, "filename": filename,
+                "metadata": {"title": "t"}, "queue": "nobody"}),
+        )
+    };
+    // The attack of issue 9: with `-f tee`, this sent the output to any host.
+    assert_error(
+        &launch("a.wav|[f=s16le]tcp:127.0.0.1:9".into()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "the character '|' is not allowed",
+    );
+    for (c, named) in [
+        (':', "':'"),
+        ('|', "'|'"),
+        ('[', "'['"),
+        (']', "']'"),
+        ('%', "'%'"),
+        ('/', "'/'"),
+        ('\\', "'\\'"),
+        ('\0', "U+0000"),
+        ('\n', "U+000A"),
+        ('\u{1b}', "U+001B"),
+        ('\u{202e}', "U+202E"),
+        ('$', "'$'"),
+        ('`', "'`'"),
+        (';', "';'"),
+        ('*', "'*'"),
+        ('\'', "'\''"),
+        ('"', "'\"'"),
+    ] {
+        assert_error(
+            &launch(format!("out{c}1.mp4")).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            &format!("the character {named} is not allowed"),
+        );
+    }
+    for (filename, why) in [
+        ("-y.mp4".to_owned(), "must start with a letter or a digit"),
+        (
+            ".hidden.mp4".to_owned(),
+            "must start with a letter or a digit",
+        ),
+        ("..".to_owned(), "must start with a letter or a digit"),
+        ("".to_owned(), "must not be empty"),
+        (format!("{}.mp4", "a".repeat(252)), "at most 255 bytes"),
+        ("out.exe".to_owned(), "not a known output container"),
+        ("out".to_owned(), "needs an extension"),
+    ] {
+        assert_error(
+            &launch(filename).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            why,
+        );
+    }
+    let (_, tasks) = app.get("/transform/tasks", EVE).await;
+    assert_eq!(tasks["total"], 0, "nothing was created: {tasks}");
+    let (_, medias) = app.get("/medias", EVE).await;
+    assert_eq!(medias["total"], 1, "only the input: {medias}");
+    // Letters of any script, digits, spaces, '.', '_' and '-' pass; so does the longest name.
+    for filename in [
+        "Émission été_v2 - 720p.MP4".to_owned(),
+        format!("{}.mp4", "a".repeat(251)),
+    ] {
+        let (status, task) = launch(filename.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        let output = f.media(task["media_out_id"].as_str().unwrap()).await;
+        assert_eq!(output["filename"], filename.as_str());
+    }
+}
+
+/// A transform task goes to a transform queue only: `transform`, `transform-…`, or a named
+/// queue no publisher unit consumes; `unit@…` is never a client's. Units are held to the same.
+#[tokio::test]
+async fn transform_tasks_go_to_transform_queues_only() {
+    let f = fixture(30).await;
+    let app = &f.app;
+    let launch = |queue: &str| {
+        app.post(
+            "/transform/tasks",
+            EVE,
+            json!({"media_in_id": f.media, "profile_id": f.profile, "filename": "o.mp4",
+                "metadata": {"title": "t"}, "queue": queue}),
+        )
+    };
+    let beat = |unit: &str, kind: &str, queues: Value| {
+        app.client
+            .put(format!("{}/node/units/{unit}", app.base))
+            .basic_auth("node", Some(&f.node_secret))
+            .json(
+                &json!({"kind": kind, "queues": queues, "hostname": "h", "version": "test",
+                "ffmpeg_version": null, "concurrency": 1, "running_tasks": [],
+                "heartbeat_secs": 1}),
+            )
+            .send()
+    };
+    for (queue, why) in [
+        (
+            "publisher",
+            "\"publisher\" is a publisher queue; transform work goes to transform queues",
+        ),
+        ("publisher-eu", "\"publisher-eu\" is a publisher queue"),
+        ("unit@standalone-publisher", "a unit's own queue"),
+        ("amq.direct", "reserved by AMQP"),
+    ] {
+        assert_error(
+            &launch(queue).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            why,
+        );
+    }
+    // A named queue belongs to the kind of the units that consume it.
+    let answer = common::read(
+        beat("far-publisher", "publisher", json!(["far"]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    assert_error(
+        &launch("far").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "\"far\" is consumed by publisher units (far-publisher): a transform task there would never run",
+    );
+    // A unit may not declare the other kind's queues either.
+    assert_error(
+        &common::read(
+            beat("t-1", "transform", json!(["transform", "publisher"]))
+                .await
+                .unwrap(),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "a transform unit cannot consume queue \"publisher\"",
+    );
+    let (_, tasks) = app.get("/transform/tasks", EVE).await;
+    assert_eq!(tasks["total"], 0, "nothing was created: {tasks}");
+    for queue in ["transform-gpu", "gpu", "nobody"] {
+        let task = f.launch(queue).await;
+        assert_eq!(task["queue"], queue);
+    }
+}
+
 #[tokio::test]
 async fn creating_a_task_checks_its_input() {
     let f = fixture(30).await;
@@ -569,4 +726,126 @@ async fn wait_for(f: &Fixture, id: &str, done: impl Fn(&Value) -> bool) -> Value
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("task {id} never got there: {}", f.task(id).await);
+}
+
+/// Jobs a unit cannot run, put on the in-process broker as a misrouting or a bug would: the
+/// standalone units fail their tasks through the node API (claim, then FAILURE with why)
+/// instead of dropping the message and leaving the task PENDING forever.
+#[tokio::test]
+async fn jobs_a_unit_cannot_decode_end_their_task_failure() {
+    use oscied_protocol::{PublishAction, PublishJob, TransformJob};
+    let f = fixture(30).await;
+    let app = &f.app;
+    let broker = app.running.state.broker.clone();
+    let wait_failure = |path: String| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, task) = app.get(&path, EVE).await;
+            if task["status"] == "FAILURE" || std::time::Instant::now() > deadline {
+                assert_eq!(task["status"], "FAILURE", "{task}");
+                return task;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    // A transform job on the publisher's queue.
+    let task = f.launch("nobody").await;
+    let id: uuid::Uuid = task["id"].as_str().unwrap().parse().unwrap();
+    let job = TransformJob {
+        task_id: id,
+        attempt: 1,
+        media_in_uri: "medias/x/in.mp4".into(),
+        media_in_duration: Some(2.0),
+        media_out_id: task["media_out_id"].as_str().unwrap().parse().unwrap(),
+        filename: "out.mp4".into(),
+        profile_title: "Force 720p".into(),
+        encoder_name: oscied_protocol::EncoderName::Copy,
+        encoder_string: String::new(),
+    };
+    let payload = serde_json::to_vec(&job).unwrap();
+    broker.publish("publisher", &payload, 0).await.unwrap();
+    let failed = wait_failure(format!("/transform/tasks/{id}")).await;
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "a transform job reached a publisher unit (unit standalone-publisher, queue publisher)"
+        ),
+        "{error}"
+    );
+    assert_eq!(failed["unit_id"], "standalone-publisher");
+    let output = f.media(task["media_out_id"].as_str().unwrap()).await;
+    assert_eq!(output["status"], "DELETED", "{output}");
+
+    // A publish job on the transform queue.
+    let (status, publication) = app
+        .post(
+            "/publisher/tasks",
+            EVE,
+            json!({"media_id": f.media, "queue": "elsewhere"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{publication}");
+    let pid: uuid::Uuid = publication["id"].as_str().unwrap().parse().unwrap();
+    let job = PublishJob {
+        task_id: pid,
+        attempt: 1,
+        action: PublishAction::Publish,
+        media_id: f.media.parse().unwrap(),
+        media_uri: "medias/x/in.mp4".into(),
+    };
+    let payload = serde_json::to_vec(&job).unwrap();
+    broker.publish("transform", &payload, 0).await.unwrap();
+    let failed = wait_failure(format!("/publisher/tasks/{pid}")).await;
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "a publish job reached a transform unit (unit standalone-transform, queue transform)"
+        ),
+        "{error}"
+    );
+
+    // A malformed transform job on the transform queue.
+    let task = f.launch("nobody").await;
+    let id = task["id"].as_str().unwrap();
+    let payload = json!({"task_id": id, "attempt": 1, "encoder_name": "bogus"}).to_string();
+    broker
+        .publish("transform", payload.as_bytes(), 0)
+        .await
+        .unwrap();
+    let failed = wait_failure(format!("/transform/tasks/{id}")).await;
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("the job message could not be decoded: ") && error.contains("bogus"),
+        "{error}"
+    );
+
+    // Messages that name no task are acked and logged; the unit goes on working.
+    for garbage in [
+        &b"not json"[..],
+        &br#"{"attempt": 1}"#[..],
+        &br#"{"task_id": "x", "attempt": 1}"#[..],
+    ] {
+        broker.publish("transform", garbage, 0).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while broker.queue_stats("transform").await.unwrap().messages > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the garbage was never acked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let task = f.launch("transform").await;
+    let id = task["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = f.task(id).await;
+        if done["status"] == "SUCCESS" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{done}");
+        assert_ne!(done["status"], "FAILURE", "{done}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

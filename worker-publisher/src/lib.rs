@@ -74,7 +74,7 @@ use std::time::Duration;
 use oscied_protocol::Broker;
 use oscied_protocol::client::NodeClient;
 use oscied_protocol::node::UnitKind;
-use oscied_protocol::queue::{PUBLISHER_QUEUE, unit_queue};
+use oscied_protocol::queue::{PUBLISHER_QUEUE, check_unit_queues, unit_queue};
 use oscied_protocol::unit::{self, Running, UnitInfo, UnitLink};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -198,6 +198,11 @@ impl PublisherUnit {
         let mut config = self.config;
         config.concurrency = config.concurrency.max(1);
         config.heartbeat_secs = config.heartbeat_secs.max(1);
+        // The binary's flags refuse them already; a library caller gets the same rule.
+        if let Err(e) = check_unit_queues(UnitKind::Publisher, &config.queues) {
+            tracing::error!("publisher unit not started: {e}");
+            return;
+        }
         let (link, stop) = UnitLink::new(self.client, config.unit_id.clone(), UnitKind::Publisher);
         let http = match reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))

@@ -33,13 +33,9 @@ pub(crate) async fn run(ctx: Arc<Ctx>, queues: Vec<String>) {
 }
 
 async fn handle(ctx: &Ctx, delivery: Delivery) {
-    let job: PublishJob = match serde_json::from_slice(&delivery.payload) {
-        Ok(job) => job,
-        Err(e) => {
-            tracing::error!(queue = %delivery.queue, "undecodable publish job dropped: {e}");
-            unit::ack(delivery).await;
-            return;
-        }
+    // A job this unit cannot decode (a transform job, a malformed one) ends its task FAILURE.
+    let Some((job, delivery)) = unit::decode::<PublishJob>(&ctx.link, delivery).await else {
+        return;
     };
     // By action, whatever the queue: a misrouted message still does the right thing.
     match job.action {

@@ -5,6 +5,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use oscied_protocol::encoder::{EncoderName, ffmpeg_args, validate_encoder_string};
+use oscied_protocol::filename::check_output_filename;
 use oscied_protocol::job::tmp_dir;
 use oscied_protocol::node::{CompleteRequest, TransformOutput};
 use oscied_protocol::unit::{self, Completion, LeaseEvent, Reporter, hide_root};
@@ -147,9 +148,8 @@ pub(crate) async fn run(
 async fn start(ctx: &Ctx, job: &TransformJob, work_dir: &Path) -> Result<Work, String> {
     let input_rel = relative_path(&job.media_in_uri)
         .ok_or_else(|| format!("bad input path {:?}", job.media_in_uri))?;
-    if !plain_file_name(&job.filename) {
-        return Err(format!("bad output filename {:?}", job.filename));
-    }
+    // The orchestra checked it at creation; a message may come from elsewhere.
+    check_output_filename(&job.filename, job.encoder_name)?;
     let input = ctx.config.storage_root.join(input_rel);
     // Validate before touching the disk: a bad profile fails with the validation message.
     let tokens = match job.encoder_name {
@@ -283,15 +283,6 @@ fn relative_path(uri: &str) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
-/// One file name: no directory part, not `.` or `..`, no NUL.
-fn plain_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\\', '\0'])
-        && name.len() <= 255
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,11 +300,5 @@ mod tests {
         assert_eq!(relative_path("/etc/passwd"), None);
         assert_eq!(relative_path("medias/../../etc"), None);
         assert_eq!(relative_path(""), None);
-        assert!(plain_file_name("out.mp4"));
-        assert!(plain_file_name("index.m3u8"));
-        assert!(!plain_file_name("../x"));
-        assert!(!plain_file_name("a/b"));
-        assert!(!plain_file_name(".."));
-        assert!(!plain_file_name(""));
     }
 }

@@ -35,6 +35,7 @@ use std::sync::Arc;
 use oscied_protocol::Broker;
 use oscied_protocol::client::NodeClient;
 use oscied_protocol::node::UnitKind;
+use oscied_protocol::queue::check_unit_queues;
 use oscied_protocol::unit::{Running, UnitLink};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -92,6 +93,11 @@ impl TransformUnit {
         let mut config = self.config;
         config.concurrency = config.concurrency.max(1);
         config.heartbeat_secs = config.heartbeat_secs.max(1);
+        // The binary's flags refuse them already; a library caller gets the same rule.
+        if let Err(e) = check_unit_queues(UnitKind::Transform, &config.queues) {
+            tracing::error!("transform unit not started: {e}");
+            return;
+        }
         let (link, stop) = UnitLink::new(self.client, config.unit_id.clone(), UnitKind::Transform);
         let ctx = Arc::new(Ctx {
             config,

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use oscied_protocol::unit::{ack, claim};
+use oscied_protocol::unit::{ack, claim, decode};
 use oscied_protocol::{Delivery, TransformJob};
 use tokio::sync::oneshot;
 
@@ -39,13 +39,9 @@ pub(crate) async fn run(ctx: Arc<Ctx>, slot: u32) {
 }
 
 async fn handle(ctx: &Arc<Ctx>, slot: u32, delivery: Delivery, encoder_free: oneshot::Sender<()>) {
-    let job: TransformJob = match serde_json::from_slice(&delivery.payload) {
-        Ok(job) => job,
-        Err(e) => {
-            tracing::error!(queue = %delivery.queue, "undecodable transform job dropped: {e}");
-            ack(delivery).await;
-            return;
-        }
+    // A job this unit cannot decode (a publish job, a malformed one) ends its task FAILURE.
+    let Some((job, delivery)) = decode::<TransformJob>(&ctx.link, delivery).await else {
+        return;
     };
     let (task, attempt) = (job.task_id, job.attempt);
     let Some(_running) = ctx.running.register(task, attempt) else {

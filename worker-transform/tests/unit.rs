@@ -308,6 +308,36 @@ async fn ffmpeg_errors_and_invalid_profiles_fail_the_task() {
     h.stop().await;
 }
 
+/// The task filename of issue 9's attack: the tee muxer would send the output to a loopback
+/// listener. The unit checks the filename rule itself (the message may not come from an
+/// orchestra that did), fails the task and runs nothing.
+#[tokio::test]
+async fn a_filename_ffmpeg_would_read_as_a_protocol_fails_the_task() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let h = Harness::start(Fake::default()).await;
+    let job = h.job(
+        EncoderName::Ffmpeg,
+        "-map 0:a -c:a pcm_s16le -f tee",
+        &format!("a.wav|[f=s16le]tcp:127.0.0.1:{port}"),
+        1,
+    );
+    h.publish(&job).await;
+    h.wait_for(30, "the completion", |f| !f.completes.is_empty())
+        .await;
+    let done = &h.completes()[0];
+    assert_eq!(done.status, TaskStatus::Failure);
+    let error = done.error.as_deref().unwrap_or_default();
+    assert!(error.contains("'|' is not allowed"), "{error}");
+    assert!(
+        listener.accept().is_err(),
+        "nothing connected to the listener"
+    );
+    assert!(!h.work_dir(&job).exists());
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn cancel_revokes_and_cleans_up() {
     let h = Harness::start(Fake {

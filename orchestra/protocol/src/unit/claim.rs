@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::UnitLink;
 use crate::broker::Delivery;
 use crate::client::NodeError;
-use crate::node::{ClaimAnswer, ClaimRequest};
+use crate::node::{ClaimAnswer, ClaimRequest, UnitKind};
 
 /// How long a unit holds a message the orchestra refused to hand out before requeueing it,
 /// so a configuration error does not spin.
@@ -24,11 +24,23 @@ pub async fn claim(
     attempt: u32,
     delivery: Delivery,
 ) -> Option<ClaimAnswer> {
+    claim_as(link, link.kind, task, attempt, delivery).await
+}
+
+/// [`claim`] on the node routes of a task kind that may not be the unit's own (a job that
+/// reached the wrong kind of unit is claimed only to fail it).
+pub(crate) async fn claim_as(
+    link: &UnitLink,
+    kind: UnitKind,
+    task: Uuid,
+    attempt: u32,
+    delivery: Delivery,
+) -> Option<ClaimAnswer> {
     let request = ClaimRequest {
         unit_id: link.unit_id.clone(),
         attempt,
     };
-    let kind = link.kind.as_str();
+    let kind = kind.as_str();
     let mut backoff = Duration::from_secs(1);
     loop {
         let result = tokio::select! {

@@ -10,7 +10,7 @@ use clap::{Arg, Args, ValueEnum};
 use crate::broker::AmqpBroker;
 use crate::client::NodeClient;
 use crate::node::UnitKind;
-use crate::queue::{PUBLISHER_QUEUE, TRANSFORM_QUEUE};
+use crate::queue::default_queue;
 
 /// The flags every unit kind takes, each with an `OSCIED_*` environment fallback. A binary
 /// flattens them into its `Config` (`#[command(flatten)]`) and applies [`kind_flags`] to its
@@ -86,14 +86,6 @@ impl fmt::Debug for UnitArgs {
     }
 }
 
-/// The queue a unit of this kind consumes when `OSCIED_QUEUES` is unset.
-fn default_queue(kind: UnitKind) -> &'static str {
-    match kind {
-        UnitKind::Transform => TRANSFORM_QUEUE,
-        UnitKind::Publisher => PUBLISHER_QUEUE,
-    }
-}
-
 /// What sets one kind's [`UnitArgs`] apart: the default queue (shown by `--help`) and the
 /// wording of some helps. For the binary's command:
 /// `#[command(mut_args = kind_flags(UnitKind::…))]`.
@@ -112,7 +104,11 @@ pub fn kind_flags(kind: UnitKind) -> impl FnMut(Arg) -> Arg {
         ),
     };
     move |arg| match arg.get_id().as_str() {
-        "queues" => arg.help(queues).default_value(default_queue(kind)),
+        // A unit refuses at start the other kind's queues: it could never run their jobs.
+        "queues" => arg
+            .help(queues)
+            .default_value(default_queue(kind))
+            .value_parser(move |s: &str| parse_queues_for(kind, s)),
         "concurrency" => arg.help(concurrency),
         "unit_id" => arg.help(unit_id),
         _ => arg,
@@ -187,6 +183,11 @@ pub struct Queues(pub Vec<String>);
 /// `OSCIED_QUEUES`: comma-separated, each name checked.
 pub fn parse_queues(s: &str) -> Result<Queues, String> {
     crate::queue::parse_queue_list(s).map(Queues)
+}
+
+/// `OSCIED_QUEUES` of a unit of this kind: the names checked, none of the other kind's.
+pub fn parse_queues_for(kind: UnitKind, s: &str) -> Result<Queues, String> {
+    crate::queue::parse_unit_queues(kind, s).map(Queues)
 }
 
 /// The id goes into a URL path and log lines: 1–64 of `A-Z a-z 0-9 _ - .`.
@@ -266,9 +267,40 @@ mod tests {
         assert_eq!(unset.queues(UnitKind::Transform), vec!["transform"]);
         assert_eq!(unset.queues(UnitKind::Publisher), vec!["publisher"]);
         let mut args = REQUIRED.to_vec();
-        args.extend(["--queues", "gpu, cpu"]);
+        args.extend(["--queues", "cdn, publisher-eu"]);
         let given = PublisherCli::try_parse_from(args).unwrap().unit;
-        assert_eq!(given.queues(UnitKind::Publisher), vec!["gpu", "cpu"]);
+        assert_eq!(
+            given.queues(UnitKind::Publisher),
+            vec!["cdn", "publisher-eu"]
+        );
+    }
+
+    #[test]
+    fn a_unit_refuses_the_other_kinds_queues() {
+        for (queues, transform_ok, publisher_ok) in [
+            ("transform, gpu", true, false),
+            ("transform-eu", true, false),
+            ("publisher, cdn", false, true),
+            ("publisher_eu", false, true),
+            ("gpu, cdn", true, true),
+        ] {
+            let mut args = REQUIRED.to_vec();
+            args.extend(["--queues", queues]);
+            let transform = TransformCli::try_parse_from(&args);
+            assert_eq!(transform.is_ok(), transform_ok, "transform {queues}");
+            let publisher = PublisherCli::try_parse_from(&args);
+            assert_eq!(publisher.is_ok(), publisher_ok, "publisher {queues}");
+        }
+        let mut args = REQUIRED.to_vec();
+        args.extend(["--queues", "transform,publisher"]);
+        let err = TransformCli::try_parse_from(&args)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("a transform unit cannot consume queue \"publisher\""),
+            "{err}"
+        );
     }
 
     #[test]

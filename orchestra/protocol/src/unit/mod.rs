@@ -1,11 +1,13 @@
 //! The plumbing every unit kind shares (DESIGN.md §5): the link to the orchestra, the set of
-//! attempts a unit runs, the claim-then-ack of a delivery, the unit heartbeat, the lease
+//! attempts a unit runs, the decoding of a delivery (a job the unit cannot run ends FAILURE,
+//! see [`decode`]), the claim-then-ack of a delivery, the unit heartbeat, the lease
 //! reporter and the completion with retries, plus the binaries' common flags, logging and
 //! signals. The transform and publisher units differ only in what they do between the claim
 //! and the completion.
 
 mod claim;
 pub mod cli;
+mod decode;
 mod heartbeat;
 mod report;
 
@@ -20,6 +22,7 @@ use crate::client::NodeClient;
 use crate::node::UnitKind;
 
 pub use claim::{ack, claim, pause_then_requeue};
+pub use decode::decode;
 pub use heartbeat::{UnitInfo, heartbeat};
 pub use report::{Completion, LeaseEvent, Reporter, complete};
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::UnitLink;
 use crate::client::NodeError;
-use crate::node::{CompleteAnswer, CompleteRequest, ProgressRequest};
+use crate::node::{CompleteAnswer, CompleteRequest, ProgressRequest, UnitKind};
 use crate::task::ProgressReport;
 
 /// What the orchestra told the reporter about the running attempt.
@@ -136,7 +136,17 @@ pub enum Completion {
 /// Complete the attempt, retrying with backoff while the orchestra is unavailable (an
 /// orchestra restart must lose nothing). Only the unit stopping ends the retries early.
 pub async fn complete(link: &UnitLink, task: Uuid, request: &CompleteRequest) -> Completion {
-    let kind = link.kind.as_str();
+    complete_as(link, link.kind, task, request).await
+}
+
+/// [`complete`] on the node routes of a task kind that may not be the unit's own.
+pub(crate) async fn complete_as(
+    link: &UnitLink,
+    kind: UnitKind,
+    task: Uuid,
+    request: &CompleteRequest,
+) -> Completion {
+    let kind = kind.as_str();
     let mut backoff = Duration::from_secs(1);
     loop {
         match link.client.complete(kind, task, request).await {
