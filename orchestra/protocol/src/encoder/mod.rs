@@ -362,9 +362,10 @@ pub mod reviewed {
     pub fn codecs() -> &'static [&'static str] {
         super::options::CODECS
     }
-    /// Each filter: name, timeline support, its own options in class order as
-    /// `(name, is_alias)`.
-    pub fn filters() -> Vec<(&'static str, bool, Vec<(&'static str, bool)>)> {
+    /// A filter: name, timeline support, its own options in class order as `(name, is_alias)`.
+    pub type Filter = (&'static str, bool, Vec<(&'static str, bool)>);
+
+    pub fn filters() -> Vec<Filter> {
         super::filters::FILTERS
             .iter()
             .map(|f| {

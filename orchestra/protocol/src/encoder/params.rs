@@ -189,12 +189,10 @@ fn value_ok(value: &str) -> bool {
 /// (x264 and x265 both strip it before matching), and x265's `--` prefix removed.
 fn normalise(key: &str) -> String {
     let key = key.strip_prefix("--").unwrap_or(key).replace('_', "-");
-    let key = key
-        .strip_prefix("no-")
+    key.strip_prefix("no-")
         .or_else(|| key.strip_prefix("no"))
         .unwrap_or(&key)
-        .to_owned();
-    key
+        .to_owned()
 }
 
 fn check_pair(library: &str, keys: &[&str], key: &str, value: &str) -> Result<(), String> {
