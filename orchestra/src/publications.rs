@@ -32,7 +32,8 @@ use crate::{dispatch, units};
 pub struct NewPublisherTask {
     /// A READY media of the caller's.
     pub media_id: Uuid,
-    /// `publisher` unless named (1–64 of `[A-Za-z0-9_.-]`).
+    /// `publisher` unless named (1–64 of `[A-Za-z0-9_.-]`): a publisher queue (`publisher`,
+    /// `publisher-…`) or a named one that no transform unit consumes.
     pub queue: Option<String>,
 }
 

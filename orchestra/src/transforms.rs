@@ -33,12 +33,14 @@ pub struct NewTransformTask {
     pub media_in_id: Uuid,
     pub profile_id: Uuid,
     /// The output's file name; its extension picks the container (`.m3u8`/`.mpd` make an
-    /// HLS/DASH package).
+    /// HLS/DASH package). Letters, digits, spaces, `.`, `_` and `-` only, starting with a
+    /// letter or digit, at most 255 bytes; for ffmpeg profiles a known container extension.
     pub filename: String,
     /// The output media's metadata; `title` is required.
     #[schema(value_type = Object)]
     pub metadata: Metadata,
-    /// Default `transform`.
+    /// Default `transform`; a transform queue (`transform`, `transform-…`) or a named one
+    /// that no publisher unit consumes.
     pub queue: Option<String>,
     /// 0 (default) to 9; higher runs first.
     pub priority: Option<u8>,
