@@ -1289,3 +1289,96 @@ async fn dot_filenames_are_refused() {
     assert_eq!(app.get("/medias", ADA).await.1["total"], 0);
     assert!(app.stored_files().is_empty(), "{:?}", app.stored_files());
 }
+
+#[tokio::test]
+async fn download_ranges_follow_rfc_9110() {
+    let app = app_with_users().await;
+    let input = clip(app.dir.path(), "clip.mp4", 2, 320, 240);
+    let (_, media) = app.upload(ADA, &input, "clip.mp4", "c").await;
+    let stored = std::fs::read(app.storage().join(media["uri"].as_str().unwrap())).unwrap();
+    let len = stored.len();
+    let download = format!("/medias/{}/download", media["id"].as_str().unwrap());
+    let get = |headers: Vec<(&'static str, String)>| {
+        let mut request = app.req(Method::GET, &download, ADA);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let whole = get(vec![]).await.unwrap();
+    let etag = whole.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let modified = whole.headers()[header::LAST_MODIFIED]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), stored.as_slice());
+
+    // A suffix longer than the file: the whole file, as 206.
+    let r = get(vec![("range", "bytes=-999999999".into())])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        r.headers()[header::CONTENT_RANGE],
+        format!("bytes 0-{}/{len}", len - 1)
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), stored.as_slice());
+
+    // Ignored: another unit, several ranges, a malformed one: 200 with the whole file.
+    for range in ["items=0-1", "bytes=0-1,10-20", "bytes=5-2", "bytes=abc"] {
+        let r = get(vec![("range", range.into())]).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{range}");
+        assert!(r.headers().get(header::CONTENT_RANGE).is_none(), "{range}");
+        assert_eq!(
+            r.bytes().await.unwrap().as_ref(),
+            stored.as_slice(),
+            "{range}"
+        );
+    }
+
+    // If-Range: the current ETag or date keeps the range; anything else gets the whole file.
+    for validator in [etag.clone(), modified.clone()] {
+        let r = get(vec![
+            ("range", "bytes=10-19".into()),
+            ("if-range", validator.clone()),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{validator}");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &stored[10..20]);
+    }
+    for validator in [
+        "\"other\"".to_owned(),
+        format!("W/{etag}"),
+        "Mon, 01 Jan 2001 00:00:00 GMT".to_owned(),
+    ] {
+        let r = get(vec![
+            ("range", "bytes=10-19".into()),
+            ("if-range", validator.clone()),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{validator}");
+        assert_eq!(
+            r.bytes().await.unwrap().as_ref(),
+            stored.as_slice(),
+            "{validator}"
+        );
+    }
+
+    // Unsatisfiable: 416, Content-Range: bytes */LEN, the JSON body.
+    let r = get(vec![("range", format!("bytes={len}-"))]).await.unwrap();
+    assert_eq!(r.headers()[header::CONTENT_RANGE], format!("bytes */{len}"));
+    assert_error(
+        &read(r).await,
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "range_not_satisfiable",
+        "range",
+    );
+    // Conditional GETs.
+    let r = get(vec![("if-none-match", etag.clone())]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    let r = get(vec![("if-match", "\"other\"".into())]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(read(r).await.1["error"]["code"], "precondition_failed");
+}

@@ -10,6 +10,7 @@ pub mod broker;
 pub mod builtins;
 pub mod client;
 pub mod encoder;
+pub mod http;
 pub mod job;
 pub mod node;
 pub mod probe;
