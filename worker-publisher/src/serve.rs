@@ -26,7 +26,9 @@ struct AppState {
 
 /// The publisher's HTTP app: GET/HEAD /medias/<id>/<path> served from `<www_root>/medias`
 /// (one Range → 206 with Content-Range, If-Range, HEAD, If-Match/If-None-Match/
-/// If-Modified-Since/If-Unmodified-Since, 416 with `Content-Range: bytes */LEN`, ETag), plus GET /health → 200 {"status":"ok","unit_id":...}.
+/// If-Modified-Since/If-Unmodified-Since, 416 with `Content-Range: bytes */LEN`, ETag), plus
+/// GET /health → 200 {"status":"ok","unit_id":...}. Serve it with
+/// `oscied_protocol::http::serve` for the header and body timeouts and the size bounds.
 pub fn router(www_root: PathBuf, unit_id: String) -> Router {
     let state = Arc::new(AppState {
         medias: www_root.join("medias"),
