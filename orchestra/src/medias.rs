@@ -109,20 +109,8 @@ pub fn merge_patch(target: &mut Metadata, patch: Metadata) {
     }
 }
 
-/// A request body that failed to arrive: the client stalled past `OSCIED_BODY_IDLE_SECS`
-/// (408). None for other errors.
-pub(crate) fn body_error(e: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
-    oscied_protocol::http::is_body_timeout(e).then(|| {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "the request body stalled: no bytes arrived within OSCIED_BODY_IDLE_SECS",
-        )
-    })
-}
-
 fn multipart_error(e: MultipartError) -> ApiError {
-    if let Some(stalled) = body_error(&e) {
+    if let Some(stalled) = ApiError::stalled_body(&e) {
         stalled
     } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(e.body_text())

@@ -351,4 +351,20 @@ async fn a_stalled_upload_is_cut_and_its_partial_file_removed() {
     // The same upload sent promptly works.
     let (status, media) = app.upload(ada, &input, "c.mp4", "t").await;
     assert_eq!(status, StatusCode::CREATED, "{media}");
+
+    // A stalled JSON body (register, and any other JSON route) is a 408 too.
+    for path in ["/api/v1/medias", "/api/v1/transform/profiles"] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"uri\"",
+            basic("ada@example.com", "analytical-engine")
+        );
+        let answer = raw(app.running.addr, request.as_bytes()).await;
+        assert_eq!(
+            answer.status,
+            408,
+            "{path}: {:?}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        assert_eq!(answer.json()["error"]["code"], "request_timeout", "{path}");
+    }
 }

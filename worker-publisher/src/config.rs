@@ -80,6 +80,8 @@ impl std::fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("www_root", &self.www_root)
             .field("public_url", &self.public_url)
+            .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("body_idle_secs", &self.body_idle_secs)
             .finish()
     }
 }

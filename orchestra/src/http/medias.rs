@@ -116,7 +116,7 @@ async fn create_media(
         let (parts, body) = request.into_parts();
         let bytes =
             axum::body::to_bytes(body, 1024 * 1024).await.map_err(
-                |e| match medias::body_error(&e) {
+                |e| match ApiError::stalled_body(&e) {
                     Some(stalled) => stalled,
                     None => ApiError::too_large("a JSON body must be at most 1 MiB"),
                 },
