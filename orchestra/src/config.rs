@@ -76,6 +76,16 @@ pub struct Config {
     #[arg(long, env = "OSCIED_MAX_UPLOAD_BYTES", default_value = "16GiB", value_parser = parse_size)]
     pub max_upload_bytes: u64,
 
+    /// Seconds a client has to send a request's headers (and a kept-alive connection may sit
+    /// idle) before the connection is closed.
+    #[arg(long, env = "OSCIED_HEADER_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a request body may send nothing before the request fails; a stalled upload
+    /// is cut and its partial file removed.
+    #[arg(long, env = "OSCIED_BODY_IDLE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_idle_secs: u64,
+
     /// Lifetime of bearer tokens from POST /auth/token, in seconds.
     #[arg(long, env = "OSCIED_TOKEN_TTL", default_value_t = 12 * 3600)]
     pub token_ttl: u64,
@@ -112,6 +122,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 impl Config {
+    /// The HTTP server's timeouts, shared with the in-process publisher.
+    pub fn serve_limits(&self) -> oscied_protocol::http::ServeLimits {
+        oscied_protocol::http::ServeLimits {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            body_idle: std::time::Duration::from_secs(self.body_idle_secs),
+        }
+    }
+
     pub fn www_root(&self) -> PathBuf {
         self.www_root
             .clone()

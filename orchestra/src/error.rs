@@ -82,6 +82,18 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// A request body that stopped arriving: the client sent nothing for
+    /// `OSCIED_BODY_IDLE_SECS` (408). None when `e` is another error.
+    pub fn stalled_body(e: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        oscied_protocol::http::is_body_timeout(e).then(|| {
+            Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body stalled: no bytes arrived within OSCIED_BODY_IDLE_SECS",
+            )
+        })
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }

@@ -61,8 +61,19 @@ pub struct MediaPatch {
     pub metadata: Metadata,
 }
 
-/// Metadata must hold a non-empty string `title`.
+/// The most JSON a media's metadata may hold, measured compactly serialized after any merge:
+/// metadata is stored in every media record and sent in every list, so it stays small.
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// The one metadata rule, for uploads, registers, patches (after the merge) and transform
+/// outputs: a non-empty string `title`, and at most [`MAX_METADATA_BYTES`] of JSON.
 pub fn check_metadata(metadata: &Metadata) -> ApiResult<()> {
+    let size = serde_json::to_vec(metadata).map_or(usize::MAX, |json| json.len());
+    if size > MAX_METADATA_BYTES {
+        return Err(ApiError::invalid(format!(
+            "metadata is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES} bytes (64 KiB)"
+        )));
+    }
     match metadata.get("title") {
         Some(Value::String(t)) if !t.trim().is_empty() && t.len() <= 1000 => Ok(()),
         Some(Value::String(_)) => Err(ApiError::invalid(
@@ -99,7 +110,9 @@ pub fn merge_patch(target: &mut Metadata, patch: Metadata) {
 }
 
 fn multipart_error(e: MultipartError) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if let Some(stalled) = ApiError::stalled_body(&e) {
+        stalled
+    } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(e.body_text())
     } else {
         ApiError::bad_request(
@@ -383,5 +396,15 @@ mod tests {
         assert!(check_metadata(&obj(json!({}))).is_err());
         assert!(check_metadata(&obj(json!({"title": ""}))).is_err());
         assert!(check_metadata(&obj(json!({"title": 3}))).is_err());
+    }
+
+    #[test]
+    fn metadata_is_capped_at_64_kib() {
+        // `{"title":"t","pad":"..."}` is 22 bytes around the padding.
+        let at = |n: usize| obj(json!({"title": "t", "pad": "x".repeat(n - 22)}));
+        assert!(check_metadata(&at(MAX_METADATA_BYTES)).is_ok());
+        let err = check_metadata(&at(MAX_METADATA_BYTES + 1)).unwrap_err();
+        assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(err.message.contains("65536"), "{}", err.message);
     }
 }

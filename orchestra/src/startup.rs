@@ -169,6 +169,7 @@ async fn start_local_units(
     config.unit_id = LOCAL_PUBLISHER_UNIT.to_owned();
     config.listen = state.config.publisher_listen;
     config.public_url = state.config.public_url.clone();
+    config.serve_limits = state.config.serve_limits();
     let publisher = worker_publisher::PublisherUnit::bind(config, state.broker.clone(), client)
         .await
         .map_err(|e| {
@@ -198,11 +199,13 @@ pub async fn spawn(config: Config) -> Result<Running, StartupError> {
         .local_addr()
         .map_err(|e| StartupError::Listen(listen, e))?;
     let app = app(state.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-    });
+    let limits = state.config.serve_limits();
+    let server = tokio::spawn(oscied_protocol::http::serve(
+        listener,
+        app,
+        limits,
+        shutdown_signal(),
+    ));
     let standalone = state.config.amqp_uri.is_none();
     let local_units: &[&str] = if standalone {
         &[LOCAL_TRANSFORM_UNIT, LOCAL_PUBLISHER_UNIT]

@@ -164,8 +164,9 @@ pub fn check_filename(name: &str) -> Result<(), ApiError> {
         Some("must not contain ..")
     } else if name.chars().any(char::is_control) {
         Some("must not contain NUL or control characters")
-    } else if name == "." {
-        Some("must not be .")
+    } else if name.starts_with('.') {
+        // A dot file could be stored but never published: the publisher serves none.
+        Some("must not start with . (dot files are never published)")
     } else {
         None
     };
@@ -211,7 +212,18 @@ mod tests {
         assert!(check_filename("clip.mp4").is_ok());
         assert!(check_filename("Émission du soir (v2).mov").is_ok());
         for bad in [
-            "", " ", "..", "../x.mp4", "a/b.mp4", "a\\b", "a\0b", "a\nb", "a\u{7f}", ".",
+            "",
+            " ",
+            "..",
+            "../x.mp4",
+            "a/b.mp4",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "a\u{7f}",
+            ".",
+            ".hidden.mp4",
+            ".mp4",
         ] {
             assert!(check_filename(bad).is_err(), "{bad:?}");
         }

@@ -1220,3 +1220,204 @@ async fn the_root_secret_is_generated_once_and_kept() {
         oscied_protocol::builtins::BUILTIN_PROFILES.len() as u64
     );
 }
+
+/// Metadata of exactly `bytes` bytes of compact JSON: `{"pad":"x…","title":"t"}`.
+fn metadata_of(bytes: usize) -> Value {
+    json!({"title": "t", "pad": "x".repeat(bytes - 22)})
+}
+
+#[tokio::test]
+async fn metadata_is_capped_at_64_kib_wherever_it_is_set() {
+    const LIMIT: usize = 64 * 1024;
+    let app = app_with_users().await;
+    let input = clip(app.dir.path(), "clip.mp4", 1, 160, 120);
+    let form = |metadata: &Value| {
+        reqwest::multipart::Form::new()
+            .text("title", "t")
+            .text("metadata", metadata.to_string())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(std::fs::read(&input).unwrap())
+                    .file_name("clip.mp4"),
+            )
+    };
+    let too_big = |answer: &(StatusCode, Value)| {
+        assert_error(
+            answer,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "65536 bytes",
+        );
+    };
+
+    // Upload: at the limit passes, one byte more is refused and leaves nothing.
+    too_big(&app.post_form(ADA, form(&metadata_of(LIMIT + 1))).await);
+    assert!(app.stored_files().is_empty(), "{:?}", app.stored_files());
+    let (status, media) = app.post_form(ADA, form(&metadata_of(LIMIT))).await;
+    assert_eq!(status, StatusCode::CREATED, "{media}");
+    let id = media["id"].as_str().unwrap().to_owned();
+
+    // Register.
+    let uploads = app.storage().join("uploads");
+    clip(&uploads, "dropped.mp4", 1, 160, 120);
+    too_big(
+        &app.post(
+            "/medias",
+            ADA,
+            json!({"uri": "uploads/dropped.mp4", "metadata": metadata_of(LIMIT + 1)}),
+        )
+        .await,
+    );
+    assert!(
+        uploads.join("dropped.mp4").exists(),
+        "a refused file stays put"
+    );
+
+    // Patch: the merged result counts, not the patch alone.
+    let path = format!("/medias/{id}");
+    too_big(
+        &app.patch(&path, ADA, json!({"metadata": {"more": "y"}}))
+            .await,
+    );
+    let (status, patched) = app
+        .patch(&path, ADA, json!({"metadata": {"pad": null, "more": "y"}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["metadata"], json!({"title": "t", "more": "y"}));
+    too_big(
+        &app.patch(&path, ADA, json!({"metadata": {"pad": "x".repeat(LIMIT)}}))
+            .await,
+    );
+    assert_eq!(app.get(&path, ADA).await.1["metadata"], patched["metadata"]);
+
+    // A transform task's output metadata.
+    let (_, profiles) = app.get("/transform/profiles?q=force%20720p", ADA).await;
+    let task = json!({"media_in_id": id, "profile_id": profiles["items"][0]["id"],
+        "filename": "o.mp4", "metadata": metadata_of(LIMIT + 1)});
+    too_big(&app.post("/transform/tasks", ADA, task).await);
+    assert_eq!(app.get("/transform/tasks", ADA).await.1["total"], 0);
+}
+
+#[tokio::test]
+async fn dot_filenames_are_refused() {
+    let app = app_with_users().await;
+    let input = clip(app.dir.path(), "clip.mp4", 1, 160, 120);
+    for name in [".hidden.mp4", ".mp4"] {
+        assert_error(
+            &app.upload(ADA, &input, name, "t").await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "must not start with .",
+        );
+    }
+    let uploads = app.storage().join("uploads");
+    clip(&uploads, ".dotted.mp4", 1, 160, 120);
+    clip(&uploads, "plain.mp4", 1, 160, 120);
+    for body in [
+        json!({"uri": "uploads/.dotted.mp4", "metadata": {"title": "t"}}),
+        json!({"uri": "uploads/plain.mp4", "filename": ".renamed.mp4", "metadata": {"title": "t"}}),
+    ] {
+        assert_error(
+            &app.post("/medias", ADA, body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "dot files",
+        );
+    }
+    assert!(uploads.join(".dotted.mp4").exists() && uploads.join("plain.mp4").exists());
+    assert_eq!(app.get("/medias", ADA).await.1["total"], 0);
+    assert!(app.stored_files().is_empty(), "{:?}", app.stored_files());
+}
+
+#[tokio::test]
+async fn download_ranges_follow_rfc_9110() {
+    let app = app_with_users().await;
+    let input = clip(app.dir.path(), "clip.mp4", 2, 320, 240);
+    let (_, media) = app.upload(ADA, &input, "clip.mp4", "c").await;
+    let stored = std::fs::read(app.storage().join(media["uri"].as_str().unwrap())).unwrap();
+    let len = stored.len();
+    let download = format!("/medias/{}/download", media["id"].as_str().unwrap());
+    let get = |headers: Vec<(&'static str, String)>| {
+        let mut request = app.req(Method::GET, &download, ADA);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let whole = get(vec![]).await.unwrap();
+    let etag = whole.headers()[header::ETAG].to_str().unwrap().to_owned();
+    let modified = whole.headers()[header::LAST_MODIFIED]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), stored.as_slice());
+
+    // A suffix longer than the file: the whole file, as 206.
+    let r = get(vec![("range", "bytes=-999999999".into())])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        r.headers()[header::CONTENT_RANGE],
+        format!("bytes 0-{}/{len}", len - 1)
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), stored.as_slice());
+
+    // Ignored: another unit, several ranges, a malformed one: 200 with the whole file.
+    for range in ["items=0-1", "bytes=0-1,10-20", "bytes=5-2", "bytes=abc"] {
+        let r = get(vec![("range", range.into())]).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{range}");
+        assert!(r.headers().get(header::CONTENT_RANGE).is_none(), "{range}");
+        assert_eq!(
+            r.bytes().await.unwrap().as_ref(),
+            stored.as_slice(),
+            "{range}"
+        );
+    }
+
+    // If-Range: the current ETag or date keeps the range; anything else gets the whole file.
+    for validator in [etag.clone(), modified.clone()] {
+        let r = get(vec![
+            ("range", "bytes=10-19".into()),
+            ("if-range", validator.clone()),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{validator}");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &stored[10..20]);
+    }
+    for validator in [
+        "\"other\"".to_owned(),
+        format!("W/{etag}"),
+        "Mon, 01 Jan 2001 00:00:00 GMT".to_owned(),
+    ] {
+        let r = get(vec![
+            ("range", "bytes=10-19".into()),
+            ("if-range", validator.clone()),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{validator}");
+        assert_eq!(
+            r.bytes().await.unwrap().as_ref(),
+            stored.as_slice(),
+            "{validator}"
+        );
+    }
+
+    // Unsatisfiable: 416, Content-Range: bytes */LEN, the JSON body.
+    let r = get(vec![("range", format!("bytes={len}-"))]).await.unwrap();
+    assert_eq!(r.headers()[header::CONTENT_RANGE], format!("bytes */{len}"));
+    assert_error(
+        &read(r).await,
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "range_not_satisfiable",
+        "range",
+    );
+    // Conditional GETs.
+    let r = get(vec![("if-none-match", etag.clone())]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    let r = get(vec![("if-match", "\"other\"".into())]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(read(r).await.1["error"]["code"], "precondition_failed");
+}

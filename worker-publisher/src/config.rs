@@ -27,6 +27,13 @@ pub struct Config {
     /// `http://<listen address>` when unset.
     #[arg(long, env = "OSCIED_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
+    /// Seconds a client has to send a request's headers (and a kept-alive connection may sit
+    /// idle) before the connection is closed.
+    #[arg(long, env = "OSCIED_HEADER_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may send nothing before the request fails.
+    #[arg(long, env = "OSCIED_BODY_IDLE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_idle_secs: u64,
 }
 
 /// An http(s) URL with a host, without query, fragment or trailing slash.
@@ -55,6 +62,10 @@ impl Config {
         }
         unit.listen = self.listen;
         unit.public_url = self.public_url.clone();
+        unit.serve_limits = oscied_protocol::http::ServeLimits {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            body_idle: std::time::Duration::from_secs(self.body_idle_secs),
+        };
         unit.queues = args.queues(UnitKind::Publisher);
         unit.concurrency = args.concurrency;
         unit.heartbeat_secs = args.heartbeat_secs;
@@ -69,6 +80,8 @@ impl std::fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("www_root", &self.www_root)
             .field("public_url", &self.public_url)
+            .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("body_idle_secs", &self.body_idle_secs)
             .finish()
     }
 }
@@ -105,6 +118,8 @@ mod tests {
         assert_eq!(unit.www_root, PathBuf::from("/srv/www"));
         assert!(uuid::Uuid::parse_str(&unit.unit_id).is_ok());
         assert_eq!(c.unit.log_format, LogFormat::Human);
+        assert_eq!(unit.serve_limits.header_timeout.as_secs(), 30);
+        assert_eq!(unit.serve_limits.body_idle.as_secs(), 60);
     }
 
     #[test]

@@ -73,6 +73,7 @@ use std::time::Duration;
 
 use oscied_protocol::Broker;
 use oscied_protocol::client::NodeClient;
+use oscied_protocol::http::ServeLimits;
 use oscied_protocol::node::UnitKind;
 use oscied_protocol::queue::{PUBLISHER_QUEUE, check_unit_queues, unit_queue};
 use oscied_protocol::unit::{self, Running, UnitInfo, UnitLink};
@@ -104,6 +105,8 @@ pub struct PublisherConfig {
     pub concurrency: u32,
     /// Seconds between unit heartbeats.
     pub heartbeat_secs: u64,
+    /// The HTTP server's header and body timeouts.
+    pub serve_limits: ServeLimits,
 }
 
 impl PublisherConfig {
@@ -119,6 +122,7 @@ impl PublisherConfig {
             queues: vec![PUBLISHER_QUEUE.to_owned()],
             concurrency: 1,
             heartbeat_secs: 5,
+            serve_limits: ServeLimits::default(),
         }
     }
 }
@@ -245,10 +249,12 @@ impl PublisherUnit {
         reconcile(&ctx).await;
         let app = serve::router(ctx.config.www_root.clone(), ctx.config.unit_id.clone());
         let server_link = ctx.link.clone();
+        let ctx_limits = ctx.config.serve_limits;
         let mut server = tokio::spawn(async move {
-            let served = axum::serve(self.listener, app)
-                .with_graceful_shutdown(async move { server_link.stopped().await })
-                .await;
+            let served = oscied_protocol::http::serve(self.listener, app, ctx_limits, async move {
+                server_link.stopped().await
+            })
+            .await;
             if let Err(e) = served {
                 tracing::error!("the HTTP server failed: {e}");
             }

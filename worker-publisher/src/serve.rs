@@ -1,21 +1,21 @@
 //! The HTTP server of published medias (DESIGN.md §7): `GET/HEAD /medias/<id>/<path>` with
 //! Range requests, conditional requests and the content types players need, and `/health`.
 //!
-//! Request paths are checked here, segment by segment, before tower-http's `ServeFile` touches
-//! the filesystem: only regular files under `<www_root>/medias` are ever served.
+//! Request paths are checked here, segment by segment, before the file is opened: only
+//! regular files under `<www_root>/medias` are ever served. Validators, conditional requests
+//! and Range are `oscied_protocol::http::file`'s, shared with the orchestra's download route.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use oscied_protocol::http::file::{self, FileError};
 use serde_json::json;
-use tower_http::services::ServeFile;
 use uuid::Uuid;
 
 struct AppState {
@@ -25,8 +25,10 @@ struct AppState {
 }
 
 /// The publisher's HTTP app: GET/HEAD /medias/<id>/<path> served from `<www_root>/medias`
-/// (Range → 206 with Content-Range, HEAD, If-Modified-Since/If-Unmodified-Since/If-None-Match,
-/// 416 for bad ranges, ETag), plus GET /health → 200 {"status":"ok","unit_id":...}.
+/// (one Range → 206 with Content-Range, If-Range, HEAD, If-Match/If-None-Match/
+/// If-Modified-Since/If-Unmodified-Since, 416 with `Content-Range: bytes */LEN`, ETag), plus
+/// GET /health → 200 {"status":"ok","unit_id":...}. Serve it with
+/// `oscied_protocol::http::serve` for the header and body timeouts and the size bounds.
 pub fn router(www_root: PathBuf, unit_id: String) -> Router {
     let state = Arc::new(AppState {
         medias: www_root.join("medias"),
@@ -37,32 +39,6 @@ pub fn router(www_root: PathBuf, unit_id: String) -> Router {
         .route("/medias/{*path}", get(media).fallback(method_not_allowed))
         .fallback(not_found)
         .with_state(state)
-}
-
-/// The Content-Type for a file name, for media types browsers and players need.
-pub fn content_type(path: &str) -> Option<&'static str> {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    let (_, extension) = name.rsplit_once('.')?;
-    const TYPES: &[(&str, &str)] = &[
-        ("mp4", "video/mp4"),
-        ("m4v", "video/mp4"),
-        ("m4a", "audio/mp4"),
-        ("webm", "video/webm"),
-        ("mkv", "video/x-matroska"),
-        ("mov", "video/quicktime"),
-        ("m3u8", "application/vnd.apple.mpegurl"),
-        ("mpd", "application/dash+xml"),
-        ("m4s", "video/iso.segment"),
-        // MPEG transport stream segments, not TypeScript sources.
-        ("ts", "video/mp2t"),
-        ("aac", "audio/aac"),
-        ("mp3", "audio/mpeg"),
-        ("vtt", "text/vtt"),
-    ];
-    TYPES
-        .iter()
-        .find(|(ext, _)| ext.eq_ignore_ascii_case(extension))
-        .map(|(_, mime)| *mime)
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
@@ -102,35 +78,43 @@ async fn serve_media(state: &AppState, request: Request) -> Response {
     let file_name = relative
         .file_name()
         .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_string();
-
-    let result = ServeFile::new(&path).try_call(request).await;
-    let mut response = match result {
-        Ok(response) => response.map(Body::new),
-        Err(e) if is_not_found(&e) => return not_found().await,
-        Err(e) => {
+        .unwrap_or_default();
+    match file::serve(
+        request.method(),
+        request.headers(),
+        &path,
+        &file::content_type(file_name),
+    )
+    .await
+    {
+        Ok(response) => response,
+        // The file vanished between the check and the open (unpublished meanwhile).
+        Err(FileError::NotFound) => not_found().await,
+        Err(e @ FileError::PreconditionFailed) => error(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            &e.to_string(),
+        ),
+        Err(e @ FileError::Unsatisfiable { .. }) => {
+            let mut response = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                &e.to_string(),
+            );
+            if let Some(range) = e.content_range() {
+                response.headers_mut().insert(header::CONTENT_RANGE, range);
+            }
+            response
+        }
+        Err(FileError::Io(e)) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot serve a file");
-            return error(
+            error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "cannot read the file",
-            );
+            )
         }
-    };
-    let status = response.status();
-    if (status.is_success() || status == StatusCode::NOT_MODIFIED)
-        && let Some(mime) = content_type(&file_name)
-    {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
     }
-    if status == StatusCode::NOT_FOUND {
-        // The file vanished between the check and the open (unpublished meanwhile).
-        return not_found().await;
-    }
-    response
 }
 
 /// The path below `medias/` of a request for `<id>/<path>`, or None when any segment could
@@ -182,22 +166,8 @@ fn decode_segment(segment: &str) -> Option<String> {
     safe.then_some(decoded)
 }
 
-fn is_not_found(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::NotFound
-            | std::io::ErrorKind::PermissionDenied
-            | std::io::ErrorKind::NotADirectory
-            | std::io::ErrorKind::IsADirectory
-    )
-}
-
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+    oscied_protocol::http::error_response(status, code, message)
 }
 
 async fn not_found() -> Response {
@@ -219,33 +189,6 @@ async fn method_not_allowed() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_types() {
-        for (name, mime) in [
-            ("a.mp4", "video/mp4"),
-            ("a.m4v", "video/mp4"),
-            ("a.m4a", "audio/mp4"),
-            ("a.webm", "video/webm"),
-            ("a.mkv", "video/x-matroska"),
-            ("a.mov", "video/quicktime"),
-            ("index.m3u8", "application/vnd.apple.mpegurl"),
-            ("manifest.mpd", "application/dash+xml"),
-            ("chunk-0-00001.m4s", "video/iso.segment"),
-            ("segment0.ts", "video/mp2t"),
-            ("a.aac", "audio/aac"),
-            ("a.mp3", "audio/mpeg"),
-            ("subs.vtt", "text/vtt"),
-            ("UPPER.MP4", "video/mp4"),
-            ("dir.v1/sub/seg.TS", "video/mp2t"),
-            ("medias/x/a.b.m3u8", "application/vnd.apple.mpegurl"),
-        ] {
-            assert_eq!(content_type(name), Some(mime), "{name}");
-        }
-        for name in ["a.txt", "a.json", "noext", "dir.mp4/noext", "", ".", "a."] {
-            assert_eq!(content_type(name), None, "{name}");
-        }
-    }
 
     #[test]
     fn relative_paths() {

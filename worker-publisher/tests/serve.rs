@@ -4,6 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use oscied_e2e::media::clip;
+use oscied_protocol::http::{ServeLimits, serve};
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
 use tempfile::TempDir;
@@ -27,6 +28,11 @@ struct Site {
 
 impl Site {
     async fn start() -> Site {
+        Site::start_with(ServeLimits::default()).await
+    }
+
+    /// Served by the publisher's own serve loop, with these timeouts.
+    async fn start_with(limits: ServeLimits) -> Site {
         let root = TempDir::new().unwrap();
         let www = root.path().join("www");
         let id = Uuid::new_v4();
@@ -52,7 +58,7 @@ impl Site {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(www.clone(), UNIT_ID.to_string());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(serve(listener, app, limits, std::future::pending()));
         Site {
             _root: root,
             www,
@@ -191,6 +197,7 @@ async fn ranges() {
             header(response.headers(), "content-range"),
             format!("bytes */{size}")
         );
+        json_error(&response.bytes().await.unwrap(), "range_not_satisfiable");
     }
 }
 
@@ -397,4 +404,165 @@ async fn health() {
         body,
         serde_json::json!({"status": "ok", "unit_id": UNIT_ID})
     );
+}
+
+impl Site {
+    /// A raw GET of a media file with extra header lines; the status, the head and the body.
+    async fn raw_get(&self, name: &str, extra: &str) -> (u16, String, Vec<u8>) {
+        let target = format!("/medias/{}/{name}", self.id);
+        self.raw_request(&format!(
+            "GET {target} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"
+        ))
+        .await
+    }
+
+    async fn raw_request(&self, request: &str) -> (u16, String, Vec<u8>) {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head");
+        let head = String::from_utf8_lossy(&answer[..split]).to_lowercase();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, head, answer[split + 4..].to_vec())
+    }
+}
+
+fn json_error(body: &[u8], code: &str) {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(body)));
+    assert_eq!(value["error"]["code"], code, "{value}");
+    assert!(value["error"]["message"].is_string(), "{value}");
+}
+
+#[tokio::test]
+async fn ranges_follow_rfc_9110() {
+    let site = Site::start().await;
+    let stored = read(&site.media_dir().join("clip.mp4"));
+    let len = stored.len();
+    let whole = site.get("clip.mp4", &[]).await;
+    let etag = header(whole.headers(), "etag").to_string();
+    let modified = header(whole.headers(), "last-modified").to_string();
+
+    // A suffix longer than the file: the whole file as 206.
+    let (status, head, body) = site
+        .raw_get("clip.mp4", "Range: bytes=-999999999\r\n")
+        .await;
+    assert_eq!(status, 206);
+    assert!(
+        head.contains(&format!("content-range: bytes 0-{}/{len}", len - 1)),
+        "{head}"
+    );
+    assert_eq!(body, stored);
+
+    // Another unit, several ranges, malformed: ignored, 200 with the whole file.
+    for range in ["items=0-1", "bytes=0-1, 10-20", "bytes=9-3", "bytes=x-"] {
+        let (status, head, body) = site
+            .raw_get("clip.mp4", &format!("Range: {range}\r\n"))
+            .await;
+        assert_eq!(status, 200, "{range}");
+        assert!(!head.contains("\r\ncontent-range:"), "{range}: {head}");
+        assert_eq!(body, stored, "{range}");
+    }
+
+    // If-Range: a matching ETag or date keeps the range, anything else gets the whole file.
+    for validator in [&etag, &modified] {
+        let (status, _, body) = site
+            .raw_get(
+                "clip.mp4",
+                &format!("Range: bytes=5-9\r\nIf-Range: {validator}\r\n"),
+            )
+            .await;
+        assert_eq!(status, 206, "{validator}");
+        assert_eq!(body, &stored[5..10]);
+    }
+    for validator in [
+        "\"stale\"".to_string(),
+        format!("W/{etag}"),
+        "Mon, 01 Jan 2001 00:00:00 GMT".to_string(),
+    ] {
+        let (status, _, body) = site
+            .raw_get(
+                "clip.mp4",
+                &format!("Range: bytes=5-9\r\nIf-Range: {validator}\r\n"),
+            )
+            .await;
+        assert_eq!(status, 200, "{validator}");
+        assert_eq!(body, stored, "{validator}");
+    }
+
+    // Unsatisfiable: 416 with Content-Range: bytes */LEN and the JSON body.
+    let (status, head, body) = site
+        .raw_get("clip.mp4", &format!("Range: bytes={len}-\r\n"))
+        .await;
+    assert_eq!(status, 416);
+    assert!(
+        head.contains(&format!("content-range: bytes */{len}")),
+        "{head}"
+    );
+    json_error(&body, "range_not_satisfiable");
+    // If-Match that fails: 412 with the JSON body.
+    let (status, _, body) = site.raw_get("clip.mp4", "If-Match: \"stale\"\r\n").await;
+    assert_eq!(status, 412);
+    json_error(&body, "precondition_failed");
+}
+
+#[tokio::test]
+async fn oversized_requests_get_the_json_error_body() {
+    let site = Site::start().await;
+    let long = "a".repeat(9000);
+    let (status, _, body) = site.raw_get(&format!("clip.mp4?{long}"), "").await;
+    assert_eq!(status, 414);
+    json_error(&body, "uri_too_long");
+    let many: String = (0..150).map(|i| format!("X-F{i}: x\r\n")).collect();
+    let (status, _, body) = site.raw_get("clip.mp4", &many).await;
+    assert_eq!(status, 431);
+    json_error(&body, "headers_too_large");
+    let big = format!("X-Big: {}\r\n", "b".repeat(40 * 1024));
+    let (status, _, body) = site.raw_get("clip.mp4", &big).await;
+    assert_eq!(status, 431);
+    json_error(&body, "headers_too_large");
+    let (status, _, body) = site.raw_get("missing.mp4", "").await;
+    assert_eq!(status, 404);
+    json_error(&body, "not_found");
+    let (status, _, body) = site
+        .raw_request(&format!(
+            "DELETE /medias/{}/clip.mp4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            site.id
+        ))
+        .await;
+    assert_eq!(status, 405);
+    json_error(&body, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut() {
+    let site = Site::start_with(ServeLimits {
+        header_timeout: std::time::Duration::from_secs(1),
+        ..ServeLimits::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(site.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    stream
+        .write_all(format!("GET /medias/{}/clip.mp4 HTTP/1.1\r\nHost: x\r\n", site.id).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the connection is closed after the header timeout")
+    .ok();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "{answer:?}"
+    );
+    assert_eq!(site.get("clip.mp4", &[]).await.status(), StatusCode::OK);
 }

@@ -11,6 +11,7 @@ pub mod builtins;
 pub mod client;
 pub mod encoder;
 pub mod filename;
+pub mod http;
 pub mod job;
 pub mod node;
 pub mod probe;

@@ -4,10 +4,9 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use oscied_protocol::http::file::{self, FileError};
 use serde::Deserialize;
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -115,9 +114,13 @@ async fn create_media(
     } else if content_type.starts_with("application/json") {
         // JSON stays bounded even though this route lifts axum's body limit for uploads.
         let (parts, body) = request.into_parts();
-        let bytes = axum::body::to_bytes(body, 1024 * 1024)
-            .await
-            .map_err(|_| ApiError::too_large("a JSON body must be at most 1 MiB"))?;
+        let bytes =
+            axum::body::to_bytes(body, 1024 * 1024).await.map_err(
+                |e| match ApiError::stalled_body(&e) {
+                    Some(stalled) => stalled,
+                    None => ApiError::too_large("a JSON body must be at most 1 MiB"),
+                },
+            )?;
         let request = Request::from_parts(parts, Body::from(bytes));
         let ApiJson(register) = ApiJson::<RegisterMedia>::from_request(request, &state).await?;
         medias::register(&state, owner, register).await?
@@ -215,10 +218,11 @@ async fn delete_media(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Download a READY media's file, whole or by `Range`; HEAD answers the headers only.
+/// Download a READY media's file, whole or by `Range` (one range; `If-Range`, RFC 9110);
+/// HEAD answers the headers only.
 #[utoipa::path(get, path = "/medias/{id}/download", tag = "medias", params(("id" = String, Path)),
     responses((status = 200, description = "the file"), (status = 206, description = "the requested range"),
-        (status = 404, body = ErrorBody), (status = 409, description = "not READY", body = ErrorBody), (status = 416, description = "range not satisfiable")))]
+        (status = 404, body = ErrorBody), (status = 409, description = "not READY", body = ErrorBody), (status = 412, body = ErrorBody), (status = 416, description = "no requested range overlaps the file; Content-Range: bytes */LEN", body = ErrorBody)))]
 async fn download_media(
     State(state): State<AppState>,
     caller: Caller,
@@ -237,14 +241,34 @@ async fn download_media(
         MediaStatus::Deleted => return Err(ApiError::not_found("media file", media.id)),
     }
     let path = state.storage.path_of(&media.uri);
-    let response = ServeFile::new(&path)
-        .oneshot(request)
-        .await
-        .map_err(|e| ApiError::internal(format!("serving {}: {e}", media.uri)))?;
-    if response.status() == StatusCode::NOT_FOUND {
-        return Err(ApiError::not_found("media file", media.id));
-    }
-    let mut response = response.map(Body::new);
+    let content_type = file::content_type(&media.filename);
+    let mut response =
+        match file::serve(request.method(), request.headers(), &path, &content_type).await {
+            Ok(response) => response,
+            Err(FileError::NotFound) => return Err(ApiError::not_found("media file", media.id)),
+            Err(e @ FileError::PreconditionFailed) => {
+                return Err(ApiError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "precondition_failed",
+                    e.to_string(),
+                ));
+            }
+            Err(e @ FileError::Unsatisfiable { .. }) => {
+                let mut answer = ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range_not_satisfiable",
+                    e.to_string(),
+                )
+                .into_response();
+                if let Some(range) = e.content_range() {
+                    answer.headers_mut().insert(header::CONTENT_RANGE, range);
+                }
+                return Ok(answer);
+            }
+            Err(FileError::Io(e)) => {
+                return Err(ApiError::internal(format!("serving {}: {e}", media.uri)));
+            }
+        };
     if let Ok(value) = HeaderValue::from_str(&content_disposition(&media.filename)) {
         response
             .headers_mut()

@@ -136,6 +136,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 pub fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if let Some(stalled) = ApiError::stalled_body(&rejection) {
+        return stalled;
+    }
     let text = rejection.body_text();
     match rejection {
         JsonRejection::JsonDataError(_) => ApiError::invalid(strip_axum_prefix(&text)),

@@ -191,3 +191,85 @@ pub fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str
 
 #[allow(unused_imports)] // not every test binary generates clips
 pub use oscied_e2e::media::clip;
+
+/// An answer read off the socket as-is.
+pub struct RawAnswer {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; panics with the answer when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "{} without a JSON body: {:?} {:?}",
+                self.status,
+                self.headers,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Parse an HTTP/1.1 answer (Content-Length framed or up to the close).
+pub fn parse_raw(bytes: &[u8]) -> RawAnswer {
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(bytes)));
+    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = bytes[split + 4..].to_vec();
+    if let Some((_, len)) = headers.iter().find(|(n, _)| n == "content-length") {
+        body.truncate(len.parse().unwrap());
+    }
+    RawAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Write `request` as-is on a new connection and read the answer until the server closes.
+pub async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers and closes")
+    .unwrap();
+    parse_raw(&answer)
+}
+
+/// `Authorization: Basic ...` for a raw request.
+pub fn basic(mail: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{mail}:{secret}"))
+    )
+}
