@@ -4,16 +4,17 @@
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use oscied_protocol::encoder::{EncoderName, ffmpeg_args, validate_encoder_string};
+use oscied_protocol::encoder::{EncoderName, OutputKind, ffmpeg_args, validate_encoder_string};
 use oscied_protocol::job::tmp_dir;
 use oscied_protocol::node::{CompleteRequest, TransformOutput};
+use oscied_protocol::sandbox::Jail;
 use oscied_protocol::unit::{self, Completion, LeaseEvent, Reporter, hide_root};
 use oscied_protocol::{ProgressReport, TaskStatus, TransformJob, probe};
 use tokio::sync::{oneshot, watch};
 
 use crate::Ctx;
 use crate::copy::{CopyWork, dir_size};
-use crate::ffmpeg::Ffmpeg;
+use crate::ffmpeg::{FFMPEG, Ffmpeg};
 
 /// The encoder at work (one per attempt, so the box costs nothing).
 enum Work {
@@ -150,6 +151,7 @@ async fn start(ctx: &Ctx, job: &TransformJob, work_dir: &Path) -> Result<Work, S
     if !plain_file_name(&job.filename) {
         return Err(format!("bad output filename {:?}", job.filename));
     }
+    // The root is absolute (made so at start): ffmpeg runs in the task dir.
     let input = ctx.config.storage_root.join(input_rel);
     // Validate before touching the disk: a bad profile fails with the validation message.
     let tokens = match job.encoder_name {
@@ -172,10 +174,23 @@ async fn start(ctx: &Ctx, job: &TransformJob, work_dir: &Path) -> Result<Work, S
             let duration = match job.media_in_duration {
                 Some(d) if d > 0.0 => Some(d),
                 // An input registered without a duration: ask ffprobe, else 0 % until the end.
-                _ => probe::probe(&input).await.ok().and_then(|p| p.duration()),
+                _ => probe::probe_media(&input, ctx.config.sandbox)
+                    .await
+                    .ok()
+                    .and_then(|p| p.duration()),
             };
+            // ffmpeg reads its input (a package: the media dir with its segments) and
+            // writes its task dir, nothing else.
+            let readable = match OutputKind::of(&job.media_in_uri) {
+                OutputKind::File => input.as_path(),
+                OutputKind::Hls | OutputKind::Dash => input.parent().unwrap_or(&input),
+            };
+            let jail = Jail::new(FFMPEG)
+                .and_then(|j| j.read(readable))
+                .and_then(|j| j.work_dir(work_dir))
+                .map_err(|e| format!("ffmpeg could not be run: {e}"))?;
             let args = ffmpeg_args(&input, &tokens, &output);
-            let ffmpeg = Ffmpeg::spawn(&args, duration)
+            let ffmpeg = Ffmpeg::spawn(&jail, ctx.config.sandbox, &args, duration)
                 .await
                 .map_err(|e| format!("ffmpeg could not be run: {e} (is ffmpeg installed?)"))?;
             tracing::debug!(task = %job.task_id, pgid = ffmpeg.pgid(), "ffmpeg started");
@@ -194,7 +209,7 @@ async fn start(ctx: &Ctx, job: &TransformJob, work_dir: &Path) -> Result<Work, S
 /// it also sets the progress to 100 %.)
 async fn succeed(ctx: &Ctx, job: &TransformJob, work_dir: &Path) {
     let main = work_dir.join(&job.filename);
-    let probe = match probe::probe_output(&main).await {
+    let probe = match probe::probe_output(&main, ctx.config.sandbox).await {
         Ok(probe) => probe,
         Err(e) => {
             remove_dir(work_dir).await;
