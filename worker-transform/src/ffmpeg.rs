@@ -118,6 +118,12 @@ impl Ffmpeg {
         })
     }
 
+    /// The signal that killed ffmpeg, once it was reaped.
+    pub fn signal(&self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        self.status.and_then(|s| s.signal())
+    }
+
     /// The process group id (= ffmpeg's pid).
     pub fn pgid(&self) -> i32 {
         self.pgid
