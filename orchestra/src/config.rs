@@ -93,33 +93,32 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "OSCIED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+
+    /// `on`: ffprobe (uploads) and, in standalone mode, the in-process unit's ffmpeg run
+    /// confined (Landlock, seccomp, no capabilities); the orchestra refuses to start on a
+    /// kernel without Landlock or seccomp. `off`: unconfined, for trusted users only (logged
+    /// loudly at start).
+    #[arg(long, env = "OSCIED_SANDBOX", value_enum, default_value_t = SandboxMode::On)]
+    pub sandbox: SandboxMode,
+
+    /// Standalone mode's in-process unit: wall-clock seconds a task may run; unset:
+    /// max(600, 20 × the input's duration).
+    #[arg(long, env = "OSCIED_TASK_MAX_SECS",
+          value_parser = clap::value_parser!(u64).range(1..=30 * 86400))]
+    pub task_max_secs: Option<u64>,
+
+    /// Standalone mode's in-process unit: bytes a task's output may take (all its files).
+    #[arg(long, env = "OSCIED_MAX_OUTPUT_BYTES", default_value = "16GiB", value_parser = parse_size)]
+    pub max_output_bytes: u64,
 }
+
+pub use oscied_protocol::sandbox::SandboxMode;
 
 /// `human` or `json`, as for the units.
 pub use oscied_protocol::unit::cli::LogFormat;
 
-/// `1048576`, `512K`, `500M`, `2GiB`, `16G`: a byte count with an optional binary unit.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size such as 1048576, 500M or 2GiB"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        other => return Err(format!("unknown size unit {other:?}; use K, M, G or T")),
-    };
-    number
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
+/// Sizes as the units take them (`500M`, `16GiB`).
+pub use oscied_protocol::unit::cli::parse_size;
 
 impl Config {
     /// The HTTP server's timeouts, shared with the in-process publisher.

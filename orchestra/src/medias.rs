@@ -249,14 +249,16 @@ async fn ingest(
     metadata: Metadata,
     restore: Option<PathBuf>,
 ) -> ApiResult<Media> {
-    let probe = probe::probe(source).await.map_err(|e| match e {
-        ProbeError::Spawn(_) => ApiError::unavailable(e.to_string()),
-        _ => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unreadable_media",
-            format!("{filename}: {e}"),
-        ),
-    })?;
+    let probe = probe::probe(source, state.config.sandbox)
+        .await
+        .map_err(|e| match e {
+            ProbeError::Spawn(_) | ProbeError::Sandbox(_) => ApiError::unavailable(e.to_string()),
+            _ => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unreadable_media",
+                format!("{filename}: {e}"),
+            ),
+        })?;
     let id = Uuid::new_v4();
     let size = state.storage.adopt(source, id, filename).await?;
     let at = now();

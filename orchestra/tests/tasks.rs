@@ -88,7 +88,9 @@ impl Fixture {
         let dir = self.app.storage().join(format!("tmp/{id}/{attempt}"));
         std::fs::create_dir_all(&dir).unwrap();
         let out = clip(&dir, "out.mp4", 2, 1280, 720);
-        let probe = oscied_protocol::probe::probe(&out).await.unwrap();
+        let probe = oscied_protocol::probe::probe(&out, oscied_protocol::sandbox::SandboxMode::On)
+            .await
+            .unwrap();
         json!({"size": std::fs::metadata(&out).unwrap().len(), "probe": probe})
     }
 }

@@ -2,10 +2,11 @@
 
 use clap::Parser;
 use oscied_protocol::node::UnitKind;
-use oscied_protocol::unit::cli::kind_flags;
+use oscied_protocol::sandbox::SandboxMode;
 pub use oscied_protocol::unit::cli::{LogFormat, Queues, UnitArgs, redact_uri};
+use oscied_protocol::unit::cli::{kind_flags, parse_size};
 
-use crate::UnitConfig;
+use crate::{TaskLimits, UnitConfig};
 
 /// The OSCIED transform unit: consumes transform jobs and runs ffmpeg.
 #[derive(Clone, Parser)]
@@ -14,6 +15,19 @@ use crate::UnitConfig;
 pub struct Config {
     #[command(flatten)]
     pub unit: UnitArgs,
+    /// `on`: ffmpeg and ffprobe run confined (Landlock, seccomp, no capabilities); the unit
+    /// refuses to start on a kernel without Landlock or seccomp. `off`: unconfined, for
+    /// trusted users only (logged loudly at start).
+    #[arg(long, env = "OSCIED_SANDBOX", value_enum, default_value_t = SandboxMode::On)]
+    pub sandbox: SandboxMode,
+    /// Wall-clock seconds a task may run; unset: max(600, 20 × the input's duration).
+    #[arg(long, env = "OSCIED_TASK_MAX_SECS",
+          value_parser = clap::value_parser!(u64).range(1..=30 * 86400))]
+    pub task_max_secs: Option<u64>,
+    /// Bytes a task's output may take (all its files): bytes, or with a unit such as
+    /// `500M`, `16GiB`.
+    #[arg(long, env = "OSCIED_MAX_OUTPUT_BYTES", default_value = "16GiB", value_parser = parse_size)]
+    pub max_output_bytes: u64,
 }
 
 impl Config {
@@ -25,6 +39,11 @@ impl Config {
         unit.queues = self.unit.queues(UnitKind::Transform);
         unit.concurrency = self.unit.concurrency;
         unit.heartbeat_secs = self.unit.heartbeat_secs;
+        unit.sandbox = self.sandbox;
+        unit.limits = TaskLimits {
+            max_secs: self.task_max_secs,
+            max_output_bytes: self.max_output_bytes,
+        };
         unit
     }
 }
@@ -33,6 +52,9 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.unit
             .debug_fields(&mut f.debug_struct("Config"))
+            .field("sandbox", &self.sandbox)
+            .field("task_max_secs", &self.task_max_secs)
+            .field("max_output_bytes", &self.max_output_bytes)
             .finish()
     }
 }
@@ -64,6 +86,43 @@ mod tests {
         assert_eq!(unit.heartbeat_secs, 5);
         assert!(uuid::Uuid::parse_str(&unit.unit_id).is_ok());
         assert_eq!(c.unit.log_format, LogFormat::Human);
+        assert_eq!(unit.sandbox, SandboxMode::On);
+        assert_eq!(unit.limits, TaskLimits::default());
+        assert_eq!(unit.limits.max_output_bytes, 16 << 30);
+    }
+
+    #[test]
+    fn sandbox_and_limits() {
+        let mut args = REQUIRED.to_vec();
+        args.extend([
+            "--sandbox",
+            "off",
+            "--task-max-secs",
+            "90",
+            "--max-output-bytes",
+            "2M",
+        ]);
+        let unit = Config::try_parse_from(args).unwrap().unit_config();
+        assert_eq!(unit.sandbox, SandboxMode::Off);
+        assert_eq!(unit.limits.max_secs, Some(90));
+        assert_eq!(unit.limits.max_output_bytes, 2 << 20);
+        for (flag, value) in [
+            ("--sandbox", "maybe"),
+            ("--task-max-secs", "0"),
+            ("--max-output-bytes", "lots"),
+        ] {
+            let mut args = REQUIRED.to_vec();
+            args.extend([flag, value]);
+            assert!(Config::try_parse_from(args).is_err(), "{flag} {value}");
+        }
+        let help = Config::command().render_long_help().to_string();
+        for var in [
+            "OSCIED_SANDBOX",
+            "OSCIED_TASK_MAX_SECS",
+            "OSCIED_MAX_OUTPUT_BYTES",
+        ] {
+            assert!(help.contains(var), "{var}: {help}");
+        }
     }
 
     #[test]

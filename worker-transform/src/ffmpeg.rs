@@ -1,5 +1,6 @@
-//! Running ffmpeg: spawn it without a shell in its own process group, read `-progress pipe:1`
-//! from its stdout, keep the tail of its stderr, and kill the whole group on cancel.
+//! Running ffmpeg: spawn it without a shell in its own process group and in its sandbox
+//! ([`oscied_protocol::sandbox`]), read `-progress pipe:1` from its stdout, keep the tail of
+//! its stderr, and kill the whole group on cancel.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -8,6 +9,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use oscied_protocol::ProgressReport;
+use oscied_protocol::sandbox::{Jail, SandboxMode};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -54,10 +56,16 @@ pub struct Ffmpeg {
 
 impl Ffmpeg {
     /// Start `ffmpeg <args>` (the argv after the program name, from
-    /// `oscied_protocol::encoder::ffmpeg_args`). `duration` is the input's length in seconds,
-    /// to turn out_time into a percent.
-    pub async fn spawn(args: &[OsString], duration: Option<f64>) -> io::Result<Ffmpeg> {
-        let mut command = Command::new(FFMPEG);
+    /// `oscied_protocol::encoder::ffmpeg_args`) in `jail` (an ffmpeg [`Jail`]: what it may
+    /// read and write, its rlimits). `duration` is the input's length in seconds, to turn
+    /// out_time into a percent.
+    pub async fn spawn(
+        jail: &Jail,
+        sandbox: SandboxMode,
+        args: &[OsString],
+        duration: Option<f64>,
+    ) -> io::Result<Ffmpeg> {
+        let mut command = jail.command(sandbox).map_err(io::Error::other)?;
         command
             .args(args)
             .stdin(Stdio::null())
@@ -68,7 +76,8 @@ impl Ffmpeg {
             .kill_on_drop(true);
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: the closure runs in the forked child before exec and calls only
-        // async-signal-safe functions (prctl, getppid, _exit).
+        // async-signal-safe functions (prctl, getppid, _exit). It runs after the sandbox's
+        // own step (prctl is not filtered).
         unsafe {
             command.pre_exec(move || {
                 // The unit killed with SIGKILL cannot kill ffmpeg itself: have the kernel do
@@ -107,6 +116,12 @@ impl Ffmpeg {
             stdout_task,
             stderr_task,
         })
+    }
+
+    /// The signal that killed ffmpeg, once it was reaped.
+    pub fn signal(&self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        self.status.and_then(|s| s.signal())
     }
 
     /// The process group id (= ffmpeg's pid).

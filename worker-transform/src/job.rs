@@ -1,20 +1,23 @@
 //! One attempt at one transform task, after the claim: prepare the work dir, run the encoder
-//! while reporting progress, then complete SUCCESS, FAILURE or REVOKED.
+//! while reporting progress and holding it to the task limits, then complete SUCCESS,
+//! FAILURE or REVOKED.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use oscied_protocol::encoder::{EncoderName, ffmpeg_args, validate_encoder_string};
+use oscied_protocol::encoder::{EncoderName, OutputKind, ffmpeg_args, validate_encoder_string};
 use oscied_protocol::filename::check_output_filename;
 use oscied_protocol::job::tmp_dir;
 use oscied_protocol::node::{CompleteRequest, TransformOutput};
+use oscied_protocol::sandbox::Jail;
 use oscied_protocol::unit::{self, Completion, LeaseEvent, Reporter, hide_root};
 use oscied_protocol::{ProgressReport, TaskStatus, TransformJob, probe};
 use tokio::sync::{oneshot, watch};
 
-use crate::Ctx;
 use crate::copy::{CopyWork, dir_size};
-use crate::ffmpeg::Ffmpeg;
+use crate::ffmpeg::{FFMPEG, Ffmpeg};
+use crate::{Ctx, TaskLimits};
 
 /// The encoder at work (one per attempt, so the box costs nothing).
 enum Work {
@@ -38,6 +41,14 @@ impl Work {
         }
     }
 
+    /// The signal that ended ffmpeg, once it ended (SIGXFSZ: a file outgrew its rlimit).
+    fn signal(&self) -> Option<i32> {
+        match self {
+            Work::Ffmpeg(f) => f.signal(),
+            Work::Copy(_) => None,
+        }
+    }
+
     /// Kill ffmpeg's process group (or stop the copy) and wait until it let go of the files.
     async fn stop(&mut self) {
         match self {
@@ -50,6 +61,8 @@ impl Work {
 /// How the encoder run ended.
 enum Outcome {
     Done(Result<(), String>),
+    /// A task limit was exceeded (the message names it).
+    Limit(String),
     Cancel,
     Stale(String),
     Shutdown,
@@ -72,8 +85,8 @@ pub(crate) async fn run(
         %task, attempt, profile = %job.profile_title, encoder = %job.encoder_name,
         input = %job.media_in_uri, filename = %job.filename, "job started"
     );
-    let mut work = match start(ctx, job, &work_dir).await {
-        Ok(work) => work,
+    let (mut work, bounds) = match start(ctx, job, &work_dir).await {
+        Ok(started) => started,
         Err(message) => {
             remove_dir(&work_dir).await;
             finish(
@@ -94,6 +107,7 @@ pub(crate) async fn run(
         Reporter::spawn(ctx.link.clone(), task, attempt, lease_secs, work.progress());
     let outcome = tokio::select! {
         result = work.finished() => Outcome::Done(result),
+        message = watch(&work_dir, &bounds) => Outcome::Limit(message),
         event = reporter.events.recv() => match event {
             Some(LeaseEvent::Cancel) => Outcome::Cancel,
             Some(LeaseEvent::Stale(message)) => Outcome::Stale(message),
@@ -107,12 +121,36 @@ pub(crate) async fn run(
             drop(work);
             let _ = encoder_free.send(());
             tracing::debug!(%task, attempt, "encoder finished");
-            succeed(ctx, job, &work_dir).await;
+            succeed(ctx, job, &work_dir, &bounds).await;
         }
         Outcome::Done(Err(message)) => {
+            // Past RLIMIT_FSIZE (a file larger than the whole output may be) or RLIMIT_CPU.
+            let message = match work.signal() {
+                Some(libc::SIGXFSZ) => bounds.size_message(None),
+                Some(libc::SIGXCPU) => bounds.cpu_message(),
+                _ => message,
+            };
+            work.stop().await;
             drop(work);
             let _ = encoder_free.send(());
             tracing::warn!(%task, attempt, "job failed: {message}");
+            remove_dir(&work_dir).await;
+            finish(
+                ctx,
+                job,
+                &work_dir,
+                TaskStatus::Failure,
+                Some(message),
+                None,
+            )
+            .await;
+        }
+        Outcome::Limit(message) => {
+            // The whole process group, then the files: nothing is left behind.
+            work.stop().await;
+            drop(work);
+            let _ = encoder_free.send(());
+            tracing::warn!(%task, attempt, "job stopped at a limit: {message}");
             remove_dir(&work_dir).await;
             finish(
                 ctx,
@@ -144,12 +182,114 @@ pub(crate) async fn run(
     drop(reporter);
 }
 
+/// What this task may take: the configured limits, the wall clock derived from the input's
+/// duration when `OSCIED_TASK_MAX_SECS` is unset.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    max_secs: u64,
+    /// The input duration the wall clock was derived from (None: configured).
+    derived_from: Option<f64>,
+    max_bytes: u64,
+    cores: u64,
+}
+
+/// The wall clock with `OSCIED_TASK_MAX_SECS` unset: max(10 min, 20 × the input's duration).
+const MIN_DERIVED_SECS: u64 = 600;
+const DURATION_FACTOR: f64 = 20.0;
+
+impl Bounds {
+    fn new(limits: &TaskLimits, duration: Option<f64>) -> Bounds {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let (max_secs, derived_from) = match limits.max_secs {
+            Some(secs) => (secs, None),
+            None => {
+                let d = duration
+                    .filter(|d| d.is_finite() && *d > 0.0)
+                    .unwrap_or(0.0);
+                let secs = ((d * DURATION_FACTOR).ceil() as u64).max(MIN_DERIVED_SECS);
+                (secs, Some(d))
+            }
+        };
+        Bounds {
+            max_secs,
+            derived_from,
+            max_bytes: limits.max_output_bytes,
+            cores,
+        }
+    }
+
+    /// The CPU-time backstop: every core busy for the whole wall clock.
+    fn cpu_secs(&self) -> u64 {
+        self.max_secs.saturating_mul(self.cores)
+    }
+
+    fn secs_setting(&self) -> String {
+        match self.derived_from {
+            None => format!("OSCIED_TASK_MAX_SECS={}", self.max_secs),
+            Some(d) => format!(
+                "OSCIED_TASK_MAX_SECS unset: {} s = max({MIN_DERIVED_SECS} s, 20 × the input's {d:.1} s)",
+                self.max_secs
+            ),
+        }
+    }
+
+    fn time_message(&self) -> String {
+        format!(
+            "the task exceeded its wall-clock limit of {} s ({}) and was stopped",
+            self.max_secs,
+            self.secs_setting()
+        )
+    }
+
+    fn cpu_message(&self) -> String {
+        format!(
+            "ffmpeg exceeded its CPU-time limit of {} s ({} × {} cores; {})",
+            self.cpu_secs(),
+            self.max_secs,
+            self.cores,
+            self.secs_setting()
+        )
+    }
+
+    fn size_message(&self, size: Option<u64>) -> String {
+        let held = size.map_or_else(String::new, |s| format!("; it held {s} bytes"));
+        format!(
+            "the task's output exceeded its size limit of {} bytes (OSCIED_MAX_OUTPUT_BYTES={}){held} and was stopped",
+            self.max_bytes, self.max_bytes
+        )
+    }
+}
+
+/// Resolves with the message of the first limit the running task exceeds: the wall clock,
+/// or the size of its whole work dir (HLS and DASH write many files), checked every second.
+async fn watch(work_dir: &Path, bounds: &Bounds) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(bounds.max_secs);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return bounds.time_message(),
+            _ = tick.tick() => {
+                let dir = work_dir.to_path_buf();
+                // A file removed while the dir is walked (HLS deletes segments) errs: skip
+                // this tick, the next one sees the dir again.
+                if let Ok(Ok(size)) = tokio::task::spawn_blocking(move || dir_size(&dir)).await
+                    && size > bounds.max_bytes
+                {
+                    return bounds.size_message(Some(size));
+                }
+            }
+        }
+    }
+}
+
 /// Check the job, make a fresh work dir and start the encoder.
-async fn start(ctx: &Ctx, job: &TransformJob, work_dir: &Path) -> Result<Work, String> {
+async fn start(ctx: &Ctx, job: &TransformJob, work_dir: &Path) -> Result<(Work, Bounds), String> {
     let input_rel = relative_path(&job.media_in_uri)
         .ok_or_else(|| format!("bad input path {:?}", job.media_in_uri))?;
     // The orchestra checked it at creation; a message may come from elsewhere.
     check_output_filename(&job.filename, job.encoder_name)?;
+    // The root is absolute (made so at start): ffmpeg runs in the task dir.
     let input = ctx.config.storage_root.join(input_rel);
     // Validate before touching the disk: a bad profile fails with the validation message.
     let tokens = match job.encoder_name {
@@ -172,30 +312,55 @@ async fn start(ctx: &Ctx, job: &TransformJob, work_dir: &Path) -> Result<Work, S
             let duration = match job.media_in_duration {
                 Some(d) if d > 0.0 => Some(d),
                 // An input registered without a duration: ask ffprobe, else 0 % until the end.
-                _ => probe::probe(&input).await.ok().and_then(|p| p.duration()),
+                _ => probe::probe_media(&input, ctx.config.sandbox)
+                    .await
+                    .ok()
+                    .and_then(|p| p.duration()),
             };
+            // ffmpeg reads its input (a package: the media dir with its segments) and
+            // writes its task dir, nothing else.
+            let readable = match OutputKind::of(&job.media_in_uri) {
+                OutputKind::File => input.as_path(),
+                OutputKind::Hls | OutputKind::Dash => input.parent().unwrap_or(&input),
+            };
+            let bounds = Bounds::new(&ctx.config.limits, duration);
+            let jail = Jail::new(FFMPEG)
+                .and_then(|j| j.read(readable))
+                .and_then(|j| j.work_dir(work_dir))
+                .map_err(|e| format!("ffmpeg could not be run: {e}"))?
+                .cpu_secs(bounds.cpu_secs())
+                .max_file_bytes(bounds.max_bytes);
             let args = ffmpeg_args(&input, &tokens, &output)
                 .map_err(|e| format!("cannot make the input and output paths absolute: {e}"))?;
-            let ffmpeg = Ffmpeg::spawn(&args, duration)
+            let ffmpeg = Ffmpeg::spawn(&jail, ctx.config.sandbox, &args, duration)
                 .await
                 .map_err(|e| format!("ffmpeg could not be run: {e} (is ffmpeg installed?)"))?;
             tracing::debug!(task = %job.task_id, pgid = ffmpeg.pgid(), "ffmpeg started");
-            Ok(Work::Ffmpeg(Box::new(ffmpeg)))
+            Ok((Work::Ffmpeg(Box::new(ffmpeg)), bounds))
         }
-        None => Ok(Work::Copy(CopyWork::start(
-            input,
-            work_dir.to_path_buf(),
-            job.filename.clone(),
-        ))),
+        None => {
+            let bounds = Bounds::new(&ctx.config.limits, job.media_in_duration);
+            // A media larger than the limit fails at once rather than after a partial copy.
+            if let Some(source) = input.parent().map(Path::to_path_buf) {
+                let size = tokio::task::spawn_blocking(move || dir_size(&source)).await;
+                if let Ok(Ok(size)) = size
+                    && size > bounds.max_bytes
+                {
+                    return Err(bounds.size_message(Some(size)));
+                }
+            }
+            let copy = CopyWork::start(input, work_dir.to_path_buf(), job.filename.clone());
+            Ok((Work::Copy(copy), bounds))
+        }
     }
 }
 
 /// The encoder succeeded: probe the output, complete SUCCESS. (A revoke that arrived
 /// meanwhile is settled by the completion: the orchestra answers REVOKED and keeps nothing;
 /// it also sets the progress to 100 %.)
-async fn succeed(ctx: &Ctx, job: &TransformJob, work_dir: &Path) {
+async fn succeed(ctx: &Ctx, job: &TransformJob, work_dir: &Path, bounds: &Bounds) {
     let main = work_dir.join(&job.filename);
-    let probe = match probe::probe_output(&main).await {
+    let probe = match probe::probe_output(&main, ctx.config.sandbox).await {
         Ok(probe) => probe,
         Err(e) => {
             remove_dir(work_dir).await;
@@ -220,6 +385,13 @@ async fn succeed(ctx: &Ctx, job: &TransformJob, work_dir: &Path) {
             return;
         }
     };
+    // Grown past the limit between the last check and the end.
+    if size > bounds.max_bytes {
+        remove_dir(work_dir).await;
+        let message = bounds.size_message(Some(size));
+        finish(ctx, job, work_dir, TaskStatus::Failure, Some(message), None).await;
+        return;
+    }
     let output = TransformOutput { size, probe };
     finish(ctx, job, work_dir, TaskStatus::Success, None, Some(output)).await;
 }

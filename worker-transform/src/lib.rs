@@ -36,6 +36,7 @@ use oscied_protocol::Broker;
 use oscied_protocol::client::NodeClient;
 use oscied_protocol::node::UnitKind;
 use oscied_protocol::queue::check_unit_queues;
+use oscied_protocol::sandbox::SandboxMode;
 use oscied_protocol::unit::{Running, UnitLink};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -54,11 +55,40 @@ pub struct UnitConfig {
     pub concurrency: u32,
     /// Seconds between unit heartbeats.
     pub heartbeat_secs: u64,
+    /// Whether ffmpeg and ffprobe run in [`oscied_protocol::sandbox`] (`OSCIED_SANDBOX`).
+    pub sandbox: SandboxMode,
+    /// The task limits (`OSCIED_TASK_MAX_SECS`, `OSCIED_MAX_OUTPUT_BYTES`).
+    pub limits: TaskLimits,
+}
+
+/// What one task may take, whatever its profile says. Exceeding a limit ends the task
+/// FAILURE with a message naming it; the encoder's whole process group is killed and the
+/// task dir removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskLimits {
+    /// Wall-clock seconds per task; `None`: max(600, 20 × the input's duration). The CPU-time
+    /// rlimit of ffmpeg is this × the cores, as a backstop.
+    pub max_secs: Option<u64>,
+    /// Bytes the task dir may hold (checked every second; each file is also held to it by
+    /// RLIMIT_FSIZE).
+    pub max_output_bytes: u64,
+}
+
+/// `OSCIED_MAX_OUTPUT_BYTES`'s default: 16 GiB, as the upload limit.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 16 << 30;
+
+impl Default for TaskLimits {
+    fn default() -> TaskLimits {
+        TaskLimits {
+            max_secs: None,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
 }
 
 impl UnitConfig {
     /// The defaults: a fresh UUID v4 id, queue `transform`, concurrency 1, a heartbeat
-    /// every 5 seconds.
+    /// every 5 seconds, the sandbox on, the default task limits.
     pub fn new(storage_root: PathBuf) -> UnitConfig {
         UnitConfig {
             unit_id: Uuid::new_v4().to_string(),
@@ -66,6 +96,8 @@ impl UnitConfig {
             queues: vec![oscied_protocol::queue::TRANSFORM_QUEUE.to_owned()],
             concurrency: 1,
             heartbeat_secs: 5,
+            sandbox: SandboxMode::On,
+            limits: TaskLimits::default(),
         }
     }
 }
@@ -98,6 +130,11 @@ impl TransformUnit {
             tracing::error!("transform unit not started: {e}");
             return;
         }
+        // ffmpeg runs in the task dir, not here: every path it gets must be absolute.
+        match std::path::absolute(&config.storage_root) {
+            Ok(root) => config.storage_root = root,
+            Err(e) => tracing::warn!(root = %config.storage_root.display(), "storage root: {e}"),
+        }
         let (link, stop) = UnitLink::new(self.client, config.unit_id.clone(), UnitKind::Transform);
         let ctx = Arc::new(Ctx {
             config,
@@ -111,6 +148,8 @@ impl TransformUnit {
             concurrency = ctx.config.concurrency,
             storage_root = %ctx.config.storage_root.display(),
             broker = ctx.broker.kind(),
+            sandbox = %ctx.config.sandbox,
+            max_output_bytes = ctx.config.limits.max_output_bytes,
             "transform unit started"
         );
         let mut slots = JoinSet::new();

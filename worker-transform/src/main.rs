@@ -13,6 +13,11 @@ async fn main() -> ExitCode {
     let Some((client, broker)) = start(&config.unit, &config) else {
         return ExitCode::FAILURE;
     };
+    // Once, before any job: a kernel that cannot confine ffmpeg stops the unit here.
+    if let Err(e) = oscied_protocol::sandbox::check(config.sandbox) {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
     let unit = TransformUnit::new(config.unit_config(), broker, client);
     unit.run(shutdown_signal()).await;
     ExitCode::SUCCESS

@@ -5,17 +5,21 @@ use std::time::{Duration, Instant};
 
 use oscied_e2e::media::clip;
 use oscied_protocol::encoder::{ffmpeg_args, validate_encoder_string};
+use oscied_protocol::sandbox::{Jail, SandboxMode};
 use worker_transform::copy::CopyWork;
 use worker_transform::ffmpeg::{self, Ffmpeg};
 
 async fn start(input: &Path, encoder_string: &str, output: &Path, duration: f64) -> Ffmpeg {
     let tokens = validate_encoder_string(encoder_string).expect("valid encoder string");
-    Ffmpeg::spawn(
-        &ffmpeg_args(input, &tokens, output).expect("absolute paths"),
-        Some(duration),
-    )
-    .await
-    .expect("spawn ffmpeg")
+    // As the unit runs it: reading its input, writing in the output's dir only.
+    let jail = Jail::new(ffmpeg::FFMPEG)
+        .and_then(|j| j.read(input))
+        .and_then(|j| j.work_dir(output.parent().unwrap()))
+        .expect("jail");
+    let args = ffmpeg_args(input, &tokens, output).expect("absolute paths");
+    Ffmpeg::spawn(&jail, SandboxMode::On, &args, Some(duration))
+        .await
+        .expect("spawn ffmpeg")
 }
 
 /// True while any process of the group exists.

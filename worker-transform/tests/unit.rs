@@ -24,7 +24,7 @@ use oscied_protocol::{TaskStatus, TransformJob};
 use serde_json::json;
 use tokio::sync::oneshot;
 use uuid::Uuid;
-use worker_transform::{TransformUnit, UnitConfig};
+use worker_transform::{TaskLimits, TransformUnit, UnitConfig};
 
 /// How the fake orchestra behaves, and what it saw.
 #[derive(Default)]
@@ -110,6 +110,10 @@ struct Harness {
 
 impl Harness {
     async fn start(fake: Fake) -> Harness {
+        Harness::start_with(fake, |_| {}).await
+    }
+
+    async fn start_with(fake: Fake, tweak: impl FnOnce(&mut UnitConfig)) -> Harness {
         let fake = Arc::new(Mutex::new(fake));
         let app = Router::new()
             .route("/api/v1/node/units/{id}", put(heartbeat))
@@ -128,6 +132,7 @@ impl Harness {
         let mut config = UnitConfig::new(root.path().to_path_buf());
         config.unit_id = "unit-1".into();
         config.heartbeat_secs = 1;
+        tweak(&mut config);
         let unit = TransformUnit::new(config, broker.clone(), client);
         let (stop, stopped) = oneshot::channel::<()>();
         let unit = tokio::spawn(unit.run(async {
@@ -428,4 +433,117 @@ async fn shutdown_kills_the_job_without_completing() {
     );
     assert!(!work_dir.exists());
     assert!(h.completes().is_empty());
+}
+
+/// Processes whose command line names `needle` (the task's work dir: its ffmpeg).
+fn processes_naming(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(needle) {
+            found.push(text);
+        }
+    }
+    found
+}
+
+/// A task limit ended the task: FAILURE naming the limit, no ffmpeg left, no files left.
+async fn assert_stopped_at(h: &Harness, job: &TransformJob, variable: &str, value: &str) {
+    let done = &h.completes()[0];
+    assert_eq!(done.status, TaskStatus::Failure);
+    let error = done.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains(variable) && error.contains(value),
+        "names {variable}={value}: {error}"
+    );
+    let work_dir = h.work_dir(job);
+    let needle = work_dir.to_string_lossy().into_owned();
+    assert!(processes_naming(&needle).is_empty(), "ffmpeg still runs");
+    assert!(!work_dir.exists(), "the task dir is left");
+}
+
+#[tokio::test]
+async fn the_wall_clock_limit_stops_a_task() {
+    let h = Harness::start_with(Fake::default(), |c| {
+        c.limits = TaskLimits {
+            max_secs: Some(2),
+            ..TaskLimits::default()
+        };
+    })
+    .await;
+    // `realtime` paces 20 s of input at 1x: far past the limit.
+    let job = h.job(
+        EncoderName::Ffmpeg,
+        "-vf realtime -c:v libx264 -preset ultrafast",
+        "out.mp4",
+        20,
+    );
+    let started = Instant::now();
+    h.publish(&job).await;
+    h.wait_for(15, "the completion", |f| !f.completes.is_empty())
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_stopped_at(&h, &job, "OSCIED_TASK_MAX_SECS", "2").await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_output_size_limit_counts_every_file_of_a_package() {
+    let h = Harness::start_with(Fake::default(), |c| {
+        c.limits.max_output_bytes = 300_000;
+    })
+    .await;
+    // HLS: many segments, each under the limit, together over it.
+    let job = h.job(
+        EncoderName::Ffmpeg,
+        "-vf realtime -c:v mpeg2video -q:v 1 -c:a aac -hls_time 1",
+        "index.m3u8",
+        20,
+    );
+    h.publish(&job).await;
+    h.wait_for(20, "the completion", |f| !f.completes.is_empty())
+        .await;
+    assert_stopped_at(&h, &job, "OSCIED_MAX_OUTPUT_BYTES", "300000").await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn one_file_past_the_size_limit_stops_ffmpeg_at_once() {
+    let h = Harness::start_with(Fake::default(), |c| {
+        c.limits.max_output_bytes = 300_000;
+    })
+    .await;
+    // Uncompressed, unpaced: RLIMIT_FSIZE stops ffmpeg before the next check.
+    let job = h.job(
+        EncoderName::Ffmpeg,
+        "-c:v rawvideo -c:a pcm_s16le",
+        "out.avi",
+        10,
+    );
+    h.publish(&job).await;
+    h.wait_for(20, "the completion", |f| !f.completes.is_empty())
+        .await;
+    assert_stopped_at(&h, &job, "OSCIED_MAX_OUTPUT_BYTES", "300000").await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_copy_larger_than_the_limit_fails() {
+    let h = Harness::start_with(Fake::default(), |c| {
+        c.limits.max_output_bytes = 1000;
+    })
+    .await;
+    let job = h.job(EncoderName::Copy, "", "copy.mp4", 1);
+    h.publish(&job).await;
+    h.wait_for(20, "the completion", |f| !f.completes.is_empty())
+        .await;
+    assert_stopped_at(&h, &job, "OSCIED_MAX_OUTPUT_BYTES", "1000").await;
+    h.stop().await;
 }

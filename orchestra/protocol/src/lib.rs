@@ -16,6 +16,7 @@ pub mod job;
 pub mod node;
 pub mod probe;
 pub mod queue;
+pub mod sandbox;
 pub mod task;
 pub mod unit;
 

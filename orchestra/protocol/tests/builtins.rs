@@ -2,10 +2,10 @@
 //! checks what a user would check with ffprobe.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use oscied_protocol::builtins::BUILTIN_PROFILES;
 use oscied_protocol::encoder::{ffmpeg_args, validate_encoder_string};
+use oscied_protocol::sandbox::{Jail, SandboxMode};
 use oscied_protocol::{EncoderName, Probe, probe};
 
 /// A 2 s, 640x360 at 25 fps clip with stereo audio, made with lavfi.
@@ -21,9 +21,19 @@ async fn run_builtin(title: &str, input: &Path, out: &Path) -> Probe {
     assert_eq!(profile.encoder_name, EncoderName::Ffmpeg);
     let tokens = validate_encoder_string(profile.encoder_string).expect("built-in validates");
     let args = ffmpeg_args(input, &tokens, out).expect("absolute paths");
-    let output = Command::new("ffmpeg")
+    // As a unit runs it: in the sandbox, writing in the output's dir only.
+    let jail = Jail::new("ffmpeg")
+        .unwrap()
+        .read(input)
+        .unwrap()
+        .work_dir(out.parent().unwrap())
+        .unwrap();
+    let output = jail
+        .command(SandboxMode::On)
+        .unwrap()
         .args(&args)
         .output()
+        .await
         .expect("ffmpeg runs");
     assert!(
         output.status.success(),
@@ -36,7 +46,7 @@ async fn run_builtin(title: &str, input: &Path, out: &Path) -> Probe {
         progress.contains("progress=end"),
         "{title}: no progress report: {progress}"
     );
-    probe::probe(out)
+    probe::probe_media(out, SandboxMode::On)
         .await
         .unwrap_or_else(|e| panic!("{title}: output does not probe: {e}"))
 }
@@ -49,7 +59,7 @@ fn close(actual: Option<f64>, expected: f64, tolerance: f64) -> bool {
 async fn every_builtin_ffmpeg_profile_produces_what_it_says() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate_clip(dir.path());
-    let source = probe::probe(&input).await.unwrap();
+    let source = probe::probe(&input, SandboxMode::On).await.unwrap();
     assert_eq!(source.video().unwrap().height, Some(360));
 
     let mp4 = |title: &str| {
@@ -136,9 +146,9 @@ async fn probe_refuses_what_is_not_media() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "hello, I am not a video\n").unwrap();
-    assert!(probe::probe(&text).await.is_err());
+    assert!(probe::probe(&text, SandboxMode::On).await.is_err());
     let junk = dir.path().join("junk.mp4");
     std::fs::write(&junk, [0u8, 1, 2, 3, 4, 5, 6, 7].repeat(100)).unwrap();
-    let err = probe::probe(&junk).await.unwrap_err();
+    let err = probe::probe(&junk, SandboxMode::On).await.unwrap_err();
     assert!(err.to_string().contains("not a media file"), "{err}");
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use oscied_protocol::probe::{self, mp4};
+use oscied_protocol::sandbox::SandboxMode;
 
 /// Encode `seconds` of a 25 fps test pattern and/or a 48 kHz tone with these output options.
 fn encode(dir: &Path, name: &str, video: bool, audio: bool, options: &[&str]) -> PathBuf {
@@ -57,7 +58,9 @@ fn close_rate(a: Option<u64>, b: Option<u64>, what: &str) {
 
 async fn same_as_ffprobe(path: &Path) {
     let native = mp4::probe(path).unwrap_or_else(|| panic!("{path:?} is read in-process"));
-    let reference = probe::probe(path).await.expect("ffprobe reads it");
+    let reference = probe::probe(path, SandboxMode::On)
+        .await
+        .expect("ffprobe reads it");
     assert_eq!(native.format.name, reference.format.name);
     assert_eq!(native.format.long_name, reference.format.long_name);
     assert_eq!(native.format.size, reference.format.size);
@@ -86,7 +89,12 @@ async fn same_as_ffprobe(path: &Path) {
         }
     }
     // And the probe a unit runs takes this path with the same answer.
-    assert_eq!(probe::probe_output(path).await.expect("probed"), native);
+    assert_eq!(
+        probe::probe_output(path, SandboxMode::On)
+            .await
+            .expect("probed"),
+        native
+    );
 }
 
 #[tokio::test]
@@ -157,15 +165,22 @@ async fn what_the_reader_does_not_know_goes_to_ffprobe() {
     ];
     for path in &cases {
         assert!(mp4::probe(path).is_none(), "{path:?} is left to ffprobe");
-        let probed = probe::probe_output(path).await.expect("ffprobe answers");
-        assert_eq!(probed, probe::probe(path).await.expect("ffprobe answers"));
+        let probed = probe::probe_output(path, SandboxMode::On)
+            .await
+            .expect("ffprobe answers");
+        assert_eq!(
+            probed,
+            probe::probe(path, SandboxMode::On)
+                .await
+                .expect("ffprobe answers")
+        );
         assert!(probed.duration().expect("duration") > 2.9);
     }
     // Not MP4 at all, whatever the name says: ffprobe's error, not a guess.
     let text = d.join("notes.mp4");
     std::fs::write(&text, "not a movie").unwrap();
     assert!(mp4::probe(&text).is_none());
-    assert!(probe::probe_output(&text).await.is_err());
+    assert!(probe::probe_output(&text, SandboxMode::On).await.is_err());
     // Other containers are not even opened here.
     assert!(!mp4::handles(Path::new("out.mkv")));
     assert!(mp4::handles(Path::new("OUT.MP4")));

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
-use tokio::process::Command;
 use utoipa::ToSchema;
+
+use crate::sandbox::{Jail, SandboxError, SandboxMode};
 
 /// The probe of a media's main file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -67,6 +68,8 @@ impl Probe {
 pub enum ProbeError {
     #[error("ffprobe could not be run: {0} (is ffmpeg installed?)")]
     Spawn(std::io::Error),
+    #[error("ffprobe could not be run: {0}")]
+    Sandbox(#[from] SandboxError),
     #[error("not a media file ffprobe can read: {0}")]
     Unreadable(String),
     #[error("no audio or video stream found")]
@@ -75,8 +78,9 @@ pub enum ProbeError {
 
 /// Probe a file an encoder just wrote. MP4/MOV outputs are read in-process (see [`mp4`]: it
 /// saves an ffprobe process per task); anything that reader does not fully understand goes
-/// to [`probe`]. Uploads always go to ffprobe, whose demuxers are the ones ffmpeg will use.
-pub async fn probe_output(path: &Path) -> Result<Probe, ProbeError> {
+/// to [`probe_media`]. Uploads always go to ffprobe, whose demuxers are the ones ffmpeg will
+/// use.
+pub async fn probe_output(path: &Path, sandbox: SandboxMode) -> Result<Probe, ProbeError> {
     if mp4::handles(path) {
         let file = path.to_path_buf();
         // A panic in the parser is a JoinError here, and ffprobe gets the file.
@@ -84,15 +88,45 @@ pub async fn probe_output(path: &Path) -> Result<Probe, ProbeError> {
             return Ok(probe);
         }
     }
-    probe(path).await
+    probe_media(path, sandbox).await
 }
 
-/// Probe a file with `ffprobe -show_format -show_streams`.
+/// Probe a file with `ffprobe -show_format -show_streams`, in the sandbox: ffprobe may read
+/// that file only (an upload is probed before it is anything else's neighbour) and write
+/// nothing.
 ///
 /// A file without an audio or video stream is refused, and so is ffprobe's `tty` reader,
 /// which accepts any text file.
-pub async fn probe(path: &Path) -> Result<Probe, ProbeError> {
-    let output = Command::new("ffprobe")
+pub async fn probe(path: &Path, sandbox: SandboxMode) -> Result<Probe, ProbeError> {
+    run_ffprobe(path, path, sandbox).await
+}
+
+/// Probe the main file of a media or task dir (a package's manifest reads the segments
+/// beside it): ffprobe may read that directory only.
+pub async fn probe_media(path: &Path, sandbox: SandboxMode) -> Result<Probe, ProbeError> {
+    let path = std::path::absolute(path).map_err(ProbeError::Spawn)?;
+    let dir = path.parent().unwrap_or(&path).to_path_buf();
+    run_ffprobe(&path, &dir, sandbox).await
+}
+
+async fn run_ffprobe(
+    path: &Path,
+    readable: &Path,
+    sandbox: SandboxMode,
+) -> Result<Probe, ProbeError> {
+    let path = std::path::absolute(path).map_err(ProbeError::Spawn)?;
+    let jail = Jail::new("ffprobe")
+        .map_err(|e| ProbeError::Spawn(std::io::Error::other(e.to_string())))?
+        .read(readable)?
+        // Ten minutes of CPU: a probe takes well under a second.
+        .cpu_secs(600)
+        .max_file_bytes(0);
+    let jail = match path.parent() {
+        Some(dir) => jail.cwd(dir)?,
+        None => jail,
+    };
+    let output = jail
+        .command(sandbox)?
         .args([
             "-v",
             "error",
@@ -101,7 +135,7 @@ pub async fn probe(path: &Path) -> Result<Probe, ProbeError> {
             "-show_format",
             "-show_streams",
         ])
-        .arg(path)
+        .arg(file_url(&path))
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -114,6 +148,7 @@ pub async fn probe(path: &Path) -> Result<Probe, ProbeError> {
             .map(str::trim)
             .rfind(|l| !l.is_empty())
             .unwrap_or("ffprobe failed")
+            .replace(&*file_url(&path).to_string_lossy(), "<file>")
             .replace(&*path.to_string_lossy(), "<file>");
         return Err(ProbeError::Unreadable(message));
     }
@@ -129,6 +164,13 @@ pub async fn probe(path: &Path) -> Result<Probe, ProbeError> {
         return Err(ProbeError::NoMedia);
     }
     Ok(probe)
+}
+
+/// `file:` + the absolute path: ffprobe cannot read a name as a protocol (`a|b`, `tcp:...`).
+fn file_url(path: &Path) -> std::ffi::OsString {
+    let mut url = std::ffi::OsString::from("file:");
+    url.push(path.as_os_str());
+    url
 }
 
 /// Parse ffprobe's JSON (numbers arrive as strings there).
