@@ -851,3 +851,63 @@ async fn jobs_a_unit_cannot_decode_end_their_task_failure() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Standalone mode's in-process unit holds a task to `OSCIED_TASK_MAX_SECS`: the task ends
+/// FAILURE naming the limit, its ffmpeg is gone, and nothing is left under tmp/.
+#[tokio::test]
+async fn the_in_process_unit_stops_a_task_at_its_wall_clock_limit() {
+    let app = App::start_with(|c| c.task_max_secs = Some(2)).await;
+    app.user(MAIL, SECRET, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = clip(dir.path(), "long.mp4", 20, 160, 120);
+    let (status, media) = app.upload(EVE, &input, "long.mp4", "input").await;
+    assert_eq!(status, StatusCode::CREATED, "{media}");
+    // Paced at 1x by `realtime`: 20 s of work against a 2 s limit.
+    let (status, profile) = app
+        .post(
+            "/transform/profiles",
+            EVE,
+            json!({"title": "slow", "description": "paced", "encoder_name": "ffmpeg",
+                "encoder_string": "-vf realtime -c:v libx264 -preset ultrafast"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{profile}");
+    let (status, task) = app
+        .post(
+            "/transform/tasks",
+            EVE,
+            json!({"media_in_id": media["id"], "profile_id": profile["id"],
+                "filename": "out.mp4", "metadata": {"title": "output"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let mut task = Value::Null;
+    for _ in 0..150 {
+        let (_, now) = app.get(&format!("/transform/tasks/{id}"), EVE).await;
+        task = now;
+        if task["status"] == "FAILURE" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(task["status"], "FAILURE", "{task}");
+    let error = task["error"].as_str().unwrap_or_default();
+    assert!(error.contains("OSCIED_TASK_MAX_SECS=2"), "{error}");
+    // No ffmpeg names this task's dir any more, and no file of it is left.
+    let tmp = app.storage().join("tmp").join(&id);
+    let needle = tmp.to_string_lossy().into_owned();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            assert!(!text.contains(&needle), "still running: {text}");
+        }
+    }
+    assert!(!tmp.join("1").exists(), "the task dir is left");
+    let left: Vec<_> = app
+        .stored_files()
+        .into_iter()
+        .filter(|f| f.starts_with(&tmp))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -722,6 +722,19 @@ mod tests {
     }
 
     #[test]
+    fn refusals_say_how_to_run_without_the_sandbox() {
+        for e in [
+            SandboxError::NoLandlock("ENOSYS".into()),
+            SandboxError::NoSeccomp("EINVAL".into()),
+        ] {
+            assert!(e.to_string().contains("OSCIED_SANDBOX=off"), "{e}");
+        }
+        assert_eq!(check(SandboxMode::Off).unwrap().landlock_abi, 0);
+        // This machine's kernel (the tests need it) has both.
+        assert!(check(SandboxMode::On).unwrap().landlock_abi >= 1);
+    }
+
+    #[test]
     fn modes_parse_as_on_and_off() {
         assert_eq!(
             SandboxMode::from_str("off", true).unwrap(),
