@@ -66,6 +66,7 @@ impl NewProfile {
         Ok(TransformProfile {
             id: Uuid::new_v4(),
             user_id: owner,
+            builtin: false,
             title: check_title(&self.title)?,
             description: check_description(&self.description)?,
             encoder_name: self.encoder_name,
@@ -109,6 +110,7 @@ pub async fn seed_builtins(store: &dyn Store) -> StoreResult<usize> {
         let profile = TransformProfile {
             id: Uuid::new_v4(),
             user_id: None,
+            builtin: true,
             title: builtin.title.to_owned(),
             description: builtin.description.to_owned(),
             encoder_name: builtin.encoder_name,
