@@ -3,9 +3,10 @@
 //!
 //! - Each argon2id verification holds its memory (19 MiB with the default parameters) for
 //!   tens of milliseconds. Unbounded, 128 concurrent wrong logins took the orchestra to 3 GB,
-//!   so hashing and verifying run on the blocking pool with at most `OSCIED_ARGON2_CONCURRENCY`
-//!   (default: the number of cores) at once; the others wait for a permit. The permit travels
-//!   into the blocking task, so a client that hangs up cannot free its slot early.
+//!   so hashing and verifying run with at most `OSCIED_ARGON2_CONCURRENCY`
+//!   (default: the number of cores) at once, on threads of their own; the others wait for a
+//!   permit. The permit travels with the work, so a client that hangs up cannot free its
+//!   slot early.
 //! - An unknown mail is verified against a dummy hash made at start with the same
 //!   parameters, so the answer time does not tell which mails have accounts.
 //! - Failed logins are counted per account (a mail, `root`, `node`) and per client address
@@ -24,7 +25,7 @@ use std::cell::Cell;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -32,28 +33,57 @@ use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::{NotUntil, Quota, RateLimiter};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::auth::{hash_secret, random_token, verify_secret};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 
-/// The argon2 gate: a semaphore and the dummy hash.
+/// The argon2 gate: a semaphore, the threads argon2 runs on, and the dummy hash.
 pub struct Argon {
     permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
     dummy: String,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 impl Argon {
-    /// `concurrency` verifications or hashings at once (at least one).
+    /// `concurrency` verifications or hashings at once (at least one), on as many threads of
+    /// their own. Not tokio's blocking pool: glibc gives each thread its own malloc arena
+    /// and keeps a freed 19 MiB block there, so argon2 spread over hundreds of pool threads
+    /// kept gigabytes resident even when only two ran at a time.
     pub fn new(concurrency: usize) -> ApiResult<Argon> {
+        let concurrency = concurrency.max(1);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..concurrency {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    // Ends when the Argon (the sender) is dropped.
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| ApiError::internal(format!("argon2 thread: {e}")))?;
+        }
         Ok(Argon {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            jobs,
             dummy: hash_secret(&random_token())?,
         })
     }
 
-    /// Run `work` on the blocking pool once a permit is free; `before` runs with the permit
+    /// Run `work` on an argon2 thread once a permit is free; `before` runs with the permit
     /// held, just before the work (the login limits are checked again there, so a burst of
     /// concurrent guesses cannot all pass the first check while the permits are busy).
     async fn run<T: Send + 'static>(
@@ -68,12 +98,20 @@ impl Argon {
             .await
             .map_err(|_| ApiError::unavailable("the orchestra is stopping"))?;
         before()?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("argon2 task: {e}")))
+        let (done, result) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                // Freed only when the work is over, even if the caller hung up.
+                drop(permit);
+                if let Ok(out) = out {
+                    let _ = done.send(out);
+                }
+            }))
+            .map_err(|_| ApiError::internal("the argon2 threads are gone"))?;
+        result
+            .await
+            .map_err(|_| ApiError::internal("an argon2 check failed"))
     }
 
     /// An argon2id hash of a new secret.

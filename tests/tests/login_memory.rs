@@ -83,8 +83,9 @@ fn concurrent_wrong_logins_keep_the_orchestra_small() {
     let took = started.elapsed();
     let peak = status_kb(pid, "VmHWM:");
     let after = status_kb(pid, "VmRSS:");
+    let threads = status_kb(pid, "Threads:");
     eprintln!(
-        "{LOGINS} wrong logins in {took:?}: RSS idle {idle} kB, peak {peak} kB, after {after} kB"
+        "{LOGINS} wrong logins in {took:?}: RSS idle {idle} kB, peak {peak} kB, after {after} kB, {threads} threads"
     );
     // Every one was checked (a 401, not a 429 nor a failure).
     assert!(
