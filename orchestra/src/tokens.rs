@@ -30,6 +30,8 @@ pub async fn mint(state: &AppState, auth: &Authenticated) -> ApiResult<(String, 
         .get_user(user.id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the user is gone"))?;
+    // Expired tokens are refused anyway; minting is when they are cleared from the store.
+    state.store.delete_expired_tokens(now()).await?;
     let token = random_token();
     let ttl = chrono::Duration::seconds(i64::try_from(state.config.token_ttl).unwrap_or(i64::MAX));
     let expires_at = now()

@@ -1250,6 +1250,29 @@ async fn token_revocation(store: &dyn Store) {
         Some(tokens[3].clone())
     );
     assert_eq!(store.delete_user_tokens(ada).await.expect("again"), 0);
+
+    // Expired ones are forgotten, to the microsecond; later ones stay.
+    let mut soon = token(5, ada);
+    soon.expires_at = at(10) + Duration::microseconds(1);
+    let mut later = token(6, bob);
+    later.expires_at = at(20);
+    let mut gone = token(7, bob);
+    gone.expires_at = at(9);
+    for t in [&soon, &later, &gone] {
+        store.create_token(t).await.expect("create");
+    }
+    assert_eq!(
+        store.delete_expired_tokens(at(10)).await.expect("expired"),
+        1
+    );
+    assert_eq!(store.get_token(&gone.hash).await.expect("get"), None);
+    assert!(store.get_token(&soon.hash).await.expect("get").is_some());
+    assert_eq!(
+        store.delete_expired_tokens(at(15)).await.expect("expired"),
+        1
+    );
+    assert_eq!(store.get_token(&soon.hash).await.expect("get"), None);
+    assert!(store.get_token(&later.hash).await.expect("get").is_some());
     assert_eq!(
         store
             .delete_user_tokens(Uuid::new_v4())

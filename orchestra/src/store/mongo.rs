@@ -371,6 +371,16 @@ impl Store for MongoStore {
         Self::delete(&self.tokens, hash).await
     }
 
+    async fn delete_expired_tokens(&self, t: DateTime<Utc>) -> StoreResult<u64> {
+        // As for leases: `$expr` on the timestamp string (see `task_query`).
+        let query = doc! { "$and": [
+            { "expires_at": { "$type": "string" } },
+            { "$expr": { "$lt": ["$expires_at", ts_bound(t)] } },
+        ] };
+        let result = self.tokens.delete_many(query).await.map_err(unavailable)?;
+        Ok(result.deleted_count)
+    }
+
     async fn delete_user_tokens(&self, user_id: Uuid) -> StoreResult<u64> {
         let result = self
             .tokens

@@ -578,6 +578,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_expired_tokens(&self, t: DateTime<Utc>) -> StoreResult<u64> {
+        let bound = ts_bound(t);
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM tokens WHERE json_extract(doc, '$.expires_at') < ?1",
+                [bound],
+            )
+            .map(|n| n as u64)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
     async fn delete_user_tokens(&self, user_id: Uuid) -> StoreResult<u64> {
         self.with(move |c| {
             c.execute(
