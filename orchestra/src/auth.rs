@@ -1,21 +1,28 @@
 //! Who is calling (DESIGN.md §4): HTTP Basic for users (`mail:secret`, argon2id), for `root`
 //! and for units (`node`), or a bearer token from `POST /auth/token`.
+//!
+//! What a login may cost and how failures are limited is `crate::logins`. Tokens are stored
+//! (by hash) and carry a stamp of the owner's secret hash when minted: a secret change makes
+//! every older token of that user invalid on every replica at once (the stamp no longer
+//! matches the stored user), and `DELETE /auth/token(s)` removes them from the store.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use blake2::{Blake2b512, Digest};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::models::User;
+use crate::logins::Account;
+use crate::models::{User, UserRecord};
 use crate::state::AppState;
 
 /// The caller of a user route.
@@ -138,15 +145,17 @@ pub fn digest(parts: &[&str]) -> String {
     hex(&hasher.finalize())
 }
 
-/// An argon2id hash (PHC string) of a user's secret.
-pub fn hash_secret(secret: &str) -> Result<String, ApiError> {
+/// An argon2id hash (PHC string) of a user's secret. Synchronous: call through
+/// `crate::logins::Argon`.
+pub(crate) fn hash_secret(secret: &str) -> Result<String, ApiError> {
     Argon2::default()
         .hash_password(secret.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| ApiError::internal(format!("hashing: {e}")))
 }
 
-fn verify_secret(secret: &str, hash: &str) -> bool {
+/// Synchronous argon2: call through `crate::logins::Argon`, which bounds and offloads it.
+pub(crate) fn verify_secret(secret: &str, hash: &str) -> bool {
     Argon2::default()
         .verify_password(secret.as_bytes(), hash)
         .is_ok()
@@ -154,7 +163,9 @@ fn verify_secret(secret: &str, hash: &str) -> bool {
 
 /// Argon2 costs tens of milliseconds by design; scripts call many times in a row with the
 /// same credentials. A successful check is remembered for a few minutes, keyed by a digest of
-/// the secret *and* the stored hash, so a changed secret is never served from the cache.
+/// the secret *and* the stored hash. Every login reads the user from the store, and a secret
+/// change stores a new hash (new salt), so after a change the old secret's key is never
+/// looked up again, on any replica.
 #[derive(Default)]
 pub struct VerifiedCache {
     entries: Mutex<HashMap<String, Instant>>,
@@ -238,9 +249,12 @@ impl FromRequestParts<AppState> for Node {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match credentials(parts)? {
             Credentials::Basic(user, secret) if user == "node" => {
+                let ip = client_ip(parts);
+                state.logins.check(Account::Node, ip)?;
                 if same(&secret, &state.secrets.node) {
                     Ok(Node)
                 } else {
+                    state.logins.failed(Account::Node, ip);
                     Err(ApiError::unauthorized(BAD_CREDENTIALS))
                 }
             }
@@ -251,15 +265,57 @@ impl FromRequestParts<AppState> for Node {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// The TCP peer's address (the server runs with connect info); never a forwarded header,
+/// which any client can write.
+fn client_ip(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+}
+
+/// The caller and how it proved it: with its secret (HTTP Basic) or with a bearer token.
+/// Routes that need the secret itself (changing it, minting tokens) take this.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub caller: Caller,
+    /// The stored hash of the bearer token used, if one was.
+    pub token: Option<String>,
+}
+
+impl Authenticated {
+    /// Forbidden unless the caller sent its secret (HTTP Basic), saying what needs it.
+    pub fn require_secret(&self, what: &str) -> Result<(), ApiError> {
+        match self.token {
+            None => Ok(()),
+            Some(_) => Err(ApiError::forbidden(format!(
+                "{what} needs the secret: call with HTTP Basic (mail:secret), not a bearer token"
+            ))),
+        }
+    }
+}
+
+/// The stamp a token carries of its owner's secret: a token is valid only while it matches.
+pub fn secret_stamp(record: &UserRecord) -> String {
+    digest(&["token-stamp", &record.secret_hash])
+}
+
+impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let by_secret = |caller| Authenticated {
+            caller,
+            token: None,
+        };
         match credentials(parts)? {
             Credentials::Basic(user, secret) if user == "root" => {
+                let ip = client_ip(parts);
+                state.logins.check(Account::Root, ip)?;
                 if same(&secret, &state.secrets.root) {
-                    Ok(Caller::Root)
+                    Ok(by_secret(Caller::Root))
                 } else {
+                    state.logins.failed(Account::Root, ip);
                     Err(ApiError::unauthorized(BAD_CREDENTIALS))
                 }
             }
@@ -267,28 +323,39 @@ impl FromRequestParts<AppState> for Caller {
                 "node credentials serve the node routes only",
             )),
             Credentials::Basic(mail, secret) => {
-                let record = state
-                    .store
-                    .user_by_mail(&mail)
-                    .await?
-                    .ok_or_else(|| ApiError::unauthorized(BAD_CREDENTIALS))?;
-                let key = digest(&[&record.secret_hash, &secret]);
-                if !state.verified.check(&key) {
-                    let hash = record.secret_hash.clone();
-                    let ok = tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
-                        .await
-                        .unwrap_or(false);
-                    if !ok {
-                        return Err(ApiError::unauthorized(BAD_CREDENTIALS));
+                let ip = client_ip(parts);
+                let account = Account::Mail(&mail);
+                state.logins.check(account, ip)?;
+                let record = state.store.user_by_mail(&mail).await?;
+                if let Some(record) = &record {
+                    let key = digest(&[&record.secret_hash, &secret]);
+                    if state.verified.check(&key) {
+                        return Ok(by_secret(Caller::User(record.user.clone())));
                     }
-                    state.verified.remember(key);
                 }
-                Ok(Caller::User(record.user))
+                let hash = record.as_ref().map(|r| r.secret_hash.clone());
+                let ok = state
+                    .argon
+                    .verify(secret.clone(), hash, || state.logins.check(account, ip))
+                    .await?;
+                match record {
+                    Some(record) if ok => {
+                        state
+                            .verified
+                            .remember(digest(&[&record.secret_hash, &secret]));
+                        Ok(by_secret(Caller::User(record.user)))
+                    }
+                    _ => {
+                        state.logins.failed(account, ip);
+                        Err(ApiError::unauthorized(BAD_CREDENTIALS))
+                    }
+                }
             }
             Credentials::Bearer(token) => {
+                let hash = digest(&[&token]);
                 let token = state
                     .store
-                    .get_token(&digest(&[&token]))
+                    .get_token(&hash)
                     .await?
                     .filter(|t| t.expires_at > chrono::Utc::now())
                     .ok_or_else(|| ApiError::unauthorized("unknown or expired token"))?;
@@ -297,9 +364,27 @@ impl FromRequestParts<AppState> for Caller {
                     .get_user(token.user_id)
                     .await?
                     .ok_or_else(|| ApiError::unauthorized("the token's user is gone"))?;
-                Ok(Caller::User(record.user))
+                if !same(&token.secret_stamp, &secret_stamp(&record)) {
+                    return Err(ApiError::unauthorized(
+                        "token revoked: the secret changed since it was made",
+                    ));
+                }
+                Ok(Authenticated {
+                    caller: Caller::User(record.user),
+                    token: Some(hash),
+                })
             }
         }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Authenticated::from_request_parts(parts, state)
+            .await
+            .map(|a| a.caller)
     }
 }
 

@@ -90,6 +90,27 @@ pub struct Config {
     #[arg(long, env = "OSCIED_TOKEN_TTL", default_value_t = 12 * 3600)]
     pub token_ttl: u64,
 
+    /// Argon2 checks and hashings run at once (each holds 19 MiB); others wait. Default: the
+    /// number of cores.
+    #[arg(long, env = "OSCIED_ARGON2_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub argon2_concurrency: Option<u32>,
+
+    /// Failed logins one account (a mail, root) may have in a row before it is limited.
+    #[arg(long, env = "OSCIED_LOGIN_ACCOUNT_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_account_burst: u32,
+
+    /// Then one more failed login per this many seconds, per account.
+    #[arg(long, env = "OSCIED_LOGIN_ACCOUNT_REFILL_SECS", default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub login_account_refill_secs: u64,
+
+    /// Failed logins one client address (IPv6: a /64) may have in a row before it is limited.
+    #[arg(long, env = "OSCIED_LOGIN_ADDRESS_BURST", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_address_burst: u32,
+
+    /// Then one more failed login per this many seconds, per client address.
+    #[arg(long, env = "OSCIED_LOGIN_ADDRESS_REFILL_SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub login_address_refill_secs: u64,
+
     /// Log format.
     #[arg(long, env = "OSCIED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -127,6 +148,14 @@ impl Config {
             header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
             body_idle: std::time::Duration::from_secs(self.body_idle_secs),
         }
+    }
+
+    /// `OSCIED_ARGON2_CONCURRENCY`, else the number of cores.
+    pub fn argon2_permits(&self) -> usize {
+        self.argon2_concurrency.map_or_else(
+            || std::thread::available_parallelism().map_or(2, usize::from),
+            |n| n as usize,
+        )
     }
 
     pub fn www_root(&self) -> PathBuf {

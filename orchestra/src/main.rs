@@ -3,8 +3,24 @@
 use clap::Parser;
 use orchestra::config::Config;
 
+/// glibc raises its mmap threshold to the size of the last large block freed, so after the
+/// first argon2 check (19 MiB) those blocks come from per-thread arenas and stay resident in
+/// each arena a thread wanders to: a few hundred MB with only two checks at a time. A fixed
+/// threshold keeps blocks this large mmapped, and freeing them returns them to the system.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_large_blocks_mmapped() {
+    // SAFETY: mallopt only sets an allocator parameter; called once, at start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_large_blocks_mmapped() {}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    keep_large_blocks_mmapped();
     let config = Config::parse();
     orchestra::startup::init_tracing(config.log_format);
     match orchestra::startup::run(config).await {

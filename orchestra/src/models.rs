@@ -146,8 +146,13 @@ impl Media {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TransformProfile {
     pub id: Uuid,
-    /// None for the built-ins.
+    /// None for the built-ins and for profiles root made.
     pub user_id: Option<Uuid>,
+    /// Seeded by the orchestra at its first start (from `oscied_protocol::builtins`), as
+    /// opposed to made through the API (root's profiles have no user_id either). Stays true
+    /// when an admin edits one.
+    #[serde(default)]
+    pub builtin: bool,
     pub title: String,
     pub description: String,
     pub encoder_name: EncoderName,
@@ -163,6 +168,10 @@ pub struct Token {
     pub user_id: Uuid,
     #[serde(with = "ts")]
     pub expires_at: DateTime<Utc>,
+    /// `auth::secret_stamp` of the owner when the token was made; a token is valid only while
+    /// it matches (tokens from before stamps have none, and are no longer valid).
+    #[serde(default)]
+    pub secret_stamp: String,
 }
 
 /// One page of a list: `{"items": [...], "total": N}`.

@@ -66,6 +66,7 @@ impl NewProfile {
         Ok(TransformProfile {
             id: Uuid::new_v4(),
             user_id: owner,
+            builtin: false,
             title: check_title(&self.title)?,
             description: check_description(&self.description)?,
             encoder_name: self.encoder_name,
@@ -102,6 +103,7 @@ pub async fn seed_builtins(store: &dyn Store) -> StoreResult<usize> {
         .total
         > 0
     {
+        mark_legacy_builtins(store).await?;
         return Ok(0);
     }
     let mut seeded = 0;
@@ -109,6 +111,7 @@ pub async fn seed_builtins(store: &dyn Store) -> StoreResult<usize> {
         let profile = TransformProfile {
             id: Uuid::new_v4(),
             user_id: None,
+            builtin: true,
             title: builtin.title.to_owned(),
             description: builtin.description.to_owned(),
             encoder_name: builtin.encoder_name,
@@ -123,4 +126,33 @@ pub async fn seed_builtins(store: &dyn Store) -> StoreResult<usize> {
         }
     }
     Ok(seeded)
+}
+
+/// Stores seeded before profiles said `builtin` hold the built-ins as ownerless profiles
+/// with `builtin: false`; flag those still exactly as seeded (title, encoder and string).
+async fn mark_legacy_builtins(store: &dyn Store) -> StoreResult<()> {
+    for builtin in BUILTIN_PROFILES {
+        let filter = ProfileFilter {
+            q: Some(builtin.title.to_owned()),
+            encoder_name: Some(builtin.encoder_name),
+            user_id: None,
+        };
+        let opts = ListOptions {
+            limit: 100,
+            skip: 0,
+            sort: "title",
+            descending: false,
+        };
+        for mut profile in store.list_profiles(&filter, &opts).await?.items {
+            if !profile.builtin
+                && profile.user_id.is_none()
+                && profile.title == builtin.title
+                && profile.encoder_string == builtin.encoder_string
+            {
+                profile.builtin = true;
+                store.update_profile(&profile).await?;
+            }
+        }
+    }
+    Ok(())
 }

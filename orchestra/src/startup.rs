@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::dispatch::{self, Dispatcher};
 use crate::error::ApiError;
 use crate::lifecycle::TaskLocks;
+use crate::logins::{Argon, LoginLimits};
 use crate::profiles::seed_builtins;
 use crate::state::AppState;
 use crate::storage::Storage;
@@ -32,6 +33,8 @@ pub enum StartupError {
     Store(#[from] crate::store::StoreError),
     #[error("in-process units: {0}")]
     Units(String),
+    #[error("argon2: {0}")]
+    Argon(String),
     #[error("listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
     #[error("{0}")]
@@ -74,6 +77,8 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
     if seeded > 0 {
         tracing::info!(seeded, "built-in profiles seeded");
     }
+    let argon = Argon::new(config.argon2_permits()).map_err(|e| StartupError::Argon(e.message))?;
+    let logins = LoginLimits::new(&config);
     Ok(AppState {
         store,
         broker,
@@ -81,6 +86,8 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
         secrets: Arc::new(secrets),
         config: Arc::new(config),
         verified: Arc::new(VerifiedCache::default()),
+        argon: Arc::new(argon),
+        logins: Arc::new(logins),
         locks: Arc::new(TaskLocks::default()),
         media_locks: Arc::new(TaskLocks::default()),
         dispatcher: Arc::new(Dispatcher::default()),

@@ -8,6 +8,7 @@ use crate::auth::{Secrets, VerifiedCache};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::lifecycle::TaskLocks;
+use crate::logins::{Argon, LoginLimits};
 use crate::storage::Storage;
 use crate::store::Store;
 
@@ -19,6 +20,10 @@ pub struct AppState {
     pub secrets: Arc<Secrets>,
     pub config: Arc<Config>,
     pub verified: Arc<VerifiedCache>,
+    /// Every argon2 hashing and verification goes through it (bounded, off the async threads).
+    pub argon: Arc<Argon>,
+    /// Failed-login buckets per account and per client address.
+    pub logins: Arc<LoginLimits>,
     /// One task's read-check-write at a time.
     pub locks: Arc<TaskLocks>,
     /// One media's read-modify-write at a time (a publication's URL, a metadata patch, a

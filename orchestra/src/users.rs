@@ -4,8 +4,9 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{Caller, hash_secret};
+use crate::auth::Authenticated;
 use crate::error::{ApiError, ApiResult};
+use crate::logins::Argon;
 use crate::models::{User, UserRecord, now};
 
 pub const MIN_SECRET_LEN: usize = 8;
@@ -46,6 +47,11 @@ fn check_name(field: &str, value: &str) -> ApiResult<String> {
 
 fn check_mail(mail: &str) -> ApiResult<String> {
     let mail = mail.trim();
+    if mail.contains(':') {
+        return Err(ApiError::invalid(format!(
+            "mail {mail:?} contains ':', which HTTP Basic authentication (mail:secret) cannot carry"
+        )));
+    }
     let valid = mail.len() <= 254
         && !mail.chars().any(|c| c.is_whitespace() || c.is_control())
         && mail.split_once('@').is_some_and(|(local, domain)| {
@@ -68,15 +74,8 @@ fn check_secret(secret: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Argon2 is CPU work: keep it off the async workers.
-async fn hash(secret: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || hash_secret(&secret))
-        .await
-        .map_err(|e| ApiError::internal(format!("hashing task: {e}")))?
-}
-
 impl NewUser {
-    pub async fn into_record(self) -> ApiResult<UserRecord> {
+    pub async fn into_record(self, argon: &Argon) -> ApiResult<UserRecord> {
         let mut user = User {
             id: Uuid::new_v4(),
             first_name: check_name("first_name", &self.first_name)?,
@@ -90,14 +89,24 @@ impl NewUser {
         check_secret(&self.secret)?;
         Ok(UserRecord {
             user,
-            secret_hash: hash(self.secret).await?,
+            secret_hash: argon.hash(self.secret).await?,
         })
     }
 }
 
 impl UserPatch {
-    /// Apply to `record` as `caller` would have it.
-    pub async fn apply(self, caller: &Caller, record: &mut UserRecord) -> ApiResult<()> {
+    /// Apply to `record` as `auth` would have it; true when the secret changed (the user's
+    /// tokens are then revoked). Changing a secret needs a secret, not a bearer token.
+    pub async fn apply(
+        self,
+        auth: &Authenticated,
+        argon: &Argon,
+        record: &mut UserRecord,
+    ) -> ApiResult<bool> {
+        let caller = &auth.caller;
+        if self.secret.is_some() {
+            auth.require_secret("changing the secret")?;
+        }
         if self
             .admin_platform
             .is_some_and(|a| a != record.user.admin_platform)
@@ -120,8 +129,9 @@ impl UserPatch {
         user.compute_name();
         if let Some(secret) = self.secret {
             check_secret(&secret)?;
-            record.secret_hash = hash(secret).await?;
+            record.secret_hash = argon.hash(secret).await?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 }

@@ -61,6 +61,7 @@ contract!(
     profile_crud_and_unique_title,
     profile_list_filters,
     token_create_get,
+    token_revocation,
     task_crud_round_trips_every_field,
     task_update_missing_is_false,
     task_list_filters,
@@ -141,6 +142,7 @@ fn profile(
     TransformProfile {
         id: Uuid::new_v4(),
         user_id,
+        builtin: user_id.is_none(),
         title: title.to_owned(),
         description: format!("{title} profile"),
         encoder_name,
@@ -1070,6 +1072,40 @@ async fn profile_crud_and_unique_title(store: &dyn Store) {
         .await
         .expect("reuse a freed title");
 
+    // Root's profiles have no owner either, and are not built-ins: the flag round-trips.
+    let mut by_root = profile("Root's", EncoderName::Copy, None, 5);
+    by_root.builtin = false;
+    store.create_profile(&by_root).await.expect("create");
+    let got = store.get_profile(by_root.id).await.expect("get");
+    assert_eq!(got.as_ref().map(|p| p.builtin), Some(false));
+    assert_eq!(got, Some(by_root.clone()));
+    assert_eq!(
+        store
+            .get_profile(reuse.id)
+            .await
+            .expect("get")
+            .map(|p| p.builtin),
+        Some(true)
+    );
+    let listed = store
+        .list_profiles(&ProfileFilter::default(), &opts("title", false, 0, 100))
+        .await
+        .expect("list");
+    let flags: Vec<_> = listed
+        .items
+        .iter()
+        .map(|p| (p.title.as_str(), p.builtin))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            ("Copy", false),
+            ("H.264 720p", true),
+            ("H.264 720p (fast)", true),
+            ("Root's", false)
+        ]
+    );
+
     let ghost = profile("Ghost", EncoderName::Copy, None, 4);
     assert!(!store.update_profile(&ghost).await.expect("update missing"));
     assert!(store.delete_profile(p.id).await.expect("delete"));
@@ -1154,6 +1190,7 @@ async fn token_create_get(store: &dyn Store) {
         hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
         user_id: Uuid::new_v4(),
         expires_at: at(60),
+        secret_stamp: "stamp-1".to_owned(),
     };
     store.create_token(&token).await.expect("create");
     assert_eq!(
@@ -1165,6 +1202,7 @@ async fn token_create_get(store: &dyn Store) {
         hash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".to_owned(),
         user_id: token.user_id,
         expires_at: at(120),
+        secret_stamp: "stamp-2".to_owned(),
     };
     store
         .create_token(&other)
@@ -1177,6 +1215,70 @@ async fn token_create_get(store: &dyn Store) {
     assert_eq!(
         store.get_token(&token.hash).await.expect("get"),
         Some(token)
+    );
+}
+
+async fn token_revocation(store: &dyn Store) {
+    let ada = Uuid::new_v4();
+    let bob = Uuid::new_v4();
+    let token = |n: u32, user_id: Uuid| Token {
+        hash: format!("{n:064x}"),
+        user_id,
+        expires_at: at(60),
+        secret_stamp: format!("stamp-{user_id}"),
+    };
+    let tokens = [token(1, ada), token(2, ada), token(3, ada), token(4, bob)];
+    for t in &tokens {
+        store.create_token(t).await.expect("create");
+    }
+    // One token.
+    assert!(store.delete_token(&tokens[0].hash).await.expect("delete"));
+    assert_eq!(store.get_token(&tokens[0].hash).await.expect("get"), None);
+    assert!(!store.delete_token(&tokens[0].hash).await.expect("again"));
+    assert!(!store.delete_token("ffff").await.expect("missing"));
+    assert_eq!(
+        store.get_token(&tokens[1].hash).await.expect("get"),
+        Some(tokens[1].clone())
+    );
+    // All of one user's, and no one else's.
+    assert_eq!(store.delete_user_tokens(ada).await.expect("delete all"), 2);
+    for t in &tokens[..3] {
+        assert_eq!(store.get_token(&t.hash).await.expect("get"), None);
+    }
+    assert_eq!(
+        store.get_token(&tokens[3].hash).await.expect("get"),
+        Some(tokens[3].clone())
+    );
+    assert_eq!(store.delete_user_tokens(ada).await.expect("again"), 0);
+
+    // Expired ones are forgotten, to the microsecond; later ones stay.
+    let mut soon = token(5, ada);
+    soon.expires_at = at(10) + Duration::microseconds(1);
+    let mut later = token(6, bob);
+    later.expires_at = at(20);
+    let mut gone = token(7, bob);
+    gone.expires_at = at(9);
+    for t in [&soon, &later, &gone] {
+        store.create_token(t).await.expect("create");
+    }
+    assert_eq!(
+        store.delete_expired_tokens(at(10)).await.expect("expired"),
+        1
+    );
+    assert_eq!(store.get_token(&gone.hash).await.expect("get"), None);
+    assert!(store.get_token(&soon.hash).await.expect("get").is_some());
+    assert_eq!(
+        store.delete_expired_tokens(at(15)).await.expect("expired"),
+        1
+    );
+    assert_eq!(store.get_token(&soon.hash).await.expect("get"), None);
+    assert!(store.get_token(&later.hash).await.expect("get").is_some());
+    assert_eq!(
+        store
+            .delete_user_tokens(Uuid::new_v4())
+            .await
+            .expect("nobody's"),
+        0
     );
 }
 

@@ -34,6 +34,11 @@ const OSCIED_VARS: &[&str] = &[
     "OSCIED_WWW_ROOT",
     "OSCIED_PUBLIC_URL",
     "OSCIED_PUBLISHER_LISTEN",
+    "OSCIED_ARGON2_CONCURRENCY",
+    "OSCIED_LOGIN_ACCOUNT_BURST",
+    "OSCIED_LOGIN_ACCOUNT_REFILL_SECS",
+    "OSCIED_LOGIN_ADDRESS_BURST",
+    "OSCIED_LOGIN_ADDRESS_REFILL_SECS",
 ];
 
 /// A running orchestra process, killed on drop. Its working directory holds `oscied-data/`

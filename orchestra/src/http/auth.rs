@@ -1,17 +1,19 @@
-//! `POST /auth/token`: a bearer token for the web UI.
+//! `/auth/token(s)`: bearer tokens for the web UI, and their revocation.
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Caller, digest, random_token};
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::models::{Token, now, ts};
+use crate::auth::Authenticated;
+use crate::error::{ApiResult, ErrorBody};
+use crate::models::ts;
 use crate::state::AppState;
+use crate::tokens;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenAnswer {
@@ -24,43 +26,45 @@ pub struct TokenAnswer {
 }
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_token))
+    OpenApiRouter::new()
+        .routes(routes!(create_token, revoke_token))
+        .routes(routes!(revoke_tokens))
 }
 
-/// Exchange a user's Basic credentials for a bearer token.
-#[utoipa::path(post, path = "/auth/token", tag = "auth",
-    responses((status = 201, body = TokenAnswer), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+/// Exchange a user's Basic credentials for a bearer token. A bearer token cannot mint one
+/// (403). A change of the user's secret revokes all its tokens.
+#[utoipa::path(post, path = "/auth/token", tag = "auth", security(("basic" = [])),
+    responses((status = 201, body = TokenAnswer), (status = 401, body = ErrorBody), (status = 403, description = "root, or called with a bearer token", body = ErrorBody), (status = 429, description = "too many failed logins; see Retry-After", body = ErrorBody)))]
 async fn create_token(
     State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<(axum::http::StatusCode, Json<TokenAnswer>)> {
-    let user = match &caller {
-        Caller::User(user) => user,
-        Caller::Root => {
-            return Err(ApiError::forbidden(
-                "root authenticates with HTTP Basic, not tokens",
-            ));
-        }
-    };
-    let token = random_token();
-    let ttl = chrono::Duration::seconds(i64::try_from(state.config.token_ttl).unwrap_or(i64::MAX));
-    let expires_at = now()
-        .checked_add_signed(ttl)
-        .unwrap_or(DateTime::<Utc>::MAX_UTC);
-    state
-        .store
-        .create_token(&Token {
-            hash: digest(&[&token]),
-            user_id: user.id,
-            expires_at,
-        })
-        .await?;
+    auth: Authenticated,
+) -> ApiResult<(StatusCode, Json<TokenAnswer>)> {
+    let (token, expires_at) = tokens::mint(&state, &auth).await?;
     Ok((
-        axum::http::StatusCode::CREATED,
+        StatusCode::CREATED,
         Json(TokenAnswer {
             token,
             token_type: "Bearer",
             expires_at,
         }),
     ))
+}
+
+/// Revoke the bearer token this request is made with (log out).
+#[utoipa::path(delete, path = "/auth/token", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "revoked"), (status = 400, description = "not called with a bearer token", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "root", body = ErrorBody)))]
+async fn revoke_token(State(state): State<AppState>, auth: Authenticated) -> ApiResult<StatusCode> {
+    tokens::revoke_this(&state, &auth).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revoke every bearer token of the caller (log out everywhere).
+#[utoipa::path(delete, path = "/auth/tokens", tag = "auth",
+    responses((status = 204, description = "all revoked"), (status = 401, body = ErrorBody), (status = 403, description = "root", body = ErrorBody)))]
+async fn revoke_tokens(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> ApiResult<StatusCode> {
+    tokens::revoke_mine(&state, &auth).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

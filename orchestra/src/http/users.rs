@@ -9,10 +9,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiJson, ApiQuery, list_options, parse_id};
-use crate::auth::Caller;
+use crate::auth::{Authenticated, Caller};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::models::{ListOptions, MediaFilter, Page, User, UserFilter, UserRecord};
 use crate::state::AppState;
+use crate::tokens;
 use crate::users::{NewUser, UserPatch};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -52,7 +53,7 @@ async fn create_user(
     ApiJson(new): ApiJson<NewUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     caller.require_admin()?;
-    let record = new.into_record().await?;
+    let record = new.into_record(&state.argon).await?;
     state.store.create_user(&record).await?;
     tracing::info!(user = %record.user.id, "user created");
     Ok((StatusCode::CREATED, Json(record.user)))
@@ -118,19 +119,25 @@ async fn get_user(
     Ok(Json(visible_user(&state, &caller, &id).await?.user))
 }
 
-/// Change a user's names, mail or secret; admin_platform only by root or an admin.
+/// Change a user's names, mail or secret; admin_platform only by root or an admin. A new
+/// secret needs HTTP Basic (a bearer token cannot change it: 403) and revokes all the user's
+/// tokens.
 #[utoipa::path(patch, path = "/users/{id}", tag = "users", params(("id" = String, Path)), request_body = UserPatch,
-    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = User), (status = 403, description = "not an admin, or a secret change with a bearer token", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn patch_user(
     State(state): State<AppState>,
-    caller: Caller,
+    auth: Authenticated,
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<UserPatch>,
 ) -> ApiResult<Json<User>> {
-    let mut record = visible_user(&state, &caller, &id).await?;
-    patch.apply(&caller, &mut record).await?;
+    let mut record = visible_user(&state, &auth.caller, &id).await?;
+    let new_secret = patch.apply(&auth, &state.argon, &mut record).await?;
     if !state.store.update_user(&record).await? {
         return Err(ApiError::not_found("user", record.user.id));
+    }
+    if new_secret {
+        // Already invalid by their stamp; this clears them from the store.
+        tokens::revoke_all(&state, record.user.id).await?;
     }
     Ok(Json(record.user))
 }
@@ -160,5 +167,6 @@ async fn delete_user(
         )));
     }
     state.store.delete_user(record.user.id).await?;
+    tokens::revoke_all(&state, record.user.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

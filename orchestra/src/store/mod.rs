@@ -68,6 +68,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_token(&self, token: &Token) -> StoreResult<()>;
     async fn get_token(&self, hash: &str) -> StoreResult<Option<Token>>;
+    /// Revoke one token (false when it was not there).
+    async fn delete_token(&self, hash: &str) -> StoreResult<bool>;
+    /// Revoke all of a user's tokens; how many there were.
+    async fn delete_user_tokens(&self, user_id: Uuid) -> StoreResult<u64>;
+    /// Forget every token that expired before `t`; how many there were.
+    async fn delete_expired_tokens(&self, t: chrono::DateTime<chrono::Utc>) -> StoreResult<u64>;
 
     async fn create_transform_task(&self, task: &TransformTask) -> StoreResult<()>;
     async fn get_transform_task(&self, id: Uuid) -> StoreResult<Option<TransformTask>>;

@@ -140,7 +140,12 @@ impl MongoStore {
                     .map_err(unavailable)?;
             }
         }
-        // Tokens are found by `_id` (their hash), which is always indexed.
+        // Tokens are found by `_id` (their hash), which is always indexed, and revoked by
+        // owner.
+        self.tokens
+            .create_index(IndexModel::builder().keys(doc! { "user_id": 1 }).build())
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -360,6 +365,29 @@ impl Store for MongoStore {
 
     async fn get_token(&self, hash: &str) -> StoreResult<Option<Token>> {
         Self::get(&self.tokens, hash, "hash").await
+    }
+
+    async fn delete_token(&self, hash: &str) -> StoreResult<bool> {
+        Self::delete(&self.tokens, hash).await
+    }
+
+    async fn delete_expired_tokens(&self, t: DateTime<Utc>) -> StoreResult<u64> {
+        // As for leases: `$expr` on the timestamp string (see `task_query`).
+        let query = doc! { "$and": [
+            { "expires_at": { "$type": "string" } },
+            { "$expr": { "$lt": ["$expires_at", ts_bound(t)] } },
+        ] };
+        let result = self.tokens.delete_many(query).await.map_err(unavailable)?;
+        Ok(result.deleted_count)
+    }
+
+    async fn delete_user_tokens(&self, user_id: Uuid) -> StoreResult<u64> {
+        let result = self
+            .tokens
+            .delete_many(doc! { "user_id": user_id.to_string() })
+            .await
+            .map_err(unavailable)?;
+        Ok(result.deleted_count)
     }
 
     async fn create_transform_task(&self, task: &TransformTask) -> StoreResult<()> {

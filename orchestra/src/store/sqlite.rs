@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS profiles (
     doc TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS tokens_user ON tokens (json_extract(doc, '$.user_id'));
 CREATE TABLE IF NOT EXISTS transform_tasks (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS transform_tasks_user ON transform_tasks (json_extract(doc, '$.user_id'));
 CREATE INDEX IF NOT EXISTS transform_tasks_status
@@ -565,6 +566,41 @@ impl Store for SqliteStore {
 
     async fn get_token(&self, hash: &str) -> StoreResult<Option<Token>> {
         self.get_doc("tokens", "hash", hash.to_owned()).await
+    }
+
+    async fn delete_token(&self, hash: &str) -> StoreResult<bool> {
+        let hash = hash.to_owned();
+        self.with(move |c| {
+            c.execute("DELETE FROM tokens WHERE hash = ?1", [hash])
+                .map(|n| n > 0)
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn delete_expired_tokens(&self, t: DateTime<Utc>) -> StoreResult<u64> {
+        let bound = ts_bound(t);
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM tokens WHERE json_extract(doc, '$.expires_at') < ?1",
+                [bound],
+            )
+            .map(|n| n as u64)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn delete_user_tokens(&self, user_id: Uuid) -> StoreResult<u64> {
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM tokens WHERE json_extract(doc, '$.user_id') = ?1",
+                [user_id.to_string()],
+            )
+            .map(|n| n as u64)
+            .map_err(unavailable)
+        })
+        .await
     }
 
     async fn create_transform_task(&self, task: &TransformTask) -> StoreResult<()> {
