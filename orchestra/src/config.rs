@@ -115,22 +115,10 @@ pub struct Config {
     #[arg(long, env = "OSCIED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
 
-    /// `on`: ffprobe (uploads) and, in standalone mode, the in-process unit's ffmpeg run
-    /// confined (Landlock, seccomp, no capabilities); the orchestra refuses to start on a
-    /// kernel without Landlock or seccomp. `off`: unconfined, for trusted users only (logged
-    /// loudly at start).
-    #[arg(long, env = "OSCIED_SANDBOX", value_enum, default_value_t = SandboxMode::On)]
-    pub sandbox: SandboxMode,
-
-    /// Standalone mode's in-process unit: wall-clock seconds a task may run; unset:
-    /// max(600, 20 × the input's duration).
-    #[arg(long, env = "OSCIED_TASK_MAX_SECS",
-          value_parser = clap::value_parser!(u64).range(1..=30 * 86400))]
-    pub task_max_secs: Option<u64>,
-
-    /// Standalone mode's in-process unit: bytes a task's output may take (all its files).
-    #[arg(long, env = "OSCIED_MAX_OUTPUT_BYTES", default_value = "16GiB", value_parser = parse_size)]
-    pub max_output_bytes: u64,
+    /// `OSCIED_SANDBOX` (ffprobe on uploads and, in standalone mode, the in-process unit's
+    /// ffmpeg), `OSCIED_TASK_MAX_SECS` and `OSCIED_MAX_OUTPUT_BYTES` (the in-process unit).
+    #[command(flatten)]
+    pub run: worker_transform::config::RunArgs,
 }
 
 pub use oscied_protocol::sandbox::SandboxMode;

@@ -249,7 +249,7 @@ async fn ingest(
     metadata: Metadata,
     restore: Option<PathBuf>,
 ) -> ApiResult<Media> {
-    let probe = probe::probe(source, state.config.sandbox)
+    let probe = probe::probe(source, state.config.run.sandbox)
         .await
         .map_err(|e| match e {
             ProbeError::Spawn(_) | ProbeError::Sandbox(_) => ApiError::unavailable(e.to_string()),

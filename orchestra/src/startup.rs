@@ -44,7 +44,7 @@ pub enum StartupError {
 /// Open the stores and storage, load the secrets, seed the built-ins.
 pub async fn build(config: Config) -> Result<AppState, StartupError> {
     // Before anything is served: a kernel that cannot confine ffprobe/ffmpeg stops here.
-    oscied_protocol::sandbox::check(config.sandbox)?;
+    oscied_protocol::sandbox::check(config.run.sandbox)?;
     let data_dir = config.data_dir.display().to_string();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartupError::DataDir(data_dir.clone(), e))?;
@@ -170,11 +170,8 @@ async fn start_local_units(
         queues: vec![oscied_protocol::queue::TRANSFORM_QUEUE.to_owned()],
         concurrency: state.config.concurrency,
         heartbeat_secs: 5,
-        sandbox: state.config.sandbox,
-        limits: worker_transform::TaskLimits {
-            max_secs: state.config.task_max_secs,
-            max_output_bytes: state.config.max_output_bytes,
-        },
+        sandbox: state.config.run.sandbox,
+        limits: state.config.run.limits(),
     };
     let transform =
         worker_transform::TransformUnit::new(config, state.broker.clone(), client.clone());

@@ -856,7 +856,7 @@ async fn jobs_a_unit_cannot_decode_end_their_task_failure() {
 /// FAILURE naming the limit, its ffmpeg is gone, and nothing is left under tmp/.
 #[tokio::test]
 async fn the_in_process_unit_stops_a_task_at_its_wall_clock_limit() {
-    let app = App::start_with(|c| c.task_max_secs = Some(2)).await;
+    let app = App::start_with(|c| c.run.task_max_secs = Some(2)).await;
     app.user(MAIL, SECRET, false).await;
     let dir = tempfile::tempdir().unwrap();
     let input = clip(dir.path(), "long.mp4", 20, 160, 120);

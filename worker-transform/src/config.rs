@@ -15,19 +15,36 @@ use crate::{TaskLimits, UnitConfig};
 pub struct Config {
     #[command(flatten)]
     pub unit: UnitArgs,
-    /// `on`: ffmpeg and ffprobe run confined (Landlock, seccomp, no capabilities); the unit
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// How ffmpeg is confined and bounded: the flags this binary shares with the orchestra, which
+/// probes uploads and, in standalone mode, runs a transform unit of its own.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// `on`: ffmpeg and ffprobe run confined (Landlock, seccomp, no capabilities); the binary
     /// refuses to start on a kernel without Landlock or seccomp. `off`: unconfined, for
     /// trusted users only (logged loudly at start).
     #[arg(long, env = "OSCIED_SANDBOX", value_enum, default_value_t = SandboxMode::On)]
     pub sandbox: SandboxMode,
-    /// Wall-clock seconds a task may run; unset: max(600, 20 × the input's duration).
+    /// Wall-clock seconds a transform task may run; unset: max(600, 20 × the input's duration).
     #[arg(long, env = "OSCIED_TASK_MAX_SECS",
           value_parser = clap::value_parser!(u64).range(1..=30 * 86400))]
     pub task_max_secs: Option<u64>,
-    /// Bytes a task's output may take (all its files): bytes, or with a unit such as
-    /// `500M`, `16GiB`.
+    /// Bytes a transform task's output may take (all its files): bytes, or with a unit such
+    /// as `500M`, `16GiB`.
     #[arg(long, env = "OSCIED_MAX_OUTPUT_BYTES", default_value = "16GiB", value_parser = parse_size)]
     pub max_output_bytes: u64,
+}
+
+impl RunArgs {
+    pub fn limits(&self) -> TaskLimits {
+        TaskLimits {
+            max_secs: self.task_max_secs,
+            max_output_bytes: self.max_output_bytes,
+        }
+    }
 }
 
 impl Config {
@@ -39,11 +56,8 @@ impl Config {
         unit.queues = self.unit.queues(UnitKind::Transform);
         unit.concurrency = self.unit.concurrency;
         unit.heartbeat_secs = self.unit.heartbeat_secs;
-        unit.sandbox = self.sandbox;
-        unit.limits = TaskLimits {
-            max_secs: self.task_max_secs,
-            max_output_bytes: self.max_output_bytes,
-        };
+        unit.sandbox = self.run.sandbox;
+        unit.limits = self.run.limits();
         unit
     }
 }
@@ -52,9 +66,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.unit
             .debug_fields(&mut f.debug_struct("Config"))
-            .field("sandbox", &self.sandbox)
-            .field("task_max_secs", &self.task_max_secs)
-            .field("max_output_bytes", &self.max_output_bytes)
+            .field("run", &self.run)
             .finish()
     }
 }

@@ -60,9 +60,9 @@ impl Work {
 
 /// How the encoder run ended.
 enum Outcome {
-    Done(Result<(), String>),
-    /// A task limit was exceeded (the message names it).
-    Limit(String),
+    Done,
+    /// The encoder failed, or a task limit was exceeded (the message names it).
+    Failed(String),
     Cancel,
     Stale(String),
     Shutdown,
@@ -106,8 +106,11 @@ pub(crate) async fn run(
     let mut reporter =
         Reporter::spawn(ctx.link.clone(), task, attempt, lease_secs, work.progress());
     let outcome = tokio::select! {
-        result = work.finished() => Outcome::Done(result),
-        message = watch(&work_dir, &bounds) => Outcome::Limit(message),
+        result = work.finished() => match result {
+            Ok(()) => Outcome::Done,
+            Err(message) => Outcome::Failed(message),
+        },
+        message = watch(&work_dir, &bounds) => Outcome::Failed(message),
         event = reporter.events.recv() => match event {
             Some(LeaseEvent::Cancel) => Outcome::Cancel,
             Some(LeaseEvent::Stale(message)) => Outcome::Stale(message),
@@ -116,41 +119,28 @@ pub(crate) async fn run(
         },
         () = ctx.stopped() => Outcome::Shutdown,
     };
+    let outcome = match outcome {
+        // Past RLIMIT_FSIZE (a file larger than the whole output may be) or RLIMIT_CPU.
+        Outcome::Failed(message) => Outcome::Failed(match work.signal() {
+            Some(libc::SIGXFSZ) => bounds.size_message(None),
+            Some(libc::SIGXCPU) => bounds.cpu_message(),
+            _ => message,
+        }),
+        other => other,
+    };
     match outcome {
-        Outcome::Done(Ok(())) => {
+        Outcome::Done => {
             drop(work);
             let _ = encoder_free.send(());
             tracing::debug!(%task, attempt, "encoder finished");
             succeed(ctx, job, &work_dir, &bounds).await;
         }
-        Outcome::Done(Err(message)) => {
-            // Past RLIMIT_FSIZE (a file larger than the whole output may be) or RLIMIT_CPU.
-            let message = match work.signal() {
-                Some(libc::SIGXFSZ) => bounds.size_message(None),
-                Some(libc::SIGXCPU) => bounds.cpu_message(),
-                _ => message,
-            };
-            work.stop().await;
-            drop(work);
-            let _ = encoder_free.send(());
-            tracing::warn!(%task, attempt, "job failed: {message}");
-            remove_dir(&work_dir).await;
-            finish(
-                ctx,
-                job,
-                &work_dir,
-                TaskStatus::Failure,
-                Some(message),
-                None,
-            )
-            .await;
-        }
-        Outcome::Limit(message) => {
+        Outcome::Failed(message) => {
             // The whole process group, then the files: nothing is left behind.
             work.stop().await;
             drop(work);
             let _ = encoder_free.send(());
-            tracing::warn!(%task, attempt, "job stopped at a limit: {message}");
+            tracing::warn!(%task, attempt, "job failed: {message}");
             remove_dir(&work_dir).await;
             finish(
                 ctx,

@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     // Once, before any job: a kernel that cannot confine ffmpeg stops the unit here.
-    if let Err(e) = oscied_protocol::sandbox::check(config.sandbox) {
+    if let Err(e) = oscied_protocol::sandbox::check(config.run.sandbox) {
         tracing::error!("{e}");
         return ExitCode::FAILURE;
     }
