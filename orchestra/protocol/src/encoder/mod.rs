@@ -49,7 +49,7 @@ impl EncoderName {
                 "Copies the input media directory and renames its main file; encoder_string is ignored"
             }
             EncoderName::Ffmpeg => {
-                "ffmpeg -nostdin -y -i <input> <encoder_string> -progress pipe:1 <output>; encoder_string holds output options only"
+                "ffmpeg -nostdin -y -i file:<input> <encoder_string> -progress pipe:1 file:<output>; encoder_string holds output options only, from the allow-list in `allowed`"
             }
         }
     }
