@@ -465,85 +465,96 @@ async fn assert_stopped_at(h: &Harness, job: &TransformJob, variable: &str, valu
     assert!(!work_dir.exists(), "the task dir is left");
 }
 
+/// Run one job on a unit with these limits until it completes, check a limit stopped it (see
+/// [`assert_stopped_at`]), and return how long that took.
+async fn stopped_by_limit(
+    limits: TaskLimits,
+    encoder: EncoderName,
+    encoder_string: &str,
+    filename: &str,
+    input_secs: u32,
+    variable: &str,
+    value: &str,
+) -> Duration {
+    let h = Harness::start_with(Fake::default(), |c| c.limits = limits).await;
+    let job = h.job(encoder, encoder_string, filename, input_secs);
+    let started = Instant::now();
+    h.publish(&job).await;
+    h.wait_for(20, "the completion", |f| !f.completes.is_empty())
+        .await;
+    let elapsed = started.elapsed();
+    assert_stopped_at(&h, &job, variable, value).await;
+    h.stop().await;
+    elapsed
+}
+
+fn max_output_bytes(bytes: u64) -> TaskLimits {
+    TaskLimits {
+        max_output_bytes: bytes,
+        ..TaskLimits::default()
+    }
+}
+
 #[tokio::test]
 async fn the_wall_clock_limit_stops_a_task() {
-    let h = Harness::start_with(Fake::default(), |c| {
-        c.limits = TaskLimits {
-            max_secs: Some(2),
-            ..TaskLimits::default()
-        };
-    })
-    .await;
+    let limits = TaskLimits {
+        max_secs: Some(2),
+        ..TaskLimits::default()
+    };
     // `realtime` paces 20 s of input at 1x: far past the limit.
-    let job = h.job(
+    let elapsed = stopped_by_limit(
+        limits,
         EncoderName::Ffmpeg,
         "-vf realtime -c:v libx264 -preset ultrafast",
         "out.mp4",
         20,
-    );
-    let started = Instant::now();
-    h.publish(&job).await;
-    h.wait_for(15, "the completion", |f| !f.completes.is_empty())
-        .await;
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_stopped_at(&h, &job, "OSCIED_TASK_MAX_SECS", "2").await;
-    h.stop().await;
+        "OSCIED_TASK_MAX_SECS",
+        "2",
+    )
+    .await;
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }
 
 #[tokio::test]
 async fn the_output_size_limit_counts_every_file_of_a_package() {
-    let h = Harness::start_with(Fake::default(), |c| {
-        c.limits.max_output_bytes = 300_000;
-    })
-    .await;
     // HLS: many segments, each under the limit, together over it.
-    let job = h.job(
+    stopped_by_limit(
+        max_output_bytes(300_000),
         EncoderName::Ffmpeg,
         "-vf realtime -c:v mpeg2video -q:v 1 -c:a aac -hls_time 1",
         "index.m3u8",
         20,
-    );
-    h.publish(&job).await;
-    h.wait_for(20, "the completion", |f| !f.completes.is_empty())
-        .await;
-    assert_stopped_at(&h, &job, "OSCIED_MAX_OUTPUT_BYTES", "300000").await;
-    h.stop().await;
+        "OSCIED_MAX_OUTPUT_BYTES",
+        "300000",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn one_file_past_the_size_limit_stops_ffmpeg_at_once() {
-    let h = Harness::start_with(Fake::default(), |c| {
-        c.limits.max_output_bytes = 300_000;
-    })
-    .await;
     // Uncompressed, unpaced: RLIMIT_FSIZE stops ffmpeg before the next check.
-    let job = h.job(
+    stopped_by_limit(
+        max_output_bytes(300_000),
         EncoderName::Ffmpeg,
         "-c:v rawvideo -c:a pcm_s16le",
         "out.avi",
         10,
-    );
-    h.publish(&job).await;
-    h.wait_for(20, "the completion", |f| !f.completes.is_empty())
-        .await;
-    assert_stopped_at(&h, &job, "OSCIED_MAX_OUTPUT_BYTES", "300000").await;
-    h.stop().await;
+        "OSCIED_MAX_OUTPUT_BYTES",
+        "300000",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_copy_larger_than_the_limit_fails() {
-    let h = Harness::start_with(Fake::default(), |c| {
-        c.limits.max_output_bytes = 1000;
-    })
+    stopped_by_limit(
+        max_output_bytes(1000),
+        EncoderName::Copy,
+        "",
+        "copy.mp4",
+        1,
+        "OSCIED_MAX_OUTPUT_BYTES",
+        "1000",
+    )
     .await;
-    let job = h.job(EncoderName::Copy, "", "copy.mp4", 1);
-    h.publish(&job).await;
-    h.wait_for(20, "the completion", |f| !f.completes.is_empty())
-        .await;
-    assert_stopped_at(&h, &job, "OSCIED_MAX_OUTPUT_BYTES", "1000").await;
-    h.stop().await;
 }

@@ -73,6 +73,30 @@ const SAMPLE_VALUES: &[&str] = &[
     "keyint=1",
 ];
 
+/// The two-way check every list gets: each name the validator accepted is reviewed, and each
+/// reviewed name is one the installed ffmpeg lists (no typo, no name of another version).
+fn assert_reviewed<'a>(
+    what: &str,
+    accepted: &BTreeSet<String>,
+    reviewed: impl IntoIterator<Item = &'a str>,
+    listed: &BTreeSet<String>,
+) {
+    let reviewed: BTreeSet<&str> = reviewed.into_iter().collect();
+    let unreviewed: Vec<_> = accepted
+        .iter()
+        .filter(|n| !reviewed.contains(n.as_str()))
+        .collect();
+    assert!(
+        unreviewed.is_empty(),
+        "{what} accepted but not reviewed: {unreviewed:?}"
+    );
+    let unknown: Vec<_> = reviewed.iter().filter(|n| !listed.contains(**n)).collect();
+    assert!(
+        unknown.is_empty(),
+        "{what} reviewed but not listed by ffmpeg: {unknown:?}"
+    );
+}
+
 #[test]
 fn every_option_ffmpeg_lists_that_is_accepted_is_reviewed() {
     let listed = listed_options();
@@ -81,7 +105,6 @@ fn every_option_ffmpeg_lists_that_is_accepted_is_reviewed() {
         "ffmpeg -h full lists few options: {}",
         listed.len()
     );
-    let reviewed: BTreeSet<&str> = reviewed::options().into_iter().collect();
     let mut accepted = BTreeSet::new();
     for name in &listed {
         for form in [name.clone(), format!("{name}:v"), format!("{name}:a:0")] {
@@ -96,27 +119,13 @@ fn every_option_ffmpeg_lists_that_is_accepted_is_reviewed() {
             }
         }
     }
-    let unreviewed: Vec<_> = accepted
-        .iter()
-        .filter(|n| !reviewed.contains(n.as_str()))
-        .collect();
-    assert!(
-        unreviewed.is_empty(),
-        "accepted but not reviewed: {unreviewed:?}"
-    );
-    // And every reviewed option is one ffmpeg knows (no typo, no option of another version).
-    let unknown: Vec<_> = reviewed.iter().filter(|n| !listed.contains(**n)).collect();
-    assert!(
-        unknown.is_empty(),
-        "reviewed but not in ffmpeg -h full: {unknown:?}"
-    );
+    assert_reviewed("options", &accepted, reviewed::options(), &listed);
 }
 
 #[test]
 fn every_filter_ffmpeg_lists_that_is_accepted_is_reviewed() {
     let filters = listed("-filters", "| =");
     assert!(filters.len() > 300, "few filters: {}", filters.len());
-    let reviewed: BTreeSet<&str> = reviewed::filters().iter().map(|f| f.0).collect();
     let mut accepted = BTreeSet::new();
     for name in &filters {
         for option in ["-vf", "-af", "-filter_complex", "-filter:v"] {
@@ -132,65 +141,51 @@ fn every_filter_ffmpeg_lists_that_is_accepted_is_reviewed() {
             }
         }
     }
-    let unreviewed: Vec<_> = accepted
-        .iter()
-        .filter(|n| !reviewed.contains(n.as_str()))
-        .collect();
-    assert!(
-        unreviewed.is_empty(),
-        "accepted but not reviewed: {unreviewed:?}"
-    );
-    let unknown: Vec<_> = reviewed
-        .iter()
-        .filter(|n| !filters.iter().any(|f| f == *n))
-        .collect();
-    assert!(
-        unknown.is_empty(),
-        "reviewed but not in ffmpeg -filters: {unknown:?}"
+    let filters: BTreeSet<String> = filters.into_iter().collect();
+    assert_reviewed(
+        "filters",
+        &accepted,
+        reviewed::filters().iter().map(|f| f.0),
+        &filters,
     );
 }
 
 #[test]
 fn every_muxer_and_encoder_that_is_accepted_is_reviewed() {
-    let muxers = listed("-muxers", "--");
     // `sdl,sdl2`: one muxer with two names.
-    let muxers: Vec<String> = muxers
+    let muxers: BTreeSet<String> = listed("-muxers", "--")
         .iter()
         .flat_map(|m| m.split(',').map(str::to_owned))
         .collect();
     assert!(muxers.len() > 100);
-    for muxer in &muxers {
-        for form in [muxer.clone(), muxer.to_ascii_uppercase()] {
-            if validate_encoder_string(&format!("-f {form}")).is_ok() {
-                assert!(
-                    reviewed::formats().contains(&muxer.as_str()),
-                    "{muxer} accepted"
-                );
-            }
-        }
-    }
-    for format in reviewed::formats() {
-        assert!(
-            muxers.iter().any(|m| m == format),
-            "reviewed {format} is no muxer"
-        );
-    }
-    let encoders = listed("-encoders", "------");
+    let accepted: BTreeSet<String> = muxers
+        .iter()
+        .filter(|muxer| {
+            [muxer.to_string(), muxer.to_ascii_uppercase()]
+                .iter()
+                .any(|form| validate_encoder_string(&format!("-f {form}")).is_ok())
+        })
+        .cloned()
+        .collect();
+    assert_reviewed(
+        "formats",
+        &accepted,
+        reviewed::formats().iter().copied(),
+        &muxers,
+    );
+    let encoders: BTreeSet<String> = listed("-encoders", "------").into_iter().collect();
     assert!(encoders.len() > 100);
-    for encoder in &encoders {
-        if validate_encoder_string(&format!("-c:v {encoder}")).is_ok() {
-            assert!(
-                reviewed::codecs().contains(&encoder.as_str()),
-                "{encoder} accepted"
-            );
-        }
-    }
-    for codec in reviewed::codecs().iter().filter(|c| **c != "copy") {
-        assert!(
-            encoders.iter().any(|e| e == codec),
-            "reviewed {codec} is no encoder"
-        );
-    }
+    let accepted: BTreeSet<String> = encoders
+        .iter()
+        .filter(|encoder| validate_encoder_string(&format!("-c:v {encoder}")).is_ok())
+        .cloned()
+        .collect();
+    assert_reviewed(
+        "codecs",
+        &accepted,
+        reviewed::codecs().iter().copied().filter(|c| *c != "copy"),
+        &encoders,
+    );
 }
 
 /// `ffmpeg -h filter=NAME`: whether it supports the timeline, and its own options in class

@@ -1,13 +1,14 @@
-//! What the sandbox costs each ffmpeg and ffprobe run (issue 9): the same runs through one
-//! `Jail`, confined (`SandboxMode::On`: Landlock, seccomp, capabilities dropped) and not
-//! (`Off`: the same clean environment, working directory and rlimits), alternated so machine
-//! noise falls on both alike.
+//! What the sandbox costs each ffmpeg and ffprobe run (issue 9): the orchestra's own probe
+//! (`probe::probe`) and an encode through a `Jail`, confined (`SandboxMode::On`: Landlock,
+//! seccomp, capabilities dropped) and not (`Off`: the same clean environment, working
+//! directory and rlimits), alternated so machine noise falls on both alike.
 //!
 //! `cargo run --release -p oscied-e2e --bin bench-sandbox` (`BENCH_ROUNDS`, default 30).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use oscied_protocol::probe;
 use oscied_protocol::sandbox::{self, Jail, SandboxMode};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -15,21 +16,38 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-async fn timed(jail: &Jail, mode: SandboxMode, args: &[&str]) -> Duration {
-    let started = Instant::now();
-    let output = jail
-        .command(mode)
-        .expect("sandboxed command")
-        .args(args)
-        .output()
-        .await
-        .expect("the program runs");
-    assert!(
-        output.status.success(),
-        "{args:?} failed ({mode}): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    started.elapsed()
+/// One measured run.
+enum Run<'a> {
+    /// The probe every upload gets.
+    Probe(&'a Path),
+    /// ffmpeg with these arguments in this jail.
+    Encode(&'a Jail, &'a [&'a str]),
+}
+
+impl Run<'_> {
+    async fn timed(&self, mode: SandboxMode) -> Duration {
+        let started = Instant::now();
+        match self {
+            Run::Probe(path) => {
+                probe::probe(path, mode).await.expect("the clip probes");
+            }
+            Run::Encode(jail, args) => {
+                let output = jail
+                    .command(mode)
+                    .expect("sandboxed command")
+                    .args(*args)
+                    .output()
+                    .await
+                    .expect("ffmpeg runs");
+                assert!(
+                    output.status.success(),
+                    "{args:?} failed ({mode}): {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+        started.elapsed()
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -67,19 +85,6 @@ async fn main() {
     let input_arg = format!("file:{}", input.display());
     let output_arg = format!("file:{}", Path::new(&work).join("out.mp4").display());
 
-    let probe = Jail::new("ffprobe")
-        .and_then(|j| j.read(&input))
-        .and_then(|j| j.cwd(&work))
-        .expect("ffprobe jail");
-    let probe_args = [
-        "-v",
-        "error",
-        "-print_format",
-        "json",
-        "-show_format",
-        "-show_streams",
-        input_arg.as_str(),
-    ];
     let encode = Jail::new("ffmpeg")
         .and_then(|j| j.read(&input))
         .and_then(|j| j.work_dir(&work))
@@ -100,22 +105,21 @@ async fn main() {
         output_arg.as_str(),
     ];
 
-    for (name, jail, args, n) in [
-        ("ffprobe of a 2 s MP4", &probe, &probe_args[..], rounds),
+    for (name, run, n) in [
+        ("ffprobe of a 2 s MP4", Run::Probe(&input), rounds),
         (
             "ffmpeg, 2 s 320x240 to x264 ultrafast",
-            &encode,
-            &encode_args[..],
+            Run::Encode(&encode, &encode_args),
             rounds / 3 + 1,
         ),
     ] {
         let (mut on, mut off) = (Vec::new(), Vec::new());
         // One warm-up each, then alternate.
-        timed(jail, SandboxMode::On, args).await;
-        timed(jail, SandboxMode::Off, args).await;
+        run.timed(SandboxMode::On).await;
+        run.timed(SandboxMode::Off).await;
         for _ in 0..n {
-            on.push(timed(jail, SandboxMode::On, args).await);
-            off.push(timed(jail, SandboxMode::Off, args).await);
+            on.push(run.timed(SandboxMode::On).await);
+            off.push(run.timed(SandboxMode::Off).await);
         }
         let (on, off) = (median(on), median(off));
         println!(
