@@ -1,5 +1,6 @@
-//! The README's curl walkthrough, run as written against the real `orchestra` binary: once on
-//! the embedded SQLite store, once on NX-27017 through `OSCIED_MONGODB_URI`.
+//! The README's curl walkthrough, run as written against the real `orchestra` binary: twice on
+//! the embedded SQLite store (with a restart in between, on the same data dir), once on
+//! NX-27017 through `OSCIED_MONGODB_URI`.
 
 use std::path::Path;
 use std::process::Command;
@@ -35,14 +36,25 @@ fn walkthrough_script() -> String {
     script
 }
 
-/// Run the walkthrough in the orchestra's working directory, as a user next to it would.
-fn run_walkthrough(orchestra: &Orchestra) -> String {
+/// Where the test's orchestras keep their data: `data/` in their working directory, which the
+/// walkthrough takes as its scratch directory (`DEMO`), as the README's
+/// `OSCIED_DATA_DIR=/tmp/oscied-demo/data` does for `/tmp/oscied-demo`.
+const DATA_DIR: (&str, &str) = ("OSCIED_DATA_DIR", "data");
+
+/// Run the walkthrough from an empty directory (standing for the repository a user runs it
+/// from), with the orchestra's working directory as `DEMO`; `env` adds variables. The
+/// walkthrough must leave that directory empty: its files go under `DEMO`.
+fn run_walkthrough(orchestra: &Orchestra, env: &[(&str, &str)]) -> String {
+    let repo = tempfile::tempdir().expect("temp dir");
     // A hung step (a task that never ends) fails the test instead of hanging it.
     let output = Command::new("timeout")
         .args(["300", "bash", "-c"])
         .arg(walkthrough_script())
-        .current_dir(orchestra.workdir())
+        .current_dir(repo.path())
+        .env_remove("ROOT_SECRET")
         .env("API", orchestra.api())
+        .env("DEMO", orchestra.workdir())
+        .envs(env.iter().copied())
         .output()
         .expect("bash runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -53,10 +65,19 @@ fn run_walkthrough(orchestra: &Orchestra) -> String {
         String::from_utf8_lossy(&output.stderr),
         orchestra.log_tail()
     );
+    let left: Vec<_> = std::fs::read_dir(repo.path())
+        .expect("the directory it ran from")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the walkthrough left files where it was run from: {left:?}"
+    );
     stdout
 }
 
-/// What the walkthrough prints that a user would look at.
+/// What the walkthrough prints that a user would look at, on any run.
 fn check_output(stdout: &str, store: &str) {
     assert!(
         stdout.contains(&format!("\"store_kind\": \"{store}\"")),
@@ -85,10 +106,6 @@ fn check_output(stdout: &str, store: &str) {
         );
     }
     assert!(
-        stdout.contains("\"Small 240p\""),
-        "the new profile: {stdout}"
-    );
-    assert!(
         stdout.contains("\"height\": 720") && stdout.contains("\"status\":\"SUCCESS\""),
         "the transform succeeded and its output probes 720 high: {stdout}"
     );
@@ -113,47 +130,102 @@ fn check_output(stdout: &str, store: &str) {
         "public_uris is empty once unpublished: {stdout}"
     );
     assert!(
-        stdout.contains("\"Ada Lovelace\""),
+        stdout.contains("\n\"Ada Lovelace\"\n"),
         "the token works: {stdout}"
     );
 }
 
-#[test]
-fn readme_walkthrough_standalone() {
-    let orchestra = Orchestra::start(&[]);
-    let stdout = run_walkthrough(&orchestra);
-    check_output(&stdout, "sqlite");
-    // The root secret was printed once at first start and kept in the data dir.
-    let secret =
-        std::fs::read_to_string(orchestra.workdir().join("oscied-data/root_secret")).unwrap();
-    assert!(orchestra.log_tail().contains(secret.trim()));
-    // The bytes served are the bytes stored.
-    // The upload and the 720p output; the revoked task left nothing.
-    let stored = walk_media_files(&orchestra.workdir().join("oscied-data/storage/medias"));
-    assert_eq!(stored.len(), 2, "{stored:?}");
-    let copy = std::fs::read(orchestra.workdir().join("copy.mp4")).unwrap();
-    assert!(stored.iter().any(|f| std::fs::read(f).unwrap() == copy));
-    let tmp = orchestra.workdir().join("oscied-data/storage/tmp");
-    assert_eq!(
-        std::fs::read_dir(tmp).unwrap().count(),
-        0,
-        "no tmp files left"
+/// A first run on a fresh data dir creates the user and both profiles.
+fn check_first_run(stdout: &str) {
+    assert!(
+        stdout.contains("\"name\":\"Ada Lovelace\""),
+        "the user was created: {stdout}"
     );
+    assert!(
+        stdout.contains("\"title\":\"Small 240p\"") && stdout.contains("\"title\":\"Slow 240p\""),
+        "both profiles were created: {stdout}"
+    );
+    assert!(
+        !stdout.contains("made by an earlier run"),
+        "nothing existed before the first run: {stdout}"
+    );
+}
+
+/// A second run on the same data dir says that the user and the profiles exist (409) and
+/// goes on with them: no second profile of either title.
+fn check_second_run(stdout: &str) {
+    assert!(
+        stdout.contains("409 mail is already taken: made by an earlier run, kept"),
+        "the user's 409 is said: {stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("409 title is already taken: made by an earlier run, kept")
+            .count(),
+        2,
+        "each profile's 409 is said: {stdout}"
+    );
+    for title in ["Small 240p", "Slow 240p"] {
+        assert_eq!(
+            stdout.lines().filter(|l| *l == title).count(),
+            1,
+            "the profile list shows {title} once: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn readme_walkthrough_standalone_twice() {
+    let mut orchestra = Orchestra::start(&[DATA_DIR]);
+    let data = orchestra.workdir().join("data");
+    let stdout = run_walkthrough(&orchestra, &[]);
+    check_output(&stdout, "sqlite");
+    check_first_run(&stdout);
+    check_storage(&data, 2);
+    // The bytes served are the bytes stored.
+    let copy = std::fs::read(orchestra.workdir().join("work/copy.mp4")).unwrap();
+    let stored = walk_media_files(&data.join("storage/medias"));
+    assert!(stored.iter().any(|f| std::fs::read(f).unwrap() == copy));
+
+    // The next day: the orchestra restarted on the same data dir, the walkthrough run again.
+    orchestra.restart();
+    let stdout = run_walkthrough(&orchestra, &[]);
+    check_output(&stdout, "sqlite");
+    check_second_run(&stdout);
+    check_storage(&data, 4);
+
+    // The root secret was printed once, at the first start, and kept in the data dir.
+    let secret = std::fs::read_to_string(data.join("root_secret")).unwrap();
+    let log = std::fs::read_to_string(orchestra.workdir().join("orchestra.log")).unwrap();
+    assert_eq!(log.matches(secret.trim()).count(), 1, "{log}");
 }
 
 #[test]
 fn readme_walkthrough_on_mongodb() {
     let nx = NxServer::start();
     let uri = nx.uri();
-    let orchestra = Orchestra::start(&[("OSCIED_MONGODB_URI", uri.as_str())]);
-    let stdout = run_walkthrough(&orchestra);
+    // Secrets given as a cluster operator gives them; the standalone test covers the
+    // walkthrough's default (the secret the data dir keeps).
+    let secrets = [
+        ("OSCIED_ROOT_SECRET", "walkthrough-root-secret"),
+        ("OSCIED_NODE_SECRET", "walkthrough-node-secret"),
+    ];
+    let env = [
+        ("OSCIED_MONGODB_URI", uri.as_str()),
+        DATA_DIR,
+        secrets[0],
+        secrets[1],
+    ];
+    let orchestra = Orchestra::start(&env);
+    let stdout = run_walkthrough(&orchestra, &[("ROOT_SECRET", secrets[0].1)]);
     check_output(&stdout, "mongodb");
+    check_first_run(&stdout);
     // The records live in MongoDB, not in a SQLite file.
-    assert!(!orchestra.workdir().join("oscied-data/oscied.db").exists());
+    assert!(!orchestra.workdir().join("data/oscied.db").exists());
 
     // A restart against the same database keeps everything and seeds nothing twice.
     drop(orchestra);
-    let again = Orchestra::start(&[("OSCIED_MONGODB_URI", uri.as_str())]);
+    let again = Orchestra::start(&env);
     let (status, page) = curl(&[
         "-u",
         "ada@example.com:analytical-engine",
@@ -165,6 +237,19 @@ fn readme_walkthrough_on_mongodb() {
         page["total"],
         builtins + 2,
         "the built-ins, Small 240p and Slow 240p, once each"
+    );
+}
+
+/// The data dir holds `files` media files (each walkthrough keeps its upload and its 720p
+/// output; the revoked task left nothing), and no tmp file is left.
+fn check_storage(data: &Path, files: usize) {
+    let stored = walk_media_files(&data.join("storage/medias"));
+    assert_eq!(stored.len(), files, "{stored:?}");
+    let tmp = data.join("storage/tmp");
+    assert_eq!(
+        std::fs::read_dir(tmp).unwrap().count(),
+        0,
+        "no tmp files left"
     );
 }
 
