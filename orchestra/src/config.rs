@@ -59,7 +59,14 @@ pub struct Config {
     #[arg(long, env = "OSCIED_TASK_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=86400))]
     pub task_lease_secs: u64,
 
-    /// Attempts a task gets (lost leases included) before it ends in FAILURE.
+    /// Standalone mode: on SIGTERM or SIGINT the in-process units take no new job, then with
+    /// 0 hand their running tasks back at once (queued again for the next start), or with N
+    /// let them finish for up to N seconds first; then the orchestra stops.
+    #[arg(long, env = "OSCIED_DRAIN_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub drain_secs: u64,
+
+    /// Attempts a task gets (lost leases included; hand-backs by stopping units are not
+    /// counted) before it ends in FAILURE.
     #[arg(long, env = "OSCIED_TASK_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub task_max_attempts: u32,
 

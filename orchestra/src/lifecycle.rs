@@ -3,9 +3,12 @@
 //!
 //! ```text
 //! PENDING ──claim──▶ STARTED ──report──▶ PROGRESS* ──▶ SUCCESS | FAILURE
-//!    │                  │ └──── lease lost ──▶ RETRY ──claim──▶ STARTED (attempt + 1)
+//!    │                  │ └─ lease lost, hand-back ─▶ RETRY ──claim──▶ STARTED (attempt + 1)
 //!    └──revoke──▶ REVOKED ◀── unit confirms ── REVOKING ◀──revoke── STARTED | PROGRESS
 //! ```
+//! A unit that stops hands back what it runs ([`release`]): RETRY with attempt + 1 at once,
+//! without waiting for the lease, and without using up one of `OSCIED_TASK_MAX_ATTEMPTS`
+//! (a rolling restart must not fail a task); a REVOKING task handed back is REVOKED.
 //! A queued task whose profile or input vanished goes to FAILURE.
 //! A publication is undone by unpublishing: SUCCESS → REVOKING → REVOKED (publisher tasks
 //! only; a transform's SUCCESS is final).
@@ -20,7 +23,7 @@ use oscied_protocol::TaskStatus::*;
 use crate::error::{ApiError, ApiResult};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
-use oscied_protocol::node::{ClaimRequest, STALE_ATTEMPT};
+use oscied_protocol::node::{ClaimRequest, ReleaseRequest, STALE_ATTEMPT};
 use uuid::Uuid;
 
 use crate::models::{PublisherTask, TransformTask, now};
@@ -40,6 +43,11 @@ pub trait Lifecycle {
     fn hold(&mut self, unit_id: String, lease_until: DateTime<Utc>);
     /// Extend the holder's lease.
     fn renew(&mut self, lease_until: DateTime<Utc>);
+    /// Attempts handed back by stopping units (not counted against the attempt budget).
+    fn handed_back(&self) -> u32;
+    /// Queue the next attempt (the status is already RETRY): no lease, not dispatched yet,
+    /// `error` says why; `handed_back` when its unit gave it back.
+    fn next_attempt(&mut self, error: String, handed_back: bool);
 }
 
 macro_rules! lifecycle {
@@ -74,6 +82,18 @@ macro_rules! lifecycle {
             }
             fn renew(&mut self, lease_until: DateTime<Utc>) {
                 self.lease_expires_at = Some(lease_until);
+            }
+            fn handed_back(&self) -> u32 {
+                self.handed_back
+            }
+            fn next_attempt(&mut self, error: String, handed_back: bool) {
+                self.error = Some(error);
+                self.attempt += 1;
+                if handed_back {
+                    self.handed_back += 1;
+                }
+                self.lease_expires_at = None;
+                self.dispatched_at = None;
             }
         }
     };
@@ -167,6 +187,48 @@ pub fn check_holder<T: Lifecycle>(task: &T, unit_id: &str, attempt: u32) -> ApiR
     Ok(())
 }
 
+/// Whether a task whose lease lapsed has used up its attempts: those handed back by stopping
+/// units do not count.
+pub fn out_of_attempts<T: Lifecycle>(task: &T, max_attempts: u32) -> bool {
+    task.attempt().saturating_sub(task.handed_back()) >= max_attempts
+}
+
+/// A stopping unit hands back the current attempt it holds: a running task goes RETRY with
+/// attempt + 1 (queued again at once by the caller), a REVOKING one REVOKED (its unit was
+/// told to stop anyway). Anything else is stale: the attempt is not this unit's to give, or
+/// the task is queued or finished already.
+pub fn release<T: Lifecycle>(task: &mut T, req: &ReleaseRequest) -> ApiResult<TaskStatus> {
+    check_holder(task, &req.unit_id, req.attempt)?;
+    if !task.status().is_running() {
+        return Err(stale(format!(
+            "task {} is {}: there is nothing to hand back",
+            task.id(),
+            task.status()
+        )));
+    }
+    if task.status() == Revoking {
+        move_to(task, Revoked)?;
+        return Ok(Revoked);
+    }
+    move_to(task, Retry)?;
+    let reason = req
+        .reason
+        .as_deref()
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .unwrap_or("shutdown");
+    // Bounded: the reason is the unit's text, kept in the task record.
+    let reason: String = reason.chars().take(200).collect();
+    task.next_attempt(
+        format!(
+            "handed back by unit {} at {reason} on attempt {}; retrying",
+            req.unit_id, req.attempt
+        ),
+        true,
+    );
+    Ok(Retry)
+}
+
 /// Serialises the read-check-write of one record: the orchestra is the only writer of tasks
 /// and medias, so a lock per id (striped) makes each change atomic on both stores. Tasks and
 /// medias have a set each (`AppState::locks`, `AppState::media_locks`): a stripe is not
@@ -234,6 +296,7 @@ mod tests {
             queue: "publisher".into(),
             status: Success,
             attempt: 1,
+            handed_back: 0,
             publish_uri: None,
             unit_id: None,
             error: None,
@@ -250,6 +313,73 @@ mod tests {
             !allowed(Success, Revoking),
             "a transform's SUCCESS is final"
         );
+    }
+
+    fn running_publication(status: TaskStatus) -> PublisherTask {
+        let at = now();
+        PublisherTask {
+            id: uuid::Uuid::new_v4(),
+            user_id: uuid::Uuid::new_v4(),
+            media_id: uuid::Uuid::new_v4(),
+            queue: "publisher".into(),
+            status,
+            attempt: 2,
+            handed_back: 0,
+            publish_uri: None,
+            unit_id: Some("u1".into()),
+            error: None,
+            created_at: at,
+            started_at: Some(at),
+            finished_at: None,
+            dispatched_at: Some(at),
+            lease_expires_at: Some(at),
+        }
+    }
+
+    fn release_by(unit: &str, attempt: u32) -> ReleaseRequest {
+        ReleaseRequest {
+            unit_id: unit.into(),
+            attempt,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn a_hand_back_requeues_without_using_an_attempt() {
+        let mut task = running_publication(Progress);
+        assert_eq!(release(&mut task, &release_by("u1", 2)).unwrap(), Retry);
+        assert_eq!(task.status, Retry);
+        assert_eq!((task.attempt, task.handed_back), (3, 1));
+        assert_eq!(task.lease_expires_at, None);
+        assert_eq!(task.dispatched_at, None);
+        let error = task.error.clone().unwrap_or_default();
+        assert!(
+            error.contains("handed back by unit u1 at shutdown"),
+            "{error}"
+        );
+        // Attempt 3 with one handed back has used 2 of 3.
+        assert!(!out_of_attempts(&task, 3));
+        assert!(out_of_attempts(&task, 2));
+        // The old attempt, another unit, a queued or finished task: stale (409).
+        for (mut task, unit, attempt) in [
+            (running_publication(Started), "u1", 1),
+            (running_publication(Started), "u2", 2),
+            (running_publication(Retry), "u1", 2),
+            (running_publication(Success), "u1", 2),
+            (running_publication(Failure), "u1", 2),
+        ] {
+            let before = task.clone();
+            let err = release(&mut task, &release_by(unit, attempt)).unwrap_err();
+            assert_eq!(err.status.as_u16(), 409);
+            assert_eq!(task, before, "unchanged");
+        }
+        let mut revoking = running_publication(Revoking);
+        assert_eq!(
+            release(&mut revoking, &release_by("u1", 2)).unwrap(),
+            Revoked
+        );
+        assert_eq!((revoking.attempt, revoking.handed_back), (2, 0));
+        assert!(revoking.finished_at.is_some());
     }
 
     #[test]

@@ -279,8 +279,13 @@ pub struct TransformTask {
     /// 0 (default) to 9; higher runs first.
     pub priority: u8,
     pub status: TaskStatus,
-    /// 1 for the first run; a lost lease re-queues with attempt + 1.
+    /// 1 for the first run; a lost lease, or a unit stopping mid-task, re-queues with
+    /// attempt + 1.
     pub attempt: u32,
+    /// How many of its attempts units handed back when they stopped (SIGTERM); these do not
+    /// count against `OSCIED_TASK_MAX_ATTEMPTS`.
+    #[serde(default)]
+    pub handed_back: u32,
     pub progress: Option<Progress>,
     /// Why it failed (ffmpeg's own error lines), or why it was retried.
     pub error: Option<String>,
@@ -311,8 +316,13 @@ pub struct PublisherTask {
     pub media_id: Uuid,
     pub queue: String,
     pub status: TaskStatus,
-    /// 1 for the first run; a lost lease re-queues with attempt + 1.
+    /// 1 for the first run; a lost lease, or a unit stopping mid-task, re-queues with
+    /// attempt + 1.
     pub attempt: u32,
+    /// How many of its attempts units handed back when they stopped (SIGTERM); these do not
+    /// count against `OSCIED_TASK_MAX_ATTEMPTS`.
+    #[serde(default)]
+    pub handed_back: u32,
     /// Where the media's file is served, once published (kept after an unpublish, for the
     /// record).
     pub publish_uri: Option<String>,

@@ -11,7 +11,7 @@
 use oscied_protocol::TaskStatus;
 use oscied_protocol::node::{
     ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, HeldPublications, ProgressAnswer,
-    ProgressRequest, UnitKind,
+    ProgressRequest, ReleaseAnswer, ReleaseRequest, UnitKind,
 };
 use oscied_protocol::queue::PUBLISHER_QUEUE;
 use serde::Deserialize;
@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::{Lifecycle, check_holder, lease, move_to, stale};
+use crate::lifecycle::{self, Lifecycle, check_holder, lease, move_to, out_of_attempts, stale};
 use crate::models::{ListOptions, MediaStatus, PublisherTask, TaskFilter, now};
 use crate::state::AppState;
 use crate::task_records::{self, save};
@@ -105,6 +105,7 @@ pub async fn create(
             queue,
             status: TaskStatus::Pending,
             attempt: 1,
+            handed_back: 0,
             publish_uri: None,
             unit_id: None,
             error: None,
@@ -339,11 +340,13 @@ pub async fn take_back(state: &AppState, id: Uuid) -> ApiResult<()> {
             tracing::warn!(task = %id, %unit, "publisher went silent while cancelling: REVOKED");
             return Ok(());
         }
-        if task.attempt >= state.config.task_max_attempts {
+        if out_of_attempts(&task, state.config.task_max_attempts) {
             move_to(&mut task, TaskStatus::Failure)?;
             task.error = Some(format!(
                 "publisher unit {unit} went silent (no report for {} s) on attempt {} of {}: giving up",
-                state.config.task_lease_secs, task.attempt, state.config.task_max_attempts
+                state.config.task_lease_secs,
+                task.attempt - task.handed_back,
+                state.config.task_max_attempts
             ));
             save(state, &task).await?;
             return Ok(());
@@ -361,6 +364,37 @@ pub async fn take_back(state: &AppState, id: Uuid) -> ApiResult<()> {
     }
     dispatch::dispatch_publication(state, id).await;
     Ok(())
+}
+
+/// A stopping publisher hands back the publication it was making ([`lifecycle::release`]):
+/// queued again at once with attempt + 1, or REVOKED if it was being cancelled. A published
+/// one (or one being unpublished) is not handed back: its files stay with its unit, which
+/// serves them again once it restarts.
+pub async fn release(state: &AppState, id: Uuid, req: ReleaseRequest) -> ApiResult<ReleaseAnswer> {
+    let answer = {
+        let _guard = state.locks.lock(id).await;
+        let mut task = load(state, id).await?;
+        if task.publish_uri.is_some() {
+            check_holder(&task, &req.unit_id, req.attempt)?;
+            return Err(stale(format!(
+                "publisher task {id} is {} with its files on unit {}: a publication is not \
+                 handed back",
+                task.status, req.unit_id
+            )));
+        }
+        let status = lifecycle::release(&mut task, &req)?;
+        save(state, &task).await?;
+        tracing::info!(task = %id, unit = %req.unit_id, %status, attempt = task.attempt,
+            "publication handed back by its stopping unit");
+        ReleaseAnswer {
+            status,
+            attempt: task.attempt,
+        }
+    };
+    if answer.status == TaskStatus::Retry {
+        dispatch::dispatch_publication(state, id).await;
+    }
+    Ok(answer)
 }
 
 /// Its unit was forgotten: a publication it held (published, or being unpublished) is

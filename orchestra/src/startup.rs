@@ -130,20 +130,56 @@ pub struct Running {
     pub state: AppState,
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
     pub background: Background,
+    /// Ends the server (graceful: open requests finish). See [`Running::shutdown`].
+    stop_server: tokio::sync::watch::Sender<bool>,
+}
+
+impl Running {
+    /// Stop as on SIGTERM: the in-process units take no new job, drain for
+    /// `OSCIED_DRAIN_SECS` and hand back what still runs (they call this orchestra back, so
+    /// it still serves meanwhile); then the background loops and the server stop.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        self.background.stop_units().await;
+        self.stop_server.send_replace(true);
+        match (&mut self.server).await {
+            Ok(served) => served,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
 }
 
 /// The orchestra's own tasks beside the server: the dispatch loop and reaper, and in
-/// standalone mode the in-process units. Dropping it stops them.
+/// standalone mode the in-process units. Dropping it aborts them ([`Running::shutdown`]
+/// stops the units cleanly first).
 pub struct Background {
     loops: tokio::task::JoinHandle<()>,
-    units: Option<tokio::task::JoinHandle<()>>,
+    units: Option<LocalUnits>,
+}
+
+/// Standalone mode's in-process units and the switch that stops them.
+struct LocalUnits {
+    task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Background {
+    /// Stop the in-process units (each drains, hands back its running tasks and removes their
+    /// files) and wait until they have.
+    async fn stop_units(&mut self) {
+        if let Some(mut units) = self.units.take() {
+            units.stop.send_replace(true);
+            if let Err(e) = (&mut units.task).await {
+                tracing::error!("the in-process units failed while stopping: {e}");
+            }
+        }
+    }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
         self.loops.abort();
         if let Some(units) = &self.units {
-            units.abort();
+            units.task.abort();
         }
     }
 }
@@ -160,7 +196,7 @@ pub const LOCAL_PUBLISHER_UNIT: &str = "standalone-publisher";
 async fn start_local_units(
     state: &AppState,
     addr: SocketAddr,
-) -> Result<(tokio::task::JoinHandle<()>, String), StartupError> {
+) -> Result<(LocalUnits, String), StartupError> {
     let client =
         oscied_protocol::client::NodeClient::new(&format!("http://{addr}"), &state.secrets.node)
             .map_err(|e| StartupError::Units(e.to_string()))?;
@@ -172,6 +208,7 @@ async fn start_local_units(
         heartbeat_secs: 5,
         sandbox: state.config.run.sandbox,
         limits: state.config.run.limits(),
+        drain_secs: state.config.drain_secs,
     };
     let transform =
         worker_transform::TransformUnit::new(config, state.broker.clone(), client.clone());
@@ -183,6 +220,7 @@ async fn start_local_units(
     config.listen = state.config.publisher_listen;
     config.public_url = state.config.public_url.clone();
     config.serve_limits = state.config.serve_limits();
+    config.drain_secs = state.config.drain_secs;
     let publisher = worker_publisher::PublisherUnit::bind(config, state.broker.clone(), client)
         .await
         .map_err(|e| {
@@ -192,13 +230,19 @@ async fn start_local_units(
             ))
         })?;
     let public_url = publisher.public_url().to_owned();
-    let units = tokio::spawn(async move {
-        tokio::join!(
-            transform.run(std::future::pending()),
-            publisher.run(std::future::pending())
-        );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            // An error means the switch is gone with the orchestra: stop too.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let (transform_stop, publisher_stop) = (until_stopped(), until_stopped());
+    let task = tokio::spawn(async move {
+        tokio::join!(transform.run(transform_stop), publisher.run(publisher_stop));
     });
-    Ok((units, public_url))
+    Ok((LocalUnits { task, stop }, public_url))
 }
 
 /// Build and start serving in the background (tests embed the orchestra this way).
@@ -213,11 +257,16 @@ pub async fn spawn(config: Config) -> Result<Running, StartupError> {
         .map_err(|e| StartupError::Listen(listen, e))?;
     let app = app(state.clone());
     let limits = state.config.serve_limits();
+    // Stopped by `Running::shutdown`, after the in-process units that call it back.
+    let (stop_server, server_stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(oscied_protocol::http::serve(
         listener,
         app,
         limits,
-        shutdown_signal(),
+        async move {
+            let mut stopped = server_stopped;
+            let _ = stopped.wait_for(|stop| *stop).await;
+        },
     ));
     let standalone = state.config.amqp_uri.is_none();
     let local_units: &[&str] = if standalone {
@@ -239,6 +288,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartupError> {
         state,
         server,
         background: Background { loops, units },
+        stop_server,
     })
 }
 
@@ -255,7 +305,19 @@ pub async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(url) = &running.public_url {
         tracing::info!("in-process publisher serving published medias at {url}/medias/");
     }
-    running.server.await??;
+    let mut running = running;
+    tokio::select! {
+        served = &mut running.server => {
+            served??;
+            return Ok(());
+        }
+        () = shutdown_signal() => {}
+    }
+    tracing::info!(
+        drain_secs = running.state.config.drain_secs,
+        "orchestra stopping"
+    );
+    running.shutdown().await?;
     tracing::info!("orchestra stopped");
     Ok(())
 }
@@ -273,8 +335,8 @@ async fn shutdown_signal() {
                 }
             };
         tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
         }
     }
     #[cfg(not(unix))]

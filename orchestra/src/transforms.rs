@@ -8,7 +8,7 @@ use oscied_protocol::filename::check_output_filename;
 use oscied_protocol::job::tmp_dir;
 use oscied_protocol::node::{
     ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
-    UnitKind,
+    ReleaseAnswer, ReleaseRequest, UnitKind,
 };
 use oscied_protocol::queue::TRANSFORM_QUEUE;
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::{Lifecycle, check_holder, lease, move_to, stale};
+use crate::lifecycle::{self, Lifecycle, check_holder, lease, move_to, out_of_attempts, stale};
 use crate::medias::{Metadata, check_metadata};
 use crate::models::{Media, MediaStatus, Progress, TransformTask, now};
 use crate::state::AppState;
@@ -111,6 +111,7 @@ pub async fn create(
         priority,
         status: TaskStatus::Pending,
         attempt: 1,
+        handed_back: 0,
         progress: None,
         error: None,
         unit_id: None,
@@ -361,6 +362,35 @@ async fn accept_output(
     Ok(())
 }
 
+/// A stopping unit hands back the attempt it runs ([`lifecycle::release`]): the task is
+/// queued again at once with attempt + 1, or REVOKED (its output discarded) if it was being
+/// revoked.
+pub async fn release(state: &AppState, id: Uuid, req: ReleaseRequest) -> ApiResult<ReleaseAnswer> {
+    let answer = {
+        let _guard = state.locks.lock(id).await;
+        let mut task = load(state, id).await?;
+        let status = lifecycle::release(&mut task, &req)?;
+        task.progress = None;
+        save(state, &task).await?;
+        if status == TaskStatus::Revoked {
+            discard_output(state, &task).await;
+            tracing::info!(task = %id, unit = %req.unit_id, "handed back while revoking: REVOKED");
+        } else {
+            tracing::info!(task = %id, unit = %req.unit_id, attempt = task.attempt,
+                "handed back by its stopping unit: task re-queued");
+        }
+        ReleaseAnswer {
+            status,
+            attempt: task.attempt,
+        }
+    };
+    if answer.status == TaskStatus::Retry {
+        // Outside the lock: publishing takes it to note the dispatch.
+        dispatch::dispatch_transform(state, id).await;
+    }
+    Ok(answer)
+}
+
 /// Take a running task back now, as if its lease had lapsed (its unit was forgotten).
 pub async fn take_back_now(state: &AppState, id: Uuid) -> ApiResult<()> {
     if task_records::expire_lease::<TransformTask>(state, id).await? {
@@ -387,10 +417,12 @@ pub async fn take_back(state: &AppState, id: Uuid) -> ApiResult<()> {
             tracing::warn!(task = %id, %unit, "unit went silent while revoking: task REVOKED");
             return Ok(());
         }
-        if task.attempt >= state.config.task_max_attempts {
+        if out_of_attempts(&task, state.config.task_max_attempts) {
             let error = format!(
                 "unit {unit} went silent (no report for {} s) on attempt {} of {}: giving up",
-                state.config.task_lease_secs, task.attempt, state.config.task_max_attempts
+                state.config.task_lease_secs,
+                task.attempt - task.handed_back,
+                state.config.task_max_attempts
             );
             return fail(state, &mut task, error).await;
         }

@@ -719,6 +719,131 @@ async fn a_silent_unit_loses_the_task_to_the_next_attempt() {
     );
 }
 
+/// A stopping unit hands its attempt back: RETRY with attempt + 1 at once (the lease is long),
+/// queued again, and not counted against the attempt budget (2 here): after two hand-backs a
+/// lost lease still retries. Only the current holder's attempt can be handed back.
+#[tokio::test]
+async fn a_stopping_unit_hands_its_attempt_back() {
+    let f = fixture(2).await;
+    let task = f.launch("nobody").await;
+    let id = task["id"].as_str().unwrap();
+    let release = |attempt: u32, unit: &str| {
+        (
+            format!("/transform/tasks/{id}/release"),
+            json!({"unit_id": unit, "attempt": attempt, "reason": "shutdown"}),
+        )
+    };
+    for attempt in 1..=2u32 {
+        let (status, _) = f
+            .node(
+                format!("/transform/tasks/{id}/claim"),
+                json!({"unit_id": "u1", "attempt": attempt}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        // Another unit, or the wrong attempt: stale.
+        for (path, body) in [release(attempt, "u2"), release(attempt + 1, "u1")] {
+            assert_error(
+                &f.node(path, body).await,
+                StatusCode::CONFLICT,
+                "stale_attempt",
+                "does not hold",
+            );
+        }
+        let (path, body) = release(attempt, "u1");
+        let (status, answer) = f.node(path.clone(), body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer, json!({"status": "RETRY", "attempt": attempt + 1}));
+        let now = f.task(id).await;
+        assert_eq!(now["status"], "RETRY", "{now}");
+        assert_eq!(now["attempt"], attempt + 1, "{now}");
+        assert_eq!(now["handed_back"], attempt, "{now}");
+        assert!(now["lease_expires_at"].is_null(), "{now}");
+        assert!(
+            now["dispatched_at"].is_string(),
+            "queued again at once: {now}"
+        );
+        assert!(
+            now["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("handed back by unit u1 at shutdown"),
+            "{now}"
+        );
+        // A repeat (its answer lost) is stale: the attempt is not current any more.
+        assert_error(
+            &f.node(path, body).await,
+            StatusCode::CONFLICT,
+            "stale_attempt",
+            "attempt",
+        );
+    }
+    // Attempt 3 loses its lease: 1 of 2 attempts used, so it is retried, not failed.
+    let (status, _) = f
+        .node(
+            format!("/transform/tasks/{id}/claim"),
+            json!({"unit_id": "u1", "attempt": 3}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let retried = wait_for(&f, id, |t| t["attempt"] == 4).await;
+    assert_eq!(retried["status"], "RETRY", "{retried}");
+    // A queued task has nothing to hand back.
+    let (path, body) = release(4, "u1");
+    assert_error(
+        &f.node(path, body).await,
+        StatusCode::CONFLICT,
+        "stale_attempt",
+        "nothing to hand back",
+    );
+
+    // A task being revoked that is handed back ends REVOKED, its output DELETED.
+    let revoked = f.launch("nobody").await;
+    let rid = revoked["id"].as_str().unwrap();
+    f.node(
+        format!("/transform/tasks/{rid}/claim"),
+        json!({"unit_id": "u1", "attempt": 1}),
+    )
+    .await;
+    let (status, _) = f.app.delete(&format!("/transform/tasks/{rid}"), EVE).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, answer) = f
+        .node(
+            format!("/transform/tasks/{rid}/release"),
+            json!({"unit_id": "u1", "attempt": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({"status": "REVOKED", "attempt": 1}));
+    let out = f.media(revoked["media_out_id"].as_str().unwrap()).await;
+    assert_eq!(out["status"], "DELETED", "{out}");
+    // Finished: stale too; a bad body is a 422, an unknown kind a 404.
+    assert_error(
+        &f.node(
+            format!("/transform/tasks/{rid}/release"),
+            json!({"unit_id": "u1", "attempt": 1}),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "stale_attempt",
+        "nothing to hand back",
+    );
+    let (status, _) = f
+        .node(
+            format!("/transform/tasks/{rid}/release"),
+            json!({"attempt": "one"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = f
+        .node(
+            format!("/encoder/tasks/{rid}/release"),
+            json!({"unit_id": "u1", "attempt": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 async fn wait_for(f: &Fixture, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..100 {
         let task = f.task(id).await;

@@ -214,6 +214,32 @@ pub mod nx {
     }
 }
 
+/// Send SIGTERM to a process, as systemd does to stop it.
+pub fn sigterm(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM {pid}");
+}
+
+/// Wait up to `timeout` for `child` to exit; its status, or None if it still runs.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 pub mod orchestra;
 pub mod rabbit;
 pub mod units;

@@ -39,6 +39,7 @@ const OSCIED_VARS: &[&str] = &[
     "OSCIED_LOGIN_ACCOUNT_REFILL_SECS",
     "OSCIED_LOGIN_ADDRESS_BURST",
     "OSCIED_LOGIN_ADDRESS_REFILL_SECS",
+    "OSCIED_DRAIN_SECS",
 ];
 
 /// A running orchestra process, killed on drop. Its working directory holds `oscied-data/`
@@ -136,6 +137,27 @@ impl Orchestra {
     /// Kill the process (SIGKILL, mid-whatever) and start it again on the same port,
     /// directory and variables. The log is appended to.
     pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_child(self.dir.path(), self.port, &self.env);
+        self.wait_healthy(Duration::from_secs(30));
+    }
+}
+
+impl Orchestra {
+    /// `kill -TERM`: the orchestra stops its in-process units (`OSCIED_DRAIN_SECS`), then
+    /// its server.
+    pub fn sigterm(&self) {
+        crate::sigterm(self.child.id());
+    }
+
+    /// Wait up to `timeout` for the process to exit; its status, or None if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        crate::wait_exit(&mut self.child, timeout)
+    }
+
+    /// Start it again (after it exited) on the same port, directory and variables.
+    pub fn start_again(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.child = spawn_child(self.dir.path(), self.port, &self.env);

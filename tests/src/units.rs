@@ -62,6 +62,16 @@ impl UnitProcess {
         let _ = self.child.wait();
     }
 
+    /// `kill -TERM`: the unit drains and stops (`OSCIED_DRAIN_SECS`).
+    pub fn sigterm(&self) {
+        crate::sigterm(self.child.id());
+    }
+
+    /// Wait up to `timeout` for the process to exit; its status, or None if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        crate::wait_exit(&mut self.child, timeout)
+    }
+
     /// Has the process exited (killed, or failed)?
     pub fn exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))

@@ -54,10 +54,12 @@
 //!   transform unit does.
 //! - **Heartbeat**: kind `publisher`, the configured queues (not the own one), no ffmpeg
 //!   version, the running publications.
-//! - **Shutdown**: stop consuming, cancel running publications (their staging and anything
-//!   already renamed into place is removed, nothing completed: the orchestra's lease reaper
-//!   re-queues them), then stop the HTTP server gracefully, giving open downloads a few
-//!   seconds.
+//! - **Shutdown** ([`oscied_protocol::unit::wind_down`]): stop consuming, let running
+//!   publications finish for up to `drain_secs` (`OSCIED_DRAIN_SECS`, default 0), then cancel
+//!   those still running (their staging and anything already renamed into place is removed)
+//!   and hand them back to the orchestra, which queues them again at once; published media
+//!   stay in place and served after a restart. The HTTP server serves until then, and stops
+//!   gracefully, giving open downloads a few seconds.
 
 pub mod config;
 pub mod publish;
@@ -107,11 +109,14 @@ pub struct PublisherConfig {
     pub heartbeat_secs: u64,
     /// The HTTP server's header and body timeouts.
     pub serve_limits: ServeLimits,
+    /// `OSCIED_DRAIN_SECS`: on stop, how long running publications may go on before they
+    /// are handed back (0: at once).
+    pub drain_secs: u64,
 }
 
 impl PublisherConfig {
     /// The defaults: a fresh UUID v4 id, queue `publisher`, listening on 127.0.0.1:5080, no
-    /// public URL (the bound address), concurrency 1, a heartbeat every 5 seconds.
+    /// public URL (the bound address), concurrency 1, a heartbeat every 5 seconds, no drain.
     pub fn new(storage_root: PathBuf, www_root: PathBuf) -> PublisherConfig {
         PublisherConfig {
             unit_id: Uuid::new_v4().to_string(),
@@ -123,6 +128,7 @@ impl PublisherConfig {
             concurrency: 1,
             heartbeat_secs: 5,
             serve_limits: ServeLimits::default(),
+            drain_secs: 0,
         }
     }
 }
@@ -195,9 +201,10 @@ impl PublisherUnit {
         &self.public_url
     }
 
-    /// Serve and consume until `shutdown` resolves; then cancel the running publications
-    /// (without completing: the orchestra's lease reaper re-queues them), stop serving and
-    /// return. Meant for `tokio::spawn`.
+    /// Serve and consume until `shutdown` resolves; then take no new job, let running
+    /// publications finish for up to `drain_secs`, cancel and hand back those still running
+    /// (the orchestra queues them again at once), stop serving and return. Meant for
+    /// `tokio::spawn`.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let mut config = self.config;
         config.concurrency = config.concurrency.max(1);
@@ -308,12 +315,7 @@ impl PublisherUnit {
             }
         }
         tracing::info!("publisher unit stopping");
-        stop.send_replace(true);
-        while let Some(ended) = slots.join_next().await {
-            if let Err(e) = ended {
-                tracing::error!("a job slot failed while stopping: {e}");
-            }
-        }
+        unit::wind_down(&stop, &ctx.running, &mut slots, ctx.config.drain_secs).await;
         heartbeat.abort();
         if !server.is_finished()
             && tokio::time::timeout(SERVER_GRACE, &mut server)

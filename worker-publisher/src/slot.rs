@@ -25,7 +25,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, queues: Vec<String>) {
     loop {
         let delivery = tokio::select! {
             biased;
-            () = ctx.link.stopped() => break,
+            () = ctx.link.draining() => break,
             delivery = consumer.next() => delivery,
         };
         handle(&ctx, delivery).await;
@@ -153,7 +153,8 @@ async fn publish_job(ctx: &Ctx, job: &PublishJob, delivery: Delivery) {
 }
 
 /// A publication stopped by a revoke, a lost lease or the unit stopping: nothing of it stays
-/// served; only a revoke is completed (REVOKED).
+/// served; a revoke is completed (REVOKED), a stop handed back (once its files are gone, so
+/// the unit never serves what the orchestra no longer says it holds).
 async fn stopped(ctx: &Ctx, job: &PublishJob, stop: Stop) {
     let (task, attempt) = (job.task_id, job.attempt);
     discard(ctx, job).await;
@@ -166,9 +167,8 @@ async fn stopped(ctx: &Ctx, job: &PublishJob, stop: Stop) {
             tracing::warn!(%task, attempt, "attempt is stale, publication dropped: {message}");
         }
         Stop::Shutdown => {
-            tracing::info!(
-                %task, attempt, "publication stopped by shutdown; the orchestra re-queues it"
-            );
+            tracing::info!(%task, attempt, "publication stopped by shutdown: handing it back");
+            unit::hand_back(&ctx.link, task, attempt).await;
         }
     }
 }
@@ -190,6 +190,7 @@ async fn finish(
         output: None,
         publish_uri,
     };
+    let mut stopped = false;
     let keep = match unit::complete(&ctx.link, task, &request).await {
         Completion::Answered(answer) => {
             tracing::info!(
@@ -205,10 +206,18 @@ async fn finish(
             false
         }
         // Logged by `complete`; the lease lapses and the task is re-queued.
-        Completion::Refused(..) | Completion::Stopped => false,
+        Completion::Refused(..) => false,
+        Completion::Stopped => {
+            stopped = true;
+            false
+        }
     };
     if status == TaskStatus::Success && !keep {
         discard(ctx, job).await;
+    }
+    // Stopped while the orchestra did not answer: hand it back rather than wait for the lease.
+    if stopped {
+        unit::hand_back(&ctx.link, task, attempt).await;
     }
 }
 

@@ -58,6 +58,7 @@ impl Config {
         unit.heartbeat_secs = self.unit.heartbeat_secs;
         unit.sandbox = self.run.sandbox;
         unit.limits = self.run.limits();
+        unit.drain_secs = self.unit.drain_secs;
         unit
     }
 }

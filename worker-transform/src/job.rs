@@ -165,8 +165,10 @@ pub(crate) async fn run(
         }
         Outcome::Shutdown => {
             work.stop().await;
+            tracing::info!(%task, attempt, "job stopped by shutdown: handing it back");
+            // Handed back before the files go, so another unit starts on it sooner.
+            unit::hand_back(&ctx.link, task, attempt).await;
             remove_dir(&work_dir).await;
-            tracing::info!(%task, attempt, "job stopped by shutdown; the orchestra re-queues it");
         }
     }
     drop(reporter);
@@ -417,7 +419,11 @@ async fn finish(
             tracing::warn!(%task, attempt, "completion refused as stale: {message}");
             remove_dir(work_dir).await;
         }
-        Completion::Refused(..) | Completion::Stopped => {
+        Completion::Refused(..) => remove_dir(work_dir).await,
+        // Stopped while the orchestra did not answer: the task goes back rather than waiting
+        // for its lease, if the orchestra answers the hand-back.
+        Completion::Stopped => {
+            unit::hand_back(&ctx.link, task, attempt).await;
             remove_dir(work_dir).await;
         }
     }

@@ -15,7 +15,8 @@
 //! let unit = TransformUnit::new(UnitConfig::new("/srv/oscied/storage".into()), broker, client);
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! let handle = tokio::spawn(unit.run(async { let _ = stopped.await; }));
-//! // ... later: kill running ffmpegs, remove their work dirs, return.
+//! // ... later: take no new job, drain for `drain_secs`, hand back what still runs (its
+//! // ffmpeg killed, its work dir removed), return.
 //! let _ = stop.send(());
 //! let _ = handle.await;
 //! # }
@@ -37,7 +38,7 @@ use oscied_protocol::client::NodeClient;
 use oscied_protocol::node::UnitKind;
 use oscied_protocol::queue::check_unit_queues;
 use oscied_protocol::sandbox::SandboxMode;
-use oscied_protocol::unit::{Running, UnitLink};
+use oscied_protocol::unit::{Running, UnitLink, wind_down};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -59,6 +60,9 @@ pub struct UnitConfig {
     pub sandbox: SandboxMode,
     /// The task limits (`OSCIED_TASK_MAX_SECS`, `OSCIED_MAX_OUTPUT_BYTES`).
     pub limits: TaskLimits,
+    /// `OSCIED_DRAIN_SECS`: on stop, how long running jobs may go on before they are handed
+    /// back (0: at once).
+    pub drain_secs: u64,
 }
 
 /// What one task may take, whatever its profile says. Exceeding a limit ends the task
@@ -88,7 +92,8 @@ impl Default for TaskLimits {
 
 impl UnitConfig {
     /// The defaults: a fresh UUID v4 id, queue `transform`, concurrency 1, a heartbeat
-    /// every 5 seconds, the sandbox on, the default task limits.
+    /// every 5 seconds, the sandbox on, the default task limits, no drain (running jobs are
+    /// handed back at once on stop).
     pub fn new(storage_root: PathBuf) -> UnitConfig {
         UnitConfig {
             unit_id: Uuid::new_v4().to_string(),
@@ -98,6 +103,7 @@ impl UnitConfig {
             heartbeat_secs: 5,
             sandbox: SandboxMode::On,
             limits: TaskLimits::default(),
+            drain_secs: 0,
         }
     }
 }
@@ -118,9 +124,10 @@ impl TransformUnit {
         }
     }
 
-    /// Consume and run jobs until `shutdown` resolves; then kill the running ffmpeg process
-    /// groups, remove their work dirs (without completing: the orchestra's lease reaper
-    /// re-queues those tasks) and return. Meant for `tokio::spawn`.
+    /// Consume and run jobs until `shutdown` resolves; then take no new job, let the running
+    /// ones finish for up to `drain_secs`, kill the ffmpeg process groups of those still
+    /// running, hand their tasks back (the orchestra queues them again at once), remove their
+    /// work dirs and return ([`oscied_protocol::unit::wind_down`]). Meant for `tokio::spawn`.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let mut config = self.config;
         config.concurrency = config.concurrency.max(1);
@@ -169,12 +176,7 @@ impl TransformUnit {
             }
         }
         tracing::info!("transform unit stopping");
-        stop.send_replace(true);
-        while let Some(ended) = slots.join_next().await {
-            if let Err(e) = ended {
-                tracing::error!("a job slot failed while stopping: {e}");
-            }
-        }
+        wind_down(&stop, &ctx.running, &mut slots, ctx.config.drain_secs).await;
         heartbeat.abort();
         tracing::info!("transform unit stopped");
     }
@@ -190,12 +192,17 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// Resolves once the unit is stopping.
+    /// Resolves once running jobs must stop (and be handed back).
     pub async fn stopped(&self) {
         self.link.stopped().await;
     }
 
-    pub fn is_stopping(&self) -> bool {
-        self.link.is_stopping()
+    /// Resolves once the unit takes no new job.
+    pub async fn draining(&self) {
+        self.link.draining().await;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.link.is_draining()
     }
 }

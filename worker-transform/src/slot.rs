@@ -20,7 +20,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, slot: u32) {
     loop {
         let delivery = tokio::select! {
             biased;
-            () = ctx.stopped() => break,
+            () = ctx.draining() => break,
             delivery = consumer.next() => delivery,
         };
         let (encoder_free, encoder_freed) = oneshot::channel();
@@ -30,11 +30,11 @@ pub(crate) async fn run(ctx: Arc<Ctx>, slot: u32) {
         // dropped with it).
         let _ = encoder_freed.await;
         while jobs.try_join_next().is_some() {}
-        if ctx.is_stopping() {
+        if ctx.is_draining() {
             break;
         }
     }
-    // Jobs still completing (or stopping on shutdown) finish their cleanup first.
+    // Jobs still running (draining), completing or handing back finish first.
     while jobs.join_next().await.is_some() {}
 }
 

@@ -18,7 +18,7 @@ use oscied_protocol::encoder::EncoderName;
 use oscied_protocol::job::tmp_dir;
 use oscied_protocol::node::{
     ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
-    UnitHeartbeat, UnitKind,
+    ReleaseAnswer, ReleaseRequest, UnitHeartbeat, UnitKind,
 };
 use oscied_protocol::{TaskStatus, TransformJob};
 use serde_json::json;
@@ -36,6 +36,7 @@ struct Fake {
     claims: Vec<(Uuid, ClaimRequest)>,
     progress: Vec<ProgressRequest>,
     completes: Vec<CompleteRequest>,
+    releases: Vec<(Uuid, ReleaseRequest)>,
     heartbeats: Vec<UnitHeartbeat>,
 }
 
@@ -100,6 +101,20 @@ async fn complete(State(fake): State<Shared>, Json(req): Json<CompleteRequest>) 
     Json(CompleteAnswer { status }).into_response()
 }
 
+async fn release(
+    State(fake): State<Shared>,
+    UrlPath(task): UrlPath<Uuid>,
+    Json(req): Json<ReleaseRequest>,
+) -> Response {
+    let attempt = req.attempt + 1;
+    fake.lock().unwrap().releases.push((task, req));
+    Json(ReleaseAnswer {
+        status: TaskStatus::Retry,
+        attempt,
+    })
+    .into_response()
+}
+
 struct Harness {
     fake: Shared,
     broker: Arc<MemoryBroker>,
@@ -120,6 +135,7 @@ impl Harness {
             .route("/api/v1/node/transform/tasks/{id}/claim", post(claim))
             .route("/api/v1/node/transform/tasks/{id}/progress", post(progress))
             .route("/api/v1/node/transform/tasks/{id}/complete", post(complete))
+            .route("/api/v1/node/transform/tasks/{id}/release", post(release))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -433,6 +449,12 @@ async fn shutdown_kills_the_job_without_completing() {
     );
     assert!(!work_dir.exists());
     assert!(h.completes().is_empty());
+    // Handed back, so the orchestra queues it again at once.
+    let releases = h.fake.lock().unwrap().releases.clone();
+    assert_eq!(releases.len(), 1, "{releases:?}");
+    let (task, release) = &releases[0];
+    assert_eq!((*task, release.attempt), (job.task_id, 1));
+    assert_eq!(release.unit_id, "unit-1");
 }
 
 /// Processes whose command line names `needle` (the task's work dir: its ffmpeg).

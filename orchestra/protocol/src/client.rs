@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::node::{
     ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, HeldPublications, ProgressAnswer,
-    ProgressRequest, STALE_ATTEMPT, UnitHeartbeat,
+    ProgressRequest, ReleaseAnswer, ReleaseRequest, STALE_ATTEMPT, UnitHeartbeat,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -170,6 +170,21 @@ impl NodeClient {
         self.call(
             reqwest::Method::POST,
             &format!("/node/{kind}/tasks/{task}/complete"),
+            req,
+        )
+        .await
+    }
+
+    /// Hand back a running attempt (the unit is stopping): the task is queued again at once.
+    pub async fn release(
+        &self,
+        kind: &str,
+        task: Uuid,
+        req: &ReleaseRequest,
+    ) -> Result<ReleaseAnswer, NodeError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/node/{kind}/tasks/{task}/release"),
             req,
         )
         .await

@@ -9,10 +9,16 @@
 //! | `POST /node/transform/tasks/{id}/progress` | [`ProgressRequest`] | 200 [`ProgressAnswer`]; 409 `stale_attempt` |
 //! | `POST /node/transform/tasks/{id}/complete` | [`CompleteRequest`] | 200 [`CompleteAnswer`]; 409 `stale_attempt` |
 //! | `POST /node/publisher/tasks/{id}/claim`, `.../progress`, `.../complete` | the same | the same |
+//! | `POST /node/{kind}/tasks/{id}/release` | [`ReleaseRequest`] | 200 [`ReleaseAnswer`]; 409 `stale_attempt` |
 //! | `GET /node/units/{unit_id}/publications` | — | 200 [`HeldPublications`] |
 //!
 //! A publisher completes a publish with SUCCESS and `publish_uri`, and an unpublish (which it
 //! does not claim: it holds the task already) with REVOKED and the attempt that published.
+//!
+//! A unit that stops (SIGTERM) hands back the attempts it still runs with `release`: the task
+//! is queued again at once with attempt + 1 (RETRY; a REVOKING one ends REVOKED), and the
+//! hand-back does not count against the orchestra's `OSCIED_TASK_MAX_ATTEMPTS`. A published
+//! publication is never handed back: its files stay with its unit.
 //!
 //! A 404 (task gone) or 409 `stale_attempt` means: this unit's attempt is not the current one;
 //! drop the message, stop the work, clean up, and do not complete.
@@ -126,4 +132,23 @@ pub struct CompleteRequest {
 pub struct CompleteAnswer {
     /// The task's status after the call (a revoked task answers REVOKED to a SUCCESS).
     pub status: TaskStatus,
+}
+
+/// A stopping unit hands back an attempt it runs (`POST /node/{kind}/tasks/{id}/release`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseRequest {
+    pub unit_id: String,
+    /// The attempt the unit runs; any other answers 409 `stale_attempt`.
+    pub attempt: u32,
+    /// Why, for the task's `error` (e.g. "shutdown").
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseAnswer {
+    /// RETRY (queued again), or REVOKED for a task that was being revoked.
+    pub status: TaskStatus,
+    /// The task's attempt now: the next one for a RETRY.
+    pub attempt: u32,
 }

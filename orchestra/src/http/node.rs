@@ -1,11 +1,12 @@
-//! The node API units call (`node:<node secret>`): heartbeat, claim, progress, complete.
+//! The node API units call (`node:<node secret>`): heartbeat, claim, progress, complete,
+//! release (a stopping unit hands its running attempts back).
 //! Payloads and semantics: `oscied_protocol::node`.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use oscied_protocol::node::{
     ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, HeldPublications, ProgressAnswer,
-    ProgressRequest, UnitHeartbeat, UnitKind,
+    ProgressRequest, ReleaseAnswer, ReleaseRequest, UnitHeartbeat, UnitKind,
 };
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,6 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(claim))
         .routes(routes!(progress))
         .routes(routes!(complete))
+        .routes(routes!(release))
 }
 
 /// A unit's heartbeat; registers it on the first call.
@@ -120,6 +122,29 @@ async fn complete(
         }
         UnitKind::Publisher => {
             publications::complete(&state, parse_id("publisher task", &id)?, req).await?
+        }
+    }))
+}
+
+/// A stopping unit hands back the attempt it runs: RETRY with attempt + 1, queued again at
+/// once (not counted against `OSCIED_TASK_MAX_ATTEMPTS`); a REVOKING task ends REVOKED. A
+/// published publication is not handed back. 409 `stale_attempt`: not this unit's current
+/// attempt, or nothing to hand back.
+#[utoipa::path(post, path = "/node/{kind}/tasks/{id}/release", tag = "node",
+    params(("kind" = String, Path, description = "transform or publisher"), ("id" = String, Path)),
+    request_body = ReleaseRequest, responses((status = 200, body = ReleaseAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn release(
+    State(state): State<AppState>,
+    _node: Node,
+    Path((kind, id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<ReleaseRequest>,
+) -> ApiResult<Json<ReleaseAnswer>> {
+    Ok(Json(match task_kind(&kind)? {
+        UnitKind::Transform => {
+            transforms::release(&state, parse_id("transform task", &id)?, req).await?
+        }
+        UnitKind::Publisher => {
+            publications::release(&state, parse_id("publisher task", &id)?, req).await?
         }
     }))
 }

@@ -90,15 +90,22 @@ impl Cluster {
 
     /// The orchestra alone, standalone: embedded SQLite, in-process queues and unit.
     pub fn standalone() -> Cluster {
+        Cluster::standalone_with(&[])
+    }
+
+    /// [`Cluster::standalone`] with `env` on top of its variables.
+    pub fn standalone_with(env: &[(&str, &str)]) -> Cluster {
         let storage = tempfile::Builder::new()
             .prefix("oscied-storage-")
             .tempdir()
             .expect("temp dir");
         let root = storage.path().to_str().expect("utf-8 temp path").to_owned();
-        let orchestra = Orchestra::start(&[
+        let mut vars: Vec<(&str, &str)> = vec![
             ("OSCIED_STORAGE_ROOT", &root),
             ("OSCIED_ROOT_SECRET", ROOT_SECRET),
-        ]);
+        ];
+        vars.extend_from_slice(env);
+        let orchestra = Orchestra::start(&vars);
         let cluster = Cluster {
             publishers: vec![],
             units: vec![],
@@ -115,21 +122,25 @@ impl Cluster {
 
     /// Start one more transform unit on this cluster.
     pub fn add_unit(&mut self, id: &str) {
+        self.add_unit_with(id, &[]);
+    }
+
+    /// Start one more transform unit on this cluster, with `extra` variables on top.
+    pub fn add_unit_with(&mut self, id: &str, extra: &[(&str, &str)]) {
         let api = format!("http://127.0.0.1:{}", self.orchestra.port());
         let root = self.storage().to_str().expect("utf-8 temp path").to_owned();
         let amqp = self.vhost.as_ref().expect("a cluster").uri();
-        let unit = TransformUnit::start(
-            id,
-            &[
-                ("OSCIED_API_URL", &api),
-                ("OSCIED_NODE_SECRET", NODE_SECRET),
-                ("OSCIED_STORAGE_ROOT", &root),
-                ("OSCIED_AMQP_URI", &amqp),
-                ("OSCIED_QUEUES", "transform"),
-                ("OSCIED_CONCURRENCY", "1"),
-                ("OSCIED_HEARTBEAT_SECS", "1"),
-            ],
-        );
+        let mut env: Vec<(&str, &str)> = vec![
+            ("OSCIED_API_URL", &api),
+            ("OSCIED_NODE_SECRET", NODE_SECRET),
+            ("OSCIED_STORAGE_ROOT", &root),
+            ("OSCIED_AMQP_URI", &amqp),
+            ("OSCIED_QUEUES", "transform"),
+            ("OSCIED_CONCURRENCY", "1"),
+            ("OSCIED_HEARTBEAT_SECS", "1"),
+        ];
+        env.extend_from_slice(extra);
+        let unit = TransformUnit::start(id, &env);
         self.units.push(unit);
     }
 

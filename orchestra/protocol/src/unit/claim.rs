@@ -16,7 +16,7 @@ const REFUSED_PAUSE: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Claim the task with the job's attempt; on success the delivery is acked. None when the
-/// job is not this unit's to run (stale, refused, or the unit is stopping); the delivery was
+/// job is not this unit's to run (stale, refused, or the unit is draining); the delivery was
 /// settled accordingly.
 pub async fn claim(
     link: &UnitLink,
@@ -45,7 +45,7 @@ pub(crate) async fn claim_as(
     loop {
         let result = tokio::select! {
             result = link.client.claim(kind, task, &request) => result,
-            () = link.stopped() => {
+            () = link.draining() => {
                 delivery.requeue();
                 return None;
             }
@@ -78,7 +78,7 @@ pub(crate) async fn claim_as(
                 );
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    () = link.stopped() => {
+                    () = link.draining() => {
                         delivery.requeue();
                         return None;
                     }
@@ -94,7 +94,7 @@ pub(crate) async fn claim_as(
 pub async fn pause_then_requeue(link: &UnitLink, delivery: Delivery) {
     tokio::select! {
         () = tokio::time::sleep(REFUSED_PAUSE) => {}
-        () = link.stopped() => {}
+        () = link.draining() => {}
     }
     delivery.requeue();
 }

@@ -47,6 +47,13 @@ pub struct UnitArgs {
     /// Log lines for people or for machines.
     #[arg(long, env = "OSCIED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// On SIGTERM or SIGINT the unit takes no new job, then: with 0, hands its running tasks
+    /// back at once (the orchestra queues them again for another unit); with N, lets them
+    /// finish for up to N seconds and hands back what still runs. Then it removes its work
+    /// files and exits 0.
+    #[arg(long, env = "OSCIED_DRAIN_SECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub drain_secs: u64,
 }
 
 impl UnitArgs {
@@ -77,6 +84,7 @@ impl UnitArgs {
             .field("unit_id", &self.unit_id)
             .field("heartbeat_secs", &self.heartbeat_secs)
             .field("log_format", &self.log_format)
+            .field("drain_secs", &self.drain_secs)
     }
 }
 
@@ -348,6 +356,7 @@ mod tests {
             "OSCIED_UNIT_ID",
             "OSCIED_HEARTBEAT_SECS",
             "OSCIED_LOG_FORMAT",
+            "OSCIED_DRAIN_SECS",
         ] {
             assert!(transform.contains(var), "{var}: {transform}");
             assert!(publisher.contains(var), "{var}: {publisher}");
@@ -364,6 +373,9 @@ mod tests {
             ("--unit-id", "a/b"),
             ("--heartbeat-secs", "0"),
             ("--log-format", "xml"),
+            ("--drain-secs", "-1"),
+            ("--drain-secs", "86401"),
+            ("--drain-secs", "soon"),
         ] {
             let mut args = REQUIRED.to_vec();
             args.extend([flag, value]);
@@ -382,6 +394,18 @@ mod tests {
             args.drain(missing..missing + 2);
             assert!(TransformCli::try_parse_from(args).is_err(), "{missing}");
         }
+    }
+
+    #[test]
+    fn drain_defaults_to_handing_back_at_once() {
+        let unit = TransformCli::try_parse_from(REQUIRED).unwrap().unit;
+        assert_eq!(unit.drain_secs, 0);
+        let mut args = REQUIRED.to_vec();
+        args.extend(["--drain-secs", "120"]);
+        assert_eq!(
+            PublisherCli::try_parse_from(args).unwrap().unit.drain_secs,
+            120
+        );
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The plumbing every unit kind shares (DESIGN.md §5): the link to the orchestra, the set of
 //! attempts a unit runs, the decoding of a delivery (a job the unit cannot run ends FAILURE,
 //! see [`decode`]), the claim-then-ack of a delivery, the unit heartbeat, the lease
-//! reporter and the completion with retries, plus the binaries' common flags, logging and
-//! signals. The transform and publisher units differ only in what they do between the claim
+//! reporter and the completion with retries, the drain on shutdown ([`drain`]), plus the
+//! binaries' common flags, logging and signals. The transform and publisher units differ only in what they do between the claim
 //! and the completion.
 
 mod claim;
 pub mod cli;
 mod decode;
+mod drain;
 mod heartbeat;
 mod report;
 
@@ -23,11 +24,21 @@ use crate::node::UnitKind;
 
 pub use claim::{ack, claim, pause_then_requeue};
 pub use decode::decode;
+pub use drain::{hand_back, wind_down};
 pub use heartbeat::{UnitInfo, heartbeat};
 pub use report::{Completion, LeaseEvent, Reporter, complete};
 
+/// Where a unit is in its life. On SIGTERM it drains (takes no new job; running attempts
+/// go on), then stops (running attempts stop and are handed back, see [`wind_down`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Running,
+    Draining,
+    Stopping,
+}
+
 /// What a unit's slots, heartbeat and reporters share to talk to the orchestra: its client,
-/// who it is, and whether it is stopping. Cheap to clone.
+/// who it is, and whether it is draining or stopping. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct UnitLink {
     pub client: NodeClient,
@@ -35,36 +46,67 @@ pub struct UnitLink {
     pub unit_id: String,
     /// The node API's kind segment for the unit's task routes.
     pub kind: UnitKind,
-    /// Turns true once, when the unit stops.
-    pub shutdown: watch::Receiver<bool>,
+    /// Only moves forward: Running → Draining → Stopping.
+    pub phase: watch::Receiver<Phase>,
+}
+
+/// The switch of a unit's [`Phase`]; dropping it counts as stopping.
+#[derive(Debug)]
+pub struct UnitStop(watch::Sender<Phase>);
+
+impl UnitStop {
+    /// Take no new job; running attempts go on.
+    pub fn drain(&self) {
+        self.0.send_if_modified(|phase| {
+            let moved = *phase < Phase::Draining;
+            if moved {
+                *phase = Phase::Draining;
+            }
+            moved
+        });
+    }
+
+    /// Stop running attempts too (they are handed back).
+    pub fn stop(&self) {
+        self.0.send_replace(Phase::Stopping);
+    }
 }
 
 impl UnitLink {
-    /// A link and the switch that stops it (send `true`).
-    pub fn new(
-        client: NodeClient,
-        unit_id: String,
-        kind: UnitKind,
-    ) -> (UnitLink, watch::Sender<bool>) {
-        let (stop, shutdown) = watch::channel(false);
+    /// A link and the switch that drains and stops it.
+    pub fn new(client: NodeClient, unit_id: String, kind: UnitKind) -> (UnitLink, UnitStop) {
+        let (stop, phase) = watch::channel(Phase::Running);
         let link = UnitLink {
             client,
             unit_id,
             kind,
-            shutdown,
+            phase,
         };
-        (link, stop)
+        (link, UnitStop(stop))
     }
 
-    /// Resolves once the unit is stopping.
+    async fn reached(&self, phase: Phase) {
+        let mut rx = self.phase.clone();
+        // An error means the switch is gone, i.e. the unit is gone: stop too.
+        let _ = rx.wait_for(|now| *now >= phase).await;
+    }
+
+    /// Resolves once the unit stops running its attempts (they are handed back).
     pub async fn stopped(&self) {
-        let mut rx = self.shutdown.clone();
-        // An error means the sender is gone, i.e. the unit is gone: stop too.
-        let _ = rx.wait_for(|stop| *stop).await;
+        self.reached(Phase::Stopping).await;
     }
 
     pub fn is_stopping(&self) -> bool {
-        *self.shutdown.borrow()
+        *self.phase.borrow() >= Phase::Stopping
+    }
+
+    /// Resolves once the unit takes no new job (draining or stopping).
+    pub async fn draining(&self) {
+        self.reached(Phase::Draining).await;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.phase.borrow() >= Phase::Draining
     }
 }
 
@@ -95,6 +137,18 @@ impl Running {
     pub fn has_later(&self, task: Uuid, attempt: u32) -> bool {
         let set = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
         set.iter().any(|&(t, a)| t == task && a > attempt)
+    }
+
+    /// Attempts running now.
+    pub fn len(&self) -> usize {
+        self.attempts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Task ids, each once, sorted.
@@ -171,9 +225,18 @@ mod tests {
     async fn the_link_reports_stopping() {
         let client = NodeClient::new("http://127.0.0.1:1", "s").expect("client");
         let (link, stop) = UnitLink::new(client, "u".into(), UnitKind::Publisher);
-        assert!(!link.is_stopping());
-        stop.send_replace(true);
-        assert!(link.is_stopping());
+        assert!(!link.is_draining() && !link.is_stopping());
+        stop.drain();
+        assert!(link.is_draining() && !link.is_stopping());
+        link.draining().await;
+        stop.stop();
+        stop.drain();
+        assert!(
+            link.is_stopping(),
+            "a stopping unit never goes back to draining"
+        );
+        link.stopped().await;
+        drop(stop);
         link.stopped().await;
     }
 }
