@@ -172,6 +172,7 @@ async fn start_local_units(
         heartbeat_secs: 5,
         sandbox: state.config.run.sandbox,
         limits: state.config.run.limits(),
+        refused_exit_secs: oscied_protocol::unit::DEFAULT_REFUSED_EXIT_SECS,
     };
     let transform =
         worker_transform::TransformUnit::new(config, state.broker.clone(), client.clone());
@@ -193,10 +194,14 @@ async fn start_local_units(
         })?;
     let public_url = publisher.public_url().to_owned();
     let units = tokio::spawn(async move {
-        tokio::join!(
+        // They call this orchestra with its own node secret: a failure is not expected.
+        let (transform, publisher) = tokio::join!(
             transform.run(std::future::pending()),
             publisher.run(std::future::pending())
         );
+        for failure in [transform.err(), publisher.err()].into_iter().flatten() {
+            tracing::error!("an in-process unit stopped: {failure}");
+        }
     });
     Ok((units, public_url))
 }

@@ -69,6 +69,7 @@ impl Config {
         unit.queues = args.queues(UnitKind::Publisher);
         unit.concurrency = args.concurrency;
         unit.heartbeat_secs = args.heartbeat_secs;
+        unit.refused_exit_secs = args.refused_exit_secs;
         unit
     }
 }

@@ -76,7 +76,7 @@ use oscied_protocol::client::NodeClient;
 use oscied_protocol::http::ServeLimits;
 use oscied_protocol::node::UnitKind;
 use oscied_protocol::queue::{PUBLISHER_QUEUE, check_unit_queues, unit_queue};
-use oscied_protocol::unit::{self, Running, UnitInfo, UnitLink};
+use oscied_protocol::unit::{self, Running, UnitError, UnitInfo, UnitLink};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -107,6 +107,9 @@ pub struct PublisherConfig {
     pub heartbeat_secs: u64,
     /// The HTTP server's header and body timeouts.
     pub serve_limits: ServeLimits,
+    /// Seconds a refused node secret is retried before `run` fails
+    /// (`OSCIED_REFUSED_EXIT_SECS`, see [`oscied_protocol::unit::secret`]).
+    pub refused_exit_secs: u64,
 }
 
 impl PublisherConfig {
@@ -123,6 +126,7 @@ impl PublisherConfig {
             concurrency: 1,
             heartbeat_secs: 5,
             serve_limits: ServeLimits::default(),
+            refused_exit_secs: unit::DEFAULT_REFUSED_EXIT_SECS,
         }
     }
 }
@@ -197,17 +201,20 @@ impl PublisherUnit {
 
     /// Serve and consume until `shutdown` resolves; then cancel the running publications
     /// (without completing: the orchestra's lease reaper re-queues them), stop serving and
-    /// return. Meant for `tokio::spawn`.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+    /// return. Meant for `tokio::spawn`. Ends the same way, with an error, when the
+    /// orchestra refused the node secret for `refused_exit_secs`.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), UnitError> {
         let mut config = self.config;
         config.concurrency = config.concurrency.max(1);
         config.heartbeat_secs = config.heartbeat_secs.max(1);
         // The binary's flags refuse them already; a library caller gets the same rule.
         if let Err(e) = check_unit_queues(UnitKind::Publisher, &config.queues) {
             tracing::error!("publisher unit not started: {e}");
-            return;
+            return Err(UnitError::NotStarted(e.to_string()));
         }
-        let (link, stop) = UnitLink::new(self.client, config.unit_id.clone(), UnitKind::Publisher);
+        let (mut link, stop) =
+            UnitLink::new(self.client, config.unit_id.clone(), UnitKind::Publisher);
+        link.set_refused_exit(Duration::from_secs(config.refused_exit_secs));
         let http = match reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(slot::CHECK_TRY_TIMEOUT)
@@ -217,7 +224,7 @@ impl PublisherUnit {
             Err(e) => {
                 // Only a broken TLS backend makes this fail; the unit could check nothing.
                 tracing::error!("publisher unit cannot start its HTTP client: {e}");
-                return;
+                return Err(UnitError::NotStarted(format!("HTTP client: {e}")));
             }
         };
         let ctx = Arc::new(Ctx {
@@ -282,9 +289,15 @@ impl PublisherUnit {
             }
         });
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut ended = Ok(());
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                failure = ctx.link.refused_for_good() => {
+                    tracing::error!("{failure}; the unit stops");
+                    ended = Err(failure);
+                    break;
+                }
                 Some(ended) = slots.join_next_with_id() => {
                     // A slot only ends on shutdown; a panic must not shrink the unit.
                     let (id, error) = match ended {
@@ -324,6 +337,7 @@ impl PublisherUnit {
             server.abort();
         }
         tracing::info!("publisher unit stopped");
+        ended
     }
 }
 

@@ -58,6 +58,7 @@ impl Config {
         unit.heartbeat_secs = self.unit.heartbeat_secs;
         unit.sandbox = self.run.sandbox;
         unit.limits = self.run.limits();
+        unit.refused_exit_secs = self.unit.refused_exit_secs;
         unit
     }
 }

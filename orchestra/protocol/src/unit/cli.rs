@@ -44,6 +44,11 @@ pub struct UnitArgs {
     #[arg(long, env = "OSCIED_HEARTBEAT_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
+    /// Seconds the unit keeps checking while the orchestra refuses its node secret (taking no
+    /// job meanwhile) before it exits with failure.
+    #[arg(long, env = "OSCIED_REFUSED_EXIT_SECS", default_value_t = super::DEFAULT_REFUSED_EXIT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub refused_exit_secs: u64,
     /// Log lines for people or for machines.
     #[arg(long, env = "OSCIED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -76,6 +81,7 @@ impl UnitArgs {
             .field("concurrency", &self.concurrency)
             .field("unit_id", &self.unit_id)
             .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("refused_exit_secs", &self.refused_exit_secs)
             .field("log_format", &self.log_format)
     }
 }
@@ -347,6 +353,7 @@ mod tests {
             "OSCIED_CONCURRENCY",
             "OSCIED_UNIT_ID",
             "OSCIED_HEARTBEAT_SECS",
+            "OSCIED_REFUSED_EXIT_SECS",
             "OSCIED_LOG_FORMAT",
         ] {
             assert!(transform.contains(var), "{var}: {transform}");
@@ -363,6 +370,7 @@ mod tests {
             ("--queues", " , "),
             ("--unit-id", "a/b"),
             ("--heartbeat-secs", "0"),
+            ("--refused-exit-secs", "0"),
             ("--log-format", "xml"),
         ] {
             let mut args = REQUIRED.to_vec();
