@@ -171,18 +171,19 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 /// addresses logs more, it never grows memory).
 const REFUSAL_PEERS: usize = 1024;
 
-/// Which refused node logins get a log line: the first of each peer per
-/// [`REFUSAL_LOG_EVERY`], which says how many were left out before it. A misconfigured unit
-/// retries every few seconds; a line per try would drown the log.
+/// Which refused node logins get a log line: the first of each peer (and unit id it claims,
+/// when the route names one) per [`REFUSAL_LOG_EVERY`], which says how many were left out
+/// before it. A misconfigured unit retries every few seconds; a line per try would drown the
+/// log. (The per-address login bucket bounds the refusals of one address anyway.)
 #[derive(Default)]
 struct RefusalLog {
-    /// Per peer: when its last line was written, and the refusals since.
-    peers: Mutex<std::collections::HashMap<Option<IpAddr>, (Instant, u64)>>,
+    /// Per peer and unit id: when its last line was written, and the refusals since.
+    peers: Mutex<std::collections::HashMap<(Option<IpAddr>, Option<String>), (Instant, u64)>>,
 }
 
 impl RefusalLog {
     /// Some(refusals not logged since the last line) when this one is to be logged.
-    fn note(&self, peer: Option<IpAddr>, now: Instant) -> Option<u64> {
+    fn note(&self, peer: (Option<IpAddr>, Option<String>), now: Instant) -> Option<u64> {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((logged, suppressed)) = peers.get_mut(&peer) {
             if now.duration_since(*logged) < REFUSAL_LOG_EVERY {
@@ -221,13 +222,14 @@ impl LoginLimits {
     /// Log a node login refused for a wrong node secret: the unit it claims to be (from the
     /// route, when it names one), the route and the peer; once per peer per minute.
     pub fn node_refused(&self, peer: Option<SocketAddr>, unit_id: Option<&str>, path: &str) {
-        let Some(left_out) = self.refused_nodes.note(peer.map(|p| p.ip()), Instant::now()) else {
+        let key = (peer.map(|p| p.ip()), unit_id.map(str::to_owned));
+        let Some(left_out) = self.refused_nodes.note(key, Instant::now()) else {
             return;
         };
         let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
         tracing::warn!(
             %peer,
-            unit_id = unit_id.unwrap_or("unknown"),
+            unit_id = unit_id.unwrap_or("(not in the route)"),
             %path,
             suppressed = left_out,
             "a unit was refused: wrong node secret (its OSCIED_NODE_SECRET must equal this \
@@ -415,18 +417,19 @@ mod tests {
     #[test]
     fn refused_node_logins_are_logged_once_a_minute_per_peer() {
         let log = RefusalLog::default();
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let a = (Some("192.0.2.1".parse().unwrap()), Some("unit-a".to_owned()));
+        let b = (Some("192.0.2.1".parse().unwrap()), None);
         let t0 = Instant::now();
-        assert_eq!(log.note(Some(a), t0), Some(0));
-        assert_eq!(log.note(Some(a), t0 + Duration::from_secs(5)), None);
-        assert_eq!(log.note(Some(a), t0 + Duration::from_secs(10)), None);
-        assert_eq!(log.note(Some(b), t0 + Duration::from_secs(10)), Some(0));
+        assert_eq!(log.note(a.clone(), t0), Some(0));
+        assert_eq!(log.note(a.clone(), t0 + Duration::from_secs(5)), None);
+        assert_eq!(log.note(a.clone(), t0 + Duration::from_secs(10)), None);
+        assert_eq!(log.note(b.clone(), t0 + Duration::from_secs(10)), Some(0));
+        assert_eq!(log.note(b, t0 + Duration::from_secs(11)), None);
         // A minute after its last line, with the count of what was left out.
-        assert_eq!(log.note(Some(a), t0 + Duration::from_secs(61)), Some(2));
-        assert_eq!(log.note(Some(a), t0 + Duration::from_secs(62)), None);
+        assert_eq!(log.note(a.clone(), t0 + Duration::from_secs(61)), Some(2));
+        assert_eq!(log.note(a, t0 + Duration::from_secs(62)), None);
         for n in 0..(REFUSAL_PEERS as u32 + 10) {
-            log.note(Some(IpAddr::from(n.to_be_bytes())), t0);
+            log.note((Some(IpAddr::from(n.to_be_bytes())), None), t0);
         }
         assert!(log.peers.lock().unwrap().len() <= REFUSAL_PEERS);
     }

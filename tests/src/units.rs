@@ -67,6 +67,20 @@ impl UnitProcess {
         !matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Wait up to `timeout` for the process to exit: its status, or None if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn workdir(&self) -> &Path {
         self.dir.path()
     }
