@@ -153,11 +153,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// The filter without `RUST_LOG`: info, but none of lapin's own lines, which repeat each
+/// connection failure three times and call a plain retry "backoff attempts exhausted,
+/// aborting recovery"; the broker logs every failure itself, with its cause
+/// (`RUST_LOG=info,lapin=debug` brings them back).
+pub const DEFAULT_LOG_FILTER: &str = "info,lapin=off";
+
 /// Log to stderr for people or for machines; the level comes from `RUST_LOG` (default
-/// `info`). A second call is a no-op (tests may have set a subscriber).
+/// [`DEFAULT_LOG_FILTER`]). A second call is a no-op (tests may have set a subscriber).
 pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
