@@ -178,12 +178,15 @@ const REFUSAL_PEERS: usize = 1024;
 #[derive(Default)]
 struct RefusalLog {
     /// Per peer and unit id: when its last line was written, and the refusals since.
-    peers: Mutex<std::collections::HashMap<(Option<IpAddr>, Option<String>), (Instant, u64)>>,
+    peers: Mutex<std::collections::HashMap<RefusalKey, (Instant, u64)>>,
 }
+
+/// A refused peer's address, and the unit id the route named.
+type RefusalKey = (Option<IpAddr>, Option<String>);
 
 impl RefusalLog {
     /// Some(refusals not logged since the last line) when this one is to be logged.
-    fn note(&self, peer: (Option<IpAddr>, Option<String>), now: Instant) -> Option<u64> {
+    fn note(&self, peer: RefusalKey, now: Instant) -> Option<u64> {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((logged, suppressed)) = peers.get_mut(&peer) {
             if now.duration_since(*logged) < REFUSAL_LOG_EVERY {
@@ -417,7 +420,10 @@ mod tests {
     #[test]
     fn refused_node_logins_are_logged_once_a_minute_per_peer() {
         let log = RefusalLog::default();
-        let a = (Some("192.0.2.1".parse().unwrap()), Some("unit-a".to_owned()));
+        let a = (
+            Some("192.0.2.1".parse().unwrap()),
+            Some("unit-a".to_owned()),
+        );
         let b = (Some("192.0.2.1".parse().unwrap()), None);
         let t0 = Instant::now();
         assert_eq!(log.note(a.clone(), t0), Some(0));

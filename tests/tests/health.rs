@@ -9,10 +9,8 @@ fn health_is_degraded_without_ffprobe_and_says_so() {
     // The orchestra itself needs nothing else from PATH.
     let empty = tempfile::tempdir().expect("temp dir");
     let path = empty.path().to_str().expect("utf-8 temp path");
-    let orchestra = Orchestra::start_answering(&[
-        ("PATH", path),
-        ("OSCIED_ROOT_SECRET", "e2e-root-secret"),
-    ]);
+    let orchestra =
+        Orchestra::start_answering(&[("PATH", path), ("OSCIED_ROOT_SECRET", "e2e-root-secret")]);
     let (status, body) = orchestra.get("/api/v1/health").expect("an answer");
     let health: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert_eq!(status, 503, "{health}\n{}", orchestra.log_tail());

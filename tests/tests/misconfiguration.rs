@@ -35,12 +35,9 @@ fn a_unit_with_the_wrong_node_secret_takes_no_job_says_why_and_exits_non_zero() 
             ("OSCIED_REFUSED_EXIT_SECS", "8"),
         ],
     );
-    let status = wrong.wait_exit(Duration::from_secs(40)).unwrap_or_else(|| {
-        panic!(
-            "the unit still runs after 40 s:\n{}",
-            wrong.log_tail()
-        )
-    });
+    let status = wrong
+        .wait_exit(Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("the unit still runs after 40 s:\n{}", wrong.log_tail()));
     let took = started.elapsed();
     let log = wrong.log_tail();
     assert!(!status.success(), "it exits non-zero ({status}):\n{log}");

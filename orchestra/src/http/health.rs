@@ -78,13 +78,12 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some(format!("no answer within {CHECK_TIMEOUT:?}")),
     };
-    let storage_error = match tokio::time::timeout(CHECK_TIMEOUT, state.storage.check_writable())
-        .await
-    {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(format!("cannot write under tmp/: {e}")),
-        Err(_) => Some(format!("writing under tmp/ took over {CHECK_TIMEOUT:?}")),
-    };
+    let storage_error =
+        match tokio::time::timeout(CHECK_TIMEOUT, state.storage.check_writable()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("cannot write under tmp/: {e}")),
+            Err(_) => Some(format!("writing under tmp/ took over {CHECK_TIMEOUT:?}")),
+        };
     let (ffprobe, ffmpeg) = tools().await;
     // The in-process units of standalone mode run ffmpeg; cluster units have their own.
     let in_process_units = state.config.amqp_uri.is_none();
@@ -108,7 +107,11 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         store: if store_ok { "ok" } else { "down" },
         broker: if broker_error.is_none() { "ok" } else { "down" },
         broker_error,
-        storage: if storage_error.is_none() { "ok" } else { "down" },
+        storage: if storage_error.is_none() {
+            "ok"
+        } else {
+            "down"
+        },
         storage_error,
         ffprobe,
         ffmpeg,

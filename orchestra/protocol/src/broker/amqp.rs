@@ -439,7 +439,9 @@ async fn keep_connected(
             },
             Err(_) => {
                 warn!(broker = %target, retry_in = ?backoff, "connecting to RabbitMQ timed out");
-                set_error(Some(format!("connecting timed out after {CONNECT_TIMEOUT:?}")));
+                set_error(Some(format!(
+                    "connecting timed out after {CONNECT_TIMEOUT:?}"
+                )));
             }
         }
         tokio::time::sleep(backoff).await;

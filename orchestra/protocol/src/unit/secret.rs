@@ -37,7 +37,9 @@ enum State {
     /// No answer yet (the unit just started, or the orchestra is unreachable).
     Unknown,
     Accepted,
-    Refused { since: Instant },
+    Refused {
+        since: Instant,
+    },
 }
 
 /// Shared by every clone of a [`super::UnitLink`].
