@@ -163,6 +163,15 @@ impl Orchestra {
 impl Orchestra {
     /// Kill the process (SIGKILL, mid-whatever) and start it again on the same port,
     /// directory and variables. The log is appended to.
+    /// [`Orchestra::restart`] with some variables changed (or added).
+    pub fn restart_with(&mut self, changed: &[(&str, &str)]) {
+        for (key, value) in changed {
+            self.env.retain(|(k, _)| k != key);
+            self.env.push((key.to_string(), value.to_string()));
+        }
+        self.restart();
+    }
+
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -87,3 +87,55 @@ fn a_unit_with_the_wrong_node_secret_takes_no_job_says_why_and_exits_non_zero() 
     assert_eq!(done["attempt"], 1, "{}", pretty(&done));
     assert_ne!(NODE_SECRET, "not-the-node-secret");
 }
+
+#[test]
+fn a_refused_unit_takes_jobs_once_the_orchestra_accepts_its_secret() {
+    let mut cluster = Cluster::start(0, &[]);
+    let input = cluster.upload_clip("input.mp4", 2, 320, 180);
+    let task = cluster.launch(
+        str_of(&input, "id"),
+        &cluster.profile_id("File Copy"),
+        "copy.mp4",
+    );
+    let id = str_of(&task, "id").to_owned();
+    let api = format!("http://127.0.0.1:{}", cluster.orchestra.port());
+    let root = cluster.storage().to_str().expect("utf-8").to_owned();
+    let amqp = cluster.vhost.as_ref().expect("a cluster").uri();
+    let mut unit = TransformUnit::start(
+        "renewed-unit",
+        &[
+            ("OSCIED_API_URL", &api),
+            ("OSCIED_NODE_SECRET", "the-new-node-secret"),
+            ("OSCIED_STORAGE_ROOT", &root),
+            ("OSCIED_AMQP_URI", &amqp),
+            ("OSCIED_HEARTBEAT_SECS", "1"),
+            ("OSCIED_REFUSED_EXIT_SECS", "120"),
+        ],
+    );
+    cluster.wait_until(
+        "the unit to say its secret is refused",
+        Duration::from_secs(30),
+        || {
+            let log = unit.log_tail();
+            if log.contains("refuses this unit's node secret") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
+    assert_eq!(cluster.task(&id)["status"], "PENDING");
+
+    // The orchestra comes back with the unit's secret: the unit takes the job.
+    cluster
+        .orchestra
+        .restart_with(&[("OSCIED_NODE_SECRET", "the-new-node-secret")]);
+    let done = cluster.wait_status(&id, "SUCCESS", Duration::from_secs(120));
+    assert_eq!(done["unit_id"], "renewed-unit", "{}", pretty(&done));
+    assert!(!unit.exited(), "{}", unit.log_tail());
+    assert!(
+        unit.log_tail().contains("accepts the node secret again"),
+        "{}",
+        unit.log_tail()
+    );
+}
