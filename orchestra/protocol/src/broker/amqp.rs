@@ -35,8 +35,6 @@ use super::{Acker, Broker, BrokerError, Consumer, Delivery, MAX_PRIORITY, QueueS
 /// First delay between connection (or consume) attempts, doubled up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Between attempts RabbitMQ refused for good (credentials, vhost): an operator fixes those.
-const PERMANENT_BACKOFF: Duration = Duration::from_secs(10);
 /// The whole of `publish` (and `queue_stats`): waiting for a connection, declaring, confirm.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A TCP connect to a black-holed host would otherwise wait for the OS timeout.
@@ -422,8 +420,9 @@ async fn keep_connected(
             }
             Ok(Err(e)) => match permanent_cause(&e, &uri) {
                 Some(cause) => {
-                    // No retry fixes it until someone does: one line per retry, not a burst.
-                    backoff = PERMANENT_BACKOFF;
+                    // No retry fixes it until someone does: straight to the longest pause, one
+                    // line per retry rather than a burst (still quick once it is fixed).
+                    backoff = BACKOFF_MAX;
                     error!(
                         broker = %target,
                         retry_in_secs = backoff.as_secs(),
@@ -445,9 +444,7 @@ async fn keep_connected(
             }
         }
         tokio::time::sleep(backoff).await;
-        if backoff < PERMANENT_BACKOFF {
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
