@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use blake2::{Blake2b512, Digest};
@@ -255,6 +255,20 @@ impl FromRequestParts<AppState> for Node {
                     Ok(Node)
                 } else {
                     state.logins.failed(Account::Node, ip);
+                    // A unit with the wrong secret is a misconfiguration: say so, with who.
+                    let unit_id = RawPathParams::from_request_parts(parts, state)
+                        .await
+                        .ok()
+                        .and_then(|params| {
+                            params
+                                .iter()
+                                .find(|(name, _)| *name == "unit_id")
+                                .map(|(_, value)| bounded(value, 64))
+                        });
+                    let path = bounded(parts.uri.path(), 200);
+                    state
+                        .logins
+                        .node_refused(peer(parts), unit_id.as_deref(), &path);
                     Err(ApiError::unauthorized(BAD_CREDENTIALS))
                 }
             }
@@ -268,10 +282,19 @@ impl FromRequestParts<AppState> for Node {
 /// The TCP peer's address (the server runs with connect info); never a forwarded header,
 /// which any client can write.
 fn client_ip(parts: &Parts) -> Option<IpAddr> {
+    peer(parts).map(|addr| addr.ip())
+}
+
+fn peer(parts: &Parts) -> Option<SocketAddr> {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .map(|ConnectInfo(addr)| *addr)
+}
+
+/// At most `max` characters of a client-chosen value, for a log line.
+fn bounded(value: &str, max: usize) -> String {
+    value.chars().take(max).collect()
 }
 
 /// The caller and how it proved it: with its secret (HTTP Basic) or with a bearer token.

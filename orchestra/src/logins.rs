@@ -24,7 +24,7 @@
 
 use std::cell::Cell;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -162,6 +162,51 @@ pub struct LoginLimits {
     account: Limiter<String>,
     address: Limiter<IpAddr>,
     swept: Mutex<Instant>,
+    refused_nodes: RefusalLog,
+}
+
+/// How often a peer's refused node logins are logged (with the count of the ones not logged).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Peers remembered for that; past it the oldest windows are forgotten (a flood from many
+/// addresses logs more, it never grows memory).
+const REFUSAL_PEERS: usize = 1024;
+
+/// Which refused node logins get a log line: the first of each peer (and unit id it claims,
+/// when the route names one) per [`REFUSAL_LOG_EVERY`], which says how many were left out
+/// before it. A misconfigured unit retries every few seconds; a line per try would drown the
+/// log. (The per-address login bucket bounds the refusals of one address anyway.)
+#[derive(Default)]
+struct RefusalLog {
+    /// Per peer and unit id: when its last line was written, and the refusals since.
+    peers: Mutex<std::collections::HashMap<RefusalKey, (Instant, u64)>>,
+}
+
+/// A refused peer's address, and the unit id the route named.
+type RefusalKey = (Option<IpAddr>, Option<String>);
+
+impl RefusalLog {
+    /// Some(refusals not logged since the last line) when this one is to be logged.
+    fn note(&self, peer: RefusalKey, now: Instant) -> Option<u64> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((logged, suppressed)) = peers.get_mut(&peer) {
+            if now.duration_since(*logged) < REFUSAL_LOG_EVERY {
+                *suppressed += 1;
+                return None;
+            }
+            let left_out = *suppressed;
+            *logged = now;
+            *suppressed = 0;
+            return Some(left_out);
+        }
+        if peers.len() >= REFUSAL_PEERS {
+            peers.retain(|_, (logged, _)| now.duration_since(*logged) < REFUSAL_LOG_EVERY);
+            if peers.len() >= REFUSAL_PEERS {
+                peers.clear();
+            }
+        }
+        peers.insert(peer, (now, 0));
+        Some(0)
+    }
 }
 
 /// How often buckets back at rest are forgotten, so the maps hold only recent failures.
@@ -173,7 +218,27 @@ impl LoginLimits {
             account: Limiter::new(config.login_account_burst, config.login_account_refill_secs),
             address: Limiter::new(config.login_address_burst, config.login_address_refill_secs),
             swept: Mutex::new(Instant::now()),
+            refused_nodes: RefusalLog::default(),
         }
+    }
+
+    /// Log a node login refused for a wrong node secret: the unit it claims to be (from the
+    /// route, when it names one), the route and the peer; once per peer per minute.
+    pub fn node_refused(&self, peer: Option<SocketAddr>, unit_id: Option<&str>, path: &str) {
+        let key = (peer.map(|p| p.ip()), unit_id.map(str::to_owned));
+        let Some(left_out) = self.refused_nodes.note(key, Instant::now()) else {
+            return;
+        };
+        let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+        tracing::warn!(
+            %peer,
+            unit_id = unit_id.unwrap_or("(not in the route)"),
+            %path,
+            suppressed = left_out,
+            "a unit was refused: wrong node secret (its OSCIED_NODE_SECRET must equal this \
+             orchestra's node secret); logged once a minute per peer, {left_out} more refused \
+             since the last line"
+        );
     }
 
     /// 429 when this account or this address has no failure left, else Ok.
@@ -350,6 +415,29 @@ mod tests {
         let wait = limiter.wait(&key).expect("the bucket is empty");
         assert!(wait > Duration::from_secs(3500) && wait <= Duration::from_secs(3600));
         assert_eq!(limiter.wait(&"bob@example.com".to_owned()), None);
+    }
+
+    #[test]
+    fn refused_node_logins_are_logged_once_a_minute_per_peer() {
+        let log = RefusalLog::default();
+        let a = (
+            Some("192.0.2.1".parse().unwrap()),
+            Some("unit-a".to_owned()),
+        );
+        let b = (Some("192.0.2.1".parse().unwrap()), None);
+        let t0 = Instant::now();
+        assert_eq!(log.note(a.clone(), t0), Some(0));
+        assert_eq!(log.note(a.clone(), t0 + Duration::from_secs(5)), None);
+        assert_eq!(log.note(a.clone(), t0 + Duration::from_secs(10)), None);
+        assert_eq!(log.note(b.clone(), t0 + Duration::from_secs(10)), Some(0));
+        assert_eq!(log.note(b, t0 + Duration::from_secs(11)), None);
+        // A minute after its last line, with the count of what was left out.
+        assert_eq!(log.note(a.clone(), t0 + Duration::from_secs(61)), Some(2));
+        assert_eq!(log.note(a, t0 + Duration::from_secs(62)), None);
+        for n in 0..(REFUSAL_PEERS as u32 + 10) {
+            log.note((Some(IpAddr::from(n.to_be_bytes())), None), t0);
+        }
+        assert!(log.peers.lock().unwrap().len() <= REFUSAL_PEERS);
     }
 
     #[test]

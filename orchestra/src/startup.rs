@@ -209,6 +209,7 @@ async fn start_local_units(
         sandbox: state.config.run.sandbox,
         limits: state.config.run.limits(),
         drain_secs: state.config.drain_secs,
+        refused_exit_secs: oscied_protocol::unit::DEFAULT_REFUSED_EXIT_SECS,
     };
     let transform =
         worker_transform::TransformUnit::new(config, state.broker.clone(), client.clone());
@@ -240,7 +241,12 @@ async fn start_local_units(
     };
     let (transform_stop, publisher_stop) = (until_stopped(), until_stopped());
     let task = tokio::spawn(async move {
-        tokio::join!(transform.run(transform_stop), publisher.run(publisher_stop));
+        // They call this orchestra with its own node secret: a failure is not expected.
+        let (transform, publisher) =
+            tokio::join!(transform.run(transform_stop), publisher.run(publisher_stop));
+        for failure in [transform.err(), publisher.err()].into_iter().flatten() {
+            tracing::error!("an in-process unit stopped: {failure}");
+        }
     });
     Ok((LocalUnits { task, stop }, public_url))
 }

@@ -116,6 +116,19 @@ impl Storage {
         dir_size(&dir).await
     }
 
+    /// Can the orchestra write the storage tree? A real write and remove of a small file
+    /// under `tmp/`, where uploads land first (a read-only or full mount, a `tmp/` gone).
+    pub async fn check_writable(&self) -> io::Result<()> {
+        let probe = self
+            .root
+            .join("tmp")
+            .join(format!(".health-{}", Uuid::new_v4()));
+        let written = tokio::fs::write(&probe, b"ok").await;
+        let removed = tokio::fs::remove_file(&probe).await;
+        written?;
+        removed
+    }
+
     /// Remove everything the units wrote for a task (`tmp/<task>/`); a missing dir is fine.
     pub async fn remove_task_tmp(&self, task: Uuid) -> io::Result<()> {
         let path = self.root.join(oscied_protocol::job::task_tmp_root(task));

@@ -57,6 +57,28 @@ impl Orchestra {
         Orchestra::start_in(tempfile::tempdir().expect("temp dir"), free_port(), env)
     }
 
+    /// Start with the defaults plus `env`, and wait until `/health` answers at all (200 or
+    /// 503): for an orchestra that is meant to be degraded.
+    pub fn start_answering(env: &[(&str, &str)]) -> Orchestra {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = spawn_child(dir.path(), port, &env);
+        let mut orchestra = Orchestra {
+            child,
+            port,
+            dir,
+            env,
+        };
+        orchestra.wait_health(Duration::from_secs(30), |status| {
+            status == 200 || status == 503
+        });
+        orchestra
+    }
+
     fn start_in(dir: TempDir, port: u16, env: &[(&str, &str)]) -> Orchestra {
         let env: Vec<(String, String)> = env
             .iter()
@@ -74,9 +96,15 @@ impl Orchestra {
     }
 
     fn wait_healthy(&mut self, timeout: Duration) {
+        self.wait_health(timeout, |status| status == 200);
+    }
+
+    fn wait_health(&mut self, timeout: Duration, answered: impl Fn(u16) -> bool) {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if let Some((200, _)) = self.get("/api/v1/health") {
+            if let Some((status, _)) = self.get("/api/v1/health")
+                && answered(status)
+            {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -136,6 +164,15 @@ impl Orchestra {
 impl Orchestra {
     /// Kill the process (SIGKILL, mid-whatever) and start it again on the same port,
     /// directory and variables. The log is appended to.
+    /// [`Orchestra::restart`] with some variables changed (or added).
+    pub fn restart_with(&mut self, changed: &[(&str, &str)]) {
+        for (key, value) in changed {
+            self.env.retain(|(k, _)| k != key);
+            self.env.push((key.to_string(), value.to_string()));
+        }
+        self.restart();
+    }
+
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

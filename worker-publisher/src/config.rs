@@ -70,6 +70,7 @@ impl Config {
         unit.concurrency = args.concurrency;
         unit.heartbeat_secs = args.heartbeat_secs;
         unit.drain_secs = args.drain_secs;
+        unit.refused_exit_secs = args.refused_exit_secs;
         unit
     }
 }

@@ -78,7 +78,7 @@ use oscied_protocol::client::NodeClient;
 use oscied_protocol::http::ServeLimits;
 use oscied_protocol::node::UnitKind;
 use oscied_protocol::queue::{PUBLISHER_QUEUE, check_unit_queues, unit_queue};
-use oscied_protocol::unit::{self, Running, UnitInfo, UnitLink};
+use oscied_protocol::unit::{self, Running, UnitError, UnitInfo, UnitLink};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -112,6 +112,9 @@ pub struct PublisherConfig {
     /// `OSCIED_DRAIN_SECS`: on stop, how long running publications may go on before they
     /// are handed back (0: at once).
     pub drain_secs: u64,
+    /// Seconds a refused node secret is retried before `run` fails
+    /// (`OSCIED_REFUSED_EXIT_SECS`, see [`oscied_protocol::unit::secret`]).
+    pub refused_exit_secs: u64,
 }
 
 impl PublisherConfig {
@@ -129,6 +132,7 @@ impl PublisherConfig {
             heartbeat_secs: 5,
             serve_limits: ServeLimits::default(),
             drain_secs: 0,
+            refused_exit_secs: unit::DEFAULT_REFUSED_EXIT_SECS,
         }
     }
 }
@@ -204,17 +208,20 @@ impl PublisherUnit {
     /// Serve and consume until `shutdown` resolves; then take no new job, let running
     /// publications finish for up to `drain_secs`, cancel and hand back those still running
     /// (the orchestra queues them again at once), stop serving and return. Meant for
-    /// `tokio::spawn`.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+    /// `tokio::spawn`. Ends the same way, with an error, when the orchestra refused the node
+    /// secret for `refused_exit_secs`.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), UnitError> {
         let mut config = self.config;
         config.concurrency = config.concurrency.max(1);
         config.heartbeat_secs = config.heartbeat_secs.max(1);
         // The binary's flags refuse them already; a library caller gets the same rule.
         if let Err(e) = check_unit_queues(UnitKind::Publisher, &config.queues) {
             tracing::error!("publisher unit not started: {e}");
-            return;
+            return Err(UnitError::NotStarted(e.to_string()));
         }
-        let (link, stop) = UnitLink::new(self.client, config.unit_id.clone(), UnitKind::Publisher);
+        let (mut link, stop) =
+            UnitLink::new(self.client, config.unit_id.clone(), UnitKind::Publisher);
+        link.set_refused_exit(Duration::from_secs(config.refused_exit_secs));
         let http = match reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(slot::CHECK_TRY_TIMEOUT)
@@ -224,7 +231,7 @@ impl PublisherUnit {
             Err(e) => {
                 // Only a broken TLS backend makes this fail; the unit could check nothing.
                 tracing::error!("publisher unit cannot start its HTTP client: {e}");
-                return;
+                return Err(UnitError::NotStarted(format!("HTTP client: {e}")));
             }
         };
         let ctx = Arc::new(Ctx {
@@ -289,9 +296,15 @@ impl PublisherUnit {
             }
         });
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut ended = Ok(());
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                failure = ctx.link.refused_for_good() => {
+                    tracing::error!("{failure}; the unit stops");
+                    ended = Err(failure);
+                    break;
+                }
                 Some(ended) = slots.join_next_with_id() => {
                     // A slot only ends on shutdown; a panic must not shrink the unit.
                     let (id, error) = match ended {
@@ -326,6 +339,7 @@ impl PublisherUnit {
             server.abort();
         }
         tracing::info!("publisher unit stopped");
+        ended
     }
 }
 

@@ -21,6 +21,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    unit.run(shutdown_signal()).await;
-    ExitCode::SUCCESS
+    // A failure (a node secret refused for good) is logged by `run`.
+    match unit.run(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
 }

@@ -23,10 +23,9 @@ const CHECK_PAUSE: Duration = Duration::from_millis(500);
 pub(crate) async fn run(ctx: Arc<Ctx>, queues: Vec<String>) {
     let mut consumer = ctx.broker.consumer(&queues);
     loop {
-        let delivery = tokio::select! {
-            biased;
-            () = ctx.link.draining() => break,
-            delivery = consumer.next() => delivery,
+        // None once draining; waits while the orchestra refuses the node secret.
+        let Some(delivery) = ctx.link.next_delivery(consumer.as_mut()).await else {
+            break;
         };
         handle(&ctx, delivery).await;
     }

@@ -124,7 +124,7 @@ struct Harness {
     dir: tempfile::TempDir,
     public_url: String,
     stop: Option<oneshot::Sender<()>>,
-    unit: tokio::task::JoinHandle<()>,
+    unit: tokio::task::JoinHandle<Result<(), oscied_protocol::unit::UnitError>>,
 }
 
 impl Harness {
@@ -246,7 +246,8 @@ impl Harness {
         tokio::time::timeout(Duration::from_secs(5), &mut self.unit)
             .await
             .expect("the unit stops")
-            .unwrap();
+            .unwrap()
+            .expect("the unit ends without failure");
         self
     }
 }

@@ -59,6 +59,7 @@ impl Config {
         unit.sandbox = self.run.sandbox;
         unit.limits = self.run.limits();
         unit.drain_secs = self.unit.drain_secs;
+        unit.refused_exit_secs = self.unit.refused_exit_secs;
         unit
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use oscied_protocol::ProgressReport;
 use oscied_protocol::sandbox::{Jail, SandboxMode};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -26,19 +26,7 @@ const LINE_BYTES: usize = 512;
 
 /// `ffmpeg -version`'s first line, or None when ffmpeg cannot be run.
 pub async fn version() -> Option<String> {
-    let output = Command::new(FFMPEG)
-        .arg("-version")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .next()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
+    oscied_protocol::probe::tool_version(FFMPEG).await
 }
 
 /// A running ffmpeg. Dropping it kills ffmpeg (the process itself; [`Ffmpeg::kill`] kills

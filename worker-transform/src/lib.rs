@@ -32,13 +32,14 @@ mod slot;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use oscied_protocol::Broker;
 use oscied_protocol::client::NodeClient;
 use oscied_protocol::node::UnitKind;
 use oscied_protocol::queue::check_unit_queues;
 use oscied_protocol::sandbox::SandboxMode;
-use oscied_protocol::unit::{Running, UnitLink, wind_down};
+use oscied_protocol::unit::{Running, UnitError, UnitLink, wind_down};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -63,6 +64,9 @@ pub struct UnitConfig {
     /// `OSCIED_DRAIN_SECS`: on stop, how long running jobs may go on before they are handed
     /// back (0: at once).
     pub drain_secs: u64,
+    /// Seconds a refused node secret is retried before `run` fails
+    /// (`OSCIED_REFUSED_EXIT_SECS`, see [`oscied_protocol::unit::secret`]).
+    pub refused_exit_secs: u64,
 }
 
 /// What one task may take, whatever its profile says. Exceeding a limit ends the task
@@ -93,7 +97,7 @@ impl Default for TaskLimits {
 impl UnitConfig {
     /// The defaults: a fresh UUID v4 id, queue `transform`, concurrency 1, a heartbeat
     /// every 5 seconds, the sandbox on, the default task limits, no drain (running jobs are
-    /// handed back at once on stop).
+    /// handed back at once on stop), 60 s of a refused secret.
     pub fn new(storage_root: PathBuf) -> UnitConfig {
         UnitConfig {
             unit_id: Uuid::new_v4().to_string(),
@@ -104,6 +108,7 @@ impl UnitConfig {
             sandbox: SandboxMode::On,
             limits: TaskLimits::default(),
             drain_secs: 0,
+            refused_exit_secs: oscied_protocol::unit::DEFAULT_REFUSED_EXIT_SECS,
         }
     }
 }
@@ -128,21 +133,25 @@ impl TransformUnit {
     /// ones finish for up to `drain_secs`, kill the ffmpeg process groups of those still
     /// running, hand their tasks back (the orchestra queues them again at once), remove their
     /// work dirs and return ([`oscied_protocol::unit::wind_down`]). Meant for `tokio::spawn`.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+    /// Ends the same way, with an error, when the orchestra refused the node secret for
+    /// `refused_exit_secs`.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), UnitError> {
         let mut config = self.config;
         config.concurrency = config.concurrency.max(1);
         config.heartbeat_secs = config.heartbeat_secs.max(1);
         // The binary's flags refuse them already; a library caller gets the same rule.
         if let Err(e) = check_unit_queues(UnitKind::Transform, &config.queues) {
             tracing::error!("transform unit not started: {e}");
-            return;
+            return Err(UnitError::NotStarted(e.to_string()));
         }
         // ffmpeg runs in the task dir, not here: every path it gets must be absolute.
         match std::path::absolute(&config.storage_root) {
             Ok(root) => config.storage_root = root,
             Err(e) => tracing::warn!(root = %config.storage_root.display(), "storage root: {e}"),
         }
-        let (link, stop) = UnitLink::new(self.client, config.unit_id.clone(), UnitKind::Transform);
+        let (mut link, stop) =
+            UnitLink::new(self.client, config.unit_id.clone(), UnitKind::Transform);
+        link.set_refused_exit(Duration::from_secs(config.refused_exit_secs));
         let ctx = Arc::new(Ctx {
             config,
             broker: self.broker,
@@ -165,9 +174,15 @@ impl TransformUnit {
         }
         let heartbeat = tokio::spawn(heartbeat::run(ctx.clone()));
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut ended = Ok(());
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                failure = ctx.link.refused_for_good() => {
+                    tracing::error!("{failure}; the unit stops");
+                    ended = Err(failure);
+                    break;
+                }
                 Some(ended) = slots.join_next() => {
                     // A slot only ends on shutdown; a panic must not shrink the unit.
                     tracing::error!("a job slot ended unexpectedly ({ended:?}); restarting it");
@@ -179,6 +194,7 @@ impl TransformUnit {
         wind_down(&stop, &ctx.running, &mut slots, ctx.config.drain_secs).await;
         heartbeat.abort();
         tracing::info!("transform unit stopped");
+        ended
     }
 }
 
@@ -195,11 +211,6 @@ impl Ctx {
     /// Resolves once running jobs must stop (and be handed back).
     pub async fn stopped(&self) {
         self.link.stopped().await;
-    }
-
-    /// Resolves once the unit takes no new job.
-    pub async fn draining(&self) {
-        self.link.draining().await;
     }
 
     pub fn is_draining(&self) -> bool {

@@ -19,6 +19,9 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let unit = TransformUnit::new(config.unit_config(), broker, client);
-    unit.run(shutdown_signal()).await;
-    ExitCode::SUCCESS
+    // A failure (a node secret refused for good) is logged by `run`.
+    match unit.run(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
 }

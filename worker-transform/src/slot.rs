@@ -18,10 +18,9 @@ pub(crate) async fn run(ctx: Arc<Ctx>, slot: u32) {
     let mut consumer = ctx.broker.consumer(&ctx.config.queues);
     let mut jobs = tokio::task::JoinSet::new();
     loop {
-        let delivery = tokio::select! {
-            biased;
-            () = ctx.draining() => break,
-            delivery = consumer.next() => delivery,
+        // None once draining; waits while the orchestra refuses the node secret.
+        let Some(delivery) = ctx.link.next_delivery(consumer.as_mut()).await else {
+            break;
         };
         let (encoder_free, encoder_freed) = oneshot::channel();
         let job_ctx = ctx.clone();

@@ -120,7 +120,7 @@ struct Harness {
     broker: Arc<MemoryBroker>,
     root: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
-    unit: tokio::task::JoinHandle<()>,
+    unit: tokio::task::JoinHandle<Result<(), oscied_protocol::unit::UnitError>>,
 }
 
 impl Harness {
@@ -228,7 +228,8 @@ impl Harness {
         tokio::time::timeout(Duration::from_secs(5), &mut self.unit)
             .await
             .expect("the unit stops")
-            .unwrap();
+            .unwrap()
+            .expect("the unit ends without failure");
         self
     }
 }

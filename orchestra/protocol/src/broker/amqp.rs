@@ -28,7 +28,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Acker, Broker, BrokerError, Consumer, Delivery, MAX_PRIORITY, QueueStats};
 
@@ -58,6 +58,9 @@ struct Inner {
     /// The current connection, `None` while (re)connecting.
     link: watch::Receiver<Option<Arc<Link>>>,
     task: tokio::task::JoinHandle<()>,
+    /// Why the last connection attempt failed or the last connection was lost; cleared on
+    /// connect. `ping` (hence the orchestra's `/health`) says it.
+    last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl Drop for Inner {
@@ -144,6 +147,14 @@ impl Link {
 }
 
 impl Inner {
+    fn not_connected(&self) -> BrokerError {
+        let last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        match last.as_deref() {
+            Some(cause) => unavailable(format!("not connected to RabbitMQ: {cause}")),
+            None => unavailable("not connected to RabbitMQ (connecting)"),
+        }
+    }
+
     fn current(&self) -> Option<Arc<Link>> {
         self.link
             .borrow()
@@ -171,9 +182,14 @@ impl AmqpBroker {
     /// called within a Tokio runtime.
     pub fn connect(uri: &str) -> AmqpBroker {
         let (tx, rx) = watch::channel(None);
-        let task = tokio::spawn(keep_connected(uri.to_string(), tx));
+        let last_error = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(keep_connected(uri.to_string(), tx, last_error.clone()));
         AmqpBroker {
-            inner: Arc::new(Inner { link: rx, task }),
+            inner: Arc::new(Inner {
+                link: rx,
+                task,
+                last_error,
+            }),
         }
     }
 
@@ -246,7 +262,7 @@ impl Broker for AmqpBroker {
         self.inner
             .current()
             .map(|_| ())
-            .ok_or_else(|| unavailable("not connected to RabbitMQ"))
+            .ok_or_else(|| self.inner.not_connected())
     }
 
     async fn publish(&self, queue: &str, payload: &[u8], priority: u8) -> Result<(), BrokerError> {
@@ -302,8 +318,76 @@ fn redact(uri: &str) -> String {
     }
 }
 
+/// Why RabbitMQ refused a connection when no retry will fix it by itself (the URI's
+/// credentials or vhost), with what to do; None for other errors (down, unreachable...).
+fn permanent_cause(error: &lapin::Error, uri: &str) -> Option<String> {
+    use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+    let lapin::ErrorKind::ProtocolError(amqp) = error.kind() else {
+        return None;
+    };
+    let said = amqp.get_message().as_str();
+    let vhost = vhost_of(uri);
+    match amqp.kind() {
+        AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => Some(format!(
+            "RabbitMQ refused the login ({said}): check the user and password in OSCIED_AMQP_URI"
+        )),
+        AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => Some(format!(
+            "RabbitMQ refused vhost {vhost:?} ({said}): create it and let the user use it \
+             (rabbitmqctl add_vhost {vhost}; rabbitmqctl set_permissions -p {vhost} <user> \
+             '.*' '.*' '.*'), or fix OSCIED_AMQP_URI"
+        )),
+        _ => None,
+    }
+}
+
+/// The vhost an AMQP URI names (`/` when none), percent-decoded.
+fn vhost_of(uri: &str) -> String {
+    let rest = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    let path = rest
+        .find('/')
+        .map_or("", |i| &rest[i + 1..])
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() {
+        return "/".to_owned();
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The wall-clock time `after` from now, for "retrying at" in a log line.
+fn retry_at(after: Duration) -> String {
+    httpdate::fmt_http_date(std::time::SystemTime::now() + after)
+}
+
 /// The connection task: connect, publish the link, wait for its loss, repeat with backoff.
-async fn keep_connected(uri: String, tx: watch::Sender<Option<Arc<Link>>>) {
+async fn keep_connected(
+    uri: String,
+    tx: watch::Sender<Option<Arc<Link>>>,
+    last_error: Arc<Mutex<Option<String>>>,
+) {
+    let set_error = |cause: Option<String>| {
+        *last_error.lock().unwrap_or_else(|e| e.into_inner()) = cause;
+    };
     let target = redact(&uri);
     let properties = ConnectionProperties::default().with_connection_name("oscied".into());
     let mut backoff = BACKOFF_MIN;
@@ -317,6 +401,7 @@ async fn keep_connected(uri: String, tx: watch::Sender<Option<Arc<Link>>>) {
         match attempt {
             Ok(Ok(conn)) => {
                 generation += 1;
+                set_error(None);
                 info!(broker = %target, "connected to RabbitMQ");
                 let events = conn.events_listener();
                 let link = Arc::new(Link {
@@ -328,15 +413,34 @@ async fn keep_connected(uri: String, tx: watch::Sender<Option<Arc<Link>>>) {
                 tx.send_replace(Some(link.clone()));
                 let reason = wait_for_loss(&link, events).await;
                 tx.send_replace(None);
+                set_error(Some(format!("lost the connection: {reason}")));
                 warn!(broker = %target, %reason, "lost the RabbitMQ connection, reconnecting");
                 // Back off from the start: a broker that drops us right away is not hammered.
                 backoff = BACKOFF_MIN;
             }
-            Ok(Err(e)) => {
-                warn!(broker = %target, error = %e, retry_in = ?backoff, "cannot connect to RabbitMQ");
-            }
+            Ok(Err(e)) => match permanent_cause(&e, &uri) {
+                Some(cause) => {
+                    // No retry fixes it until someone does: straight to the longest pause, one
+                    // line per retry rather than a burst (still quick once it is fixed).
+                    backoff = BACKOFF_MAX;
+                    error!(
+                        broker = %target,
+                        retry_in_secs = backoff.as_secs(),
+                        retry_at = %retry_at(backoff),
+                        "{cause}; retrying in {} s", backoff.as_secs()
+                    );
+                    set_error(Some(cause));
+                }
+                None => {
+                    warn!(broker = %target, error = %e, retry_in = ?backoff, "cannot connect to RabbitMQ");
+                    set_error(Some(format!("cannot connect: {e}")));
+                }
+            },
             Err(_) => {
                 warn!(broker = %target, retry_in = ?backoff, "connecting to RabbitMQ timed out");
+                set_error(Some(format!(
+                    "connecting timed out after {CONNECT_TIMEOUT:?}"
+                )));
             }
         }
         tokio::time::sleep(backoff).await;
@@ -587,7 +691,16 @@ impl Acker for AmqpAcker {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, vhost_of};
+
+    #[test]
+    fn the_vhost_of_a_uri() {
+        assert_eq!(vhost_of("amqp://u:p@h:5672/oscied"), "oscied");
+        assert_eq!(vhost_of("amqp://u:p@h:5672/%2f"), "/");
+        assert_eq!(vhost_of("amqp://h/my%20vh?heartbeat=10"), "my vh");
+        assert_eq!(vhost_of("amqp://h"), "/");
+        assert_eq!(vhost_of("amqp://h/"), "/");
+    }
 
     #[test]
     fn redact_hides_the_password_only() {

@@ -91,6 +91,30 @@ pub async fn probe_output(path: &Path, sandbox: SandboxMode) -> Result<Probe, Pr
     probe_media(path, sandbox).await
 }
 
+/// `<program> -version`'s first line (`ffmpeg`, `ffprobe`: found on `PATH` as the runs find
+/// it), or None when it cannot be run. Unconfined: it reads no user input.
+pub async fn tool_version(program: &str) -> Option<String> {
+    let jail = Jail::new(program).ok()?;
+    let run = tokio::process::Command::new(jail.program())
+        .arg("-version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .ok()?
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .next()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+}
+
 /// Probe a file with `ffprobe -show_format -show_streams`, in the sandbox: ffprobe may read
 /// that file only (an upload is probed before it is anything else's neighbour) and write
 /// nothing.

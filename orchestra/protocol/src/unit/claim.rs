@@ -50,6 +50,7 @@ pub(crate) async fn claim_as(
                 return None;
             }
         };
+        link.note_answer("claim", &result);
         match result {
             Ok(answer) => {
                 // The claim owns the task now; a lost ack only means a redelivery that the
@@ -60,6 +61,13 @@ pub(crate) async fn claim_as(
             Err(NodeError::Stale(message)) => {
                 tracing::info!(%task, attempt, "stale job dropped: {message}");
                 ack(delivery).await;
+                return None;
+            }
+            Err(NodeError::Refused(401, _)) => {
+                // Logged (rate-limited) by `note_answer`. Back at once, not acked: a unit
+                // whose secret is accepted may run it; this one takes nothing more for now.
+                tracing::debug!(%task, attempt, "claim refused: node secret; requeued");
+                delivery.requeue();
                 return None;
             }
             Err(NodeError::Refused(code, message)) => {

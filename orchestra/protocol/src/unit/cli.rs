@@ -44,6 +44,11 @@ pub struct UnitArgs {
     #[arg(long, env = "OSCIED_HEARTBEAT_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
+    /// Seconds the unit keeps checking while the orchestra refuses its node secret (taking no
+    /// job meanwhile) before it exits with failure.
+    #[arg(long, env = "OSCIED_REFUSED_EXIT_SECS", default_value_t = super::DEFAULT_REFUSED_EXIT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub refused_exit_secs: u64,
     /// Log lines for people or for machines.
     #[arg(long, env = "OSCIED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -83,6 +88,7 @@ impl UnitArgs {
             .field("concurrency", &self.concurrency)
             .field("unit_id", &self.unit_id)
             .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("refused_exit_secs", &self.refused_exit_secs)
             .field("log_format", &self.log_format)
             .field("drain_secs", &self.drain_secs)
     }
@@ -155,11 +161,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// The filter without `RUST_LOG`: info, but none of lapin's own lines, which repeat each
+/// connection failure three times and call a plain retry "backoff attempts exhausted,
+/// aborting recovery"; the broker logs every failure itself, with its cause
+/// (`RUST_LOG=info,lapin=debug` brings them back).
+pub const DEFAULT_LOG_FILTER: &str = "info,lapin=off";
+
 /// Log to stderr for people or for machines; the level comes from `RUST_LOG` (default
-/// `info`). A second call is a no-op (tests may have set a subscriber).
+/// [`DEFAULT_LOG_FILTER`]). A second call is a no-op (tests may have set a subscriber).
 pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
@@ -355,6 +368,7 @@ mod tests {
             "OSCIED_CONCURRENCY",
             "OSCIED_UNIT_ID",
             "OSCIED_HEARTBEAT_SECS",
+            "OSCIED_REFUSED_EXIT_SECS",
             "OSCIED_LOG_FORMAT",
             "OSCIED_DRAIN_SECS",
         ] {
@@ -372,6 +386,7 @@ mod tests {
             ("--queues", " , "),
             ("--unit-id", "a/b"),
             ("--heartbeat-secs", "0"),
+            ("--refused-exit-secs", "0"),
             ("--log-format", "xml"),
             ("--drain-secs", "-1"),
             ("--drain-secs", "86401"),

@@ -1,8 +1,9 @@
 //! The plumbing every unit kind shares (DESIGN.md §5): the link to the orchestra, the set of
 //! attempts a unit runs, the decoding of a delivery (a job the unit cannot run ends FAILURE,
 //! see [`decode`]), the claim-then-ack of a delivery, the unit heartbeat, the lease
-//! reporter and the completion with retries, the drain on shutdown ([`drain`]), plus the
-//! binaries' common flags, logging and signals. The transform and publisher units differ only in what they do between the claim
+//! reporter and the completion with retries, the drain on shutdown ([`drain`]), a refused node
+//! secret ([`secret`]: no jobs, a loud error, a failing exit), plus the binaries' common flags,
+//! logging and signals. The transform and publisher units differ only in what they do between the claim
 //! and the completion.
 
 mod claim;
@@ -11,15 +12,18 @@ mod decode;
 mod drain;
 mod heartbeat;
 mod report;
+pub mod secret;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::client::NodeClient;
+use crate::broker::{Consumer, Delivery};
+use crate::client::{NodeClient, NodeError};
 use crate::node::UnitKind;
 
 pub use claim::{ack, claim, pause_then_requeue};
@@ -27,6 +31,7 @@ pub use decode::decode;
 pub use drain::{hand_back, wind_down};
 pub use heartbeat::{UnitInfo, heartbeat};
 pub use report::{Completion, LeaseEvent, Reporter, complete};
+pub use secret::{DEFAULT_REFUSED_EXIT_SECS, UnitError};
 
 /// Where a unit is in its life. On SIGTERM it drains (takes no new job; running attempts
 /// go on), then stops (running attempts stop and are handed back, see [`wind_down`]).
@@ -48,6 +53,8 @@ pub struct UnitLink {
     pub kind: UnitKind,
     /// Only moves forward: Running → Draining → Stopping.
     pub phase: watch::Receiver<Phase>,
+    /// Whether the orchestra accepts the node secret (shared by every clone).
+    secret: Arc<secret::SecretState>,
 }
 
 /// The switch of a unit's [`Phase`]; dropping it counts as stopping.
@@ -81,6 +88,9 @@ impl UnitLink {
             unit_id,
             kind,
             phase,
+            secret: Arc::new(secret::SecretState::new(Duration::from_secs(
+                DEFAULT_REFUSED_EXIT_SECS,
+            ))),
         };
         (link, UnitStop(stop))
     }
@@ -89,6 +99,12 @@ impl UnitLink {
         let mut rx = self.phase.clone();
         // An error means the switch is gone, i.e. the unit is gone: stop too.
         let _ = rx.wait_for(|now| *now >= phase).await;
+    }
+
+    /// How long a refused node secret is retried before the unit ends with
+    /// [`UnitError::SecretRefused`] (`OSCIED_REFUSED_EXIT_SECS`). Set it before cloning.
+    pub fn set_refused_exit(&mut self, after: Duration) {
+        self.secret = Arc::new(secret::SecretState::new(after));
     }
 
     /// Resolves once the unit stops running its attempts (they are handed back).
@@ -107,6 +123,48 @@ impl UnitLink {
 
     pub fn is_draining(&self) -> bool {
         *self.phase.borrow() >= Phase::Draining
+    }
+
+    /// Note how the orchestra answered a node call: a 401 means the node secret is refused,
+    /// any answer but that means it is accepted; `what` names the call for the log.
+    pub fn note_answer<T>(&self, what: &str, result: &Result<T, NodeError>) {
+        match result {
+            Err(NodeError::Refused(401, message)) => {
+                self.secret.refused(self.client.base(), what, message)
+            }
+            Ok(_) | Err(NodeError::Stale(_) | NodeError::Refused(..)) => self.secret.accepted(),
+            Err(NodeError::Unavailable(_)) => {}
+        }
+    }
+
+    /// Whether the orchestra refuses the node secret now.
+    pub fn secret_refused(&self) -> bool {
+        self.secret.is_refused()
+    }
+
+    /// Resolves once the node secret has been refused for `OSCIED_REFUSED_EXIT_SECS` without
+    /// a break: the unit's `run` then stops and ends with this failure.
+    pub async fn refused_for_good(&self) -> UnitError {
+        self.secret.refused_for_good().await
+    }
+
+    /// The next delivery of `consumer`, taken only while the node secret is not refused (a
+    /// unit that cannot claim must hold no job); None once the unit drains.
+    pub async fn next_delivery(&self, consumer: &mut dyn Consumer) -> Option<Delivery> {
+        loop {
+            tokio::select! {
+                biased;
+                () = self.draining() => return None,
+                () = self.secret.until_not_refused() => {}
+            }
+            // Dropping a waiting `next` leaves nothing held (see the broker's docs).
+            tokio::select! {
+                biased;
+                () = self.draining() => return None,
+                () = self.secret.until_refused() => {}
+                delivery = consumer.next() => return Some(delivery),
+            }
+        }
     }
 }
 

@@ -92,7 +92,9 @@ async fn report_loop(
             attempt,
             progress: pending.clone(),
         };
-        match link.client.progress(kind, task, &request).await {
+        let answer = link.client.progress(kind, task, &request).await;
+        link.note_answer("progress report", &answer);
+        match answer {
             Ok(answer) => {
                 if failing {
                     tracing::info!(%task, attempt, "progress reports go through again");
@@ -149,7 +151,9 @@ pub(crate) async fn complete_as(
     let kind = kind.as_str();
     let mut backoff = Duration::from_secs(1);
     loop {
-        match link.client.complete(kind, task, request).await {
+        let answer = link.client.complete(kind, task, request).await;
+        link.note_answer("completion", &answer);
+        match answer {
             Ok(answer) => return Completion::Answered(answer),
             Err(NodeError::Stale(message)) => return Completion::Stale(message),
             Err(NodeError::Refused(code, message)) => {
