@@ -10,6 +10,7 @@ pub mod cli;
 mod decode;
 mod heartbeat;
 mod report;
+pub mod state;
 
 use std::collections::HashSet;
 use std::path::Path;
