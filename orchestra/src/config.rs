@@ -59,6 +59,11 @@ pub struct Config {
     #[arg(long, env = "OSCIED_TASK_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=86400))]
     pub task_lease_secs: u64,
 
+    /// Seconds after its last heartbeat an offline unit is dropped from `GET /units` (and
+    /// the store), unless it still holds a running task or a publication; 0: never.
+    #[arg(long, env = "OSCIED_UNIT_FORGET_SECS", default_value_t = 86400)]
+    pub unit_forget_secs: u64,
+
     /// Attempts a task gets (lost leases included) before it ends in FAILURE.
     #[arg(long, env = "OSCIED_TASK_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub task_max_attempts: u32,

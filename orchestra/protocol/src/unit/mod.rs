@@ -98,6 +98,14 @@ impl Running {
         set.iter().any(|&(t, a)| t == task && a > attempt)
     }
 
+    /// The (task, attempt) pairs running now.
+    pub fn attempts(&self) -> HashSet<(Uuid, u32)> {
+        self.attempts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Task ids, each once, sorted.
     pub fn tasks(&self) -> Vec<Uuid> {
         let set = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
