@@ -304,6 +304,15 @@ impl PublisherUnit {
         self.wait_listening(self.addr, Duration::from_secs(30));
     }
 
+    /// [`PublisherUnit::respawn`] with `overrides` replacing (or adding to) its variables.
+    pub fn respawn_with(&mut self, overrides: &[(&str, &str)]) {
+        for (key, value) in overrides {
+            self.process.env.retain(|(k, _)| k != key);
+            self.process.env.push(((*key).to_owned(), (*value).to_owned()));
+        }
+        self.respawn();
+    }
+
     /// [`UnitProcess::respawn`] (after a kill), returning once it listens again.
     pub fn respawn(&mut self) {
         self.process.respawn();

@@ -173,3 +173,84 @@ fn a_publication_that_ended_elsewhere_is_removed_by_the_periodic_reconcile() {
         }
     });
 }
+
+/// What this proves: a publisher `kill -9`ed mid-publish of an HLS package, after the
+/// package was renamed into place but before the orchestra heard of it (its URL check hangs
+/// on a public URL that never answers), and restarted with the same id while its lease still
+/// runs, removes the attempt-1 files at start. The lease lapses, attempt 2 finishes on
+/// another publisher, and after the unpublish no URL of either unit answers 200.
+#[test]
+fn a_publisher_killed_after_the_rename_removes_its_files_at_restart() {
+    // Accepts connections, never answers: the URL check waits (2 s a try, 5 s in all).
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hole = format!("http://{}", blackhole.local_addr().expect("addr"));
+    let mut cluster = Cluster::start(1, &[("OSCIED_TASK_LEASE_SECS", "15")]);
+    cluster.add_publisher("victim", &[("OSCIED_PUBLIC_URL", &hole)]);
+    cluster.wait_publisher_consumers();
+    let input = cluster.upload_clip("hls-in.mp4", 4, 320, 180);
+    let launched = cluster.launch(
+        str_of(&input, "id"),
+        &cluster.profile_id("HLS 720p"),
+        "out.m3u8",
+    );
+    let encoded = cluster.wait_status(
+        str_of(&launched, "id"),
+        "SUCCESS",
+        Duration::from_secs(240),
+    );
+    let out = cluster.media(str_of(&encoded, "media_out_id"));
+    let media_id = str_of(&out, "id").to_owned();
+    let task = cluster.publish(&media_id);
+    let id = str_of(&task, "id").to_owned();
+    let files = cluster.publishers[0].www_root().join("medias").join(&media_id);
+    cluster.wait_until("the package in place", PUBLISH_TIMEOUT, || {
+        if files.join("out.m3u8").is_file() {
+            Ok(())
+        } else {
+            Err(files.display().to_string())
+        }
+    });
+    cluster.publishers[0].kill9();
+    let held = cluster.publication(&id);
+    assert_eq!(
+        (held["unit_id"].clone(), held["attempt"].clone()),
+        (json!("victim"), json!(1)),
+        "{}",
+        pretty(&held)
+    );
+    let port = cluster.publishers[0].port();
+    let victim_uri = format!("http://127.0.0.1:{port}/medias/{media_id}/out.m3u8");
+
+    // Back with the same id (and a queue of its own, so attempt 2 goes elsewhere).
+    cluster.publishers[0].respawn_with(&[("OSCIED_QUEUES", "publisher-spare")]);
+    cluster.wait_until("attempt 1's files removed", Duration::from_secs(30), || {
+        if files.exists() {
+            Err(format!("{:?}", common::files_below(&files)))
+        } else {
+            Ok(())
+        }
+    });
+    let still = cluster.publication(&id);
+    assert_eq!(
+        (still["unit_id"].clone(), still["attempt"].clone()),
+        (json!("victim"), json!(1)),
+        "removed while the lease still ran: {}",
+        pretty(&still)
+    );
+    assert_gone(&cluster, &victim_uri);
+
+    cluster.add_publisher("survivor", &[]);
+    let done = cluster.wait_publication(&id, "SUCCESS", Duration::from_secs(90));
+    assert_eq!(done["attempt"], 2, "{}", pretty(&done));
+    assert_eq!(done["unit_id"], "survivor", "{}", pretty(&done));
+    let uri = str_of(&done, "publish_uri").to_owned();
+    assert_serves(&cluster, &uri, &out);
+    assert_gone(&cluster, &victim_uri);
+
+    let (status, body) = cluster.unpublish(&id);
+    assert!(status == 202 || status == 200, "{status} {}", pretty(&body));
+    cluster.wait_publication(&id, "REVOKED", PUBLISH_TIMEOUT);
+    assert_gone(&cluster, &uri);
+    assert_gone(&cluster, &victim_uri);
+    drop(blackhole);
+}
