@@ -11,8 +11,7 @@
 use oscied_protocol::TaskStatus;
 use oscied_protocol::node::{
     ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, HeldPublication, HeldPublications,
-    ProgressAnswer,
-    ProgressRequest, UnitKind,
+    ProgressAnswer, ProgressRequest, UnitKind,
 };
 use oscied_protocol::queue::PUBLISHER_QUEUE;
 use serde::Deserialize;

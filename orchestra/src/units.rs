@@ -128,8 +128,16 @@ async fn running_by_unit(
         ..TaskFilter::default()
     };
     let opts = ListOptions::oldest_first(100_000);
-    let transforms = state.store.list_transform_tasks(&filter, &opts).await?.items;
-    let publications = state.store.list_publisher_tasks(&filter, &opts).await?.items;
+    let transforms = state
+        .store
+        .list_transform_tasks(&filter, &opts)
+        .await?
+        .items;
+    let publications = state
+        .store
+        .list_publisher_tasks(&filter, &opts)
+        .await?
+        .items;
     let held = transforms
         .into_iter()
         .map(|t| (t.unit_id, t.id))
@@ -293,7 +301,10 @@ async fn holds_anything(state: &AppState, unit: &str) -> ApiResult<bool> {
     {
         return Ok(true);
     }
-    Ok(!publications::held(state, unit).await?.publications.is_empty())
+    Ok(!publications::held(state, unit)
+        .await?
+        .publications
+        .is_empty())
 }
 
 pub async fn list(state: &AppState) -> ApiResult<Vec<Unit>> {

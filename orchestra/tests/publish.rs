@@ -466,7 +466,11 @@ async fn offline_units_holding_nothing_are_dropped() {
     }
     let publishing = listed_unit(&app, "publishing").await.expect("kept");
     assert_eq!(publishing["online"], false, "{publishing}");
-    assert_eq!(publishing["running_tasks"], json!([running]), "{publishing}");
+    assert_eq!(
+        publishing["running_tasks"],
+        json!([running]),
+        "{publishing}"
+    );
     let published = listed_unit(&app, "published").await.expect("kept");
     assert_eq!(published["online"], false, "{published}");
     // A dropped unit that beats again is registered anew.

@@ -308,7 +308,9 @@ impl PublisherUnit {
     pub fn respawn_with(&mut self, overrides: &[(&str, &str)]) {
         for (key, value) in overrides {
             self.process.env.retain(|(k, _)| k != key);
-            self.process.env.push(((*key).to_owned(), (*value).to_owned()));
+            self.process
+                .env
+                .push(((*key).to_owned(), (*value).to_owned()));
         }
         self.respawn();
     }

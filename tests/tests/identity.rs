@@ -70,7 +70,11 @@ fn a_restarted_publisher_keeps_its_id_and_its_publications() {
     assert_eq!(done["unit_id"], id.as_str(), "{}", pretty(&done));
     assert_serves(&cluster, &uri, &media);
     let public = cluster.publishers[0].public_url().to_owned();
-    for path in ["/.oscied/unit_id", "/.oscied/lock", "/medias/../.oscied/unit_id"] {
+    for path in [
+        "/.oscied/unit_id",
+        "/.oscied/lock",
+        "/medias/../.oscied/unit_id",
+    ] {
         assert_gone(&cluster, &format!("{public}{path}"));
     }
 
@@ -110,7 +114,10 @@ fn two_publishers_cannot_share_a_state_dir() {
     }
     let out = command
         .envs(env.iter().copied())
-        .env("OSCIED_LISTEN", format!("127.0.0.1:{}", oscied_e2e::free_port()))
+        .env(
+            "OSCIED_LISTEN",
+            format!("127.0.0.1:{}", oscied_e2e::free_port()),
+        )
         .output()
         .expect("runs");
     let log = format!(
@@ -120,7 +127,12 @@ fn two_publishers_cannot_share_a_state_dir() {
     );
     assert!(!out.status.success(), "{log}");
     let pid = format!("pid={}", cluster.publishers[0].pid());
-    for needle in [".oscied", "in use by another unit", &pid, "OSCIED_STATE_DIR"] {
+    for needle in [
+        ".oscied",
+        "in use by another unit",
+        &pid,
+        "OSCIED_STATE_DIR",
+    ] {
         assert!(log.contains(needle), "{needle:?} not in:\n{log}");
     }
     assert!(!cluster.publishers[0].exited(), "{}", cluster.logs());
@@ -162,7 +174,11 @@ fn a_publication_that_ended_elsewhere_is_removed_by_the_periodic_reconcile() {
         .www_root()
         .join("medias")
         .join(str_of(&media, "id"));
-    assert!(files.is_dir(), "the frozen unit still has {}", files.display());
+    assert!(
+        files.is_dir(),
+        "the frozen unit still has {}",
+        files.display()
+    );
     signal(pid, "CONT");
     cluster.wait_until("the files removed", Duration::from_secs(20), || {
         let got = fetch(&uri, &[]);
@@ -193,16 +209,15 @@ fn a_publisher_killed_after_the_rename_removes_its_files_at_restart() {
         &cluster.profile_id("HLS 720p"),
         "out.m3u8",
     );
-    let encoded = cluster.wait_status(
-        str_of(&launched, "id"),
-        "SUCCESS",
-        Duration::from_secs(240),
-    );
+    let encoded = cluster.wait_status(str_of(&launched, "id"), "SUCCESS", Duration::from_secs(240));
     let out = cluster.media(str_of(&encoded, "media_out_id"));
     let media_id = str_of(&out, "id").to_owned();
     let task = cluster.publish(&media_id);
     let id = str_of(&task, "id").to_owned();
-    let files = cluster.publishers[0].www_root().join("medias").join(&media_id);
+    let files = cluster.publishers[0]
+        .www_root()
+        .join("medias")
+        .join(&media_id);
     cluster.wait_until("the package in place", PUBLISH_TIMEOUT, || {
         if files.join("out.m3u8").is_file() {
             Ok(())

@@ -72,12 +72,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oscied_protocol::client::NodeClient;
-use oscied_protocol::node::HeldPublication;
-use oscied_protocol::{Broker, TaskStatus};
 use oscied_protocol::http::ServeLimits;
+use oscied_protocol::node::HeldPublication;
 use oscied_protocol::node::UnitKind;
 use oscied_protocol::queue::{PUBLISHER_QUEUE, check_unit_queues, unit_queue};
 use oscied_protocol::unit::{self, Running, UnitInfo, UnitLink};
+use oscied_protocol::{Broker, TaskStatus};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;

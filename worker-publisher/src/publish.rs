@@ -695,7 +695,10 @@ mod tests {
         assert!(is_owned_by(&format!("{task}-1"), &format!("{task}-1")));
         assert!(!is_owned_by(&format!("{task}-12"), &format!("{task}-1")));
         assert!(!is_owned_by(&format!("{task}-1"), &format!("{task}-2")));
-        assert!(!is_owned_by(&format!("{}-1", Uuid::new_v4()), &task.to_string()));
+        assert!(!is_owned_by(
+            &format!("{}-1", Uuid::new_v4()),
+            &task.to_string()
+        ));
     }
 
     #[test]

@@ -15,7 +15,12 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     // The id kept across restarts; the lock lives as long as `state`, i.e. the process.
-    let state_dir = match config.unit.state_dir.clone().map_or_else(default_transform_dir, Ok) {
+    let state_dir = match config
+        .unit
+        .state_dir
+        .clone()
+        .map_or_else(default_transform_dir, Ok)
+    {
         Ok(dir) => dir,
         Err(e) => {
             tracing::error!("{e}");

@@ -41,9 +41,7 @@ pub enum StateError {
          or remove it, or set OSCIED_UNIT_ID", path.display()
     )]
     BadId { path: PathBuf, found: String },
-    #[error(
-        "no state dir: set OSCIED_STATE_DIR (or STATE_DIRECTORY, XDG_STATE_HOME or HOME)"
-    )]
+    #[error("no state dir: set OSCIED_STATE_DIR (or STATE_DIRECTORY, XDG_STATE_HOME or HOME)")]
     NoDir,
 }
 
