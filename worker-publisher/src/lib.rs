@@ -52,6 +52,15 @@
 //!   cannot be removed, or a refused node secret, holds the message a while and requeues it.
 //! - **Redeliveries** of a publication already running here are acked and skipped, like the
 //!   transform unit does.
+//! - **Whose files.** Before a publication is renamed into place, who makes it (unit id, task,
+//!   attempt) is written to `<www root>/.oscied/publications/<media id>.json`, outside the
+//!   served `medias/`; it is removed after the files. A reconcile keeps a publication iff
+//!   the orchestra says that unit id holds that task at that attempt (SUCCESS or REVOKING,
+//!   or STARTED/PROGRESS while it runs here), asking for every unit id found in the records
+//!   (files made under an earlier id stay while that id holds them); one without a record
+//!   (an older version's) stays iff its media is held. It runs at start before any job, when
+//!   a claim or a completion is refused, and every `reconcile_secs`; when the orchestra
+//!   cannot answer nothing is removed.
 //! - **Heartbeat**: kind `publisher`, the configured queues (not the own one), no ffmpeg
 //!   version, the running publications.
 //! - **Shutdown**: stop consuming, cancel running publications (their staging and anything
