@@ -65,6 +65,11 @@ pub struct Config {
     #[arg(long, env = "OSCIED_DRAIN_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86400))]
     pub drain_secs: u64,
 
+    /// Seconds after its last heartbeat an offline unit is dropped from `GET /units` (and
+    /// the store), unless it still holds a running task or a publication; 0: never.
+    #[arg(long, env = "OSCIED_UNIT_FORGET_SECS", default_value_t = 86400)]
+    pub unit_forget_secs: u64,
+
     /// Attempts a task gets (lost leases included; hand-backs by stopping units are not
     /// counted) before it ends in FAILURE.
     #[arg(long, env = "OSCIED_TASK_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]

@@ -16,12 +16,15 @@ use crate::models::{
 };
 use crate::state::AppState;
 use crate::store::StoreResult;
-use crate::{lifecycle, publications, transforms};
+use crate::{lifecycle, publications, transforms, units};
 
 /// How often the dispatch loop retries failed publications.
 const TICK: Duration = Duration::from_secs(1);
 /// How often it looks for undispatched tasks even when no publication failed here.
 const SWEEP: Duration = Duration::from_secs(30);
+/// How often it looks for offline units to drop (`OSCIED_UNIT_FORGET_SECS`): at most this
+/// late, or the forget time when shorter.
+const UNIT_SWEEP: Duration = Duration::from_secs(60);
 /// A publication that takes longer is left to the dispatch loop.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -359,14 +362,16 @@ pub async fn reap(state: &AppState) {
     }
 }
 
-/// Run the dispatch loop and the reaper until the process ends. The reaper looks every
+/// Run the dispatch loop, the reaper and the sweep of offline units until the process ends. The reaper looks every
 /// quarter lease (1 to 5 s): a lapsed lease is noticed within that much.
 pub fn spawn_loops(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let reap_every = Duration::from_secs((state.config.task_lease_secs / 4).clamp(1, 5));
+        let unit_sweep = UNIT_SWEEP.min(Duration::from_secs(state.config.unit_forget_secs.max(1)));
         let (mut last_sweep, mut last_reap) = (Instant::now(), Instant::now());
+        let mut last_unit_sweep = Instant::now();
         loop {
             tick.tick().await;
             if state.dispatcher.failed.load(Ordering::Relaxed) || last_sweep.elapsed() >= SWEEP {
@@ -376,6 +381,10 @@ pub fn spawn_loops(state: AppState) -> tokio::task::JoinHandle<()> {
             if last_reap.elapsed() >= reap_every {
                 last_reap = Instant::now();
                 reap(&state).await;
+            }
+            if last_unit_sweep.elapsed() >= unit_sweep {
+                last_unit_sweep = Instant::now();
+                units::forget_offline(&state).await;
             }
         }
     })

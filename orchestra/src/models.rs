@@ -370,6 +370,8 @@ pub struct Unit {
     pub version: String,
     pub ffmpeg_version: Option<String>,
     pub concurrency: u32,
+    /// Derived when answered from the tasks: those STARTED, PROGRESS or REVOKING held by
+    /// this unit, sorted (a finished task leaves at once, not at the next heartbeat).
     pub running_tasks: Vec<Uuid>,
     pub heartbeat_secs: u64,
     #[serde(with = "ts")]

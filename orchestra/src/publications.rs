@@ -10,8 +10,8 @@
 
 use oscied_protocol::TaskStatus;
 use oscied_protocol::node::{
-    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, HeldPublications, ProgressAnswer,
-    ProgressRequest, ReleaseAnswer, ReleaseRequest, UnitKind,
+    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, HeldPublication, HeldPublications,
+    ProgressAnswer, ProgressRequest, ReleaseAnswer, ReleaseRequest, UnitKind,
 };
 use oscied_protocol::queue::PUBLISHER_QUEUE;
 use serde::Deserialize;
@@ -424,8 +424,7 @@ pub async fn forget_holder(state: &AppState, id: Uuid) -> ApiResult<bool> {
     Ok(false)
 }
 
-/// The medias whose publication this unit holds: publishing, published, or being
-/// unpublished by it.
+/// The publications this unit holds: publishing, published, or being unpublished by it.
 pub async fn held(state: &AppState, unit_id: &str) -> ApiResult<HeldPublications> {
     let filter = TaskFilter {
         statuses: TaskStatus::RUNNING
@@ -436,17 +435,26 @@ pub async fn held(state: &AppState, unit_id: &str) -> ApiResult<HeldPublications
         unit_id: Some(unit_id.to_owned()),
         ..TaskFilter::default()
     };
-    let mut media_ids: Vec<Uuid> = state
+    let publications: Vec<HeldPublication> = state
         .store
         .list_publisher_tasks(&filter, &ListOptions::oldest_first(100_000))
         .await?
         .items
         .into_iter()
-        .map(|t| t.media_id)
+        .map(|t| HeldPublication {
+            media_id: t.media_id,
+            task_id: t.id,
+            attempt: t.attempt,
+            status: t.status,
+        })
         .collect();
+    let mut media_ids: Vec<Uuid> = publications.iter().map(|p| p.media_id).collect();
     media_ids.sort();
     media_ids.dedup();
-    Ok(HeldPublications { media_ids })
+    Ok(HeldPublications {
+        media_ids,
+        publications,
+    })
 }
 
 /// A publisher unit's heartbeats resumed after an absence: send it again the unpublish jobs

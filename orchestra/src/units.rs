@@ -1,6 +1,6 @@
 //! Worker units as their heartbeats register them, and the live view of the queues.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use oscied_protocol::TaskStatus;
 use oscied_protocol::node::{UnitHeartbeat, UnitKind};
@@ -112,7 +112,51 @@ pub async fn heartbeat(state: &AppState, id: String, beat: UnitHeartbeat) -> Api
         let (state, id) = (state.clone(), unit.id.clone());
         tokio::spawn(async move { publications::resend_unpublish(&state, &id).await });
     }
-    Ok(unit)
+    let mut running = running_by_unit(state, Some(&unit.id)).await?;
+    Ok(with_running(unit, &mut running))
+}
+
+/// The ids of the tasks each unit holds (STARTED, PROGRESS or REVOKING), sorted; only
+/// `unit`'s when given.
+async fn running_by_unit(
+    state: &AppState,
+    unit: Option<&str>,
+) -> ApiResult<HashMap<String, Vec<Uuid>>> {
+    let filter = TaskFilter {
+        statuses: TaskStatus::RUNNING.to_vec(),
+        unit_id: unit.map(str::to_owned),
+        ..TaskFilter::default()
+    };
+    let opts = ListOptions::oldest_first(100_000);
+    let transforms = state
+        .store
+        .list_transform_tasks(&filter, &opts)
+        .await?
+        .items;
+    let publications = state
+        .store
+        .list_publisher_tasks(&filter, &opts)
+        .await?
+        .items;
+    let held = transforms
+        .into_iter()
+        .map(|t| (t.unit_id, t.id))
+        .chain(publications.into_iter().map(|t| (t.unit_id, t.id)));
+    let mut by_unit: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for (unit, task) in held {
+        if let Some(unit) = unit {
+            by_unit.entry(unit).or_default().push(task);
+        }
+    }
+    for tasks in by_unit.values_mut() {
+        tasks.sort();
+    }
+    Ok(by_unit)
+}
+
+fn with_running(mut unit: Unit, running: &mut HashMap<String, Vec<Uuid>>) -> Unit {
+    unit.running_tasks = running.remove(&unit.id).unwrap_or_default();
+    unit
 }
 
 /// What forgetting a unit did.
@@ -188,6 +232,79 @@ pub async fn forget(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Fo
         tasks_taken_back,
         publications_revoked,
     })
+}
+
+/// `GET /units`: every unit, its running tasks from the tasks (not its last heartbeat).
+pub async fn listed(state: &AppState) -> ApiResult<Vec<Unit>> {
+    let mut running = running_by_unit(state, None).await?;
+    Ok(list(state)
+        .await?
+        .into_iter()
+        .map(|unit| with_running(unit, &mut running))
+        .collect())
+}
+
+/// One pass of the orchestra's loop: forget the units offline for longer than
+/// `OSCIED_UNIT_FORGET_SECS` (0: never) that hold nothing, neither a running task (the
+/// reaper takes those back first, when their lease lapses) nor a publication (its files are
+/// on that unit: it stays listed until an admin forgets it, `DELETE /units/{id}`).
+pub async fn forget_offline(state: &AppState) {
+    let secs = state.config.unit_forget_secs;
+    if secs == 0 {
+        return;
+    }
+    let units = match list(state).await {
+        Ok(units) => units,
+        Err(e) => {
+            tracing::debug!(error = %e, "unit sweep: store unavailable");
+            return;
+        }
+    };
+    let cutoff = now() - chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX));
+    for unit in units
+        .into_iter()
+        .filter(|u| !u.online && u.last_heartbeat < cutoff)
+    {
+        match holds_anything(state, &unit.id).await {
+            Ok(false) => {}
+            Ok(true) => continue,
+            Err(e) => {
+                tracing::debug!(unit = %unit.id, error = %e, "unit sweep: store unavailable");
+                continue;
+            }
+        }
+        match state.store.delete_unit(&unit.id).await {
+            Ok(true) => tracing::info!(
+                unit = %unit.id, last_heartbeat = %unit.last_heartbeat.to_rfc3339(),
+                "offline unit dropped (OSCIED_UNIT_FORGET_SECS)"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(unit = %unit.id, error = %e, "unit sweep: cannot drop it"),
+        }
+    }
+}
+
+/// Whether a unit holds a running task or a publication (SUCCESS included).
+async fn holds_anything(state: &AppState, unit: &str) -> ApiResult<bool> {
+    let filter = TaskFilter {
+        statuses: TaskStatus::RUNNING.to_vec(),
+        unit_id: Some(unit.to_owned()),
+        ..TaskFilter::default()
+    };
+    let one = ListOptions::oldest_first(1);
+    if !state
+        .store
+        .list_transform_tasks(&filter, &one)
+        .await?
+        .items
+        .is_empty()
+    {
+        return Ok(true);
+    }
+    Ok(!publications::held(state, unit)
+        .await?
+        .publications
+        .is_empty())
 }
 
 pub async fn list(state: &AppState) -> ApiResult<Vec<Unit>> {

@@ -285,12 +285,27 @@ async fn an_unpublish_waits_for_a_gone_unit_until_an_admin_forgets_it() {
     )
     .await;
     assert_eq!(held["media_ids"], json!([media_id]));
+    assert_eq!(
+        held["publications"],
+        json!([{"media_id": media_id, "task_id": id, "attempt": 1, "status": "SUCCESS"}])
+    );
 
     // The unit goes silent; the unpublish waits for it in REVOKING, however long.
     let (status, task) = app.delete(&format!("/publisher/tasks/{id}"), PAT).await;
     assert_eq!(
         (status, task["status"].clone()),
         (StatusCode::ACCEPTED, json!("REVOKING"))
+    );
+    let (_, held) = node(
+        &app,
+        reqwest::Method::GET,
+        &format!("/units/{unit}/publications"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        held["publications"],
+        json!([{"media_id": media_id, "task_id": id, "attempt": 1, "status": "REVOKING"}])
     );
     let refused = app.delete(&format!("/units/{unit}"), As::Root).await;
     assert_error(&refused, StatusCode::CONFLICT, "illegal_state", "online");
@@ -327,4 +342,138 @@ async fn an_unpublish_waits_for_a_gone_unit_until_an_admin_forgets_it() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, body) = app.delete(&format!("/medias/{media_id}"), PAT).await;
     assert!(status.is_success(), "{status} {body}");
+}
+
+/// A publisher unit of its own queue `far` (the in-process one does not consume it), played
+/// here: registered with a 1 s heartbeat, then silent.
+async fn far_publisher(app: &App, unit: &str) {
+    let beat = json!({"kind": "publisher", "queues": ["far"], "hostname": "far", "version": "test",
+        "ffmpeg_version": null, "concurrency": 1, "running_tasks": [], "heartbeat_secs": 1});
+    let (status, body) = node(app, reqwest::Method::PUT, &format!("/units/{unit}"), beat).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A publication of a fresh upload on queue `far`, claimed by `unit`; its id and media's.
+async fn claimed_by(app: &App, unit: &str, dir: &std::path::Path, name: &str) -> (String, String) {
+    let input = clip(dir, name, 1, 160, 120);
+    let (_, media) = app.upload(PAT, &input, name, name).await;
+    let media_id = media["id"].as_str().unwrap().to_owned();
+    let (status, task) = app
+        .post(
+            "/publisher/tasks",
+            PAT,
+            json!({"media_id": media_id, "queue": "far"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let (status, body) = node(
+        app,
+        reqwest::Method::POST,
+        &format!("/publisher/tasks/{id}/claim"),
+        json!({"unit_id": unit, "attempt": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (id, media_id)
+}
+
+async fn listed_unit(app: &App, unit: &str) -> Option<Value> {
+    let (status, units) = app.get("/units", PAT).await;
+    assert_eq!(status, StatusCode::OK, "{units}");
+    units["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == unit)
+        .cloned()
+}
+
+/// `GET /units` lists a unit's running tasks from the tasks: a claimed task shows at once
+/// though the heartbeat said none, and a finished one leaves at once, before any heartbeat.
+#[tokio::test]
+async fn units_list_running_tasks_from_the_tasks() {
+    let app = App::start().await;
+    app.user(MAIL, SECRET, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let unit = "far-publisher";
+    far_publisher(&app, unit).await;
+    let (id, media_id) = claimed_by(&app, unit, dir.path(), "talk.mp4").await;
+    let listed = listed_unit(&app, unit).await.expect("listed");
+    assert_eq!(listed["running_tasks"], json!([id]), "{listed}");
+    let uri = format!("http://far.example/medias/{media_id}/talk.mp4");
+    let (status, body) = node(
+        &app,
+        reqwest::Method::POST,
+        &format!("/publisher/tasks/{id}/complete"),
+        json!({"unit_id": unit, "attempt": 1, "status": "SUCCESS", "publish_uri": uri}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed = listed_unit(&app, unit).await.expect("listed");
+    assert_eq!(listed["running_tasks"], json!([]), "{listed}");
+    // The heartbeat's own list is not believed either: the answer is the tasks'.
+    let beat = json!({"kind": "publisher", "queues": ["far"], "hostname": "far", "version": "test",
+        "ffmpeg_version": null, "concurrency": 1, "running_tasks": [id], "heartbeat_secs": 1});
+    let (status, answer) = node(&app, reqwest::Method::PUT, &format!("/units/{unit}"), beat).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["running_tasks"], json!([]), "{answer}");
+    let listed = listed_unit(&app, unit).await.expect("listed");
+    assert_eq!(listed["running_tasks"], json!([]), "{listed}");
+}
+
+/// With `OSCIED_UNIT_FORGET_SECS=2`, an offline unit holding nothing leaves `GET /units` on
+/// its own; one holding a publication, or a running task, stays.
+#[tokio::test]
+async fn offline_units_holding_nothing_are_dropped() {
+    let app = App::start_with(|c| c.unit_forget_secs = 2).await;
+    app.user(MAIL, SECRET, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    for unit in ["idle-publisher", "publishing", "published"] {
+        far_publisher(&app, unit).await;
+    }
+    let beat = json!({"kind": "transform", "queues": ["transform"], "hostname": "t",
+        "version": "test", "ffmpeg_version": null, "concurrency": 1, "running_tasks": [],
+        "heartbeat_secs": 1});
+    let (status, body) = node(&app, reqwest::Method::PUT, "/units/idle-transform", beat).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Running (the lease, 30 s, outlasts the test) and published.
+    let (running, _) = claimed_by(&app, "publishing", dir.path(), "a.mp4").await;
+    let (done, media) = claimed_by(&app, "published", dir.path(), "b.mp4").await;
+    let uri = format!("http://far.example/medias/{media}/b.mp4");
+    let (status, body) = node(
+        &app,
+        reqwest::Method::POST,
+        &format!("/publisher/tasks/{done}/complete"),
+        json!({"unit_id": "published", "attempt": 1, "status": "SUCCESS", "publish_uri": uri}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Offline after 3 s (three missed 1 s beats), dropped 2 s after the last beat: within
+    // a sweep (2 s) of that.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let idle = (
+            listed_unit(&app, "idle-publisher").await,
+            listed_unit(&app, "idle-transform").await,
+        );
+        if idle == (None, None) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still listed: {idle:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let publishing = listed_unit(&app, "publishing").await.expect("kept");
+    assert_eq!(publishing["online"], false, "{publishing}");
+    assert_eq!(
+        publishing["running_tasks"],
+        json!([running]),
+        "{publishing}"
+    );
+    let published = listed_unit(&app, "published").await.expect("kept");
+    assert_eq!(published["online"], false, "{published}");
+    // A dropped unit that beats again is registered anew.
+    far_publisher(&app, "idle-publisher").await;
+    assert!(listed_unit(&app, "idle-publisher").await.is_some());
 }

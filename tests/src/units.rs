@@ -17,35 +17,100 @@ pub struct UnitProcess {
     child: Child,
     id: String,
     dir: TempDir,
+    binary: PathBuf,
+    /// Given as `OSCIED_UNIT_ID`; false: the unit takes the id of its state dir.
+    named: bool,
+    env: Vec<(String, String)>,
 }
 
 impl UnitProcess {
-    /// Run `binary` in `dir` with `OSCIED_UNIT_ID=id` and `env`, and none of the caller's own
-    /// `OSCIED_*` variables.
-    fn spawn(binary: &Path, id: &str, dir: TempDir, env: &[(&str, &str)]) -> UnitProcess {
-        let log = std::fs::File::create(dir.path().join("unit.log")).expect("log file");
+    /// Run `binary` in `dir` with `OSCIED_UNIT_ID=id` (unless `id` is None: then the unit's
+    /// id is `<state dir>/unit_id`, read once it is written) and `env`, and none of the
+    /// caller's own `OSCIED_*` variables. `state_dir` is where the unit keeps its id.
+    fn spawn(
+        binary: &Path,
+        id: Option<&str>,
+        dir: TempDir,
+        env: &[(&str, &str)],
+        state_dir: &Path,
+    ) -> UnitProcess {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut child = Self::run(binary, dir.path(), id, &env);
+        let named = id.is_some();
+        let id = match id {
+            Some(id) => id.to_owned(),
+            None => read_unit_id(&mut child, state_dir, dir.path()),
+        };
+        UnitProcess {
+            child,
+            id,
+            dir,
+            binary: binary.to_path_buf(),
+            named,
+            env,
+        }
+    }
+
+    fn run(binary: &Path, dir: &Path, id: Option<&str>, env: &[(String, String)]) -> Child {
+        // Appended: a restarted unit's log follows the first run's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("unit.log"))
+            .expect("log file");
         let mut command = Command::new(binary);
         for (key, _) in std::env::vars() {
             if key.starts_with("OSCIED_") {
                 command.env_remove(key);
             }
         }
+        command.current_dir(dir).env("RUST_LOG", "info");
+        if let Some(id) = id {
+            command.env("OSCIED_UNIT_ID", id);
+        }
         command
-            .current_dir(dir.path())
-            .env("OSCIED_UNIT_ID", id)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
-        let child = command
+        command
             .spawn()
-            .unwrap_or_else(|e| panic!("the {} binary starts: {e}", binary.display()));
-        UnitProcess {
-            child,
-            id: id.to_owned(),
-            dir,
+            .unwrap_or_else(|e| panic!("the {} binary starts: {e}", binary.display()))
+    }
+
+    /// Stop the process (SIGTERM, then SIGKILL after 20 s) and start it again with the same
+    /// variables, working dir and log: the same id if it was given, else whatever its state
+    /// dir says.
+    pub fn restart(&mut self) {
+        self.terminate();
+        let id = self.named.then(|| self.id.clone());
+        self.child = Self::run(&self.binary, self.dir.path(), id.as_deref(), &self.env);
+    }
+
+    /// SIGTERM, and wait (SIGKILL after 20 s).
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
+        self.kill9();
+    }
+
+    /// Start the process again after it exited (say after [`UnitProcess::kill9`]), with the
+    /// same variables, working dir and log.
+    pub fn respawn(&mut self) {
+        assert!(self.exited(), "unit {} still runs", self.id);
+        let id = self.named.then(|| self.id.clone());
+        self.child = Self::run(&self.binary, self.dir.path(), id.as_deref(), &self.env);
     }
 
     pub fn id(&self) -> &str {
@@ -88,6 +153,26 @@ impl UnitProcess {
     }
 }
 
+/// The id a unit started without `OSCIED_UNIT_ID` keeps in `<state dir>/unit_id`, once it
+/// is there (30 s at most).
+fn read_unit_id(child: &mut Child, state_dir: &Path, workdir: &Path) -> String {
+    let path = state_dir.join("unit_id");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && !text.trim().is_empty()
+        {
+            return text.trim().to_owned();
+        }
+        if !matches!(child.try_wait(), Ok(None)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(workdir.join("unit.log")).unwrap_or_default();
+    panic!("no unit id in {} after start:\n{log}", path.display());
+}
+
 impl Drop for UnitProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -101,9 +186,24 @@ pub struct TransformUnit(UnitProcess);
 impl TransformUnit {
     /// Start a unit with `OSCIED_*` variables `env` (API URL, node secret, storage root, AMQP
     /// URI, queues...) and `OSCIED_UNIT_ID=id`.
+    /// Its id and lock go to its own `<temp dir>/state` (`OSCIED_STATE_DIR`) unless `env`
+    /// names one, so units started side by side never share one.
     pub fn start(id: &str, env: &[(&str, &str)]) -> TransformUnit {
         let dir = tempfile::tempdir().expect("temp dir");
-        TransformUnit(UnitProcess::spawn(&worker_transform_binary(), id, dir, env))
+        let given = env.iter().find(|(k, _)| *k == "OSCIED_STATE_DIR");
+        let state = given
+            .map(|(_, v)| PathBuf::from(v))
+            .unwrap_or_else(|| dir.path().join("state"));
+        let state_var = state.to_str().expect("utf-8 temp path").to_owned();
+        let mut all: Vec<(&str, &str)> = vec![("OSCIED_STATE_DIR", &state_var)];
+        all.extend_from_slice(env);
+        TransformUnit(UnitProcess::spawn(
+            &worker_transform_binary(),
+            Some(id),
+            dir,
+            &all,
+            &state,
+        ))
     }
 }
 
@@ -125,6 +225,7 @@ impl DerefMut for TransformUnit {
 /// its own www root.
 pub struct PublisherUnit {
     process: UnitProcess,
+    addr: SocketAddr,
     port: u16,
     www_root: PathBuf,
     public_url: String,
@@ -136,7 +237,19 @@ impl PublisherUnit {
     /// port (`OSCIED_LISTEN`), serves `<its temp dir>/www` (`OSCIED_WWW_ROOT`) and calls itself
     /// `http://127.0.0.1:<port>` (`OSCIED_PUBLIC_URL`). Returns once the port accepts
     /// connections; panics with the log if the unit exits or does not listen within 30 s.
+    /// Its id and lock go to its default state dir, `<www root>/.oscied`, unless `env` names
+    /// `OSCIED_STATE_DIR`.
     pub fn start(id: &str, env: &[(&str, &str)]) -> PublisherUnit {
+        Self::start_as(Some(id), env)
+    }
+
+    /// [`PublisherUnit::start`] without `OSCIED_UNIT_ID`: the unit's id is the one in its
+    /// state dir (a fresh one the first time).
+    pub fn start_anonymous(env: &[(&str, &str)]) -> PublisherUnit {
+        Self::start_as(None, env)
+    }
+
+    fn start_as(id: Option<&str>, env: &[(&str, &str)]) -> PublisherUnit {
         let dir = tempfile::tempdir().expect("temp dir");
         let given = |key: &str| env.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
         let listen = given("OSCIED_LISTEN")
@@ -159,8 +272,12 @@ impl PublisherUnit {
             ("OSCIED_PUBLIC_URL", &public_url),
         ];
         all.extend_from_slice(env);
+        let state = given("OSCIED_STATE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| www_root.join(".oscied"));
         let mut unit = PublisherUnit {
-            process: UnitProcess::spawn(&worker_publisher_binary(), id, dir, &all),
+            process: UnitProcess::spawn(&worker_publisher_binary(), id, dir, &all, &state),
+            addr,
             port: addr.port(),
             www_root,
             public_url,
@@ -189,6 +306,29 @@ impl PublisherUnit {
             self.id(),
             self.log_tail()
         );
+    }
+
+    /// [`UnitProcess::restart`], returning once it listens again.
+    pub fn restart(&mut self) {
+        self.process.restart();
+        self.wait_listening(self.addr, Duration::from_secs(30));
+    }
+
+    /// [`PublisherUnit::respawn`] with `overrides` replacing (or adding to) its variables.
+    pub fn respawn_with(&mut self, overrides: &[(&str, &str)]) {
+        for (key, value) in overrides {
+            self.process.env.retain(|(k, _)| k != key);
+            self.process
+                .env
+                .push(((*key).to_owned(), (*value).to_owned()));
+        }
+        self.respawn();
+    }
+
+    /// [`UnitProcess::respawn`] (after a kill), returning once it listens again.
+    pub fn respawn(&mut self) {
+        self.process.respawn();
+        self.wait_listening(self.addr, Duration::from_secs(30));
     }
 
     /// The port its HTTP server listens on.

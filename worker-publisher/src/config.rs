@@ -34,6 +34,11 @@ pub struct Config {
     /// Seconds a request body may send nothing before the request fails.
     #[arg(long, env = "OSCIED_BODY_IDLE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_idle_secs: u64,
+    /// Seconds between two reconciles of the web root with what the orchestra says this unit
+    /// holds (publications it no longer holds are removed); also done at start and when a
+    /// claim or a completion is refused.
+    #[arg(long, env = "OSCIED_RECONCILE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub reconcile_secs: u64,
 }
 
 /// An http(s) URL with a host, without query, fragment or trailing slash.
@@ -66,6 +71,7 @@ impl Config {
             header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
             body_idle: std::time::Duration::from_secs(self.body_idle_secs),
         };
+        unit.reconcile_secs = self.reconcile_secs;
         unit.queues = args.queues(UnitKind::Publisher);
         unit.concurrency = args.concurrency;
         unit.heartbeat_secs = args.heartbeat_secs;
@@ -84,6 +90,7 @@ impl std::fmt::Debug for Config {
             .field("public_url", &self.public_url)
             .field("header_timeout_secs", &self.header_timeout_secs)
             .field("body_idle_secs", &self.body_idle_secs)
+            .field("reconcile_secs", &self.reconcile_secs)
             .finish()
     }
 }
@@ -122,6 +129,7 @@ mod tests {
         assert_eq!(c.unit.log_format, LogFormat::Human);
         assert_eq!(unit.serve_limits.header_timeout.as_secs(), 30);
         assert_eq!(unit.serve_limits.body_idle.as_secs(), 60);
+        assert_eq!(unit.reconcile_secs, 60);
     }
 
     #[test]

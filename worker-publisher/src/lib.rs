@@ -52,6 +52,15 @@
 //!   cannot be removed, or a refused node secret, holds the message a while and requeues it.
 //! - **Redeliveries** of a publication already running here are acked and skipped, like the
 //!   transform unit does.
+//! - **Whose files.** Before a publication is renamed into place, who makes it (unit id, task,
+//!   attempt) is written to `<www root>/.oscied/publications/<media id>.json`, outside the
+//!   served `medias/`; it is removed after the files. A reconcile keeps a publication iff
+//!   the orchestra says that unit id holds that task at that attempt (SUCCESS or REVOKING,
+//!   or STARTED/PROGRESS while it runs here), asking for every unit id found in the records
+//!   (files made under an earlier id stay while that id holds them); one without a record
+//!   (an older version's) stays iff its media is held. It runs at start before any job, when
+//!   a claim or a completion is refused, and every `reconcile_secs`; when the orchestra
+//!   cannot answer nothing is removed.
 //! - **Heartbeat**: kind `publisher`, the configured queues (not the own one), no ffmpeg
 //!   version, the running publications.
 //! - **Shutdown** ([`oscied_protocol::unit::wind_down`]): stop consuming, let running
@@ -66,20 +75,22 @@ pub mod publish;
 pub mod serve;
 mod slot;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oscied_protocol::Broker;
 use oscied_protocol::client::NodeClient;
 use oscied_protocol::http::ServeLimits;
+use oscied_protocol::node::HeldPublication;
 use oscied_protocol::node::UnitKind;
 use oscied_protocol::queue::{PUBLISHER_QUEUE, check_unit_queues, unit_queue};
 use oscied_protocol::unit::{self, Running, UnitError, UnitInfo, UnitLink};
+use oscied_protocol::{Broker, TaskStatus};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -115,11 +126,14 @@ pub struct PublisherConfig {
     /// Seconds a refused node secret is retried before `run` fails
     /// (`OSCIED_REFUSED_EXIT_SECS`, see [`oscied_protocol::unit::secret`]).
     pub refused_exit_secs: u64,
+    /// Seconds between two reconciles of the web root with what the orchestra says is held.
+    pub reconcile_secs: u64,
 }
 
 impl PublisherConfig {
     /// The defaults: a fresh UUID v4 id, queue `publisher`, listening on 127.0.0.1:5080, no
-    /// public URL (the bound address), concurrency 1, a heartbeat every 5 seconds, no drain.
+    /// public URL (the bound address), concurrency 1, a heartbeat every 5 seconds, no drain,
+    /// a reconcile every 60.
     pub fn new(storage_root: PathBuf, www_root: PathBuf) -> PublisherConfig {
         PublisherConfig {
             unit_id: Uuid::new_v4().to_string(),
@@ -133,6 +147,7 @@ impl PublisherConfig {
             serve_limits: ServeLimits::default(),
             drain_secs: 0,
             refused_exit_secs: unit::DEFAULT_REFUSED_EXIT_SECS,
+            reconcile_secs: 60,
         }
     }
 }
@@ -241,6 +256,7 @@ impl PublisherUnit {
             running: Running::default(),
             public_url: self.public_url,
             http,
+            reconcile_now: Notify::new(),
         });
         let own_queue = vec![unit_queue(&ctx.config.unit_id)];
         let published = publish::published_ids(&ctx.config.www_root)
@@ -260,7 +276,11 @@ impl PublisherUnit {
             broker = ctx.broker.kind(),
             "publisher unit started"
         );
-        reconcile(&ctx).await;
+        if let Err(e) = publish::remove_orphan_owners(&ctx.config.www_root).await {
+            tracing::warn!("cannot clean the publication records: {e}");
+        }
+        reconcile(&ctx, 3).await;
+        let reconciler = tokio::spawn(reconcile_loop(ctx.clone()));
         let app = serve::router(ctx.config.www_root.clone(), ctx.config.unit_id.clone());
         let server_link = ctx.link.clone();
         let ctx_limits = ctx.config.serve_limits;
@@ -330,6 +350,7 @@ impl PublisherUnit {
         tracing::info!("publisher unit stopping");
         unit::wind_down(&stop, &ctx.running, &mut slots, ctx.config.drain_secs).await;
         heartbeat.abort();
+        reconciler.abort();
         if !server.is_finished()
             && tokio::time::timeout(SERVER_GRACE, &mut server)
                 .await
@@ -343,44 +364,115 @@ impl PublisherUnit {
     }
 }
 
-/// Before taking any job, remove what this unit serves but no longer holds: a unit killed
-/// mid-publish (after its files were in place, before the orchestra heard of it) leaves a
-/// publication whose task then ran elsewhere. When the orchestra cannot say (it is not up
-/// yet), everything stays: serving a stale copy is better than removing a held one.
-async fn reconcile(ctx: &Ctx) {
-    let mut held = None;
-    for _ in 0..3 {
-        match ctx.link.client.held_publications(&ctx.config.unit_id).await {
-            Ok(answer) => {
-                held = Some(answer.media_ids);
-                break;
-            }
-            Err(e) => {
-                tracing::debug!("cannot list the publications this unit holds yet: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-    let Some(held) = held else {
-        tracing::warn!(
-            "the orchestra could not say which publications this unit holds; none removed"
-        );
-        return;
-    };
-    let published = match publish::published_ids(&ctx.config.www_root).await {
+/// Keep in the web root only what the orchestra says is held, so nothing stays served that
+/// an unpublish would not reach: a publication recorded as made by (unit, task, attempt)
+/// stays iff that unit id holds that task at that attempt SUCCESS or REVOKING, or STARTED or
+/// PROGRESS while it runs here right now. Every unit id found in the records is asked (its
+/// own first): files made under an earlier id (its state dir lost) stay while that id holds
+/// them. A publication without a record (made by an older version) stays iff its media is
+/// held. When the orchestra cannot answer, nothing is removed: serving a stale copy for a
+/// while is better than removing a held one.
+///
+/// Run before taking any job (nothing runs here then, so an attempt of ours still STARTED or
+/// PROGRESS is a lost one), when a claim or a completion is refused, and every
+/// `reconcile_secs`.
+async fn reconcile(ctx: &Ctx, tries: u32) {
+    let www = &ctx.config.www_root;
+    let published = match publish::published_ids(www).await {
         Ok(ids) => ids,
         Err(e) => {
             tracing::warn!("cannot list the web root: {e}");
             return;
         }
     };
-    for media in published.into_iter().filter(|id| !held.contains(id)) {
-        match publish::unpublish(&ctx.config.www_root, media).await {
-            Ok(()) => tracing::info!(%media, "removed a publication this unit does not hold"),
-            Err(e) => {
-                tracing::warn!(%media, "cannot remove a publication this unit does not hold: {e}")
+    // Read before what runs here and what the orchestra says: a publication put in place
+    // meanwhile is under another record, and its files are removed only if still this one's.
+    let mut owned = Vec::with_capacity(published.len());
+    for media in published {
+        owned.push((media, publish::read_owner(www, media).await));
+    }
+    let running = ctx.running.attempts();
+    let mut unit_ids = vec![ctx.config.unit_id.clone()];
+    for owner in owned.iter().filter_map(|(_, owner)| owner.as_ref()) {
+        if !unit_ids.contains(&owner.unit_id) {
+            unit_ids.push(owner.unit_id.clone());
+        }
+    }
+    let mut held: HashMap<String, Vec<HeldPublication>> = HashMap::new();
+    let mut held_medias = HashSet::new();
+    for unit_id in &unit_ids {
+        let mut answer = None;
+        for try_ in 1..=tries.max(1) {
+            match ctx.link.client.held_publications(unit_id).await {
+                Ok(held) => {
+                    answer = Some(held);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(unit = %unit_id, "cannot list the publications held yet: {e}");
+                    if try_ < tries {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
             }
         }
+        let Some(answer) = answer else {
+            tracing::warn!(
+                unit = %unit_id,
+                "the orchestra could not say which publications are held; none removed"
+            );
+            return;
+        };
+        held_medias.extend(answer.media_ids);
+        held.insert(unit_id.clone(), answer.publications);
+    }
+    for (media, owner) in owned {
+        let keep = match &owner {
+            Some(owner) => held.get(&owner.unit_id).is_some_and(|tasks| {
+                tasks.iter().any(|p| {
+                    p.task_id == owner.task_id
+                        && p.attempt == owner.attempt
+                        && match p.status {
+                            TaskStatus::Success | TaskStatus::Revoking => true,
+                            TaskStatus::Started | TaskStatus::Progress => {
+                                owner.unit_id == ctx.config.unit_id
+                                    && running.contains(&(owner.task_id, owner.attempt))
+                            }
+                            _ => false,
+                        }
+                })
+            }),
+            None => held_medias.contains(&media),
+        };
+        if keep {
+            continue;
+        }
+        let removed = match &owner {
+            Some(owner) => publish::unpublish_owned(www, media, &owner.staging_name()).await,
+            None => publish::unpublish(www, media).await,
+        };
+        match removed {
+            Ok(()) => tracing::info!(
+                %media, made_by = ?owner, "removed a publication no unit of ours holds"
+            ),
+            Err(e) => tracing::warn!(
+                %media, "cannot remove a publication no unit of ours holds: {e}"
+            ),
+        }
+    }
+}
+
+/// The periodic reconcile, also run at once when a slot asks (a refused claim or
+/// completion).
+async fn reconcile_loop(ctx: Arc<Ctx>) {
+    let every = Duration::from_secs(ctx.config.reconcile_secs.max(1));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = ctx.reconcile_now.notified() => {}
+            () = ctx.link.stopped() => return,
+        }
+        reconcile(&ctx, 1).await;
     }
 }
 
@@ -395,4 +487,6 @@ pub(crate) struct Ctx {
     pub public_url: String,
     /// For checking published URLs.
     pub http: reqwest::Client,
+    /// Asks [`reconcile_loop`] for a reconcile now.
+    pub reconcile_now: Notify,
 }

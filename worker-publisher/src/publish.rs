@@ -9,6 +9,8 @@ use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use oscied_protocol::job::published_dir;
+use oscied_protocol::unit::state::write_atomically;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Subdirectory of the www root holding publications being built; never served.
@@ -16,6 +18,45 @@ pub const STAGING_DIR: &str = ".staging";
 
 /// The served subdirectory of the www root (`published_dir` is `medias/<id>`).
 const MEDIAS_DIR: &str = "medias";
+
+/// Beside the served tree: `<www_root>/.oscied/publications/<media id>.json` says which
+/// [`Owner`] made the publication in `medias/<id>/`. Only `medias/` is ever served.
+pub const OWNERS_DIR: &str = ".oscied/publications";
+
+/// Who made a publication: the unit (under the id it had then), the task and the attempt.
+/// Written before the publication is renamed into place, removed after its files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub unit_id: String,
+    pub task_id: Uuid,
+    pub attempt: u32,
+}
+
+impl Owner {
+    /// The publication's staging name, also what its `.publication` file holds.
+    pub fn staging_name(&self) -> String {
+        format!("{}-{}", self.task_id, self.attempt)
+    }
+}
+
+/// Where the owner of the media's publication is written.
+pub fn owner_path(www_root: &Path, media_id: Uuid) -> PathBuf {
+    www_root.join(OWNERS_DIR).join(format!("{media_id}.json"))
+}
+
+/// The owner of the media's publication; None when none is recorded (a publication made
+/// by an older version) or the record is unreadable.
+pub async fn read_owner(www_root: &Path, media_id: Uuid) -> Option<Owner> {
+    let path = owner_path(www_root, media_id);
+    let text = tokio::fs::read_to_string(&path).await.ok()?;
+    match serde_json::from_str(&text) {
+        Ok(owner) => Some(owner),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "unreadable publication owner: {e}");
+            None
+        }
+    }
+}
 
 /// Copy buffer; `cancel` is checked once per chunk so a big copy stops quickly.
 const COPY_CHUNK: usize = 1 << 20;
@@ -95,6 +136,51 @@ pub async fn publish(
     staging_name: &str,
     cancel: impl Fn() -> bool + Send + Sync + 'static,
 ) -> Result<Published, PublishError> {
+    publish_with(
+        storage_root,
+        www_root,
+        media_id,
+        media_uri,
+        staging_name,
+        None,
+        cancel,
+    )
+    .await
+}
+
+/// [`publish`] as `owner` (staging name [`Owner::staging_name`]), recording the owner
+/// beside the publication ([`owner_path`]) before it is renamed into place: a unit that
+/// dies right after the rename still knows whose files these are.
+pub async fn publish_as(
+    storage_root: &Path,
+    www_root: &Path,
+    media_id: Uuid,
+    media_uri: &str,
+    owner: &Owner,
+    cancel: impl Fn() -> bool + Send + Sync + 'static,
+) -> Result<Published, PublishError> {
+    let staging_name = owner.staging_name();
+    publish_with(
+        storage_root,
+        www_root,
+        media_id,
+        media_uri,
+        &staging_name,
+        Some(owner.clone()),
+        cancel,
+    )
+    .await
+}
+
+async fn publish_with(
+    storage_root: &Path,
+    www_root: &Path,
+    media_id: Uuid,
+    media_uri: &str,
+    staging_name: &str,
+    owner: Option<Owner>,
+    cancel: impl Fn() -> bool + Send + Sync + 'static,
+) -> Result<Published, PublishError> {
     let (source_rel, main_file) = split_media_uri(media_uri)?;
     check_staging_name(staging_name)?;
     let job = PublishJob {
@@ -105,6 +191,7 @@ pub async fn publish(
         source_rel,
         main_file,
         staging_name: staging_name.to_string(),
+        owner,
     };
     let staging = job.staging_dir();
     tokio::task::spawn_blocking(move || job.run(&cancel))
@@ -124,8 +211,8 @@ pub async fn unpublish(www_root: &Path, media_id: Uuid) -> io::Result<()> {
     remove_publication(www_root, media_id, None).await
 }
 
-/// Remove the media's publication only if it is `owner`'s (its staging name starts with
-/// `owner`): a late duplicate of an old task's unpublish job must not remove the files a
+/// Remove the media's publication only if it is `owner`'s (its staging name is `owner`, or
+/// `owner` is its task id): a late duplicate of an old task's unpublish job must not remove the files a
 /// newer publication of the same media put there. Ok (nothing done) otherwise.
 pub async fn unpublish_owned(www_root: &Path, media_id: Uuid, owner: &str) -> io::Result<()> {
     remove_publication(www_root, media_id, Some(owner.to_owned())).await
@@ -144,11 +231,13 @@ async fn remove_publication(
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         }
+        let marker = fs::read_to_string(target.join(MARKER)).ok();
+        let marker = marker.as_deref().map(str::trim);
         if let Some(owner) = owner
-            && let Ok(marker) = fs::read_to_string(target.join(MARKER))
-            && !marker.trim().starts_with(&owner)
+            && let Some(marker) = marker
+            && !is_owned_by(marker, &owner)
         {
-            tracing::info!(media = %media_id, publication = %marker.trim(), %owner,
+            tracing::info!(media = %media_id, publication = %marker, %owner,
                 "left in place: the media was published again since");
             return Ok(());
         }
@@ -169,6 +258,56 @@ async fn remove_publication(
         // clean_staging reclaims at the next start.
         if let Err(e) = remove_any(&aside) {
             tracing::warn!(path = %aside.display(), error = %e, "cannot remove an unpublished dir");
+        }
+        // The record goes after the files, and only if it is the removed publication's (a
+        // newer one being put in place has written its own already).
+        let record = owner_path(&www_root, media_id);
+        let recorded = fs::read_to_string(&record)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Owner>(&text).ok());
+        if let (Some(recorded), Some(marker)) = (recorded, marker)
+            && recorded.staging_name() == marker
+        {
+            remove_any(&record)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A publication's `.publication` (its staging name, `<task>-<attempt>`) is `owner`'s when
+/// `owner` is that name, or its task id.
+fn is_owned_by(marker: &str, owner: &str) -> bool {
+    marker == owner
+        || marker
+            .strip_prefix(owner)
+            .is_some_and(|rest| rest.starts_with('-'))
+}
+
+/// The owner records without a publication: left by a unit that died between writing one
+/// and the rename. Call at start only (a publication under way has its record first).
+pub async fn remove_orphan_owners(www_root: &Path) -> io::Result<()> {
+    let www_root = www_root.to_path_buf();
+    blocking(move || {
+        let dir = www_root.join(OWNERS_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| Uuid::parse_str(n).ok())
+            else {
+                continue;
+            };
+            if fs::symlink_metadata(www_root.join(published_dir(id))).is_err() {
+                remove_any(&entry.path())?;
+            }
         }
         Ok(())
     })
@@ -299,6 +438,7 @@ fn check_staging_name(name: &str) -> Result<(), PublishError> {
 }
 
 struct PublishJob {
+    owner: Option<Owner>,
     storage_root: PathBuf,
     www_root: PathBuf,
     media_id: Uuid,
@@ -325,7 +465,11 @@ impl PublishJob {
             if cancel() {
                 return Err(PublishError::Cancelled);
             }
-            self.move_into_place(&staging)?;
+            let previous = self.record_owner()?;
+            if let Err(e) = self.move_into_place(&staging) {
+                self.restore_owner(previous);
+                return Err(e);
+            }
             Ok(published)
         });
         if result.is_err()
@@ -334,6 +478,40 @@ impl PublishJob {
             tracing::warn!(path = %staging.display(), error = %e, "cannot remove a staging dir");
         }
         result
+    }
+
+    /// Write the owner record (when there is an owner); returns the previous record's text,
+    /// to put back if the rename fails.
+    fn record_owner(&self) -> Result<Option<String>, PublishError> {
+        let Some(owner) = &self.owner else {
+            return Ok(None);
+        };
+        let path = owner_path(&self.www_root, self.media_id);
+        let previous = fs::read_to_string(&path).ok();
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        let text = serde_json::to_string(owner).map_err(|e| PublishError::Io {
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
+        write_atomically(&path, &text).map_err(io_err(&path))?;
+        Ok(previous)
+    }
+
+    /// The rename failed: the previous publication (if any) is back, and so is its record.
+    fn restore_owner(&self, previous: Option<String>) {
+        if self.owner.is_none() {
+            return;
+        }
+        let path = owner_path(&self.www_root, self.media_id);
+        let result = match previous {
+            Some(text) => write_atomically(&path, text.trim_end()),
+            None => remove_any(&path),
+        };
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "cannot restore a publication owner");
+        }
     }
 
     /// The canonical source dir, checked to be inside the storage root and to hold the
@@ -508,6 +686,19 @@ mod tests {
         ] {
             assert!(split_media_uri(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn ownership() {
+        let task = Uuid::new_v4();
+        assert!(is_owned_by(&format!("{task}-1"), &task.to_string()));
+        assert!(is_owned_by(&format!("{task}-1"), &format!("{task}-1")));
+        assert!(!is_owned_by(&format!("{task}-12"), &format!("{task}-1")));
+        assert!(!is_owned_by(&format!("{task}-1"), &format!("{task}-2")));
+        assert!(!is_owned_by(
+            &format!("{}-1", Uuid::new_v4()),
+            &task.to_string()
+        ));
     }
 
     #[test]

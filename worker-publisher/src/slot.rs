@@ -69,6 +69,8 @@ async fn publish_job(ctx: &Ctx, job: &PublishJob, delivery: Delivery) {
         return;
     };
     let Some(claim) = unit::claim(&ctx.link, task, attempt, delivery).await else {
+        // Not ours (stale or refused): files an earlier attempt of ours left may be served.
+        ctx.reconcile_now.notify_one();
         return;
     };
     tracing::info!(
@@ -78,14 +80,18 @@ async fn publish_job(ctx: &Ctx, job: &PublishJob, delivery: Delivery) {
     // and a completion that waits for an orchestra restart.
     let mut reporter = Reporter::heartbeats(ctx.link.clone(), task, attempt, claim.lease_secs);
     let cancel = Arc::new(AtomicBool::new(false));
-    // Per attempt: a leftover of another attempt never mixes in.
-    let staging_name = format!("{task}-{attempt}");
-    let work = publish::publish(
+    // Per attempt (the staging name): a leftover of another attempt never mixes in.
+    let owner = publish::Owner {
+        unit_id: ctx.config.unit_id.clone(),
+        task_id: task,
+        attempt,
+    };
+    let work = publish::publish_as(
         &ctx.config.storage_root,
         &ctx.config.www_root,
         job.media_id,
         &job.media_uri,
-        &staging_name,
+        &owner,
         {
             let cancel = cancel.clone();
             move || cancel.load(Ordering::Relaxed)
@@ -202,10 +208,14 @@ async fn finish(
         }
         Completion::Stale(message) => {
             tracing::warn!(%task, attempt, "completion refused as stale: {message}");
+            ctx.reconcile_now.notify_one();
             false
         }
         // Logged by `complete`; the lease lapses and the task is re-queued.
-        Completion::Refused(..) => false,
+        Completion::Refused(..) => {
+            ctx.reconcile_now.notify_one();
+            false
+        }
         Completion::Stopped => {
             stopped = true;
             false

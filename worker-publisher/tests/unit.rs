@@ -53,8 +53,10 @@ async fn heartbeat(
 }
 
 async fn held(State(fake): State<Shared>, UrlPath(_id): UrlPath<String>) -> Response {
+    // The media-only answer of an older orchestra: the fallback rule.
     Json(HeldPublications {
         media_ids: fake.lock().unwrap().held.clone(),
+        publications: vec![],
     })
     .into_response()
 }

@@ -66,12 +66,26 @@ pub struct UnitHeartbeat {
     pub heartbeat_secs: u64,
 }
 
-/// The medias whose publication a publisher unit holds (publishing, published, or being
-/// unpublished). A unit starting removes anything else from its web root: what a unit killed
-/// mid-publish left there, once its task went elsewhere.
+/// The publications a publisher unit holds (publishing, published, or being unpublished).
+/// A unit keeps in its web root only what one of the ids it has files of holds at that
+/// attempt: what a unit killed mid-publish left there goes once its task went elsewhere.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HeldPublications {
+    /// The medias of `publications`, each once, sorted (what older units read).
     pub media_ids: Vec<Uuid>,
+    /// Each publisher task the unit holds, oldest first.
+    #[serde(default)]
+    pub publications: Vec<HeldPublication>,
+}
+
+/// One publisher task a unit holds: STARTED or PROGRESS (publishing), SUCCESS (published) or
+/// REVOKING (being unpublished or revoked mid-publish).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HeldPublication {
+    pub media_id: Uuid,
+    pub task_id: Uuid,
+    pub attempt: u32,
+    pub status: TaskStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -40,8 +40,9 @@ async fn heartbeat(
     Ok(Json(units::heartbeat(&state, unit_id, beat).await?))
 }
 
-/// What a publisher unit holds; a unit starting removes any other publication from its web
-/// root.
+/// What a publisher unit holds (each task with its attempt and status, and the medias); a
+/// unit removes from its web root any publication no id it has files of holds at that
+/// attempt.
 #[utoipa::path(get, path = "/node/units/{unit_id}/publications", tag = "node", params(("unit_id" = String, Path)),
     responses((status = 200, body = HeldPublications), (status = 422, body = ErrorBody)))]
 async fn held_publications(

@@ -17,12 +17,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(forget_unit))
 }
 
-/// Every unit that ever sent a heartbeat: kind, queues, host, concurrency, running tasks,
-/// last heartbeat and `online` (a heartbeat within three intervals).
+/// Every unit that sent a heartbeat and was not forgotten (an offline unit holding nothing
+/// is dropped after `OSCIED_UNIT_FORGET_SECS`): kind, queues, host, concurrency, running
+/// tasks (from the tasks it holds), last heartbeat and `online` (a heartbeat within three
+/// intervals).
 #[utoipa::path(get, path = "/units", tag = "units",
     responses((status = 200, body = Page<Unit>)))]
 async fn list_units(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Page<Unit>>> {
-    let items = units::list(&state).await?;
+    let items = units::listed(&state).await?;
     Ok(Json(Page {
         total: items.len() as u64,
         items,

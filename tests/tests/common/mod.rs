@@ -563,6 +563,29 @@ impl Cluster {
         self.publishers.push(PublisherUnit::start(id, &env));
     }
 
+    /// [`Cluster::add_publisher`] without `OSCIED_UNIT_ID`: the unit keeps its id in its
+    /// state dir (`<www root>/.oscied`); returns that id.
+    pub fn add_anonymous_publisher(&mut self, extra: &[(&str, &str)]) -> String {
+        let vars = self.node_vars();
+        let mut env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.extend([
+            ("OSCIED_QUEUES", "publisher"),
+            ("OSCIED_HEARTBEAT_SECS", "1"),
+        ]);
+        env.extend_from_slice(extra);
+        let unit = PublisherUnit::start_anonymous(&env);
+        let id = unit.id().to_owned();
+        self.publishers.push(unit);
+        id
+    }
+
+    /// A call as root: the HTTP status and the JSON body.
+    pub fn call_as_root(&self, method: &str, path: &str) -> (u16, Value) {
+        let url = self.url(path);
+        let root = format!("root:{ROOT_SECRET}");
+        curl(&["-m", CALL_MAX_SECS, "-u", &root, "-X", method, &url])
+    }
+
     /// The publisher unit called `id`.
     pub fn publisher(&self, id: &str) -> &PublisherUnit {
         self.publishers

@@ -40,6 +40,10 @@ pub struct UnitArgs {
     /// How the unit names itself to the orchestra; a fresh UUID v4 when unset.
     #[arg(long, env = "OSCIED_UNIT_ID", value_parser = parse_unit_id)]
     pub unit_id: Option<String>,
+    /// Where the unit keeps its id across restarts, locked while it runs. [`kind_flags`]
+    /// words its default per kind.
+    #[arg(long, env = "OSCIED_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Seconds between unit heartbeats.
     #[arg(long, env = "OSCIED_HEARTBEAT_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -87,6 +91,7 @@ impl UnitArgs {
             .field("queues", queues)
             .field("concurrency", &self.concurrency)
             .field("unit_id", &self.unit_id)
+            .field("state_dir", &self.state_dir)
             .field("heartbeat_secs", &self.heartbeat_secs)
             .field("refused_exit_secs", &self.refused_exit_secs)
             .field("log_format", &self.log_format)
@@ -104,17 +109,26 @@ impl fmt::Debug for UnitArgs {
 /// wording of some helps. For the binary's command:
 /// `#[command(mut_args = kind_flags(UnitKind::…))]`.
 pub fn kind_flags(kind: UnitKind) -> impl FnMut(Arg) -> Arg {
-    let (queues, concurrency, unit_id) = match kind {
+    let (queues, concurrency, unit_id, state_dir) = match kind {
         UnitKind::Transform => (
             "The queues to consume, comma separated",
             "Jobs run at once",
-            "How the unit names itself to the orchestra; a fresh UUID v4 when unset",
+            "How the unit names itself to the orchestra; when unset, the id kept in the state \
+             dir (a fresh UUID v4 the first time)",
+            "Where the unit keeps its id (`unit_id`) across restarts, locked while it runs (a \
+             second unit on it fails at start); default $STATE_DIRECTORY (systemd's \
+             StateDirectory=), else $XDG_STATE_HOME/oscied/transform, else \
+             $HOME/.local/state/oscied/transform",
         ),
         UnitKind::Publisher => (
             "The queues to consume, comma separated (the unit's own queue is consumed besides)",
             "Publications run at once",
-            "How the unit names itself to the orchestra; a fresh UUID v4 when unset. Give a \
-             stable one: the unit's own queue (its unpublish jobs) is named after it",
+            "How the unit names itself to the orchestra; when unset, the id kept in the state \
+             dir (a fresh UUID v4 the first time). The unit's own queue (its unpublish jobs) \
+             is named after it",
+            "Where the unit keeps its id (`unit_id`) across restarts, locked while it runs (a \
+             second unit on it fails at start); default <www root>/.oscied, so the id stays \
+             with the files it serves (never served itself)",
         ),
     };
     move |arg| match arg.get_id().as_str() {
@@ -125,6 +139,7 @@ pub fn kind_flags(kind: UnitKind) -> impl FnMut(Arg) -> Arg {
             .value_parser(move |s: &str| parse_queues_for(kind, s)),
         "concurrency" => arg.help(concurrency),
         "unit_id" => arg.help(unit_id),
+        "state_dir" => arg.help(state_dir),
         _ => arg,
     }
 }
@@ -358,7 +373,8 @@ mod tests {
             publisher.contains("Publications run at once"),
             "{publisher}"
         );
-        assert!(publisher.contains("Give a stable one"), "{publisher}");
+        assert!(publisher.contains("<www root>/.oscied"), "{publisher}");
+        assert!(transform.contains("StateDirectory="), "{transform}");
         for var in [
             "OSCIED_API_URL",
             "OSCIED_NODE_SECRET",
@@ -367,6 +383,7 @@ mod tests {
             "OSCIED_QUEUES",
             "OSCIED_CONCURRENCY",
             "OSCIED_UNIT_ID",
+            "OSCIED_STATE_DIR",
             "OSCIED_HEARTBEAT_SECS",
             "OSCIED_REFUSED_EXIT_SECS",
             "OSCIED_LOG_FORMAT",

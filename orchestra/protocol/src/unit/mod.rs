@@ -13,6 +13,7 @@ mod drain;
 mod heartbeat;
 mod report;
 pub mod secret;
+pub mod state;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -207,6 +208,14 @@ impl Running {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The (task, attempt) pairs running now.
+    pub fn attempts(&self) -> HashSet<(Uuid, u32)> {
+        self.attempts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Task ids, each once, sorted.
