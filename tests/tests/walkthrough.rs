@@ -126,7 +126,7 @@ fn readme_walkthrough_standalone() {
     // The root secret was printed once at first start and kept in the data dir.
     let secret =
         std::fs::read_to_string(orchestra.workdir().join("oscied-data/root_secret")).unwrap();
-    assert!(orchestra.log_tail().contains(secret.trim()));
+    assert!(orchestra.log().contains(secret.trim()));
     // The bytes served are the bytes stored.
     // The upload and the 720p output; the revoked task left nothing.
     let stored = walk_media_files(&orchestra.workdir().join("oscied-data/storage/medias"));

@@ -9,6 +9,7 @@ mod claim;
 pub mod cli;
 mod decode;
 mod heartbeat;
+pub mod log;
 mod report;
 
 use std::collections::HashSet;
