@@ -73,24 +73,166 @@ impl Caller {
     }
 }
 
-/// The root and node secrets, from the configuration or kept in the data dir.
+/// The node secret, and root's when this orchestra knows it (given, kept in its data dir or
+/// generated now). Root logins are checked against the argon2 hash kept in the store, which
+/// every orchestra on that store shares.
 pub struct Secrets {
-    pub root: String,
+    pub root: Option<String>,
     pub node: String,
 }
 
+/// How root's secret was settled at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSecret {
+    /// Generated now, by the first orchestra on this store: to announce, once.
+    Generated(String),
+    /// Given or kept in the data dir, and root's on this store.
+    Known(String),
+    /// Only the store's hash is known here (another orchestra generated it).
+    Stored,
+}
+
+/// Why the secrets refuse to start.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Refused(String),
+}
+
 impl Secrets {
-    /// Take each secret from `given`, else from `<data dir>/<name>`, else generate and keep it.
-    /// Returns the secrets and whether the root secret was generated now (to print it once).
-    pub fn load(
+    /// Root's secret (see [`root_secret`]), then the node secret: from `node`, else (standalone
+    /// only) from `<data dir>/node_secret`, else generated and kept there. In cluster mode the
+    /// units on other hosts need its plain value, so it must be given.
+    pub async fn load(
         data_dir: &Path,
+        store: &dyn crate::store::Store,
         root: Option<&str>,
+        rotate_root: bool,
         node: Option<&str>,
-    ) -> std::io::Result<(Secrets, bool)> {
-        let (root, root_new) = secret(data_dir, "root_secret", root)?;
+        cluster: bool,
+    ) -> Result<(Secrets, RootSecret), SecretError> {
+        let node = node.filter(|s| !s.is_empty());
+        if cluster && node.is_none() {
+            return Err(SecretError::Refused(
+                "cluster mode (OSCIED_AMQP_URI set) needs OSCIED_NODE_SECRET: give every \
+                 orchestra and every unit the same value"
+                    .into(),
+            ));
+        }
+        let settled = root_secret(data_dir, store, root, rotate_root).await?;
         let (node, _) = secret(data_dir, "node_secret", node)?;
-        Ok((Secrets { root, node }, root_new))
+        let root = match &settled {
+            RootSecret::Generated(s) | RootSecret::Known(s) => Some(s.clone()),
+            RootSecret::Stored => None,
+        };
+        Ok((Secrets { root, node }, settled))
     }
+}
+
+/// Root's secret against the hash kept in the store. On an empty store the given secret,
+/// else the one kept in `<data dir>/root_secret` (an older orchestra's), else a fresh one is
+/// hashed and inserted; of orchestras starting at once only the first insert counts, and
+/// only a fresh secret that won is written to the data dir (to be announced). A given secret
+/// that is not the store's refuses to start, unless `rotate` replaces the store's hash.
+pub async fn root_secret(
+    data_dir: &Path,
+    store: &dyn crate::store::Store,
+    given: Option<&str>,
+    rotate: bool,
+) -> Result<RootSecret, SecretError> {
+    let path = data_dir.join("root_secret");
+    let given = given.filter(|s| !s.is_empty()).map(str::to_owned);
+    let kept = match std::fs::read_to_string(&path) {
+        Ok(kept) if !kept.trim().is_empty() => Some(kept.trim().to_owned()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => None,
+    };
+    if let Some(hash) = store.root_secret_hash().await? {
+        return check_root(&path, &hash, given, kept, rotate, store).await;
+    }
+    let (candidate, fresh) = match given.clone().or(kept.clone()) {
+        Some(known) => (known, false),
+        None => (random_token(), true),
+    };
+    if store
+        .insert_root_secret_hash(&blocking_hash(&candidate).await?)
+        .await?
+    {
+        if fresh {
+            write_private(&path, &candidate)?;
+            return Ok(RootSecret::Generated(candidate));
+        }
+        return Ok(RootSecret::Known(candidate));
+    }
+    // Another orchestra inserted first: its hash is root's; a fresh secret is dropped.
+    let hash = store
+        .root_secret_hash()
+        .await?
+        .ok_or_else(|| SecretError::Refused("root's secret vanished from the store".into()))?;
+    check_root(&path, &hash, given, kept, rotate, store).await
+}
+
+async fn check_root(
+    path: &Path,
+    hash: &str,
+    given: Option<String>,
+    kept: Option<String>,
+    rotate: bool,
+    store: &dyn crate::store::Store,
+) -> Result<RootSecret, SecretError> {
+    if let Some(given) = given {
+        if blocking_verify(&given, hash).await {
+            return Ok(RootSecret::Known(given));
+        }
+        if !rotate {
+            return Err(SecretError::Refused(
+                "OSCIED_ROOT_SECRET is not root's secret on this store (kept there by the \
+                 first orchestra on it): give every orchestra on the store the same one, \
+                 unset it to use the store's, or add OSCIED_ROTATE_ROOT_SECRET=true to \
+                 replace it for all of them"
+                    .into(),
+            ));
+        }
+        store
+            .set_root_secret_hash(&blocking_hash(&given).await?)
+            .await?;
+        tracing::warn!(
+            "root's secret replaced in the store (OSCIED_ROTATE_ROOT_SECRET): every \
+             orchestra on it now takes only the new one; unset OSCIED_ROTATE_ROOT_SECRET"
+        );
+        return Ok(RootSecret::Known(given));
+    }
+    match kept {
+        Some(kept) if blocking_verify(&kept, hash).await => Ok(RootSecret::Known(kept)),
+        Some(_) => {
+            tracing::error!(
+                file = %path.display(),
+                "this file does not hold root's secret on this store (another store's?): \
+                 root's secret is the store's; delete the file"
+            );
+            Ok(RootSecret::Stored)
+        }
+        None => Ok(RootSecret::Stored),
+    }
+}
+
+async fn blocking_hash(secret: &str) -> Result<String, SecretError> {
+    let secret = secret.to_owned();
+    tokio::task::spawn_blocking(move || hash_secret(&secret))
+        .await
+        .map_err(|e| SecretError::Refused(format!("hashing root's secret: {e}")))?
+        .map_err(|e| SecretError::Refused(e.message))
+}
+
+async fn blocking_verify(secret: &str, hash: &str) -> bool {
+    let (secret, hash) = (secret.to_owned(), hash.to_owned());
+    tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
+        .await
+        .unwrap_or(false)
 }
 
 fn secret(dir: &Path, name: &str, given: Option<&str>) -> std::io::Result<(String, bool)> {
@@ -335,11 +477,29 @@ impl FromRequestParts<AppState> for Authenticated {
             Credentials::Basic(user, secret) if user == "root" => {
                 let ip = client_ip(parts);
                 state.logins.check(Account::Root, ip)?;
-                if same(&secret, &state.secrets.root) {
-                    Ok(by_secret(Caller::Root))
-                } else {
-                    state.logins.failed(Account::Root, ip);
-                    Err(ApiError::unauthorized(BAD_CREDENTIALS))
+                // Read at each login, so a rotation by any orchestra holds on all at once.
+                let hash = state.store.root_secret_hash().await?;
+                if hash
+                    .as_ref()
+                    .is_some_and(|hash| state.verified.check(&digest(&[hash, &secret])))
+                {
+                    return Ok(by_secret(Caller::Root));
+                }
+                let ok = state
+                    .argon
+                    .verify(secret.clone(), hash.clone(), || {
+                        state.logins.check(Account::Root, ip)
+                    })
+                    .await?;
+                match hash {
+                    Some(hash) if ok => {
+                        state.verified.remember(digest(&[&hash, &secret]));
+                        Ok(by_secret(Caller::Root))
+                    }
+                    _ => {
+                        state.logins.failed(Account::Root, ip);
+                        Err(ApiError::unauthorized(BAD_CREDENTIALS))
+                    }
                 }
             }
             Credentials::Basic(user, _) if user == "node" => Err(ApiError::forbidden(
@@ -429,16 +589,39 @@ mod tests {
         assert!(!verify_secret("wrong", &hash));
     }
 
-    #[test]
-    fn secrets_are_generated_once_and_kept() {
+    #[tokio::test]
+    async fn secrets_are_generated_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let (first, generated) = Secrets::load(dir.path(), None, None).unwrap();
-        assert!(generated);
-        let (again, generated) = Secrets::load(dir.path(), None, None).unwrap();
-        assert!(!generated);
-        assert_eq!(first.root, again.root);
-        assert_ne!(first.root, first.node);
-        let (given, _) = Secrets::load(dir.path(), Some("mine"), None).unwrap();
-        assert_eq!(given.root, "mine");
+        let store = crate::store::SqliteStore::open(&dir.path().join("oscied.db")).unwrap();
+        let load = |root, cluster| Secrets::load(dir.path(), &store, root, false, None, cluster);
+        let (first, generated) = load(None, false).await.unwrap();
+        let RootSecret::Generated(root) = generated else {
+            panic!("generated: {generated:?}")
+        };
+        let (again, settled) = load(None, false).await.unwrap();
+        assert_eq!(settled, RootSecret::Known(root.clone()));
+        assert_eq!(first.node, again.node);
+        assert_ne!(root, first.node);
+        // Another data dir on the same store: root's is the store's, never generated again.
+        let other = tempfile::tempdir().unwrap();
+        let (_, settled) = Secrets::load(other.path(), &store, None, false, None, false)
+            .await
+            .unwrap();
+        assert_eq!(settled, RootSecret::Stored);
+        assert!(!other.path().join("root_secret").exists());
+        // A different given secret is refused, unless it rotates.
+        let refused = load(Some("mine"), false).await.err().unwrap().to_string();
+        assert!(refused.contains("OSCIED_ROTATE_ROOT_SECRET"), "{refused}");
+        let (_, settled) = Secrets::load(dir.path(), &store, Some("mine"), true, None, false)
+            .await
+            .unwrap();
+        assert_eq!(settled, RootSecret::Known("mine".into()));
+        assert_eq!(
+            load(Some("mine"), false).await.unwrap().1,
+            RootSecret::Known("mine".into())
+        );
+        // Cluster mode wants the node secret given.
+        let refused = load(None, true).await.err().unwrap().to_string();
+        assert!(refused.contains("OSCIED_NODE_SECRET"), "{refused}");
     }
 }

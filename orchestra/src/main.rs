@@ -26,7 +26,8 @@ async fn main() -> std::process::ExitCode {
     match orchestra::startup::run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("orchestra: {e}");
+            // Through the log, so in JSON format this line is JSON too.
+            tracing::error!("orchestra: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -150,14 +150,14 @@ pub async fn unpublish(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult
             TaskStatus::Started | TaskStatus::Progress => {
                 move_to(&mut task, TaskStatus::Revoking)?;
                 save(state, &task).await?;
-                tracing::info!(task = %id, unit = ?task.unit_id, "publication cancelled");
+                tracing::info!(task = %id, unit = task.unit_id.as_deref(), "publication cancelled");
                 return Ok(task);
             }
             TaskStatus::Success => {
                 move_to(&mut task, TaskStatus::Revoking)?;
                 task.dispatched_at = None;
                 save(state, &task).await?;
-                tracing::info!(task = %id, unit = ?task.unit_id, "unpublishing");
+                tracing::info!(task = %id, unit = task.unit_id.as_deref(), "unpublishing");
                 task
             }
             TaskStatus::Revoking => {
@@ -245,7 +245,7 @@ pub async fn complete(
                 task.error = None;
                 save(state, &task).await?;
                 set_public_uri(state, &task, Some(uri)).await?;
-                tracing::info!(task = %id, unit = %req.unit_id, uri = ?task.publish_uri, "media published");
+                tracing::info!(task = %id, unit = %req.unit_id, uri = task.publish_uri.as_deref(), "media published");
                 return Ok(answer(&task));
             }
             (TaskStatus::Started | TaskStatus::Progress, TaskStatus::Failure) => {
@@ -255,7 +255,7 @@ pub async fn complete(
                         .unwrap_or_else(|| "the unit reported a failure".into()),
                 );
                 save(state, &task).await?;
-                tracing::warn!(task = %id, error = ?task.error, "publication failed");
+                tracing::warn!(task = %id, error = task.error.as_deref(), "publication failed");
                 return Ok(answer(&task));
             }
             (TaskStatus::Revoking, TaskStatus::Revoked) => {

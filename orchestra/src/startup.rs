@@ -7,9 +7,12 @@ use oscied_protocol::Broker;
 use oscied_protocol::broker::{AmqpBroker, MemoryBroker};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{Secrets, VerifiedCache};
+use crate::auth::{RootSecret, Secrets, VerifiedCache};
 use crate::config::Config;
 use crate::dispatch::{self, Dispatcher};
 use crate::error::ApiError;
@@ -27,21 +30,75 @@ pub use oscied_protocol::unit::cli::init_tracing;
 pub enum StartupError {
     #[error("data dir {0}: {1}")]
     DataDir(String, std::io::Error),
+    #[error(
+        "data dir {0} is in use by another orchestra ({1}); give each orchestra its own \
+         OSCIED_DATA_DIR"
+    )]
+    DataDirBusy(String, String),
     #[error("storage root {0}: {1}")]
     Storage(String, std::io::Error),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("secrets: {0}")]
+    Secrets(#[from] crate::auth::SecretError),
     #[error("in-process units: {0}")]
     Units(String),
     #[error("argon2: {0}")]
     Argon(String),
-    #[error("listen on {0}: {1}")]
-    Listen(SocketAddr, std::io::Error),
+    #[error("cannot listen on {1} ({0}): {2}")]
+    Listen(&'static str, SocketAddr, std::io::Error),
     #[error("{0}")]
     Sandbox(#[from] oscied_protocol::sandbox::SandboxError),
 }
 
-/// Open the stores and storage, load the secrets, seed the built-ins.
+/// An exclusive lock on the data dir (`flock` on `<data dir>/orchestra.lock`, which names
+/// its holder), held while the orchestra runs; the kernel drops it when the process ends.
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    const FILE: &str = "orchestra.lock";
+
+    /// Create the data dir if needed and lock it, or say who holds it.
+    pub fn take(data_dir: &std::path::Path) -> Result<DataDirLock, StartupError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let shown = data_dir.display().to_string();
+        let io = |e| StartupError::DataDir(shown.clone(), e);
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(data_dir.join(Self::FILE))
+            .map_err(io)?;
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io(error));
+            }
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "holder unknown".to_owned(),
+                named => named.to_owned(),
+            };
+            return Err(StartupError::DataDirBusy(shown, holder));
+        }
+        let host =
+            hostname::get().map_or_else(|_| "?".into(), |h| h.to_string_lossy().into_owned());
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "pid {} on {host}", std::process::id()).map_err(io)?;
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+/// Open the stores and storage, load the secrets (announcing a generated root secret), seed
+/// the built-ins. [`spawn`] binds the listeners and locks the data dir first.
 pub async fn build(config: Config) -> Result<AppState, StartupError> {
     // Before anything is served: a kernel that cannot confine ffprobe/ffmpeg stops here.
     oscied_protocol::sandbox::check(config.run.sandbox)?;
@@ -51,23 +108,30 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
     let root = config.storage_root();
     let storage =
         Storage::open(&root).map_err(|e| StartupError::Storage(root.display().to_string(), e))?;
-    let (secrets, generated) = Secrets::load(
-        &config.data_dir,
-        config.root_secret.as_deref(),
-        config.node_secret.as_deref(),
-    )
-    .map_err(|e| StartupError::DataDir(data_dir.clone(), e))?;
-    if generated {
-        // Printed once, on the terminal only (never logged): it is kept in the data dir.
-        println!(
-            "OSCIED root secret (generated, kept in {}/root_secret): {}",
-            data_dir, secrets.root
-        );
-    }
     let store: Arc<dyn Store> = match &config.mongodb_uri {
         Some(uri) => Arc::new(MongoStore::connect(uri).await?),
         None => Arc::new(SqliteStore::open(&config.data_dir.join("oscied.db"))?),
     };
+    let (secrets, root_secret) = Secrets::load(
+        &config.data_dir,
+        store.as_ref(),
+        config.root_secret.as_deref(),
+        config.rotate_root_secret,
+        config.node_secret.as_deref(),
+        config.amqp_uri.is_some(),
+    )
+    .await?;
+    if let RootSecret::Generated(secret) = &root_secret {
+        // The one place a secret is ever shown: on stderr once, in the log format, whatever
+        // RUST_LOG says. It is kept in the data dir of the orchestra that generated it.
+        let kept = config.data_dir.join("root_secret").display().to_string();
+        oscied_protocol::unit::log::announce(
+            config.log_format,
+            "orchestra",
+            "root secret generated: keep it (every orchestra on this store takes it)",
+            &[("root_secret", secret), ("kept_in", &kept)],
+        );
+    }
     warn_without_ffprobe().await;
     let broker: Arc<dyn Broker> = match &config.amqp_uri {
         Some(uri) => Arc::new(AmqpBroker::connect(uri)),
@@ -94,6 +158,13 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
     })
 }
 
+/// Bind `addr`; an error names the variable that set it.
+async fn bind(addr: SocketAddr, variable: &'static str) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartupError::Listen(variable, addr, e))
+}
+
 /// Uploads need ffprobe; say so at start rather than at the first upload (which answers 503).
 async fn warn_without_ffprobe() {
     let found = tokio::process::Command::new("ffprobe")
@@ -111,6 +182,9 @@ async fn warn_without_ffprobe() {
 }
 
 pub fn app(state: AppState) -> axum::Router {
+    // Router::layer wraps each route, so the matched route is known to the trace layer.
+    // Outermost last: a client's id is checked, kept or made, copied to the answer, then the
+    // request is traced (its span holds the id, so a handler's own log lines name it).
     crate::http::router(state)
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
@@ -119,7 +193,77 @@ pub fn app(state: AppState) -> axum::Router {
                 ))
             },
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(log_response)
+                .on_body_chunk(())
+                .on_eos(())
+                // The answer's line says it (with its status); no second line for a 5xx.
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(tower::util::MapRequestLayer::new(drop_odd_request_id))
+}
+
+const X_REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+/// Longest `X-Request-Id` taken from a client; a longer or odd one is replaced by a UUID.
+const MAX_REQUEST_ID: usize = 128;
+
+/// A client's `X-Request-Id` is kept when it is 1–128 visible ASCII characters (it is echoed
+/// and logged); otherwise it is dropped and one is generated.
+fn drop_odd_request_id<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+    let sane = |value: &axum::http::HeaderValue| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID && bytes.iter().all(u8::is_ascii_graphic)
+    };
+    let headers = request.headers_mut();
+    let all_sane = headers.get_all(X_REQUEST_ID).iter().count() == 1
+        && headers.get(X_REQUEST_ID).is_some_and(sane);
+    if !all_sane {
+        headers.remove(X_REQUEST_ID);
+    }
+    request
+}
+
+/// One span per request: method, matched route (none for an unknown one), the path without
+/// its query (which may carry secrets) and the request id.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = route.as_deref(),
+        path = request.uri().path(),
+        request_id = id,
+    )
+}
+
+/// The request's one line: at info for 4xx and 5xx, at debug otherwise.
+fn log_response<B>(
+    response: &axum::http::Response<B>,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    let status = response.status().as_u16();
+    // Milliseconds to a tenth.
+    let latency_ms = (latency.as_secs_f64() * 10_000.0).round() / 10.0;
+    if status >= 400 {
+        tracing::info!(status, latency_ms, "answered");
+    } else {
+        tracing::debug!(status, latency_ms, "answered");
+    }
 }
 
 /// A running orchestra: its address and the task serving it.
@@ -132,6 +276,8 @@ pub struct Running {
     pub background: Background,
     /// Ends the server (graceful: open requests finish). See [`Running::shutdown`].
     stop_server: tokio::sync::watch::Sender<bool>,
+    /// Held while running: a second orchestra on this data dir refuses to start.
+    _data_lock: DataDirLock,
 }
 
 impl Running {
@@ -196,6 +342,7 @@ pub const LOCAL_PUBLISHER_UNIT: &str = "standalone-publisher";
 async fn start_local_units(
     state: &AppState,
     addr: SocketAddr,
+    publisher_listener: TcpListener,
 ) -> Result<(LocalUnits, String), StartupError> {
     let client =
         oscied_protocol::client::NodeClient::new(&format!("http://{addr}"), &state.secrets.node)
@@ -222,14 +369,14 @@ async fn start_local_units(
     config.public_url = state.config.public_url.clone();
     config.serve_limits = state.config.serve_limits();
     config.drain_secs = state.config.drain_secs;
-    let publisher = worker_publisher::PublisherUnit::bind(config, state.broker.clone(), client)
-        .await
-        .map_err(|e| {
-            StartupError::Units(format!(
-                "publisher on {} (OSCIED_PUBLISHER_LISTEN): {e}",
-                state.config.publisher_listen
-            ))
-        })?;
+    let publisher = worker_publisher::PublisherUnit::with_listener(
+        config,
+        state.broker.clone(),
+        client,
+        publisher_listener,
+    )
+    .await
+    .map_err(|e| StartupError::Units(format!("publisher: {e}")))?;
     let public_url = publisher.public_url().to_owned();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = move || {
@@ -252,15 +399,20 @@ async fn start_local_units(
 }
 
 /// Build and start serving in the background (tests embed the orchestra this way).
+/// Start-up order: bind the listeners (a busy port fails before anything else), lock the
+/// data dir, then [`build`] (which announces a generated root secret).
 pub async fn spawn(config: Config) -> Result<Running, StartupError> {
     let listen = config.listen;
-    let state = build(config).await?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| StartupError::Listen(listen, e))?;
+    let listener = bind(listen, "OSCIED_LISTEN").await?;
     let addr = listener
         .local_addr()
-        .map_err(|e| StartupError::Listen(listen, e))?;
+        .map_err(|e| StartupError::Listen("OSCIED_LISTEN", listen, e))?;
+    let publisher_listener = match config.amqp_uri {
+        None => Some(bind(config.publisher_listen, "OSCIED_PUBLISHER_LISTEN").await?),
+        Some(_) => None,
+    };
+    let data_lock = DataDirLock::take(&config.data_dir)?;
+    let state = build(config).await?;
     let app = app(state.clone());
     let limits = state.config.serve_limits();
     // Stopped by `Running::shutdown`, after the in-process units that call it back.
@@ -282,11 +434,12 @@ pub async fn spawn(config: Config) -> Result<Running, StartupError> {
     };
     dispatch::recover(&state, local_units).await;
     let loops = dispatch::spawn_loops(state.clone());
-    let (units, public_url) = if standalone {
-        let (units, url) = start_local_units(&state, addr).await?;
-        (Some(units), Some(url))
-    } else {
-        (None, None)
+    let (units, public_url) = match publisher_listener {
+        Some(publisher_listener) => {
+            let (units, url) = start_local_units(&state, addr, publisher_listener).await?;
+            (Some(units), Some(url))
+        }
+        None => (None, None),
     };
     Ok(Running {
         addr,
@@ -295,6 +448,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartupError> {
         server,
         background: Background { loops, units },
         stop_server,
+        _data_lock: data_lock,
     })
 }
 

@@ -92,7 +92,7 @@ pub async fn claim<T: TaskRecord>(
     if lifecycle::claim(&mut task, &req, lease(state))? {
         started(&mut task);
         save(state, &task).await?;
-        tracing::info!(task = %id, attempt = task.attempt(), unit = ?task.unit_id(),
+        tracing::info!(task = %id, attempt = task.attempt(), unit = task.unit_id(),
             "{} started", T::WHAT);
     }
     Ok(ClaimAnswer {

@@ -160,7 +160,7 @@ pub async fn revoke(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Tr
         TaskStatus::Started | TaskStatus::Progress => {
             move_to(&mut task, TaskStatus::Revoking)?;
             save(state, &task).await?;
-            tracing::info!(task = %id, unit = ?task.unit_id, "transform task revoking");
+            tracing::info!(task = %id, unit = task.unit_id.as_deref(), "transform task revoking");
         }
         // Asked twice: the unit has been told already.
         TaskStatus::Revoking => {}

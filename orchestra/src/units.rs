@@ -89,7 +89,7 @@ pub async fn heartbeat(state: &AppState, id: String, beat: UnitHeartbeat) -> Api
         Some(known) => known.registered_at,
         None => {
             tracing::info!(unit = %id, kind = beat.kind.as_str(), hostname = %beat.hostname,
-                queues = ?beat.queues, concurrency = beat.concurrency, "unit registered");
+                queues = %oscied_protocol::unit::log::List(&beat.queues), concurrency = beat.concurrency, "unit registered");
             at
         }
     };

@@ -1202,11 +1202,11 @@ async fn the_root_secret_is_generated_once_and_kept() {
     config.root_secret = None;
     let first = orchestra::startup::build(config.clone()).await.unwrap();
     let kept = std::fs::read_to_string(data.join("root_secret")).unwrap();
-    assert_eq!(kept.trim(), first.secrets.root);
-    assert_ne!(first.secrets.root, ROOT_SECRET);
+    assert_eq!(Some(kept.trim()), first.secrets.root.as_deref());
+    assert_ne!(first.secrets.root.as_deref(), Some(ROOT_SECRET));
     drop(first);
     let again = orchestra::startup::build(config).await.unwrap();
-    assert_eq!(again.secrets.root, kept.trim());
+    assert_eq!(again.secrets.root.as_deref(), Some(kept.trim()));
     // Built-ins are seeded once, not again at the next start.
     let opts = orchestra::models::ListOptions::count_only();
     let total = again

@@ -407,10 +407,20 @@ async fn tokens_are_revoked_one_or_all_and_by_a_secret_change() {
 
 #[tokio::test]
 async fn a_secret_change_on_one_replica_holds_on_the_other() {
-    let one = app_limited(10, 30).await;
-    let data_dir = one.running.state.config.data_dir.clone();
-    // A second orchestra on the same store (the same SQLite file).
-    let two = App::start_with(|c: &mut Config| c.data_dir = data_dir).await;
+    // Two orchestras, each with its own data dir (one orchestra per data dir), on one store.
+    let nx = oscied_e2e::nx::NxServer::start();
+    let uri = nx.uri();
+    let one = App::start_with(|c: &mut Config| {
+        c.mongodb_uri = Some(uri.clone());
+        c.login_account_burst = 10;
+        c.login_account_refill_secs = 3600;
+        c.login_address_burst = 30;
+        c.login_address_refill_secs = 3600;
+    })
+    .await;
+    one.user("ada@example.com", "analytical-engine", false)
+        .await;
+    let two = App::start_with(|c: &mut Config| c.mongodb_uri = Some(uri)).await;
     let (_, me) = two.get("/users/me", ADA).await; // cached as verified on two
     assert_eq!(me["mail"], "ada@example.com");
     let bearer = token(&two, ADA).await;

@@ -73,6 +73,7 @@ contract!(
     publisher_task_list_dispatch_and_lease_filters,
     publisher_task_list_sort_and_paging,
     unit_put_get_list,
+    root_secret_hash_is_kept_once,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2272,4 +2273,42 @@ mod mongo_connection {
             started.elapsed()
         );
     }
+}
+
+async fn root_secret_hash_is_kept_once(store: &dyn Store) {
+    assert_eq!(store.root_secret_hash().await.unwrap(), None);
+    // Two orchestras starting at once on an empty store: exactly one hash is kept.
+    let (a, b) = tokio::join!(
+        store.insert_root_secret_hash("$argon2id$first"),
+        store.insert_root_secret_hash("$argon2id$second")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a != b, "exactly one insert wins: {a} {b}");
+    let winner = if a {
+        "$argon2id$first"
+    } else {
+        "$argon2id$second"
+    };
+    assert_eq!(
+        store.root_secret_hash().await.unwrap().as_deref(),
+        Some(winner)
+    );
+    assert!(
+        !store
+            .insert_root_secret_hash("$argon2id$third")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.root_secret_hash().await.unwrap().as_deref(),
+        Some(winner)
+    );
+    store
+        .set_root_secret_hash("$argon2id$rotated")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.root_secret_hash().await.unwrap().as_deref(),
+        Some("$argon2id$rotated")
+    );
 }

@@ -20,6 +20,7 @@ const OSCIED_VARS: &[&str] = &[
     "OSCIED_MONGODB_URI",
     "OSCIED_AMQP_URI",
     "OSCIED_ROOT_SECRET",
+    "OSCIED_ROTATE_ROOT_SECRET",
     "OSCIED_NODE_SECRET",
     "OSCIED_MAX_UPLOAD_BYTES",
     "OSCIED_TOKEN_TTL",
@@ -43,7 +44,7 @@ const OSCIED_VARS: &[&str] = &[
 ];
 
 /// A running orchestra process, killed on drop. Its working directory holds `oscied-data/`
-/// (the default data dir) and `orchestra.log` (stdout and stderr).
+/// (the default data dir), `orchestra.log` (stderr, where it logs) and `stdout.log`.
 pub struct Orchestra {
     child: Child,
     port: u16,
@@ -135,6 +136,16 @@ impl Orchestra {
         self.dir.path()
     }
 
+    /// Everything it wrote to stderr (its log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("orchestra.log")).unwrap_or_default()
+    }
+
+    /// Everything it wrote to stdout.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         let log =
             std::fs::read_to_string(self.dir.path().join("orchestra.log")).unwrap_or_default();
@@ -209,12 +220,40 @@ impl Drop for Orchestra {
     }
 }
 
+/// An orchestra that is expected to refuse to start: run in a fresh directory on `port` with
+/// `env` until it exits (at most 30 s). Its exit status, stderr and stdout.
+pub fn run_to_exit(port: u16, env: &[(&str, &str)]) -> (std::process::ExitStatus, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut child = spawn_child(dir.path(), port, &env);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the orchestra") {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("the orchestra did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let read = |name| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    (status, read("orchestra.log"), read("stdout.log"))
+}
+
 fn spawn_child(dir: &Path, port: u16, env: &[(String, String)]) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("orchestra.log"))
-        .expect("log file");
+    let open = |name| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .expect("log file")
+    };
+    let log = open("orchestra.log");
+    let stdout = open("stdout.log");
     let mut command = Command::new(binary());
     for var in OSCIED_VARS {
         command.env_remove(var);
@@ -227,7 +266,7 @@ fn spawn_child(dir: &Path, port: u16, env: &[(String, String)]) -> Child {
         .env("OSCIED_PUBLISHER_LISTEN", "127.0.0.1:0")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log file"))
+        .stdout(stdout)
         .stderr(log);
     command.spawn().expect("the orchestra binary starts")
 }

@@ -170,6 +170,23 @@ impl PublisherUnit {
         broker: Arc<dyn Broker>,
         client: NodeClient,
     ) -> std::io::Result<PublisherUnit> {
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {} (OSCIED_LISTEN): {e}", config.listen),
+            )
+        })?;
+        PublisherUnit::with_listener(config, broker, client, listener).await
+    }
+
+    /// As [`PublisherUnit::bind`] on a listener bound already (`config.listen` unused): the
+    /// standalone orchestra binds its listeners before anything else.
+    pub async fn with_listener(
+        config: PublisherConfig,
+        broker: Arc<dyn Broker>,
+        client: NodeClient,
+        listener: TcpListener,
+    ) -> std::io::Result<PublisherUnit> {
         let with_context = |what: String| {
             move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"))
         };
@@ -184,9 +201,6 @@ impl PublisherUnit {
                 "cannot clean {}",
                 config.www_root.join(publish::STAGING_DIR).display()
             )))?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(with_context(format!("cannot listen on {}", config.listen)))?;
         let local_addr = listener.local_addr()?;
         let public_url = match &config.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
@@ -265,7 +279,7 @@ impl PublisherUnit {
             .unwrap_or(0);
         tracing::info!(
             unit_id = %ctx.config.unit_id,
-            queues = ?ctx.config.queues,
+            queues = %oscied_protocol::unit::log::List(&ctx.config.queues),
             own_queue = %own_queue[0],
             concurrency = ctx.config.concurrency,
             storage_root = %ctx.config.storage_root.display(),
@@ -335,7 +349,9 @@ impl PublisherUnit {
                         .remove(&id)
                         .unwrap_or_else(|| ctx.config.queues.clone());
                     tracing::error!(
-                        ?queues, "a job slot ended unexpectedly ({error:?}); restarting it"
+                        queues = %oscied_protocol::unit::log::List(&queues),
+                        error = error.as_ref().map(tracing::field::display),
+                        "a job slot ended unexpectedly; restarting it"
                     );
                     let handle = slots.spawn(slot::run(ctx.clone(), queues.clone()));
                     slot_queues.insert(handle.id(), queues);

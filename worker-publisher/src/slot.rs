@@ -200,7 +200,7 @@ async fn finish(
         Completion::Answered(answer) => {
             tracing::info!(
                 %task, attempt, asked = %status, status = %answer.status,
-                uri = ?request.publish_uri, "publication completed"
+                uri = request.publish_uri.as_deref(), "publication completed"
             );
             // REVOKING: revoked meanwhile, and the orchestra sends this unit an unpublish.
             status == TaskStatus::Success

@@ -160,7 +160,7 @@ impl TransformUnit {
         });
         tracing::info!(
             unit_id = %ctx.config.unit_id,
-            queues = ?ctx.config.queues,
+            queues = %oscied_protocol::unit::log::List(&ctx.config.queues),
             concurrency = ctx.config.concurrency,
             storage_root = %ctx.config.storage_root.display(),
             broker = ctx.broker.kind(),

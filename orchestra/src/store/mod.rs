@@ -102,4 +102,12 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_unit(&self, id: &str) -> StoreResult<bool>;
     /// All units, by id.
     async fn list_units(&self) -> StoreResult<Vec<Unit>>;
+
+    /// Root's secret as an argon2 hash, one for every orchestra on this store.
+    async fn root_secret_hash(&self) -> StoreResult<Option<String>>;
+    /// Keep `hash` as root's unless one is kept already (then false, and it stays): of two
+    /// orchestras starting at once on an empty store, exactly one wins.
+    async fn insert_root_secret_hash(&self, hash: &str) -> StoreResult<bool>;
+    /// Replace root's hash (a rotation).
+    async fn set_root_secret_hash(&self, hash: &str) -> StoreResult<()>;
 }

@@ -1,7 +1,7 @@
 //! The cluster store: MongoDB through the `mongodb` crate (tests run it on NX-27017).
 //!
 //! One collection per record kind: `users`, `medias`, `profiles`, `tokens`, `transform_tasks`,
-//! `publisher_tasks`, `units`. A document is the record's API JSON with `id` renamed `_id`
+//! `publisher_tasks`, `units`, `secrets` (root's secret hash, `_id: "root"`). A document is the record's API JSON with `id` renamed `_id`
 //! (the UUID as a string; a token's `_id` is its hash, a unit's its unit id). Users also carry
 //! `mail_key` (the lowercased mail, unique) and `secret_hash`.
 //!
@@ -55,6 +55,8 @@ pub struct MongoStore {
     transform_tasks: Collection<Document>,
     publisher_tasks: Collection<Document>,
     units: Collection<Document>,
+    /// `{_id: "root", hash}`: root's secret hash.
+    secrets: Collection<Document>,
 }
 
 impl MongoStore {
@@ -86,6 +88,7 @@ impl MongoStore {
             transform_tasks: db.collection("transform_tasks"),
             publisher_tasks: db.collection("publisher_tasks"),
             units: db.collection("units"),
+            secrets: db.collection("secrets"),
             client,
         };
         store.create_indexes().await?;
@@ -460,6 +463,38 @@ impl Store for MongoStore {
             .list(&self.units, Document::new(), &all, "id")
             .await?
             .items)
+    }
+
+    async fn root_secret_hash(&self) -> StoreResult<Option<String>> {
+        let doc = self
+            .secrets
+            .find_one(doc! { "_id": "root" })
+            .await
+            .map_err(unavailable)?;
+        doc.map(|d| {
+            d.get_str("hash")
+                .map(str::to_owned)
+                .map_err(|e| StoreError::Corrupt(format!("root secret: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn insert_root_secret_hash(&self, hash: &str) -> StoreResult<bool> {
+        // The unique _id makes the insert the conditional one.
+        match Self::insert(&self.secrets, doc! { "_id": "root", "hash": hash }, "id").await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn set_root_secret_hash(&self, hash: &str) -> StoreResult<()> {
+        self.secrets
+            .replace_one(doc! { "_id": "root" }, doc! { "_id": "root", "hash": hash })
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 }
 

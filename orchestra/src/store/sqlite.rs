@@ -70,6 +70,7 @@ CREATE INDEX IF NOT EXISTS publisher_tasks_queue ON publisher_tasks (json_extrac
 CREATE INDEX IF NOT EXISTS publisher_tasks_created
     ON publisher_tasks (json_extract(doc, '$.created_at'));
 CREATE TABLE IF NOT EXISTS units (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, hash TEXT NOT NULL);
 ";
 
 impl SqliteStore {
@@ -673,6 +674,45 @@ impl Store for SqliteStore {
             descending: false,
         };
         Ok(self.list("units", Where::default(), &all).await?.items)
+    }
+
+    async fn root_secret_hash(&self) -> StoreResult<Option<String>> {
+        self.with(|c| {
+            c.query_row("SELECT hash FROM secrets WHERE name = 'root'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn insert_root_secret_hash(&self, hash: &str) -> StoreResult<bool> {
+        let hash = hash.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO secrets (name, hash) VALUES ('root', ?1) \
+                 ON CONFLICT (name) DO NOTHING",
+                params![hash],
+            )
+            .map(|inserted| inserted == 1)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn set_root_secret_hash(&self, hash: &str) -> StoreResult<()> {
+        let hash = hash.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO secrets (name, hash) VALUES ('root', ?1) \
+                 ON CONFLICT (name) DO UPDATE SET hash = excluded.hash",
+                params![hash],
+            )
+            .map(drop)
+            .map_err(unavailable)
+        })
+        .await
     }
 }
 

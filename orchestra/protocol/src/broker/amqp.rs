@@ -576,7 +576,7 @@ impl Consumer for AmqpConsumer {
             match self.try_next().await {
                 Ok(delivery) => return delivery,
                 Err(error) => {
-                    warn!(queues = ?self.queues, %error, retry_in = ?backoff, "consuming from RabbitMQ failed");
+                    warn!(queues = %crate::unit::log::List(&self.queues), %error, retry_in = ?backoff, "consuming from RabbitMQ failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }

@@ -182,16 +182,26 @@ pub enum LogFormat {
 /// (`RUST_LOG=info,lapin=debug` brings them back).
 pub const DEFAULT_LOG_FILTER: &str = "info,lapin=off";
 
-/// Log to stderr for people or for machines; the level comes from `RUST_LOG` (default
-/// [`DEFAULT_LOG_FILTER`]). A second call is a no-op (tests may have set a subscriber).
+/// Log to stderr for people or for machines, one event per line (see [`super::log`]); the
+/// level comes from `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]). Colour only on a terminal
+/// and without `NO_COLOR`. A second call is a no-op (tests may have set a subscriber).
 pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder
+            .with_ansi(super::log::colour())
+            .fmt_fields(super::log::HumanFields)
+            .try_init(),
+        LogFormat::Json => builder
+            .with_ansi(false)
+            .fmt_fields(super::log::JsonFields)
+            .event_format(super::log::JsonEvent)
+            .try_init(),
     };
 }
 

@@ -11,6 +11,7 @@ pub mod cli;
 mod decode;
 mod drain;
 mod heartbeat;
+pub mod log;
 mod report;
 pub mod secret;
 pub mod state;
