@@ -33,7 +33,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Health of the orchestra and its dependencies.
 #[utoipa::path(get, path = "/health", tag = "health", security(()),
-    responses((status = 200, body = Health), (status = 503, description = "a dependency is down", body = Health)))]
+    responses((status = 200, description = "every dependency is up", body = Health), (status = 503, description = "a dependency is down", body = Health)))]
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let store_ok = tokio::time::timeout(Duration::from_secs(3), state.store.ping())
         .await
