@@ -40,7 +40,10 @@ pub struct RegisterMedia {
 }
 
 /// `POST /medias` multipart form (documentation only: the form is streamed, not buffered).
-#[derive(Debug, ToSchema)]
+// Deserialize only lends `deny_unknown_fields`: the document then says what the server does,
+// which refuses any other part (422).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct UploadForm {
     /// The media file, sent with its filename.

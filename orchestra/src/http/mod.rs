@@ -239,6 +239,14 @@ pub fn list_options(
             "limit must be at most {MAX_LIMIT} (got {limit})"
         )));
     }
+    // The stores count in i64 (the document's int64): a larger skip names no item anyway.
+    let skip = skip.unwrap_or(0);
+    if i64::try_from(skip).is_err() {
+        return Err(ApiError::invalid(format!(
+            "skip must be at most {} (got {skip})",
+            i64::MAX
+        )));
+    }
     let sort = sort.unwrap_or(default);
     let (name, descending) = match sort.strip_prefix('-') {
         Some(name) => (name, true),
@@ -257,7 +265,7 @@ pub fn list_options(
         })?;
     Ok(ListOptions {
         limit,
-        skip: skip.unwrap_or(0),
+        skip,
         sort: path,
         descending,
     })
