@@ -15,13 +15,25 @@ pub const MIN_SECRET_LEN: usize = 8;
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// 1 to 100 characters, not blank, no control characters.
-    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub first_name: String,
     /// 1 to 100 characters, not blank, no control characters.
-    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub last_name: String,
     /// `local@domain`, at most 254 characters, without whitespace, control characters or `:`.
-    #[schema(min_length = 3, max_length = 254, pattern = r"^\s*[^\s\u0000-\u001f\u007f-\u009f:@]+@[^\s\u0000-\u001f\u007f-\u009f:@]+\s*$")]
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = r"^\s*[^\s\u0000-\u001f\u007f-\u009f:@]+@[^\s\u0000-\u001f\u007f-\u009f:@]+\s*$"
+    )]
     pub mail: String,
     /// 8 to 1024 characters; stored as an argon2id hash, never answered.
     #[schema(min_length = 8, max_length = 1024)]
@@ -34,11 +46,23 @@ pub struct NewUser {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
-    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub first_name: Option<String>,
-    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub last_name: Option<String>,
-    #[schema(min_length = 3, max_length = 254, pattern = r"^\s*[^\s\u0000-\u001f\u007f-\u009f:@]+@[^\s\u0000-\u001f\u007f-\u009f:@]+\s*$")]
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = r"^\s*[^\s\u0000-\u001f\u007f-\u009f:@]+@[^\s\u0000-\u001f\u007f-\u009f:@]+\s*$"
+    )]
     pub mail: Option<String>,
     #[schema(min_length = 8, max_length = 1024)]
     pub secret: Option<String>,

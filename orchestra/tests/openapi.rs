@@ -11,7 +11,6 @@ use common::{App, As};
 use oscied_e2e::tools;
 use reqwest::StatusCode;
 
-
 fn report(what: &str, output: &Output) -> String {
     format!(
         "{what} exited with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -37,7 +36,11 @@ async fn the_document_is_valid_openapi_3_1() {
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", validator.display()));
-    assert!(output.status.success(), "{}", report("openapi-spec-validator", &output));
+    assert!(
+        output.status.success(),
+        "{}",
+        report("openapi-spec-validator", &output)
+    );
 }
 
 /// Semantic rules a JSON Schema cannot state, answered 422 to input the schema allows; the
@@ -145,12 +148,15 @@ async fn schemathesis_finds_no_failure() {
 #[tokio::test]
 async fn the_server_enforces_the_documented_bounds() {
     let app = App::start().await;
-    let (status, _) = app
-        .get("/medias?skip=9223372036854775807", As::Root)
-        .await;
+    let (status, _) = app.get("/medias?skip=9223372036854775807", As::Root).await;
     assert_eq!(status, StatusCode::OK);
     let answer = app.get("/medias?skip=9223372036854775808", As::Root).await;
-    common::assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "skip");
+    common::assert_error(
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        "skip",
+    );
 
     // 200 two-byte characters: 400 bytes, within the documented 200 characters.
     let title = "é".repeat(200);
@@ -170,7 +176,12 @@ async fn the_server_enforces_the_documented_bounds() {
                 serde_json::json!({"title": too_long, "encoder_name": "copy"}),
             )
             .await;
-        common::assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "title");
+        common::assert_error(
+            &answer,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "title",
+        );
     }
     let (status, body) = app
         .post(

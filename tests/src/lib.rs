@@ -251,7 +251,12 @@ pub mod tools {
         pub fn path(&self) -> PathBuf {
             if let Some(path) = std::env::var_os(self.env) {
                 let path = PathBuf::from(path);
-                assert!(path.is_file(), "{}={} is not a file", self.env, path.display());
+                assert!(
+                    path.is_file(),
+                    "{}={} is not a file",
+                    self.env,
+                    path.display()
+                );
                 return path;
             }
             let root = workspace_root();

@@ -196,7 +196,9 @@ pub fn parse_id(what: &str, raw: &str) -> ApiResult<Uuid> {
 
 /// A `sort` parameter's schema for the document: each name of `sorts`, also with `-`
 /// (descending). Built from the same table `list_options` checks, so the two cannot drift.
-pub(crate) fn sort_schema(sorts: &[(&str, &str)]) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+pub(crate) fn sort_schema(
+    sorts: &[(&str, &str)],
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     let names: Vec<String> = sorts
         .iter()
         .flat_map(|(name, _)| [(*name).to_owned(), format!("-{name}")])
@@ -293,8 +295,6 @@ pub fn created<T: serde::Serialize>(value: T) -> impl IntoResponse {
 mod tests {
     use std::collections::HashSet;
 
-    use serde_json::Value;
-
     /// Every operation of the document: a unique operationId, a description on each response,
     /// the error body on each error, and the errors its shape implies (see `responses.rs`): a
     /// route added without them fails here.
@@ -331,21 +331,28 @@ mod tests {
                     }
                 }
                 let security = op.get("security").unwrap_or(&doc["security"]);
-                let authenticated = security
-                    .as_array()
-                    .is_some_and(|s| s.iter().any(|r| r.as_object().is_some_and(|r| !r.is_empty())));
+                let authenticated = security.as_array().is_some_and(|s| {
+                    s.iter()
+                        .any(|r| r.as_object().is_some_and(|r| !r.is_empty()))
+                });
                 let mut needed = vec![];
                 if authenticated {
                     needed.extend(["401", "403", "429", "503"]);
                 }
-                if op["requestBody"]["content"].get("application/json").is_some() {
+                if op["requestBody"]["content"]
+                    .get("application/json")
+                    .is_some()
+                {
                     needed.extend(["400", "408", "413", "415", "422"]);
                 }
                 let params = op["parameters"].as_array().cloned().unwrap_or_default();
                 if params.iter().any(|p| p["in"] == "query") {
                     needed.push("422");
                 }
-                if params.iter().any(|p| p["in"] == "path" && p["name"] == "id") {
+                if params
+                    .iter()
+                    .any(|p| p["in"] == "path" && p["name"] == "id")
+                {
                     needed.push("404");
                 }
                 for status in needed {
@@ -354,10 +361,17 @@ mod tests {
                     }
                 }
                 for p in &params {
-                    if p["in"] == "query" && p["name"] == "limit" && p["schema"]["maximum"] != Value::from(super::MAX_LIMIT) {
-                        problems.push(format!("{at}: limit has no maximum of {}", super::MAX_LIMIT));
+                    if p["in"] == "query"
+                        && p["name"] == "limit"
+                        && p["schema"]["maximum"].as_u64() != Some(super::MAX_LIMIT)
+                    {
+                        problems.push(format!(
+                            "{at}: limit has no maximum of {}",
+                            super::MAX_LIMIT
+                        ));
                     }
-                    if p["in"] == "query" && p["name"] == "sort" && !p["schema"]["enum"].is_array() {
+                    if p["in"] == "query" && p["name"] == "sort" && !p["schema"]["enum"].is_array()
+                    {
                         problems.push(format!("{at}: sort has no enum"));
                     }
                 }
