@@ -32,7 +32,9 @@ pub struct RegisterMedia {
     /// Storage-relative path of a file under `uploads/`, e.g. `uploads/clip.mp4`. It is moved
     /// into the media's directory.
     pub uri: String,
-    /// Name of the media's file; default: the uri's file name.
+    /// Name of the media's file; default: the uri's file name. At most 255 bytes, one path
+    /// component, not starting with `.`, without control characters.
+    #[schema(min_length = 1, max_length = 255)]
     pub filename: Option<String>,
     /// Free JSON object; `title` is required.
     #[schema(schema_with = metadata_schema)]
