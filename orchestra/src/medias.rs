@@ -32,21 +32,27 @@ pub struct RegisterMedia {
     /// Storage-relative path of a file under `uploads/`, e.g. `uploads/clip.mp4`. It is moved
     /// into the media's directory.
     pub uri: String,
-    /// Name of the media's file; default: the uri's file name.
+    /// Name of the media's file; default: the uri's file name. At most 255 bytes, one path
+    /// component, not starting with `.`, without control characters.
+    #[schema(min_length = 1, max_length = 255)]
     pub filename: Option<String>,
     /// Free JSON object; `title` is required.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = metadata_schema)]
     pub metadata: Metadata,
 }
 
 /// `POST /medias` multipart form (documentation only: the form is streamed, not buffered).
-#[derive(Debug, ToSchema)]
+// Deserialize only lends `deny_unknown_fields`: the document then says what the server does,
+// which refuses any other part (422).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct UploadForm {
     /// The media file, sent with its filename.
     #[schema(value_type = String, format = Binary)]
     pub file: Vec<u8>,
-    /// metadata.title.
+    /// metadata.title: 1 to 1000 characters, not blank.
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub title: String,
     /// Optional JSON object text of more metadata.
     pub metadata: Option<String>,
@@ -57,8 +63,38 @@ pub struct UploadForm {
 #[serde(deny_unknown_fields)]
 pub struct MediaPatch {
     /// Keys set to null are removed; `title` must stay a non-empty string.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = metadata_patch_schema)]
     pub metadata: Metadata,
+}
+
+/// The document's schema of a media's metadata: a JSON object with a `title` of 1 to 1000
+/// characters, not blank, and at most [`MAX_METADATA_BYTES`] of JSON in all.
+pub fn metadata_schema() -> utoipa::openapi::Object {
+    metadata_object().required("title").build()
+}
+
+/// [`metadata_schema`] for a merge patch: `title` may be left out (it stays).
+pub fn metadata_patch_schema() -> utoipa::openapi::Object {
+    metadata_object().build()
+}
+
+fn metadata_object() -> utoipa::openapi::ObjectBuilder {
+    use utoipa::openapi::schema::AdditionalProperties;
+    use utoipa::openapi::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "Free JSON object of at most 64 KiB (compactly serialized); `title` is 1 to 1000 characters, not blank.",
+        ))
+        .property(
+            "title",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(1000))
+                .pattern(Some(r"\S")),
+        )
+        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
 }
 
 /// The most JSON a media's metadata may hold, measured compactly serialized after any merge:
@@ -75,7 +111,7 @@ pub fn check_metadata(metadata: &Metadata) -> ApiResult<()> {
         )));
     }
     match metadata.get("title") {
-        Some(Value::String(t)) if !t.trim().is_empty() && t.len() <= 1000 => Ok(()),
+        Some(Value::String(t)) if !t.trim().is_empty() && t.chars().count() <= 1000 => Ok(()),
         Some(Value::String(_)) => Err(ApiError::invalid(
             "metadata.title must be 1 to 1000 characters",
         )),

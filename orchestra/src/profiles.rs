@@ -14,9 +14,16 @@ use crate::store::{Store, StoreError, StoreResult};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProfile {
-    /// Unique.
+    /// Unique; 1 to 200 characters, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub title: String,
+    /// At most 4000 characters.
     #[serde(default)]
+    #[schema(max_length = 4000)]
     pub description: String,
     pub encoder_name: EncoderName,
     /// ffmpeg output options (see GET /transform/encoders); ignored by `copy`.
@@ -27,15 +34,23 @@ pub struct NewProfile {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfilePatch {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub title: Option<String>,
+    #[schema(max_length = 4000)]
     pub description: Option<String>,
     pub encoder_name: Option<EncoderName>,
     pub encoder_string: Option<String>,
 }
 
 fn check_title(title: &str) -> ApiResult<String> {
+    // Counted as sent and in characters, as the document's maxLength counts.
+    let too_long = title.chars().count() > 200;
     let title = title.trim();
-    if title.is_empty() || title.len() > 200 || title.chars().any(char::is_control) {
+    if title.is_empty() || too_long || title.chars().any(char::is_control) {
         return Err(ApiError::invalid(
             "title must be 1 to 200 characters, without control characters",
         ));
@@ -44,8 +59,10 @@ fn check_title(title: &str) -> ApiResult<String> {
 }
 
 fn check_description(description: &str) -> ApiResult<String> {
-    if description.len() > 4000 {
-        return Err(ApiError::invalid("description must be at most 4000 bytes"));
+    if description.chars().count() > 4000 {
+        return Err(ApiError::invalid(
+            "description must be at most 4000 characters",
+        ));
     }
     Ok(description.trim().to_owned())
 }

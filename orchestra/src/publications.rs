@@ -34,6 +34,7 @@ pub struct NewPublisherTask {
     pub media_id: Uuid,
     /// `publisher` unless named (1–64 of `[A-Za-z0-9_.-]`): a publisher queue (`publisher`,
     /// `publisher-…`) or a named one that no transform unit consumes.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")]
     pub queue: Option<String>,
 }
 

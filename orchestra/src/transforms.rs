@@ -35,14 +35,17 @@ pub struct NewTransformTask {
     /// The output's file name; its extension picks the container (`.m3u8`/`.mpd` make an
     /// HLS/DASH package). Letters, digits, spaces, `.`, `_` and `-` only, starting with a
     /// letter or digit, at most 255 bytes; for ffmpeg profiles a known container extension.
+    #[schema(min_length = 1, max_length = 255)]
     pub filename: String,
     /// The output media's metadata; `title` is required.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = crate::medias::metadata_schema)]
     pub metadata: Metadata,
     /// Default `transform`; a transform queue (`transform`, `transform-…`) or a named one
     /// that no publisher unit consumes.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")]
     pub queue: Option<String>,
     /// 0 (default) to 9; higher runs first.
+    #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<u8>,
 }
 

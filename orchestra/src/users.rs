@@ -14,10 +14,29 @@ pub const MIN_SECRET_LEN: usize = 8;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// 1 to 100 characters, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub first_name: String,
+    /// 1 to 100 characters, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub last_name: String,
+    /// `local@domain`, at most 254 characters, without whitespace, control characters or `:`.
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = r"^\s*[^\s\u0000-\u001f\u007f-\u009f:@]+@[^\s\u0000-\u001f\u007f-\u009f:@]+\s*$"
+    )]
     pub mail: String,
-    /// At least 8 characters; stored as an argon2id hash, never answered.
+    /// 8 to 1024 characters; stored as an argon2id hash, never answered.
+    #[schema(min_length = 8, max_length = 1024)]
     pub secret: String,
     #[serde(default)]
     pub admin_platform: bool,
@@ -27,17 +46,35 @@ pub struct NewUser {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub first_name: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub last_name: Option<String>,
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = r"^\s*[^\s\u0000-\u001f\u007f-\u009f:@]+@[^\s\u0000-\u001f\u007f-\u009f:@]+\s*$"
+    )]
     pub mail: Option<String>,
+    #[schema(min_length = 8, max_length = 1024)]
     pub secret: Option<String>,
     /// Only root or an admin may change it.
     pub admin_platform: Option<bool>,
 }
 
 fn check_name(field: &str, value: &str) -> ApiResult<String> {
+    // Counted as sent and in characters, as the document's maxLength counts.
+    let too_long = value.chars().count() > 100;
     let value = value.trim();
-    if value.is_empty() || value.len() > 100 || value.chars().any(char::is_control) {
+    if value.is_empty() || too_long || value.chars().any(char::is_control) {
         return Err(ApiError::invalid(format!(
             "{field} must be 1 to 100 characters, without control characters"
         )));
@@ -46,13 +83,14 @@ fn check_name(field: &str, value: &str) -> ApiResult<String> {
 }
 
 fn check_mail(mail: &str) -> ApiResult<String> {
+    let too_long = mail.chars().count() > 254;
     let mail = mail.trim();
     if mail.contains(':') {
         return Err(ApiError::invalid(format!(
             "mail {mail:?} contains ':', which HTTP Basic authentication (mail:secret) cannot carry"
         )));
     }
-    let valid = mail.len() <= 254
+    let valid = !too_long
         && !mail.chars().any(|c| c.is_whitespace() || c.is_control())
         && mail.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && !domain.is_empty() && !domain.contains('@')
@@ -66,7 +104,7 @@ fn check_mail(mail: &str) -> ApiResult<String> {
 }
 
 fn check_secret(secret: &str) -> ApiResult<()> {
-    if secret.chars().count() < MIN_SECRET_LEN || secret.len() > 1024 {
+    if secret.chars().count() < MIN_SECRET_LEN || secret.chars().count() > 1024 {
         return Err(ApiError::invalid(format!(
             "secret must be {MIN_SECRET_LEN} to 1024 characters"
         )));

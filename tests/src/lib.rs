@@ -244,6 +244,68 @@ pub mod orchestra;
 pub mod rabbit;
 pub mod units;
 
+/// Python tools the tests run (installed by `.ci/run` into `<workspace>/.venv`, pinned).
+pub mod tools {
+    use std::path::{Path, PathBuf};
+
+    /// `openapi-spec-validator`: checks the OpenAPI document.
+    pub const SPEC_VALIDATOR: Tool = Tool {
+        env: "OSCIED_OPENAPI_SPEC_VALIDATOR",
+        executable: "openapi-spec-validator",
+        package: "openapi-spec-validator==0.9.0",
+    };
+
+    /// `schemathesis`: fuzzes the API from its OpenAPI document.
+    pub const SCHEMATHESIS: Tool = Tool {
+        env: "OSCIED_SCHEMATHESIS",
+        executable: "schemathesis",
+        package: "schemathesis==4.32.5",
+    };
+
+    pub struct Tool {
+        /// The environment variable naming the executable.
+        pub env: &'static str,
+        /// Its name in `<workspace>/.venv/bin`.
+        pub executable: &'static str,
+        /// The pinned PyPI requirement.
+        pub package: &'static str,
+    }
+
+    impl Tool {
+        /// `$<env>`, else `<workspace>/.venv/bin/<executable>`. Panics (a test that needs the
+        /// tool fails, never skips) with how to install it.
+        pub fn path(&self) -> PathBuf {
+            if let Some(path) = std::env::var_os(self.env) {
+                let path = PathBuf::from(path);
+                assert!(
+                    path.is_file(),
+                    "{}={} is not a file",
+                    self.env,
+                    path.display()
+                );
+                return path;
+            }
+            let root = workspace_root();
+            let venv = root.join(".venv/bin").join(self.executable);
+            assert!(
+                venv.is_file(),
+                "{} not found: set {} to its path, or install it in the workspace with \
+                 `python3 -m venv .venv && .venv/bin/pip install '{}'` (run in {}; .ci/run does)",
+                self.executable,
+                self.env,
+                self.package,
+                root.display()
+            );
+            venv
+        }
+    }
+
+    fn workspace_root() -> PathBuf {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        manifest.parent().unwrap_or(manifest).to_path_buf()
+    }
+}
+
 /// Test media, generated with ffmpeg's lavfi sources (never downloaded).
 pub mod media {
     use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::responses::Authed;
 use crate::auth::Authenticated;
 use crate::error::{ApiResult, ErrorBody};
 use crate::models::ts;
@@ -34,7 +35,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// Exchange a user's Basic credentials for a bearer token. A bearer token cannot mint one
 /// (403). A change of the user's secret revokes all its tokens.
 #[utoipa::path(post, path = "/auth/token", tag = "auth", security(("basic" = [])),
-    responses((status = 201, body = TokenAnswer), (status = 401, body = ErrorBody), (status = 403, description = "root, or called with a bearer token", body = ErrorBody), (status = 429, description = "too many failed logins; see Retry-After", body = ErrorBody)))]
+    responses(Authed, (status = 201, description = "a new bearer token", body = TokenAnswer),
+        (status = 403, description = "root or node credentials, or called with a bearer token", body = ErrorBody)))]
 async fn create_token(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -52,7 +54,8 @@ async fn create_token(
 
 /// Revoke the bearer token this request is made with (log out).
 #[utoipa::path(delete, path = "/auth/token", tag = "auth", security(("bearer" = [])),
-    responses((status = 204, description = "revoked"), (status = 400, description = "not called with a bearer token", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "root", body = ErrorBody)))]
+    responses(Authed, (status = 204, description = "revoked"), (status = 400, description = "not called with a bearer token", body = ErrorBody),
+        (status = 403, description = "root or node credentials", body = ErrorBody)))]
 async fn revoke_token(State(state): State<AppState>, auth: Authenticated) -> ApiResult<StatusCode> {
     tokens::revoke_this(&state, &auth).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -60,7 +63,7 @@ async fn revoke_token(State(state): State<AppState>, auth: Authenticated) -> Api
 
 /// Revoke every bearer token of the caller (log out everywhere).
 #[utoipa::path(delete, path = "/auth/tokens", tag = "auth",
-    responses((status = 204, description = "all revoked"), (status = 401, body = ErrorBody), (status = 403, description = "root", body = ErrorBody)))]
+    responses(Authed, (status = 204, description = "all revoked"), (status = 403, description = "root or node credentials", body = ErrorBody)))]
 async fn revoke_tokens(
     State(state): State<AppState>,
     auth: Authenticated,

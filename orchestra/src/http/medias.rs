@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::responses::{Authed, BadQuery, JsonBody, NotFound};
 use super::{ApiJson, ApiQuery, list_options, list_owner, parse_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -30,6 +31,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(download_media))
 }
 
+super::sort_param!(MediaSort, SORTS);
+
 const SORTS: &[(&str, &str)] = &[
     ("created_at", "created_at"),
     ("updated_at", "updated_at"),
@@ -45,6 +48,7 @@ const SORTS: &[(&str, &str)] = &[
 #[into_params(parameter_in = Query)]
 struct MediaListQuery {
     /// PENDING, READY or DELETED, or several separated by commas. Default: PENDING,READY.
+    #[param(value_type = Option<Vec<MediaStatus>>, style = Form, explode = false, min_items = 1)]
     status: Option<String>,
     /// Owner (admins; others only ever see their own).
     user_id: Option<Uuid>,
@@ -53,10 +57,13 @@ struct MediaListQuery {
     /// Case-insensitive text in metadata.title.
     q: Option<String>,
     /// Default 50, at most 1000.
+    #[param(maximum = 1000)]
     limit: Option<u64>,
+    /// Items to pass over before the first one answered.
     skip: Option<u64>,
     /// created_at, updated_at, filename, size, duration, status, title; `-` for descending.
     /// Default: -created_at.
+    #[param(value_type = Option<MediaSort>, inline)]
     sort: Option<String>,
 }
 
@@ -80,8 +87,12 @@ fn parse_statuses(raw: &str) -> ApiResult<Vec<MediaStatus>> {
         (RegisterMedia = "application/json"),
         (UploadForm = "multipart/form-data")
     )),
-    responses((status = 201, body = Media), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(Authed, JsonBody, (status = 201, description = "the media, READY", body = Media),
+        (status = 400, description = "malformed JSON or multipart body", body = ErrorBody),
+        (status = 403, description = "root owns no medias: upload as a user", body = ErrorBody),
+        (status = 413, description = "the upload exceeds OSCIED_MAX_UPLOAD_BYTES, or a JSON body exceeds 1 MiB", body = ErrorBody),
+        (status = 415, description = "neither multipart/form-data nor application/json", body = ErrorBody),
+        (status = 422, description = "a missing or invalid field, a uri naming no file under uploads/, or a file that is not readable media", body = ErrorBody)))]
 async fn create_media(
     State(state): State<AppState>,
     caller: Caller,
@@ -136,7 +147,7 @@ async fn create_media(
 
 /// List medias: one's own, or all for admins.
 #[utoipa::path(get, path = "/medias", tag = "medias", params(MediaListQuery),
-    responses((status = 200, body = Page<Media>), (status = 422, body = ErrorBody)))]
+    responses(Authed, BadQuery, (status = 200, description = "a page of medias", body = Page<Media>)))]
 async fn list_medias(
     State(state): State<AppState>,
     caller: Caller,
@@ -181,7 +192,7 @@ pub async fn visible_media(state: &AppState, caller: &Caller, raw_id: &str) -> A
 
 /// Get a media.
 #[utoipa::path(get, path = "/medias/{id}", tag = "medias", params(("id" = String, Path)),
-    responses((status = 200, body = Media), (status = 404, body = ErrorBody)))]
+    responses(Authed, NotFound, (status = 200, description = "the media", body = Media)))]
 async fn get_media(
     State(state): State<AppState>,
     caller: Caller,
@@ -192,7 +203,9 @@ async fn get_media(
 
 /// Merge-patch a media's metadata (RFC 7386: null removes a key).
 #[utoipa::path(patch, path = "/medias/{id}", tag = "medias", params(("id" = String, Path)), request_body = MediaPatch,
-    responses((status = 200, body = Media), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(Authed, JsonBody, NotFound, (status = 200, description = "the media as changed", body = Media),
+        (status = 409, description = "the media is DELETED", body = ErrorBody),
+        (status = 422, description = "the merged metadata breaks its rules (a title of 1 to 1000 characters, at most 64 KiB of JSON)", body = ErrorBody)))]
 async fn patch_media(
     State(state): State<AppState>,
     caller: Caller,
@@ -207,7 +220,7 @@ async fn patch_media(
 
 /// Delete a media's files; it stays listed as DELETED for lineage.
 #[utoipa::path(delete, path = "/medias/{id}", tag = "medias", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, description = "published, in use, or already deleted", body = ErrorBody)))]
+    responses(Authed, NotFound, (status = 204, description = "its files are deleted"), (status = 409, description = "published, in use, or already deleted", body = ErrorBody)))]
 async fn delete_media(
     State(state): State<AppState>,
     caller: Caller,
@@ -221,8 +234,9 @@ async fn delete_media(
 /// Download a READY media's file, whole or by `Range` (one range; `If-Range`, RFC 9110);
 /// HEAD answers the headers only.
 #[utoipa::path(get, path = "/medias/{id}/download", tag = "medias", params(("id" = String, Path)),
-    responses((status = 200, description = "the file"), (status = 206, description = "the requested range"),
-        (status = 404, body = ErrorBody), (status = 409, description = "not READY", body = ErrorBody), (status = 412, body = ErrorBody), (status = 416, description = "no requested range overlaps the file; Content-Range: bytes */LEN", body = ErrorBody)))]
+    responses(Authed, NotFound, (status = 200, description = "the file"), (status = 206, description = "the requested range"),
+        (status = 409, description = "not READY", body = ErrorBody), (status = 412, description = "an If-Match or If-Unmodified-Since precondition failed", body = ErrorBody),
+        (status = 416, description = "no requested range overlaps the file; Content-Range: bytes */LEN", body = ErrorBody)))]
 async fn download_media(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,6 +7,7 @@ mod medias;
 mod node;
 mod profiles;
 mod publisher_tasks;
+mod responses;
 mod task_lists;
 mod transform_tasks;
 mod units;
@@ -193,6 +194,35 @@ pub fn parse_id(what: &str, raw: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found(what, raw))
 }
 
+/// A `sort` parameter's schema for the document: each name of `sorts`, also with `-`
+/// (descending). Built from the same table `list_options` checks, so the two cannot drift.
+pub(crate) fn sort_schema(
+    sorts: &[(&str, &str)],
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    let names: Vec<String> = sorts
+        .iter()
+        .flat_map(|(name, _)| [(*name).to_owned(), format!("-{name}")])
+        .collect();
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(names))
+        .into()
+}
+
+/// A doc-only type whose schema is the `sort` enum of a sort table.
+macro_rules! sort_param {
+    ($name:ident, $sorts:expr) => {
+        pub(crate) struct $name;
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                super::sort_schema($sorts)
+            }
+        }
+        impl utoipa::ToSchema for $name {}
+    };
+}
+pub(crate) use sort_param;
+
 pub const DEFAULT_LIMIT: u64 = 50;
 pub const MAX_LIMIT: u64 = 1000;
 
@@ -209,6 +239,14 @@ pub fn list_options(
     if limit > MAX_LIMIT {
         return Err(ApiError::invalid(format!(
             "limit must be at most {MAX_LIMIT} (got {limit})"
+        )));
+    }
+    // The stores count in i64 (the document's int64): a larger skip names no item anyway.
+    let skip = skip.unwrap_or(0);
+    if i64::try_from(skip).is_err() {
+        return Err(ApiError::invalid(format!(
+            "skip must be at most {} (got {skip})",
+            i64::MAX
         )));
     }
     let sort = sort.unwrap_or(default);
@@ -229,7 +267,7 @@ pub fn list_options(
         })?;
     Ok(ListOptions {
         limit,
-        skip: skip.unwrap_or(0),
+        skip,
         sort: path,
         descending,
     })
@@ -251,4 +289,95 @@ pub fn list_owner(caller: &Caller, asked: Option<Uuid>) -> Option<Option<Uuid>> 
 /// 201 Created with the object.
 pub fn created<T: serde::Serialize>(value: T) -> impl IntoResponse {
     (StatusCode::CREATED, Json(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    /// Every operation of the document: a unique operationId, a description on each response,
+    /// the error body on each error, and the errors its shape implies (see `responses.rs`): a
+    /// route added without them fails here.
+    #[test]
+    fn every_operation_documents_its_errors() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut ids = HashSet::new();
+        let mut problems = vec![];
+        let mut operations = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                operations += 1;
+                let at = format!("{} {path}", method.to_uppercase());
+                match op["operationId"].as_str() {
+                    Some(id) if !ids.insert(id.to_owned()) => {
+                        problems.push(format!("{at}: operationId {id} is used twice"))
+                    }
+                    Some(_) => {}
+                    None => problems.push(format!("{at}: no operationId")),
+                }
+                let responses = op["responses"].as_object().unwrap();
+                for (status, response) in responses {
+                    if response["description"].as_str().is_none_or(str::is_empty) {
+                        problems.push(format!("{at} {status}: no description"));
+                    }
+                    // /health answers its own body when degraded.
+                    let own_body = at == "GET /api/v1/health";
+                    if status.as_str() >= "400" && !own_body {
+                        let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                        if schema != "#/components/schemas/ErrorBody" {
+                            problems.push(format!("{at} {status}: not the error body"));
+                        }
+                    }
+                }
+                let security = op.get("security").unwrap_or(&doc["security"]);
+                let authenticated = security.as_array().is_some_and(|s| {
+                    s.iter()
+                        .any(|r| r.as_object().is_some_and(|r| !r.is_empty()))
+                });
+                let mut needed = vec![];
+                if authenticated {
+                    needed.extend(["401", "403", "429", "503"]);
+                }
+                if op["requestBody"]["content"]
+                    .get("application/json")
+                    .is_some()
+                {
+                    needed.extend(["400", "408", "413", "415", "422"]);
+                }
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                if params.iter().any(|p| p["in"] == "query") {
+                    needed.push("422");
+                }
+                if params
+                    .iter()
+                    .any(|p| p["in"] == "path" && p["name"] == "id")
+                {
+                    needed.push("404");
+                }
+                for status in needed {
+                    if !responses.contains_key(status) {
+                        problems.push(format!("{at}: {status} is not documented"));
+                    }
+                }
+                for p in &params {
+                    if p["in"] == "query"
+                        && p["name"] == "limit"
+                        && p["schema"]["maximum"].as_u64() != Some(super::MAX_LIMIT)
+                    {
+                        problems.push(format!(
+                            "{at}: limit has no maximum of {}",
+                            super::MAX_LIMIT
+                        ));
+                    }
+                    if p["in"] == "query" && p["name"] == "sort" && !p["schema"]["enum"].is_array()
+                    {
+                        problems.push(format!("{at}: sort has no enum"));
+                    }
+                }
+            }
+        }
+        assert!(operations > 30, "only {operations} operations");
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
 }

@@ -11,6 +11,7 @@ use oscied_protocol::node::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::responses::{Authed, JsonBody, NotFound};
 use super::{ApiJson, parse_id};
 use crate::auth::Node;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -29,8 +30,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// A unit's heartbeat; registers it on the first call.
-#[utoipa::path(put, path = "/node/units/{unit_id}", tag = "node", params(("unit_id" = String, Path)),
-    request_body = UnitHeartbeat, responses((status = 200, body = Unit), (status = 422, body = ErrorBody)))]
+#[utoipa::path(put, path = "/node/units/{unit_id}", tag = "node", params(("unit_id" = String, Path, min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:@-]+$", description = "1 to 128 letters, digits, `_`, `-`, `.`, `:` or `@`")),
+    request_body = UnitHeartbeat, responses(Authed, JsonBody, (status = 200, description = "the unit as registered", body = Unit),
+        (status = 422, description = "an invalid unit id, field or queue", body = ErrorBody)))]
 async fn heartbeat(
     State(state): State<AppState>,
     _node: Node,
@@ -43,8 +45,9 @@ async fn heartbeat(
 /// What a publisher unit holds (each task with its attempt and status, and the medias); a
 /// unit removes from its web root any publication no id it has files of holds at that
 /// attempt.
-#[utoipa::path(get, path = "/node/units/{unit_id}/publications", tag = "node", params(("unit_id" = String, Path)),
-    responses((status = 200, body = HeldPublications), (status = 422, body = ErrorBody)))]
+#[utoipa::path(get, path = "/node/units/{unit_id}/publications", tag = "node", params(("unit_id" = String, Path, min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:@-]+$", description = "1 to 128 letters, digits, `_`, `-`, `.`, `:` or `@`")),
+    responses(Authed, (status = 200, description = "the publications this unit holds", body = HeldPublications),
+        (status = 422, description = "an invalid unit id", body = ErrorBody)))]
 async fn held_publications(
     State(state): State<AppState>,
     _node: Node,
@@ -69,8 +72,9 @@ fn task_kind(kind: &str) -> ApiResult<UnitKind> {
 
 /// Claim the attempt a unit received; 409 `stale_attempt` means drop the message.
 #[utoipa::path(post, path = "/node/{kind}/tasks/{id}/claim", tag = "node",
-    params(("kind" = String, Path, description = "transform or publisher"), ("id" = String, Path)),
-    request_body = ClaimRequest, responses((status = 200, body = ClaimAnswer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    params(("kind" = UnitKind, Path, description = "transform or publisher"), ("id" = String, Path)),
+    request_body = ClaimRequest, responses(Authed, JsonBody, NotFound, (status = 200, description = "the task is this unit's to run", body = ClaimAnswer),
+        (status = 409, description = "`stale_attempt`: drop the message", body = ErrorBody)))]
 async fn claim(
     State(state): State<AppState>,
     _node: Node,
@@ -89,8 +93,9 @@ async fn claim(
 
 /// Progress or a bare heartbeat; renews the lease; `cancel` tells the unit to stop.
 #[utoipa::path(post, path = "/node/{kind}/tasks/{id}/progress", tag = "node",
-    params(("kind" = String, Path, description = "transform or publisher"), ("id" = String, Path)),
-    request_body = ProgressRequest, responses((status = 200, body = ProgressAnswer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    params(("kind" = UnitKind, Path, description = "transform or publisher"), ("id" = String, Path)),
+    request_body = ProgressRequest, responses(Authed, JsonBody, NotFound, (status = 200, description = "the lease is renewed", body = ProgressAnswer),
+        (status = 409, description = "the attempt is no longer this unit's", body = ErrorBody)))]
 async fn progress(
     State(state): State<AppState>,
     _node: Node,
@@ -109,8 +114,9 @@ async fn progress(
 
 /// Completion of an attempt, fenced by attempt; repeats answer the same.
 #[utoipa::path(post, path = "/node/{kind}/tasks/{id}/complete", tag = "node",
-    params(("kind" = String, Path, description = "transform or publisher"), ("id" = String, Path)),
-    request_body = CompleteRequest, responses((status = 200, body = CompleteAnswer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    params(("kind" = UnitKind, Path, description = "transform or publisher"), ("id" = String, Path)),
+    request_body = CompleteRequest, responses(Authed, JsonBody, NotFound, (status = 200, description = "the completion is recorded", body = CompleteAnswer),
+        (status = 409, description = "the attempt is no longer this unit's", body = ErrorBody)))]
 async fn complete(
     State(state): State<AppState>,
     _node: Node,
@@ -132,8 +138,9 @@ async fn complete(
 /// published publication is not handed back. 409 `stale_attempt`: not this unit's current
 /// attempt, or nothing to hand back.
 #[utoipa::path(post, path = "/node/{kind}/tasks/{id}/release", tag = "node",
-    params(("kind" = String, Path, description = "transform or publisher"), ("id" = String, Path)),
-    request_body = ReleaseRequest, responses((status = 200, body = ReleaseAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    params(("kind" = UnitKind, Path, description = "transform or publisher"), ("id" = String, Path)),
+    request_body = ReleaseRequest, responses(Authed, JsonBody, NotFound, (status = 200, description = "the attempt is handed back", body = ReleaseAnswer),
+        (status = 409, description = "`stale_attempt`: not this unit's current attempt, or nothing to hand back", body = ErrorBody)))]
 async fn release(
     State(state): State<AppState>,
     _node: Node,

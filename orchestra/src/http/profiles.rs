@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::responses::{Authed, BadQuery, JsonBody, NotFound};
 use super::{ApiJson, ApiQuery, list_options, parse_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -38,7 +39,7 @@ pub struct Encoder {
 
 /// The encoders a profile can use, and what an ffmpeg encoder_string may hold.
 #[utoipa::path(get, path = "/transform/encoders", tag = "transform",
-    responses((status = 200, body = Page<Encoder>)))]
+    responses(Authed, (status = 200, description = "the encoders", body = Page<Encoder>)))]
 async fn list_encoders(_caller: Caller) -> Json<Page<Encoder>> {
     let items: Vec<_> = EncoderName::ALL
         .into_iter()
@@ -53,6 +54,8 @@ async fn list_encoders(_caller: Caller) -> Json<Page<Encoder>> {
         items,
     })
 }
+
+super::sort_param!(ProfileSort, SORTS);
 
 const SORTS: &[(&str, &str)] = &[
     ("title", "title"),
@@ -70,15 +73,19 @@ struct ProfileListQuery {
     /// Profiles created by this user.
     user_id: Option<Uuid>,
     /// Default 50, at most 1000.
+    #[param(maximum = 1000)]
     limit: Option<u64>,
+    /// Items to pass over before the first one answered.
     skip: Option<u64>,
     /// title, created_at, encoder_name; `-` for descending. Default: title.
+    #[param(value_type = Option<ProfileSort>, inline)]
     sort: Option<String>,
 }
 
 /// Create a profile; its encoder string is validated (422 when refused).
 #[utoipa::path(post, path = "/transform/profiles", tag = "transform", request_body = NewProfile,
-    responses((status = 201, body = TransformProfile), (status = 409, description = "title taken", body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(Authed, JsonBody, (status = 201, description = "the profile", body = TransformProfile), (status = 409, description = "title taken", body = ErrorBody),
+        (status = 422, description = "an invalid field, or an encoder string outside the allow list", body = ErrorBody)))]
 async fn create_profile(
     State(state): State<AppState>,
     caller: Caller,
@@ -91,7 +98,7 @@ async fn create_profile(
 
 /// List profiles (every user sees all of them).
 #[utoipa::path(get, path = "/transform/profiles", tag = "transform", params(ProfileListQuery),
-    responses((status = 200, body = Page<TransformProfile>), (status = 422, body = ErrorBody)))]
+    responses(Authed, BadQuery, (status = 200, description = "a page of profiles", body = Page<TransformProfile>)))]
 async fn list_profiles(
     State(state): State<AppState>,
     _caller: Caller,
@@ -138,7 +145,7 @@ fn require_owner(caller: &Caller, profile: &TransformProfile) -> ApiResult<()> {
 
 /// Get a profile.
 #[utoipa::path(get, path = "/transform/profiles/{id}", tag = "transform", params(("id" = String, Path)),
-    responses((status = 200, body = TransformProfile), (status = 404, body = ErrorBody)))]
+    responses(Authed, NotFound, (status = 200, description = "the profile", body = TransformProfile)))]
 async fn get_profile(
     State(state): State<AppState>,
     _caller: Caller,
@@ -149,7 +156,9 @@ async fn get_profile(
 
 /// Change a profile.
 #[utoipa::path(patch, path = "/transform/profiles/{id}", tag = "transform", params(("id" = String, Path)), request_body = ProfilePatch,
-    responses((status = 200, body = TransformProfile), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(Authed, JsonBody, NotFound, (status = 200, description = "the profile as changed", body = TransformProfile),
+        (status = 403, description = "neither its owner nor an admin", body = ErrorBody), (status = 409, description = "title taken", body = ErrorBody),
+        (status = 422, description = "an invalid field, or an encoder string outside the allow list", body = ErrorBody)))]
 async fn patch_profile(
     State(state): State<AppState>,
     caller: Caller,
@@ -167,7 +176,7 @@ async fn patch_profile(
 
 /// Delete a profile.
 #[utoipa::path(delete, path = "/transform/profiles/{id}", tag = "transform", params(("id" = String, Path)),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses(Authed, NotFound, (status = 204, description = "deleted"), (status = 403, description = "neither its owner nor an admin", body = ErrorBody)))]
 async fn delete_profile(
     State(state): State<AppState>,
     caller: Caller,

@@ -8,6 +8,7 @@ use oscied_protocol::node::UnitKind;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::responses::{Authed, BadQuery, JsonBody, NotFound};
 use super::task_lists::TaskListQuery;
 use super::{ApiJson, ApiQuery, parse_id};
 use crate::auth::Caller;
@@ -24,6 +25,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_queues))
 }
 
+super::sort_param!(PublisherTaskSort, SORTS);
+
 const SORTS: &[(&str, &str)] = &[
     ("created_at", "created_at"),
     ("started_at", "started_at"),
@@ -34,10 +37,12 @@ const SORTS: &[(&str, &str)] = &[
 /// Publish a READY media: a publisher unit copies (or hard-links) its directory into its web
 /// root, checks the URL answers, and the task ends SUCCESS with `publish_uri`; the media's
 /// `public_uris` then holds it.
-#[utoipa::path(post, path = "/publisher/tasks", tag = "publisher", request_body = NewPublisherTask,
-    responses((status = 201, body = PublisherTask), (status = 404, description = "no such media", body = ErrorBody),
+#[utoipa::path(post, path = "/publisher/tasks", tag = "publisher", operation_id = "create_publisher_task", request_body = NewPublisherTask,
+    responses(Authed, JsonBody, (status = 201, description = "the task, queued", body = PublisherTask),
+        (status = 403, description = "root owns no tasks: launch as a user", body = ErrorBody),
+        (status = 404, description = "no such media", body = ErrorBody),
         (status = 409, description = "the media is not READY, or already published or being published", body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 422, description = "an invalid field or queue", body = ErrorBody)))]
 async fn create_task(
     State(state): State<AppState>,
     caller: Caller,
@@ -48,8 +53,8 @@ async fn create_task(
 }
 
 /// List publisher tasks: one's own, or all for admins.
-#[utoipa::path(get, path = "/publisher/tasks", tag = "publisher", params(TaskListQuery),
-    responses((status = 200, body = Page<PublisherTask>), (status = 422, body = ErrorBody)))]
+#[utoipa::path(get, path = "/publisher/tasks", tag = "publisher", operation_id = "list_publisher_tasks", params(TaskListQuery, ("sort" = inline(Option<PublisherTaskSort>), Query, description = "`-` for descending. Default: -created_at.")),
+    responses(Authed, BadQuery, (status = 200, description = "a page of tasks", body = Page<PublisherTask>)))]
 async fn list_tasks(
     State(state): State<AppState>,
     caller: Caller,
@@ -63,8 +68,8 @@ async fn list_tasks(
     ))
 }
 
-#[utoipa::path(get, path = "/publisher/tasks/{id}", tag = "publisher", params(("id" = String, Path)),
-    responses((status = 200, body = PublisherTask), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/publisher/tasks/{id}", tag = "publisher", operation_id = "get_publisher_task", params(("id" = String, Path)),
+    responses(Authed, NotFound, (status = 200, description = "the task", body = PublisherTask)))]
 async fn get_task(
     State(state): State<AppState>,
     caller: Caller,
@@ -78,9 +83,9 @@ async fn get_task(
 /// becomes REVOKING (202) and REVOKED once the unit holding the files has removed them; the
 /// URL then answers 404 and the media's `public_uris` no longer lists it. A unit that is away
 /// gets the job when it returns; until then the task stays REVOKING.
-#[utoipa::path(delete, path = "/publisher/tasks/{id}", tag = "publisher", params(("id" = String, Path)),
-    responses((status = 200, description = "revoked", body = PublisherTask), (status = 202, description = "unpublishing", body = PublisherTask),
-        (status = 404, body = ErrorBody), (status = 409, description = "failed or already unpublished", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/publisher/tasks/{id}", tag = "publisher", operation_id = "unpublish_task", params(("id" = String, Path)),
+    responses(Authed, NotFound, (status = 200, description = "revoked", body = PublisherTask), (status = 202, description = "unpublishing", body = PublisherTask),
+        (status = 409, description = "failed or already unpublished", body = ErrorBody)))]
 async fn unpublish_task(
     State(state): State<AppState>,
     caller: Caller,
@@ -98,8 +103,8 @@ async fn unpublish_task(
 
 /// The publisher queues, live: waiting and running publications, the online units consuming
 /// each.
-#[utoipa::path(get, path = "/publisher/queues", tag = "publisher",
-    responses((status = 200, body = Page<QueueView>)))]
+#[utoipa::path(get, path = "/publisher/queues", tag = "publisher", operation_id = "list_publisher_queues",
+    responses(Authed, (status = 200, description = "the queues", body = Page<QueueView>)))]
 async fn list_queues(
     State(state): State<AppState>,
     _caller: Caller,

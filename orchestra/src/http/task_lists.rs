@@ -17,6 +17,7 @@ use crate::models::{ListOptions, TaskFilter};
 pub struct TaskListQuery {
     /// PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, RETRY, REVOKING, REVOKED, or several
     /// separated by commas. Default: all.
+    #[param(value_type = Option<Vec<TaskStatus>>, style = Form, explode = false, min_items = 1)]
     status: Option<String>,
     /// Owner (admins; others only ever see their own).
     user_id: Option<Uuid>,
@@ -26,10 +27,13 @@ pub struct TaskListQuery {
     /// Tasks held (or last held) by this unit.
     unit_id: Option<String>,
     /// Default 50, at most 1000.
+    #[param(maximum = 1000)]
     limit: Option<u64>,
+    /// Items to pass over before the first one answered.
     skip: Option<u64>,
     /// created_at, started_at, finished_at, status (and priority for transform tasks); `-`
-    /// for descending. Default: -created_at.
+    /// for descending. Default: -created_at. Documented by each list (their names differ).
+    #[param(ignore)]
     sort: Option<String>,
 }
 

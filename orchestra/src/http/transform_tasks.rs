@@ -7,6 +7,7 @@ use oscied_protocol::node::UnitKind;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::responses::{Authed, BadQuery, JsonBody, NotFound};
 use super::task_lists::TaskListQuery;
 use super::{ApiJson, ApiQuery, parse_id};
 use crate::auth::Caller;
@@ -23,6 +24,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_queues))
 }
 
+super::sort_param!(TransformTaskSort, SORTS);
+
 const SORTS: &[(&str, &str)] = &[
     ("created_at", "created_at"),
     ("started_at", "started_at"),
@@ -33,9 +36,12 @@ const SORTS: &[(&str, &str)] = &[
 
 /// Launch a transform: creates the PENDING output media (parent_id = media_in_id) and queues
 /// the task.
-#[utoipa::path(post, path = "/transform/tasks", tag = "transform", request_body = NewTransformTask,
-    responses((status = 201, body = TransformTask), (status = 404, description = "no such media or profile", body = ErrorBody),
-        (status = 409, description = "the input media is not READY", body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/transform/tasks", tag = "transform", operation_id = "create_transform_task", request_body = NewTransformTask,
+    responses(Authed, JsonBody, (status = 201, description = "the task, queued", body = TransformTask),
+        (status = 403, description = "root owns no tasks: launch as a user", body = ErrorBody),
+        (status = 404, description = "no such media or profile", body = ErrorBody),
+        (status = 409, description = "the input media is not READY", body = ErrorBody),
+        (status = 422, description = "an invalid field or queue", body = ErrorBody)))]
 async fn create_task(
     State(state): State<AppState>,
     caller: Caller,
@@ -46,8 +52,8 @@ async fn create_task(
 }
 
 /// List transform tasks: one's own, or all for admins.
-#[utoipa::path(get, path = "/transform/tasks", tag = "transform", params(TaskListQuery),
-    responses((status = 200, body = Page<TransformTask>), (status = 422, body = ErrorBody)))]
+#[utoipa::path(get, path = "/transform/tasks", tag = "transform", operation_id = "list_transform_tasks", params(TaskListQuery, ("sort" = inline(Option<TransformTaskSort>), Query, description = "`-` for descending. Default: -created_at.")),
+    responses(Authed, BadQuery, (status = 200, description = "a page of tasks", body = Page<TransformTask>)))]
 async fn list_tasks(
     State(state): State<AppState>,
     caller: Caller,
@@ -62,8 +68,8 @@ async fn list_tasks(
 }
 
 /// Get a transform task, with its live progress.
-#[utoipa::path(get, path = "/transform/tasks/{id}", tag = "transform", params(("id" = String, Path)),
-    responses((status = 200, body = TransformTask), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/transform/tasks/{id}", tag = "transform", operation_id = "get_transform_task", params(("id" = String, Path)),
+    responses(Authed, NotFound, (status = 200, description = "the task", body = TransformTask)))]
 async fn get_task(
     State(state): State<AppState>,
     caller: Caller,
@@ -76,9 +82,9 @@ async fn get_task(
 /// Revoke a transform task. A queued one is REVOKED at once (200); a running one becomes
 /// REVOKING (202) and REVOKED when its unit has stopped ffmpeg and cleaned up. Its output
 /// media ends DELETED.
-#[utoipa::path(delete, path = "/transform/tasks/{id}", tag = "transform", params(("id" = String, Path)),
-    responses((status = 200, description = "revoked", body = TransformTask), (status = 202, description = "revoking", body = TransformTask),
-        (status = 404, body = ErrorBody), (status = 409, description = "the task has finished", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/transform/tasks/{id}", tag = "transform", operation_id = "revoke_task", params(("id" = String, Path)),
+    responses(Authed, NotFound, (status = 200, description = "revoked", body = TransformTask), (status = 202, description = "revoking", body = TransformTask),
+        (status = 409, description = "the task has finished", body = ErrorBody)))]
 async fn revoke_task(
     State(state): State<AppState>,
     caller: Caller,
@@ -95,8 +101,8 @@ async fn revoke_task(
 }
 
 /// The transform queues, live: waiting and running tasks, the online units consuming each.
-#[utoipa::path(get, path = "/transform/queues", tag = "transform",
-    responses((status = 200, body = Page<QueueView>)))]
+#[utoipa::path(get, path = "/transform/queues", tag = "transform", operation_id = "list_transform_queues",
+    responses(Authed, (status = 200, description = "the queues", body = Page<QueueView>)))]
 async fn list_queues(
     State(state): State<AppState>,
     _caller: Caller,

@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::responses::{Authed, NotFound};
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
 use crate::models::{Page, Unit};
@@ -22,7 +23,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// tasks (from the tasks it holds), last heartbeat and `online` (a heartbeat within three
 /// intervals).
 #[utoipa::path(get, path = "/units", tag = "units",
-    responses((status = 200, body = Page<Unit>)))]
+    responses(Authed, (status = 200, description = "the units", body = Page<Unit>)))]
 async fn list_units(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Page<Unit>>> {
     let items = units::listed(&state).await?;
     Ok(Json(Page {
@@ -35,7 +36,7 @@ async fn list_units(State(state): State<AppState>, _caller: Caller) -> ApiResult
 /// it held are taken back at once; its publications end REVOKED (their files went with it),
 /// which frees their medias. If the unit ever returns, it registers anew.
 #[utoipa::path(delete, path = "/units/{id}", tag = "units", params(("id" = String, Path)),
-    responses((status = 200, body = Forgotten), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses(Authed, NotFound, (status = 200, description = "forgotten, with what was taken back", body = Forgotten), (status = 403, description = "admins only", body = ErrorBody),
         (status = 409, description = "the unit is online", body = ErrorBody)))]
 async fn forget_unit(
     State(state): State<AppState>,

@@ -8,6 +8,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::responses::{Authed, BadQuery, JsonBody, NotFound};
 use super::{ApiJson, ApiQuery, list_options, parse_id};
 use crate::auth::{Authenticated, Caller};
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -22,6 +23,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(me))
         .routes(routes!(get_user, patch_user, delete_user))
 }
+
+super::sort_param!(UserSort, SORTS);
 
 const SORTS: &[(&str, &str)] = &[
     ("created_at", "created_at"),
@@ -38,15 +41,19 @@ struct UserListQuery {
     /// Case-insensitive text in mail or name.
     q: Option<String>,
     /// Default 50, at most 1000.
+    #[param(maximum = 1000)]
     limit: Option<u64>,
+    /// Items to pass over before the first one answered.
     skip: Option<u64>,
     /// created_at, mail, name, first_name, last_name; `-` for descending. Default: created_at.
+    #[param(value_type = Option<UserSort>, inline)]
     sort: Option<String>,
 }
 
 /// Create a user (root or admin).
 #[utoipa::path(post, path = "/users", tag = "users", request_body = NewUser,
-    responses((status = 201, body = User), (status = 403, body = ErrorBody), (status = 409, description = "mail taken", body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(Authed, JsonBody, (status = 201, description = "the user", body = User), (status = 403, description = "neither root nor an admin", body = ErrorBody),
+        (status = 409, description = "mail taken", body = ErrorBody)))]
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -61,7 +68,7 @@ async fn create_user(
 
 /// List users: all of them for root and admins, oneself for others.
 #[utoipa::path(get, path = "/users", tag = "users", params(UserListQuery),
-    responses((status = 200, body = Page<User>), (status = 422, body = ErrorBody)))]
+    responses(Authed, BadQuery, (status = 200, description = "a page of users", body = Page<User>)))]
 async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
@@ -87,7 +94,7 @@ async fn list_users(
 
 /// The calling user.
 #[utoipa::path(get, path = "/users/me", tag = "users",
-    responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 403, description = "root is no user", body = ErrorBody)))]
+    responses(Authed, (status = 200, description = "the calling user", body = User), (status = 403, description = "root is no user", body = ErrorBody)))]
 async fn me(caller: Caller) -> ApiResult<Json<User>> {
     match caller {
         Caller::User(user) => Ok(Json(user)),
@@ -110,7 +117,7 @@ async fn visible_user(state: &AppState, caller: &Caller, raw_id: &str) -> ApiRes
 
 /// Get a user.
 #[utoipa::path(get, path = "/users/{id}", tag = "users", params(("id" = String, Path)),
-    responses((status = 200, body = User), (status = 404, body = ErrorBody)))]
+    responses(Authed, NotFound, (status = 200, description = "the user", body = User)))]
 async fn get_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -123,7 +130,8 @@ async fn get_user(
 /// secret needs HTTP Basic (a bearer token cannot change it: 403) and revokes all the user's
 /// tokens.
 #[utoipa::path(patch, path = "/users/{id}", tag = "users", params(("id" = String, Path)), request_body = UserPatch,
-    responses((status = 200, body = User), (status = 403, description = "not an admin, or a secret change with a bearer token", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses(Authed, JsonBody, NotFound, (status = 200, description = "the user as changed", body = User),
+        (status = 403, description = "not an admin, or a secret change with a bearer token", body = ErrorBody), (status = 409, description = "mail taken", body = ErrorBody)))]
 async fn patch_user(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -144,7 +152,7 @@ async fn patch_user(
 
 /// Delete a user that owns no medias.
 #[utoipa::path(delete, path = "/users/{id}", tag = "users", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, description = "the user still owns medias", body = ErrorBody)))]
+    responses(Authed, NotFound, (status = 204, description = "deleted"), (status = 409, description = "the user still owns medias", body = ErrorBody)))]
 async fn delete_user(
     State(state): State<AppState>,
     caller: Caller,
