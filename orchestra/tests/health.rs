@@ -81,6 +81,7 @@ async fn health_says_why_rabbitmq_refuses_the_orchestra() {
     let vhost = format!("oscied-test-missing-{}", uuid::Uuid::new_v4().simple());
     let app = App::start_with(|config| {
         config.amqp_uri = Some(format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"));
+        config.node_secret = Some("a-node-secret".into());
     })
     .await;
     let health = broker_down_with(&app, &vhost).await;
@@ -96,6 +97,7 @@ async fn health_says_why_rabbitmq_refuses_the_orchestra() {
 
     let app = App::start_with(|config| {
         config.amqp_uri = Some("amqp://guest:not-the-password@127.0.0.1:5672/%2f".into());
+        config.node_secret = Some("a-node-secret".into());
     })
     .await;
     let health = broker_down_with(&app, "ACCESS_REFUSED").await;
