@@ -1,4 +1,4 @@
-//! Who is calling (DESIGN.md §4): HTTP Basic for users (`mail:secret`, argon2id), for `root`
+//! Who is calling (docs/architecture.md §4): HTTP Basic for users (`mail:secret`, argon2id), for `root`
 //! and for units (`node`), or a bearer token from `POST /auth/token`.
 //!
 //! What a login may cost and how failures are limited is `crate::logins`. Tokens are stored

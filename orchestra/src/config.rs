@@ -1,4 +1,4 @@
-//! Command-line flags with `OSCIED_*` environment fallbacks (DESIGN.md §8).
+//! Command-line flags with `OSCIED_*` environment fallbacks (docs/architecture.md §8).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Getting tasks to units and taking them back (DESIGN.md §5): the job message built from a
+//! Getting tasks to units and taking them back (docs/architecture.md §5): the job message built from a
 //! task, its publication with the broker's confirm, the dispatch loop that re-publishes tasks
 //! whose publication failed, and the lease reaper.
 

@@ -1,5 +1,5 @@
 //! The one error type of the orchestra's API, mapped to HTTP in one place:
-//! `{"error": {"code": "snake_case", "message": "..."}}` with the status of DESIGN.md §4.
+//! `{"error": {"code": "snake_case", "message": "..."}}` with the status of docs/architecture.md §4.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -1,5 +1,5 @@
 //! The OSCIED orchestra: the REST service that keeps users, medias, profiles and tasks and
-//! hands work to units (DESIGN.md). `main.rs` only parses flags and calls [`startup::run`].
+//! hands work to units (docs/architecture.md). `main.rs` only parses flags and calls [`startup::run`].
 //!
 //! Where to look: a route in `http/<resource>.rs`, the rules it applies in `<resource>.rs`,
 //! the store call in `store/`.

@@ -1,4 +1,4 @@
-//! The task state machine (DESIGN.md §3). Every status change of a task goes through
+//! The task state machine (docs/architecture.md §3). Every status change of a task goes through
 //! [`check`] (transform tasks through [`move_to`]); an illegal change is a 409.
 //!
 //! ```text

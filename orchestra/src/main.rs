@@ -1,4 +1,4 @@
-//! `orchestra`: the OSCIED REST service. See `orchestra --help` and DESIGN.md §8.
+//! `orchestra`: the OSCIED REST service. See `orchestra --help` and docs/architecture.md §8.
 
 use clap::Parser;
 use orchestra::config::Config;

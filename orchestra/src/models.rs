@@ -1,4 +1,4 @@
-//! The records the orchestra keeps (DESIGN.md §3), as stored and as answered in JSON.
+//! The records the orchestra keeps (docs/architecture.md §3), as stored and as answered in JSON.
 //!
 //! Secrets never live in these API types: a user's argon2 hash travels in [`UserRecord`] only.
 
@@ -267,7 +267,7 @@ pub struct Progress {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A transform task (DESIGN.md §3). Status changes go through `lifecycle` only.
+/// A transform task (docs/architecture.md §3). Status changes go through `lifecycle` only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TransformTask {
     pub id: Uuid,
@@ -306,7 +306,7 @@ pub struct TransformTask {
     pub lease_expires_at: Option<DateTime<Utc>>,
 }
 
-/// A publisher task (DESIGN.md §3): one publication of one media by one publisher unit.
+/// A publisher task (docs/architecture.md §3): one publication of one media by one publisher unit.
 /// Status changes go through `lifecycle` only; a SUCCESS is undone by unpublishing
 /// (REVOKING until the holding unit removed the files, then REVOKED).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

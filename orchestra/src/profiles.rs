@@ -67,7 +67,7 @@ fn check_description(description: &str) -> ApiResult<String> {
     Ok(description.trim().to_owned())
 }
 
-/// A profile's encoder string must validate for its encoder (DESIGN.md §6).
+/// A profile's encoder string must validate for its encoder (docs/architecture.md §6).
 fn check_encoder(name: EncoderName, encoder_string: &str) -> ApiResult<()> {
     match name {
         EncoderName::Ffmpeg => validate_encoder_string(encoder_string)

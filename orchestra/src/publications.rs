@@ -1,5 +1,5 @@
 //! Publisher tasks: publishing a media on a publisher unit, unpublishing it, and what the node
-//! API does with a publisher's claim, lease reports and completion (DESIGN.md §3–5, §7).
+//! API does with a publisher's claim, lease reports and completion (docs/architecture.md §3–5, §7).
 //! Status changes go through [`crate::lifecycle`]; each read-check-write holds the task's
 //! lock, and creation holds the media's lock so one media is never published twice.
 //!

@@ -1,4 +1,4 @@
-//! The shared storage tree (DESIGN.md §7): `uploads/`, `medias/<id>/<filename>`, `tmp/`.
+//! The shared storage tree (docs/architecture.md §7): `uploads/`, `medias/<id>/<filename>`, `tmp/`.
 //!
 //! The store keeps paths relative to the root. Names from clients are checked here, and every
 //! path a client names is resolved and checked to stay inside its area.

@@ -1,5 +1,5 @@
 //! Transform tasks: creation, revocation, and what the node API does with a unit's claim,
-//! progress and completion (DESIGN.md §4–5). Status changes go through [`crate::lifecycle`];
+//! progress and completion (docs/architecture.md §4–5). Status changes go through [`crate::lifecycle`];
 //! each read-check-write holds the task's lock.
 
 use oscied_protocol::TaskStatus;

@@ -1,4 +1,4 @@
-//! The store contract (DESIGN.md §2): one suite, written once over `&dyn Store`, run against
+//! The store contract (docs/architecture.md §2): one suite, written once over `&dyn Store`, run against
 //! the embedded SQLite store and against the MongoDB store on a real NX-27017 (§9).
 //!
 //! Every test gets fresh data: a new SQLite file, or a new NX-27017 server (with a fresh

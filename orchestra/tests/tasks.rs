@@ -1,6 +1,6 @@
 //! The transform task API and the node protocol over real HTTP. Tasks go to a queue no unit
 //! consumes (`nobody`), and the test plays the unit through the node API, so each step of
-//! DESIGN.md §5 (claim, progress, lease, completion fencing) is checked on its own.
+//! docs/architecture.md §5 (claim, progress, lease, completion fencing) is checked on its own.
 //! The end-to-end runs with real units are in `tests/tests/transform*.rs`.
 
 mod common;

@@ -1,5 +1,5 @@
 //! Helpers shared by the end-to-end and integration tests: real servers on loopback
-//! (DESIGN.md §9), each owned by a guard that stops it on drop.
+//! (docs/architecture.md §9), each owned by a guard that stops it on drop.
 
 use std::net::TcpListener;
 

@@ -1,4 +1,4 @@
-//! The RabbitMQ on 127.0.0.1:5672 (DESIGN.md §9), shared by every test: each test gets its
+//! The RabbitMQ on 127.0.0.1:5672 (docs/architecture.md §9), shared by every test: each test gets its
 //! own vhost, so units of one test never take another test's messages.
 
 use std::process::{Command, Stdio};

@@ -1,4 +1,4 @@
-//! The binary's flags, each with an `OSCIED_*` environment fallback (DESIGN.md §8).
+//! The binary's flags, each with an `OSCIED_*` environment fallback (docs/architecture.md §8).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

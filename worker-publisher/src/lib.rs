@@ -1,4 +1,4 @@
-//! The OSCIED publisher unit (DESIGN.md §5, §7): it publishes media directories from the
+//! The OSCIED publisher unit (docs/architecture.md §5, §7): it publishes media directories from the
 //! shared storage into its web root (`<www root>/medias/<id>/`, hard-linked or copied, see
 //! [`publish`]), serves them over HTTP ([`serve`]) and removes them again on unpublish.
 //!

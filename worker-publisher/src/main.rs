@@ -3,29 +3,22 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use oscied_protocol::unit::cli::{shutdown_signal, start};
-use oscied_protocol::unit::state::UnitState;
+use oscied_protocol::unit::cli::{Started, exit_code, shutdown_signal, start};
 use worker_publisher::PublisherUnit;
 use worker_publisher::config::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    let Some((client, broker)) = start(&config.unit, &config) else {
+    // The id travels with the files it serves: by default the state dir is in the web root.
+    let in_www_root = || Ok(config.www_root.join(".oscied"));
+    let Some(Started {
+        client,
+        broker,
+        state,
+    }) = start(&config.unit, in_www_root, &config)
+    else {
         return ExitCode::FAILURE;
-    };
-    // The id kept across restarts; the lock lives as long as `state`, i.e. the process.
-    let state_dir = config
-        .unit
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| config.www_root.join(".oscied"));
-    let state = match UnitState::open(&state_dir, config.unit.unit_id.as_deref()) {
-        Ok(state) => state,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::FAILURE;
-        }
     };
     let mut unit_config = config.unit_config();
     unit_config.unit_id = state.unit_id().to_owned();
@@ -37,11 +30,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // A failure (a node secret refused for good) is logged by `run`.
     let ended = unit.run(shutdown_signal()).await;
+    // The state dir stays locked until the unit has stopped.
     drop(state);
-    match ended {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::FAILURE,
-    }
+    exit_code(ended)
 }

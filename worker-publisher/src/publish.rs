@@ -1,4 +1,4 @@
-//! Publishing a media dir into the web root, and unpublishing it (DESIGN.md §7).
+//! Publishing a media dir into the web root, and unpublishing it (docs/architecture.md §7).
 //!
 //! A publication is built under `<www_root>/.staging/<name>/` and renamed into
 //! `<www_root>/medias/<id>/` only once complete, so the server never shows half of one; an

@@ -1,4 +1,4 @@
-//! The HTTP server of published medias (DESIGN.md §7): `GET/HEAD /medias/<id>/<path>` with
+//! The HTTP server of published medias (docs/architecture.md §7): `GET/HEAD /medias/<id>/<path>` with
 //! Range requests, conditional requests and the content types players need, and `/health`.
 //!
 //! Request paths are checked here, segment by segment, before the file is opened: only

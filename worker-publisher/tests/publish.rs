@@ -1,4 +1,4 @@
-//! Publishing into a real web root on real filesystems (DESIGN.md §7).
+//! Publishing into a real web root on real filesystems (docs/architecture.md §7).
 
 use std::collections::BTreeMap;
 use std::fs;

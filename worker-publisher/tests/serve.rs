@@ -1,4 +1,4 @@
-//! The publisher's HTTP server over a real TCP listener, serving real files (DESIGN.md §7).
+//! The publisher's HTTP server over a real TCP listener, serving real files (docs/architecture.md §7).
 
 use std::fs;
 use std::path::{Path, PathBuf};

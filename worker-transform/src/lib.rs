@@ -1,4 +1,4 @@
-//! The OSCIED transform unit (DESIGN.md §5, §6): it consumes transform jobs from its queues,
+//! The OSCIED transform unit (docs/architecture.md §5, §6): it consumes transform jobs from its queues,
 //! claims each task over the orchestra's node API, runs ffmpeg (or the copy encoder) under
 //! `tmp/<task>/<attempt>/` in the shared storage, reports progress (which is also its lease
 //! heartbeat), and completes the task with the probed output.

@@ -3,36 +3,21 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use oscied_protocol::unit::cli::{shutdown_signal, start};
-use oscied_protocol::unit::state::{UnitState, default_transform_dir};
+use oscied_protocol::unit::cli::{Started, exit_code, shutdown_signal, start};
+use oscied_protocol::unit::state::default_transform_dir;
 use worker_transform::TransformUnit;
 use worker_transform::config::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    let Some((client, broker)) = start(&config.unit, &config) else {
+    let Some(Started {
+        client,
+        broker,
+        state,
+    }) = start(&config.unit, default_transform_dir, &config)
+    else {
         return ExitCode::FAILURE;
-    };
-    // The id kept across restarts; the lock lives as long as `state`, i.e. the process.
-    let state_dir = match config
-        .unit
-        .state_dir
-        .clone()
-        .map_or_else(default_transform_dir, Ok)
-    {
-        Ok(dir) => dir,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let state = match UnitState::open(&state_dir, config.unit.unit_id.as_deref()) {
-        Ok(state) => state,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::FAILURE;
-        }
     };
     let mut unit_config = config.unit_config();
     unit_config.unit_id = state.unit_id().to_owned();
@@ -42,11 +27,8 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let unit = TransformUnit::new(unit_config, broker, client);
-    // A failure (a node secret refused for good) is logged by `run`.
     let ended = unit.run(shutdown_signal()).await;
+    // The state dir stays locked until the unit has stopped.
     drop(state);
-    match ended {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::FAILURE,
-    }
+    exit_code(ended)
 }

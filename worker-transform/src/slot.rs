@@ -1,5 +1,5 @@
 //! A job slot: one broker consumer, one encoder at a time. Take a message, claim its task
-//! over the node API, ack, run it (DESIGN.md §5: at-least-once delivery, the claim fences
+//! over the node API, ack, run it (docs/architecture.md §5: at-least-once delivery, the claim fences
 //! duplicates; [`oscied_protocol::unit::claim`]).
 //!
 //! The slot takes its next message as soon as the encoder has exited: probing the output and

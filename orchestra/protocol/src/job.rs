@@ -27,7 +27,7 @@ pub struct TransformJob {
 
 /// Where a unit writes an attempt's files, relative to the storage root. The orchestra moves
 /// this directory into `medias/<media_out_id>/` when it accepts the completion.
-/// A publisher unit's job (DESIGN.md §5, §7). Publish jobs go to the task's queue
+/// A publisher unit's job (docs/architecture.md §5, §7). Publish jobs go to the task's queue
 /// (`publisher` unless named); unpublish jobs go to the holding unit's own queue
 /// ([`crate::queue::unit_queue`]), since only that unit has the files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

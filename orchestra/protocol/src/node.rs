@@ -1,4 +1,4 @@
-//! The node API: what units send the orchestra and what it answers (DESIGN.md §5).
+//! The node API: what units send the orchestra and what it answers (docs/architecture.md §5).
 //!
 //! Routes, all under `/api/v1` with HTTP Basic `node:<node secret>`:
 //!

@@ -1,4 +1,4 @@
-//! The sandbox every ffmpeg and ffprobe run on user data goes through (DESIGN.md §6).
+//! The sandbox every ffmpeg and ffprobe run on user data goes through (docs/architecture.md §6).
 //!
 //! Users are untrusted and ffmpeg is large: the encoder-string validator is the first wall,
 //! this is the second, so that a string it wrongly accepts still cannot touch anything but

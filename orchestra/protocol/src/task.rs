@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Celery's words, as OSCIED used them (DESIGN.md §3). The orchestra's `lifecycle` module
+/// Celery's words, as OSCIED used them (docs/architecture.md §3). The orchestra's `lifecycle` module
 /// decides which changes are legal; units only ever ask for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]

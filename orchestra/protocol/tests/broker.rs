@@ -1,4 +1,4 @@
-//! The broker suite (DESIGN.md §2, §5): one set of tests, written once over `Arc<dyn Broker>`,
+//! The broker suite (docs/architecture.md §2, §5): one set of tests, written once over `Arc<dyn Broker>`,
 //! run against the in-process broker and against RabbitMQ on loopback (§9). Each RabbitMQ test
 //! gets its own vhost, deleted at the end, so tests run in parallel on fresh queues.
 //!

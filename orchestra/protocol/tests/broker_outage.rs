@@ -1,4 +1,4 @@
-//! RabbitMQ going away and coming back (DESIGN.md §5): the AMQP broker reconnects by itself.
+//! RabbitMQ going away and coming back (docs/architecture.md §5): the AMQP broker reconnects by itself.
 //!
 //! This stops the RabbitMQ application (`rabbitmqctl stop_app`), which disturbs everything
 //! else using it: it is the only test of this binary (cargo runs test binaries one after

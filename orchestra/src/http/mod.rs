@@ -1,4 +1,4 @@
-//! The REST API v1 (DESIGN.md §4): one module per resource, the shared extractors, and the
+//! The REST API v1 (docs/architecture.md §4): one module per resource, the shared extractors, and the
 //! router with its generated OpenAPI document.
 
 mod auth;

@@ -1,4 +1,4 @@
-//! Claim a delivered job's task over the node API, then ack the delivery (DESIGN.md §5:
+//! Claim a delivered job's task over the node API, then ack the delivery (docs/architecture.md §5:
 //! at-least-once delivery, the claim fences duplicates).
 
 use std::time::Duration;

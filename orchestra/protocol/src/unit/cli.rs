@@ -1,8 +1,9 @@
-//! What the unit binaries share around their flags (DESIGN.md §8): the common flags, value
+//! What the unit binaries share around their flags (docs/architecture.md §8): the common flags, value
 //! parsers, the log format, logging set-up, the start and the stop signals.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Arg, Args, ValueEnum};
@@ -11,6 +12,8 @@ use crate::broker::AmqpBroker;
 use crate::client::NodeClient;
 use crate::node::UnitKind;
 use crate::queue::default_queue;
+use crate::unit::UnitError;
+use crate::unit::state::{StateError, UnitState};
 
 /// The flags every unit kind takes, each with an `OSCIED_*` environment fallback. A binary
 /// flattens them into its `Config` (`#[command(flatten)]`) and applies [`kind_flags`] to its
@@ -144,11 +147,25 @@ pub fn kind_flags(kind: UnitKind) -> impl FnMut(Arg) -> Arg {
     }
 }
 
-/// A unit binary's start: logging as asked, a check that the storage is mounted, the
-/// orchestra's client and the broker (which connects in the background and reconnects on its
-/// own). `config` is the binary's whole configuration, logged once. `None` once the failure
-/// is logged: the binary exits with failure.
-pub fn start(unit: &UnitArgs, config: &dyn fmt::Debug) -> Option<(NodeClient, Arc<AmqpBroker>)> {
+/// What a unit binary holds once started: the orchestra's client, the broker (which connects
+/// in the background and reconnects on its own) and its state dir, whose lock is held as long
+/// as this lives (the binary keeps it until it exits).
+pub struct Started {
+    pub client: NodeClient,
+    pub broker: Arc<AmqpBroker>,
+    /// The unit's id, kept across restarts (`OSCIED_STATE_DIR`, `OSCIED_UNIT_ID`).
+    pub state: UnitState,
+}
+
+/// A unit binary's start: logging as asked, a check that the storage is mounted, the state
+/// dir locked (`OSCIED_STATE_DIR`, else `default_state_dir`) before anything connects, the
+/// orchestra's client and the broker. `config` is the binary's whole configuration, logged
+/// once. `None` once the failure is logged: the binary exits with failure.
+pub fn start(
+    unit: &UnitArgs,
+    default_state_dir: impl FnOnce() -> Result<PathBuf, StateError>,
+    config: &dyn fmt::Debug,
+) -> Option<Started> {
     init_tracing(unit.log_format);
     if !unit.storage_root.is_dir() {
         tracing::error!(
@@ -157,6 +174,18 @@ pub fn start(unit: &UnitArgs, config: &dyn fmt::Debug) -> Option<(NodeClient, Ar
         );
         return None;
     }
+    let state = unit
+        .state_dir
+        .clone()
+        .map_or_else(default_state_dir, Ok)
+        .and_then(|dir| UnitState::open(&dir, unit.unit_id.as_deref()));
+    let state = match state {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::error!("{e}");
+            return None;
+        }
+    };
     let client = match NodeClient::new(&unit.api_url, &unit.node_secret) {
         Ok(client) => client,
         Err(e) => {
@@ -164,9 +193,22 @@ pub fn start(unit: &UnitArgs, config: &dyn fmt::Debug) -> Option<(NodeClient, Ar
             return None;
         }
     };
-    tracing::info!(api = %client.base(), "configuration: {config:?}");
+    tracing::info!(api = %client.base(), unit_id = state.unit_id(), "configuration: {config:?}");
     let broker = Arc::new(AmqpBroker::connect(&unit.amqp_uri));
-    Some((client, broker))
+    Some(Started {
+        client,
+        broker,
+        state,
+    })
+}
+
+/// A unit binary's exit status: success after a stop by signal, failure when `run` ended
+/// with an error (logged by `run`, such as a node secret refused for good).
+pub fn exit_code(ended: Result<(), UnitError>) -> ExitCode {
+    match ended {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

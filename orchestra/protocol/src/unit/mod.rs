@@ -1,4 +1,4 @@
-//! The plumbing every unit kind shares (DESIGN.md §5): the link to the orchestra, the set of
+//! The plumbing every unit kind shares (docs/architecture.md §5): the link to the orchestra, the set of
 //! attempts a unit runs, the decoding of a delivery (a job the unit cannot run ends FAILURE,
 //! see [`decode`]), the claim-then-ack of a delivery, the unit heartbeat, the lease
 //! reporter and the completion with retries, the drain on shutdown ([`drain`]), a refused node
