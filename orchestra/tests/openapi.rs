@@ -1,5 +1,5 @@
 //! The OpenAPI document held against the server: `openapi-spec-validator` checks the
-//! document, and a bounded schemathesis run (`--checks all`) against a standalone orchestra,
+//! document, and a bounded schemathesis run (`--checks all` but `use_after_free`, see below) against a standalone orchestra,
 //! authenticated as a user, finds no server error, no undocumented status and no answer
 //! outside its schema. Both tools are pinned in `.ci/run`; a missing one fails the test.
 
@@ -125,6 +125,10 @@ async fn schemathesis_finds_no_failure() {
             .arg("run")
             .arg(format!("{}/openapi.json", app.base))
             .args(["--checks", "all"])
+            // `use_after_free` expects a DELETEd resource to 404, but here DELETE is a status
+            // change whose record stays readable by design: a task is revoked (REVOKED, its
+            // history kept), a media becomes DELETED (lineage through `parent_id` kept).
+            .args(["--exclude-checks", "use_after_free"])
             .args(&args)
             // Bounded: every operation gets examples in each phase, and each run ends at its
             // --max-time. One worker: hypothesis' lambda descriptions are not thread-safe.
