@@ -167,14 +167,11 @@ async fn bind(addr: SocketAddr, variable: &'static str) -> Result<TcpListener, S
 
 /// Uploads need ffprobe; say so at start rather than at the first upload (which answers 503).
 async fn warn_without_ffprobe() {
-    let found = tokio::process::Command::new("ffprobe")
-        .arg("-version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
+    // The same check `/health` reports.
+    if oscied_protocol::probe::tool_version("ffprobe")
         .await
-        .is_ok_and(|s| s.success());
-    if !found {
+        .is_none()
+    {
         tracing::warn!(
             "ffprobe is not on the PATH: uploads will answer 503 until ffmpeg is installed"
         );

@@ -61,26 +61,23 @@ impl Orchestra {
     /// Start with the defaults plus `env`, and wait until `/health` answers at all (200 or
     /// 503): for an orchestra that is meant to be degraded.
     pub fn start_answering(env: &[(&str, &str)]) -> Orchestra {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let child = spawn_child(dir.path(), port, &env);
-        let mut orchestra = Orchestra {
-            child,
-            port,
-            dir,
-            env,
-        };
-        orchestra.wait_health(Duration::from_secs(30), |status| {
+        Self::start_waiting(dir, free_port(), env, |status| {
             status == 200 || status == 503
-        });
-        orchestra
+        })
     }
 
     fn start_in(dir: TempDir, port: u16, env: &[(&str, &str)]) -> Orchestra {
+        Self::start_waiting(dir, port, env, |status| status == 200)
+    }
+
+    /// Spawn it in `dir` on `port`, then wait until `/health` answers a status `ready` takes.
+    fn start_waiting(
+        dir: TempDir,
+        port: u16,
+        env: &[(&str, &str)],
+        ready: impl Fn(u16) -> bool,
+    ) -> Orchestra {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -92,7 +89,7 @@ impl Orchestra {
             dir,
             env,
         };
-        orchestra.wait_healthy(Duration::from_secs(30));
+        orchestra.wait_health(Duration::from_secs(30), ready);
         orchestra
     }
 

@@ -20,20 +20,12 @@ fn a_unit_with_the_wrong_node_secret_takes_no_job_says_why_and_exits_non_zero() 
     );
     let id = str_of(&task, "id").to_owned();
 
-    let api = format!("http://127.0.0.1:{}", cluster.orchestra.port());
-    let root = cluster.storage().to_str().expect("utf-8").to_owned();
-    let amqp = cluster.vhost.as_ref().expect("a cluster").uri();
     let started = Instant::now();
-    let mut wrong = TransformUnit::start(
+    let mut wrong = wrong_secret_unit(
+        &mut cluster,
         "wrong-secret-unit",
-        &[
-            ("OSCIED_API_URL", &api),
-            ("OSCIED_NODE_SECRET", "not-the-node-secret"),
-            ("OSCIED_STORAGE_ROOT", &root),
-            ("OSCIED_AMQP_URI", &amqp),
-            ("OSCIED_HEARTBEAT_SECS", "1"),
-            ("OSCIED_REFUSED_EXIT_SECS", "8"),
-        ],
+        "not-the-node-secret",
+        "8",
     );
     let status = wrong
         .wait_exit(Duration::from_secs(40))
@@ -98,20 +90,7 @@ fn a_refused_unit_takes_jobs_once_the_orchestra_accepts_its_secret() {
         "copy.mp4",
     );
     let id = str_of(&task, "id").to_owned();
-    let api = format!("http://127.0.0.1:{}", cluster.orchestra.port());
-    let root = cluster.storage().to_str().expect("utf-8").to_owned();
-    let amqp = cluster.vhost.as_ref().expect("a cluster").uri();
-    let mut unit = TransformUnit::start(
-        "renewed-unit",
-        &[
-            ("OSCIED_API_URL", &api),
-            ("OSCIED_NODE_SECRET", "the-new-node-secret"),
-            ("OSCIED_STORAGE_ROOT", &root),
-            ("OSCIED_AMQP_URI", &amqp),
-            ("OSCIED_HEARTBEAT_SECS", "1"),
-            ("OSCIED_REFUSED_EXIT_SECS", "120"),
-        ],
-    );
+    let mut unit = wrong_secret_unit(&mut cluster, "renewed-unit", "the-new-node-secret", "120");
     cluster.wait_until(
         "the unit to say its secret is refused",
         Duration::from_secs(30),
@@ -138,4 +117,22 @@ fn a_refused_unit_takes_jobs_once_the_orchestra_accepts_its_secret() {
         "{}",
         unit.log_tail()
     );
+}
+
+/// A transform unit of `cluster` given `secret` instead of the cluster's node secret, exiting
+/// after `exit_secs` of refusal; taken out of the cluster so the test holds it.
+fn wrong_secret_unit(
+    cluster: &mut Cluster,
+    id: &str,
+    secret: &str,
+    exit_secs: &str,
+) -> TransformUnit {
+    cluster.add_unit_with(
+        id,
+        &[
+            ("OSCIED_NODE_SECRET", secret),
+            ("OSCIED_REFUSED_EXIT_SECS", exit_secs),
+        ],
+    );
+    cluster.units.pop().expect("the unit just added")
 }

@@ -126,20 +126,19 @@ impl Cluster {
     }
 
     /// Start one more transform unit on this cluster, with `extra` variables on top.
+    /// A variable of `extra` given twice wins over the default (the last value of a name is
+    /// the one a process gets), e.g. a wrong `OSCIED_NODE_SECRET`.
     pub fn add_unit_with(&mut self, id: &str, extra: &[(&str, &str)]) {
-        let api = format!("http://127.0.0.1:{}", self.orchestra.port());
-        let root = self.storage().to_str().expect("utf-8 temp path").to_owned();
-        let amqp = self.vhost.as_ref().expect("a cluster").uri();
-        let mut env: Vec<(&str, &str)> = vec![
-            ("OSCIED_API_URL", &api),
-            ("OSCIED_NODE_SECRET", NODE_SECRET),
-            ("OSCIED_STORAGE_ROOT", &root),
-            ("OSCIED_AMQP_URI", &amqp),
-            ("OSCIED_QUEUES", "transform"),
-            ("OSCIED_CONCURRENCY", "1"),
-            ("OSCIED_HEARTBEAT_SECS", "1"),
-        ];
-        env.extend_from_slice(extra);
+        let vars = self.node_vars();
+        let env = unit_env(
+            &vars,
+            &[
+                ("OSCIED_QUEUES", "transform"),
+                ("OSCIED_CONCURRENCY", "1"),
+                ("OSCIED_HEARTBEAT_SECS", "1"),
+            ],
+            extra,
+        );
         let unit = TransformUnit::start(id, &env);
         self.units.push(unit);
     }
@@ -554,12 +553,7 @@ impl Cluster {
     /// `extra` variables on top (`OSCIED_WWW_ROOT`, say); it is listening when this returns.
     pub fn add_publisher(&mut self, id: &str, extra: &[(&str, &str)]) {
         let vars = self.node_vars();
-        let mut env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        env.extend([
-            ("OSCIED_QUEUES", "publisher"),
-            ("OSCIED_HEARTBEAT_SECS", "1"),
-        ]);
-        env.extend_from_slice(extra);
+        let env = unit_env(&vars, PUBLISHER_DEFAULTS, extra);
         self.publishers.push(PublisherUnit::start(id, &env));
     }
 
@@ -567,12 +561,7 @@ impl Cluster {
     /// state dir (`<www root>/.oscied`); returns that id.
     pub fn add_anonymous_publisher(&mut self, extra: &[(&str, &str)]) -> String {
         let vars = self.node_vars();
-        let mut env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        env.extend([
-            ("OSCIED_QUEUES", "publisher"),
-            ("OSCIED_HEARTBEAT_SECS", "1"),
-        ]);
-        env.extend_from_slice(extra);
+        let env = unit_env(&vars, PUBLISHER_DEFAULTS, extra);
         let unit = PublisherUnit::start_anonymous(&env);
         let id = unit.id().to_owned();
         self.publishers.push(unit);
@@ -874,4 +863,23 @@ pub fn files_below(dir: &Path) -> Vec<String> {
     }
     found.sort();
     found
+}
+
+/// What the cluster's publishers get besides [`Cluster::node_vars`].
+const PUBLISHER_DEFAULTS: &[(&str, &str)] = &[
+    ("OSCIED_QUEUES", "publisher"),
+    ("OSCIED_HEARTBEAT_SECS", "1"),
+];
+
+/// A unit's environment: the cluster's `vars`, then a kind's `defaults`, then `extra`; a
+/// later value of a name wins, as it does for the process.
+fn unit_env<'a>(
+    vars: &'a [(&'static str, String)],
+    defaults: &[(&'a str, &'a str)],
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend_from_slice(defaults);
+    env.extend_from_slice(extra);
+    env
 }
