@@ -11,14 +11,7 @@ use oscied_e2e::units::TransformUnit;
 
 #[test]
 fn a_unit_with_the_wrong_node_secret_takes_no_job_says_why_and_exits_non_zero() {
-    let mut cluster = Cluster::start(0, &[]);
-    let input = cluster.upload_clip("input.mp4", 2, 320, 180);
-    let task = cluster.launch(
-        str_of(&input, "id"),
-        &cluster.profile_id("File Copy"),
-        "copy.mp4",
-    );
-    let id = str_of(&task, "id").to_owned();
+    let (mut cluster, id) = cluster_with_a_waiting_task();
 
     let started = Instant::now();
     let mut wrong = wrong_secret_unit(
@@ -82,14 +75,7 @@ fn a_unit_with_the_wrong_node_secret_takes_no_job_says_why_and_exits_non_zero() 
 
 #[test]
 fn a_refused_unit_takes_jobs_once_the_orchestra_accepts_its_secret() {
-    let mut cluster = Cluster::start(0, &[]);
-    let input = cluster.upload_clip("input.mp4", 2, 320, 180);
-    let task = cluster.launch(
-        str_of(&input, "id"),
-        &cluster.profile_id("File Copy"),
-        "copy.mp4",
-    );
-    let id = str_of(&task, "id").to_owned();
+    let (mut cluster, id) = cluster_with_a_waiting_task();
     let mut unit = wrong_secret_unit(&mut cluster, "renewed-unit", "the-new-node-secret", "120");
     cluster.wait_until(
         "the unit to say its secret is refused",
@@ -135,4 +121,17 @@ fn wrong_secret_unit(
         ],
     );
     cluster.units.pop().expect("the unit just added")
+}
+
+/// A cluster without units, and the id of a copy task queued on it.
+fn cluster_with_a_waiting_task() -> (Cluster, String) {
+    let cluster = Cluster::start(0, &[]);
+    let input = cluster.upload_clip("input.mp4", 2, 320, 180);
+    let task = cluster.launch(
+        str_of(&input, "id"),
+        &cluster.profile_id("File Copy"),
+        "copy.mp4",
+    );
+    let id = str_of(&task, "id").to_owned();
+    (cluster, id)
 }
