@@ -1,0 +1,117 @@
+// Hash routes (`#/medias/<id>?status=READY`): deep links and reloads keep the page with no
+// server-side fallback. Each route loads a page module whose `render(ctx)` fills `ctx.main`.
+
+import { h, replace } from './dom.js';
+import { errorBox, spinner } from './ui.js';
+
+/** Split `#/medias/abc?x=1` into the path and its query. */
+export function current() {
+  const raw = location.hash.startsWith('#/') ? location.hash.slice(1) : '/';
+  const [path, search = ''] = raw.split('?');
+  return { path: path.replace(/\/+$/, '') || '/', query: new URLSearchParams(search) };
+}
+
+function match(pattern, path) {
+  const want = pattern.split('/');
+  const got = path.split('/');
+  if (want.length !== got.length) return null;
+  const params = {};
+  for (let i = 0; i < want.length; i += 1) {
+    if (want[i].startsWith(':')) params[want[i].slice(1)] = decodeURIComponent(got[i]);
+    else if (want[i] !== got[i]) return null;
+  }
+  return params;
+}
+
+export function navigate(path) {
+  location.hash = `#${path}`;
+}
+
+/**
+ * Start routing. `routes`: [{path, load, admin?}]; `allowed(route)` hides admin pages;
+ * `onRoute(path)` lets the shell mark the nav.
+ */
+export function start({ routes, main, allowed, onRoute, context }) {
+  let controller = null;
+
+  async function render() {
+    const { path, query } = current();
+    controller?.abort();
+    controller = new AbortController();
+    const { signal } = controller;
+    onRoute(path);
+    let found = null;
+    let params = {};
+    for (const r of routes) {
+      const m = match(r.path, path);
+      if (m) {
+        found = r;
+        params = m;
+        break;
+      }
+    }
+    replace(main, spinner());
+    if (!found || !allowed(found)) {
+      replace(main, h('h1', { text: 'Not found', tabindex: -1 }),
+        h('p', { text: found ? 'This page is for administrators.' : `Nothing lives at ${path}.` }),
+        h('p', {}, h('a', { href: '#/', text: 'Back to the overview' })));
+      return;
+    }
+    const ctx = {
+      ...context(),
+      main,
+      params,
+      query,
+      path,
+      signal,
+      navigate,
+      /** Change the query shown in the address bar without rendering again (filters). */
+      setQuery(values) {
+        const q = new URLSearchParams();
+        for (const [k, v] of Object.entries(values)) if (v !== undefined && v !== null && v !== '') q.set(k, v);
+        const text = q.toString();
+        history.replaceState(null, '', `#${path}${text ? `?${text}` : ''}`);
+      },
+      /** Call `fn` every `ms` while this page is shown and visible; calls never overlap. */
+      every(ms, fn) {
+        let running = false;
+        const tick = async () => {
+          if (running || document.hidden || signal.aborted) return;
+          running = true;
+          try {
+            await fn();
+          } catch (e) {
+            if (e.name !== 'AbortError') console.warn('refresh failed', e);
+          } finally {
+            running = false;
+          }
+        };
+        const timer = setInterval(tick, ms);
+        const onVisible = () => { if (!document.hidden) tick(); };
+        document.addEventListener('visibilitychange', onVisible);
+        signal.addEventListener('abort', () => {
+          clearInterval(timer);
+          document.removeEventListener('visibilitychange', onVisible);
+        }, { once: true });
+      },
+    };
+    try {
+      const page = await found.load();
+      if (signal.aborted) return;
+      await page.render(ctx);
+      if (signal.aborted) return;
+      const heading = main.querySelector('h1');
+      document.title = heading ? `${heading.textContent} · OSCIED` : 'OSCIED';
+    } catch (e) {
+      if (e.name === 'AbortError' || signal.aborted) return;
+      replace(main, h('h1', { text: 'This page could not load', tabindex: -1 }), errorBox(e));
+    }
+  }
+
+  window.addEventListener('hashchange', () => {
+    // In-page anchors (the skip link's #main) are not routes.
+    if (location.hash.startsWith('#/') || location.hash === '') render();
+  });
+  render();
+  return { render, stop: () => controller?.abort() };
+}
