@@ -124,6 +124,8 @@ export function player(url, { filename = url, signal } = {}) {
     const { dashjs } = window;
     el.dataset.engine = 'dash.js';
     const dash = dashjs.MediaPlayer().create();
+    // Its own log stays at errors (which also reach the page below the video).
+    dash.updateSettings({ debug: { logLevel: dashjs.Debug.LOG_LEVEL_ERROR } });
     dash.on(dashjs.MediaPlayer.events.ERROR, (e) => {
       const detail = e?.error?.message || e?.error?.code || e?.error || 'unknown error';
       fail(`DASH: ${detail}.`);

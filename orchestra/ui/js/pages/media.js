@@ -45,13 +45,15 @@ export function playUrl(media) {
     : `/api/v1/medias/${id}/files/${encodeURIComponent(media.filename)}`;
 }
 
-/** An API error whose message names tasks by id: each id becomes a link to its page. */
-function linkedError(error, heading) {
+/** An API error whose message names tasks by id: each task id becomes a link to its page
+ * (`self`, the media's own id, stays text). */
+function linkedError(error, heading, self) {
   const text = error?.message || String(error);
   const base = /publisher task/i.test(text) ? '/publications/' : /transform task/i.test(text) ? '/tasks/' : null;
   const parts = [];
   let last = 0;
   for (const m of base ? text.matchAll(UUID) : []) {
+    if (m[0] === self) continue;
     parts.push(text.slice(last, m.index), link(`${base}${m[0]}`, m[0]));
     last = m.index + m[0].length;
   }
@@ -294,7 +296,7 @@ export async function render(ctx) {
         draw();
         slot.ok('Deleted: the files are gone; the record stays for lineage.');
       } catch (e) {
-        if (e.name !== 'AbortError') replace(slot.el, linkedError(e, 'Not deleted'));
+        if (e.name !== 'AbortError') replace(slot.el, linkedError(e, 'Not deleted', media.id));
       }
     });
   }

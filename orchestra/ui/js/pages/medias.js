@@ -39,7 +39,7 @@ function optionsWith(options, value) {
 
 /** The thumbnail, or a placeholder for a media without a picture (or whose picture fails). */
 export function thumbnail(media) {
-  const none = () => h('span', { class: 'thumb-none', 'aria-hidden': 'true', text: hasVideo(media) ? '…' : 'no video' });
+  const none = () => h('span', { class: 'thumb-none', 'aria-hidden': 'true', text: media.status === 'PENDING' ? 'pending' : hasVideo(media) ? 'no preview' : 'no video' });
   if (media.status !== 'READY' || !hasVideo(media)) return none();
   const img = h('img', { class: 'thumb', loading: 'lazy', alt: '', width: 96, height: 54, src: `/api/v1/medias/${encodeURIComponent(media.id)}/thumbnail` });
   img.addEventListener('error', () => img.replaceWith(none()), { once: true });
@@ -127,7 +127,10 @@ export async function render(ctx) {
       if (quiet && fingerprint === shown) return;
       shown = fingerprint;
       count.textContent = page.total === 1 ? '1 media' : `${page.total} medias`;
+      // Keep the keyboard where it was: the same link of the same row, if it is still shown.
+      const focused = list.contains(document.activeElement) ? document.activeElement.closest('tr')?.dataset.id : null;
       replace(list, mediaTable(page.items));
+      if (focused) list.querySelector(`tr[data-id="${CSS.escape(focused)}"] a`)?.focus();
       replace(pagerSlot, page.total > LIMIT ? pager({
         total: page.total, limit: LIMIT, skip: state.skip,
         go(skip) {
