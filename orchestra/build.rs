@@ -26,20 +26,23 @@ fn main() {
         out.push_str(&format!("    ({path:?}, include_bytes!({file:?})),\n"));
     }
     out.push_str("];\n");
-    let dest = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("ui_files.rs");
+    let dest =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("ui_files.rs");
     std::fs::write(&dest, out).expect("write ui_files.rs");
 }
 
 /// The files below `dir` as (URL path, absolute file path). Hidden files (editor swap files,
 /// `.DS_Store`) are left out; a name a route could not take stops the build.
 fn walk(root: &Path, dir: &Path, files: &mut Vec<(String, String)>) {
-    let entries = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
     for entry in entries {
         let entry = entry.expect("a directory entry");
         let path = entry.path();
         let name = entry.file_name();
-        let name = name.to_str().unwrap_or_else(|| panic!("{} is not UTF-8", path.display()));
+        let name = name
+            .to_str()
+            .unwrap_or_else(|| panic!("{} is not UTF-8", path.display()));
         if name.starts_with('.') {
             continue;
         }

@@ -68,9 +68,15 @@ async fn root_serves_index_html_with_the_security_headers() {
     let response = fetch(&app, Method::GET, "/", HeaderMap::new()).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_security_headers(&response);
-    assert_eq!(header(&response, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(
+        header(&response, "content-type"),
+        "text/html; charset=utf-8"
+    );
     let etag = header(&response, "etag").to_owned();
-    assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() > 10, "{etag}");
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"') && etag.len() > 10,
+        "{etag}"
+    );
     let body = response.bytes().await.unwrap();
     assert_eq!(body, std::fs::read(ui_dir().join("index.html")).unwrap());
     // The same file by its own name, with the same tag.
@@ -109,7 +115,10 @@ async fn every_ui_file_is_served_as_is() {
         }
         let body = response.bytes().await.unwrap();
         let on_disk = std::fs::read(ui_dir().join(&file[1..])).unwrap();
-        assert!(body == on_disk, "{file}: the served bytes differ from the file");
+        assert!(
+            body == on_disk,
+            "{file}: the served bytes differ from the file"
+        );
     }
 }
 
@@ -123,7 +132,12 @@ async fn a_matching_if_none_match_is_a_304_with_the_headers() {
         headers.insert(IF_NONE_MATCH, value.parse().unwrap());
         headers
     };
-    for value in [etag.clone(), format!("W/{etag}"), format!("\"x\", {etag}"), "*".into()] {
+    for value in [
+        etag.clone(),
+        format!("W/{etag}"),
+        format!("\"x\", {etag}"),
+        "*".into(),
+    ] {
         let response = fetch(&app, Method::GET, "/js/app.js", with(value.clone())).await;
         assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{value}");
         assert_security_headers(&response);
@@ -195,4 +209,46 @@ async fn api_answers_say_nosniff() {
     let response = fetch(&app, Method::GET, "/api/v1/users/me", HeaderMap::new()).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(header(&response, "x-content-type-options"), "nosniff");
+}
+
+/// The vendored players are the files VERSIONS.md records (byte for byte the npm tarballs'):
+/// an edit, or an update that forgot the record, fails here.
+#[test]
+fn vendored_files_match_versions_md() {
+    let vendor = ui_dir().join("vendor");
+    let record = std::fs::read_to_string(vendor.join("VERSIONS.md")).unwrap();
+    let sums: String = record
+        .lines()
+        .filter(|line| {
+            line.len() > 66
+                && line.as_bytes()[64] == b' '
+                && line[..64].bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let mut files = vec![];
+    ui_files(&vendor, &mut files);
+    let recorded = sums.lines().count();
+    // Every file but the record itself is listed.
+    assert_eq!(
+        recorded,
+        files.len() - 1,
+        "VERSIONS.md lists {recorded} of {files:?}"
+    );
+    let mut child = std::process::Command::new("sha256sum")
+        .args(["--check", "--strict", "-"])
+        .current_dir(&vendor)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum runs");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), sums.as_bytes()).unwrap();
+    let check = child.wait_with_output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 }

@@ -60,7 +60,10 @@ fn every_browser_test_file_has_a_rust_test() {
         .iter()
         .filter(|f| !found.iter().any(|n| n == *f))
         .collect();
-    assert!(gone.is_empty(), "browser_tests! lists missing files: {gone:?}");
+    assert!(
+        gone.is_empty(),
+        "browser_tests! lists missing files: {gone:?}"
+    );
 }
 
 fn workspace() -> PathBuf {
@@ -97,7 +100,9 @@ fn check_tools() {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
     let Some(version) = version else {
-        panic!("node is not on the PATH: the browser tests need Node.js 20 or later (`apt-get install nodejs npm`)");
+        panic!(
+            "node is not on the PATH: the browser tests need Node.js 20 or later (`apt-get install nodejs npm`)"
+        );
     };
     let major: u32 = version
         .trim_start_matches('v')
@@ -110,7 +115,10 @@ fn check_tools() {
         "node {version} is too old: the browser tests need Node.js 20 or later"
     );
     for package in ["playwright-core", "axe-core"] {
-        let manifest = ui_dir().join("node_modules").join(package).join("package.json");
+        let manifest = ui_dir()
+            .join("node_modules")
+            .join(package)
+            .join("package.json");
         assert!(
             manifest.is_file(),
             "{package} is not installed for the browser tests: run `npm ci --prefix tests/ui` \
@@ -152,9 +160,15 @@ fn run_browser_test(file: &str) {
         .args(["--test", "--test-reporter=spec"])
         .arg(ui_dir().join(file))
         .current_dir(ui_dir())
-        .env("OSCIED_UI_URL", format!("http://127.0.0.1:{}", orchestra.port()))
+        .env(
+            "OSCIED_UI_URL",
+            format!("http://127.0.0.1:{}", orchestra.port()),
+        )
         .env("OSCIED_UI_ROOT_SECRET", &root_secret)
-        .env("OSCIED_UI_PUBLISHER_URL", format!("http://{publisher_listen}"))
+        .env(
+            "OSCIED_UI_PUBLISHER_URL",
+            format!("http://{publisher_listen}"),
+        )
         .env("OSCIED_UI_WORKDIR", orchestra.workdir())
         .env("OSCIED_UI_SCREENSHOTS", &screenshots)
         .env("OSCIED_UI_CHROMIUM", chromium())

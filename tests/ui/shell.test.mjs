@@ -184,6 +184,18 @@ test('dash.js plays H.264/AAC under the CSP', async () => {
   await page.context().close();
 });
 
+test('axeScan fails on a serious violation, naming the rule and the element', async () => {
+  const page = await newPage();
+  await page.goto(`${ORCHESTRA}/`);
+  await page.evaluate(() => {
+    const button = document.createElement('button');
+    button.id = 'nameless';
+    document.body.append(button);
+  });
+  await assert.rejects(axeScan(page), /\[critical\] button-name: .*\n.*#nameless/);
+  await page.context().close();
+});
+
 test('axe finds nothing serious or critical on /', async () => {
   const page = await newPage();
   await page.goto(`${ORCHESTRA}/`);

@@ -77,10 +77,9 @@ fn answer(asset: &'static Asset, request: &HeaderMap) -> Response {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut response = asset.body.into_response();
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(asset.content_type),
-        );
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
         response
     };
     let headers = response.headers_mut();
@@ -171,7 +170,10 @@ mod tests {
     fn types() {
         assert_eq!(content_type("/js/app.js"), "text/javascript; charset=utf-8");
         assert_eq!(content_type("/index.html"), "text/html; charset=utf-8");
-        assert_eq!(content_type("/vendor/hls.js/LICENSE"), "text/plain; charset=utf-8");
+        assert_eq!(
+            content_type("/vendor/hls.js/LICENSE"),
+            "text/plain; charset=utf-8"
+        );
         assert_eq!(content_type("/fonts/a.woff2"), "font/woff2");
         assert_eq!(content_type("/x.bin"), "application/octet-stream");
     }

@@ -378,7 +378,7 @@ export function assertClean(page, { allow = [], dialogs = false } = {}) {
 
 /**
  * Sign in through the page's own form: open the UI, fill "Mail" and "Secret", press
- * "Sign in", and wait for the form to go.
+ * "Sign in", and wait until that button is gone or hidden (the UI moved on).
  */
 export async function signIn(page, mail, secret) {
   if (!page.url().startsWith(ORCHESTRA)) await page.goto(`${ORCHESTRA}/`);
@@ -386,7 +386,7 @@ export async function signIn(page, mail, secret) {
   await page.getByLabel('Secret', { exact: true }).fill(secret);
   const button = page.getByRole('button', { name: 'Sign in', exact: true });
   await button.click();
-  await button.waitFor({ state: 'detached', timeout: 15_000 });
+  await button.waitFor({ state: 'hidden', timeout: 15_000 });
 }
 
 /**
@@ -442,7 +442,10 @@ export async function axeScan(page, { include, exclude, rules, impacts = ['serio
   );
   const failing = results.violations.filter((v) => impacts.includes(v.impact));
   const listing = failing.map((v) => {
-    const nodes = v.nodes.slice(0, 10).map((n) => `      ${n.target.join(' ')}: ${n.failureSummary?.split('\n').slice(1).join('; ').trim() || n.html}`);
+    const nodes = v.nodes.slice(0, 10).map((n) => {
+      const why = n.failureSummary?.split('\n')[1]?.trim();
+      return `      ${n.target.join(' ')}  ${n.html.slice(0, 160)}${why ? `\n        ${why}` : ''}`;
+    });
     return `  [${v.impact}] ${v.id}: ${v.help} (${v.helpUrl})\n${nodes.join('\n')}`;
   });
   assert.ok(failing.length === 0, `axe found ${failing.length} serious/critical violation(s) on ${page.url()}:\n${listing.join('\n')}`);
