@@ -32,8 +32,10 @@ browser_tests! {
     shell => "shell.test.mjs",
 }
 
-/// A file's whole run, orchestra start to node's exit, may take this long.
-const TIMEOUT: Duration = Duration::from_secs(600);
+/// A file's whole run, orchestra start to node's exit, may take this long...
+const TIMEOUT: Duration = Duration::from_secs(900);
+/// ...and each of its tests this long (node fails it, naming it).
+const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The browser tests take turns (see the module comment).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -158,6 +160,7 @@ fn run_browser_test(file: &str) {
     let mut command = Command::new("node");
     command
         .args(["--test", "--test-reporter=spec"])
+        .arg(format!("--test-timeout={}", TEST_TIMEOUT.as_millis()))
         .arg(ui_dir().join(file))
         .current_dir(ui_dir())
         .env(
