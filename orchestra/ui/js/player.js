@@ -96,8 +96,9 @@ export function player(url, { filename = url, signal } = {}) {
       return;
     }
     el.dataset.engine = 'hls.js';
-    // No worker: the CSP allows blob: workers, but one thread is plenty for a preview.
-    const hls = new Hls({ enableWorker: false });
+    // The default config: its transmuxer runs in a blob: worker, which the CSP allows
+    // (worker-src 'self' blob:, orchestra/ui/vendor/VERSIONS.md).
+    const hls = new Hls();
     let destroyed = false;
     const destroy = () => {
       if (!destroyed) hls.destroy();
