@@ -382,6 +382,14 @@ test('lineage and tasks: an output links its parent, the parent lists it and the
   await playsInPage(page);
   assert.match(await page.locator('video').evaluate((v) => v.currentSrc), /^blob:/);
   await screenshot(page, 'media-hls');
+  // The list honours lineage links: the children of the source, removable as a filter.
+  await page.goto(`${ORCHESTRA}/#/medias?parent_id=${source.id}&status=PENDING,READY,DELETED`);
+  await listShown(page);
+  assert.deepEqual(await titles(page), ['Lineage HLS']);
+  assert.equal(await page.getByLabel('Status').inputValue(), 'PENDING,READY,DELETED');
+  await page.getByRole('button', { name: `Remove the filter: Made from ${source.id}` }).click();
+  await page.waitForFunction(() => location.hash === '#/medias?status=PENDING%2CREADY%2CDELETED');
+  await page.waitForFunction(() => document.querySelectorAll('.media-list tbody tr').length > 1);
   assertClean(page);
   await page.context().close();
 });

@@ -126,7 +126,7 @@ export async function render(ctx) {
       const fingerprint = JSON.stringify([page.total, page.items.map((m) => [m.id, m.status, m.updated_at])]);
       if (quiet && fingerprint === shown) return;
       shown = fingerprint;
-      count.textContent = page.total === 1 ? '1 media' : `${page.total} medias`;
+      count.textContent = page.total === 1 ? '1 media' : `${page.total.toLocaleString('en')} medias`;
       // Keep the keyboard where it was: the same link of the same row, if it is still shown.
       const focused = list.contains(document.activeElement) ? document.activeElement.closest('tr')?.dataset.id : null;
       replace(list, mediaTable(page.items));
