@@ -210,7 +210,10 @@ async fn receive_file(state: &AppState, mut field: Field<'_>) -> ApiResult<(Scra
     }
     out.flush().await?;
     if written == 0 {
-        return Err(ApiError::invalid_field("file", "the uploaded file is empty"));
+        return Err(ApiError::invalid_field(
+            "file",
+            "the uploaded file is empty",
+        ));
     }
     Ok((scratch, filename))
 }
@@ -250,13 +253,12 @@ pub async fn upload(state: &AppState, owner: Uuid, mut multipart: Multipart) -> 
     let (scratch, filename) =
         file.ok_or_else(|| ApiError::invalid_field("file", "form field file is required"))?;
     let mut metadata = metadata.unwrap_or_default();
-    let titled = title.is_some();
     if let Some(title) = title {
         metadata.insert("title".into(), Value::String(title));
     }
     // The form's own `title` field is where a title fault is fixed.
     check_metadata(&metadata).map_err(|e| match e.field.as_deref() {
-        Some("metadata.title") if titled => e.on("title"),
+        Some("metadata.title") => e.on("title"),
         _ => e,
     })?;
     let media = ingest(state, owner, scratch.path(), &filename, metadata, None)

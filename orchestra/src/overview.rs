@@ -57,7 +57,9 @@ fn counts_schema(names: &[&str]) -> utoipa::openapi::Object {
             object
                 .property(
                     *name,
-                    ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)),
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0)),
                 )
                 .required(*name)
         })

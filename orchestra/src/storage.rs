@@ -43,7 +43,9 @@ impl Storage {
 
     /// A fresh scratch directory path under `tmp/` (not created).
     pub fn scratch_dir(&self, what: &str) -> PathBuf {
-        self.root.join("tmp").join(format!("{what}-{}", Uuid::new_v4()))
+        self.root
+            .join("tmp")
+            .join(format!("{what}-{}", Uuid::new_v4()))
     }
 
     /// The regular file at `relative` (checked by `file::relative_path`) inside a media's

@@ -74,7 +74,9 @@ impl Thumbnailer {
 
 /// Where in the clip the thumbnail is taken, in seconds.
 pub fn frame_time(duration: Option<f64>) -> f64 {
-    let duration = duration.filter(|d| d.is_finite() && *d > 0.0).unwrap_or(0.0);
+    let duration = duration
+        .filter(|d| d.is_finite() && *d > 0.0)
+        .unwrap_or(0.0);
     let tenth = duration * 0.1;
     if tenth >= 1.0 {
         tenth

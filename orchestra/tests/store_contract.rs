@@ -6,8 +6,9 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use orchestra::models::{
-    Counted, ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress, PublisherTask,
-    TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
+    Counted, ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress,
+    PublisherTask, TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter,
+    UserRecord,
 };
 use orchestra::store::{Store, StoreError};
 use oscied_protocol::node::UnitKind;
@@ -1687,7 +1688,13 @@ async fn finished_after_filter<T: StoredTask>(store: &dyn Store) {
     let mut failed_late = finished(4, TaskStatus::Failure, 30);
     // A lease left behind by the attempt that failed.
     *failed_late.state().lease_expires_at = Some(at(25));
-    for t in [&pending, &progressing, &failed_early, &succeeded, &failed_late] {
+    for t in [
+        &pending,
+        &progressing,
+        &failed_early,
+        &succeeded,
+        &failed_late,
+    ] {
         t.create(store).await.expect("create");
     }
     let list = |filter| listed::<T>(store, filter);
@@ -1743,8 +1750,12 @@ async fn finished_after_filter<T: StoredTask>(store: &dyn Store) {
         .await,
         none
     );
-    let (total, page) =
-        task_page::<T>(store, finished_after(at(0)), opts("finished_at", true, 0, 2)).await;
+    let (total, page) = task_page::<T>(
+        store,
+        finished_after(at(0)),
+        opts("finished_at", true, 0, 2),
+    )
+    .await;
     assert_eq!(
         (total, page),
         (3, vec![failed_late.id(), succeeded.id()]),
@@ -1802,7 +1813,10 @@ async fn counts_by_status(store: &dyn Store) {
     for (owner, status) in [(u2, TaskStatus::Success), (u1, TaskStatus::Revoking)] {
         let mut p = publication(owner, media_id, "publisher", next());
         p.status = status;
-        store.create_publisher_task(&p).await.expect("create publication");
+        store
+            .create_publisher_task(&p)
+            .await
+            .expect("create publication");
     }
     let of = |counted, user| async move { count(counted, user).await.expect("count") };
     assert_eq!(
@@ -1815,7 +1829,12 @@ async fn counts_by_status(store: &dyn Store) {
     );
     assert_eq!(
         of(Counted::TransformTasks, None).await,
-        counts(&[("FAILURE", 2), ("PENDING", 1), ("PROGRESS", 1), ("SUCCESS", 1)])
+        counts(&[
+            ("FAILURE", 2),
+            ("PENDING", 1),
+            ("PROGRESS", 1),
+            ("SUCCESS", 1)
+        ])
     );
     assert_eq!(
         of(Counted::TransformTasks, Some(u2)).await,

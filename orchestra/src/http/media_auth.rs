@@ -23,7 +23,9 @@ pub const COOKIE_PATH: &str = "/api/v1/medias";
 /// came through an HTTPS proxy that says so.
 pub fn set_cookie(token: Option<&str>, headers: &HeaderMap) -> String {
     let mut cookie = match token {
-        Some(token) => format!("{COOKIE_NAME}={token}; Path={COOKIE_PATH}; HttpOnly; SameSite=Strict"),
+        Some(token) => {
+            format!("{COOKIE_NAME}={token}; Path={COOKIE_PATH}; HttpOnly; SameSite=Strict")
+        }
         None => format!(
             "{COOKIE_NAME}=; Path={COOKIE_PATH}; HttpOnly; SameSite=Strict; Max-Age=0; \
              Expires=Thu, 01 Jan 1970 00:00:00 GMT"
@@ -100,7 +102,10 @@ mod tests {
         assert_eq!(cookie_token(&headers), None);
         headers.append(COOKIE, HeaderValue::from_static("a=1; oscied_mediax=no"));
         assert_eq!(cookie_token(&headers), None);
-        headers.append(COOKIE, HeaderValue::from_static("b=2;oscied_media=abc ; c=3"));
+        headers.append(
+            COOKIE,
+            HeaderValue::from_static("b=2;oscied_media=abc ; c=3"),
+        );
         assert_eq!(cookie_token(&headers).as_deref(), Some("abc"));
         let mut empty = HeaderMap::new();
         empty.append(COOKIE, HeaderValue::from_static("oscied_media="));
