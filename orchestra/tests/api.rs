@@ -145,11 +145,15 @@ async fn authentication_and_tokens() {
         "unauthorized",
         "token",
     );
+    // Root mints tokens too (medias_ui.rs has the rest); units do not.
+    let (status, body) = app.post("/auth/token", As::Root, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_error(
-        &app.post("/auth/token", As::Root, json!({})).await,
+        &app.post("/auth/token", As::User("node", &node), json!({}))
+            .await,
         StatusCode::FORBIDDEN,
         "forbidden",
-        "root",
+        "node",
     );
 }
 
