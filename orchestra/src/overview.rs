@@ -103,31 +103,17 @@ pub async fn overview(state: &AppState, caller: &Caller) -> ApiResult<Overview> 
         ..TaskFilter::default()
     };
     let count_only = ListOptions::count_only();
-    let statuses = TaskStatus::ALL.map(TaskStatus::as_str);
-    let transform_tasks = TaskCounts {
-        by_status: every(
-            &statuses,
-            store
-                .count_by_status(Counted::TransformTasks, owner)
-                .await?,
-        ),
-        failed_last_24h: store
-            .list_transform_tasks(&failed, &count_only)
-            .await?
-            .total,
+    let transform_failed = store.list_transform_tasks(&failed, &count_only).await?;
+    let publisher_failed = store.list_publisher_tasks(&failed, &count_only).await?;
+    let task_counts = |counted, failed_last_24h| async move {
+        let counted = store.count_by_status(counted, owner).await?;
+        ApiResult::Ok(TaskCounts {
+            by_status: every(&TaskStatus::ALL.map(TaskStatus::as_str), counted),
+            failed_last_24h,
+        })
     };
-    let publisher_tasks = TaskCounts {
-        by_status: every(
-            &statuses,
-            store
-                .count_by_status(Counted::PublisherTasks, owner)
-                .await?,
-        ),
-        failed_last_24h: store
-            .list_publisher_tasks(&failed, &count_only)
-            .await?
-            .total,
-    };
+    let transform_tasks = task_counts(Counted::TransformTasks, transform_failed.total).await?;
+    let publisher_tasks = task_counts(Counted::PublisherTasks, publisher_failed.total).await?;
     let units = units::list(state).await?;
     let online = units.iter().filter(|u| u.online).count() as u64;
     Ok(Overview {

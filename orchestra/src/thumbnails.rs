@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use oscied_protocol::probe::{file_url, last_error_line};
 use oscied_protocol::sandbox::Jail;
 use uuid::Uuid;
 
@@ -188,13 +189,11 @@ async fn run_ffmpeg(
         // A frame costs well under a second of CPU; a picture stays small.
         .cpu_secs(60)
         .max_file_bytes(16 * 1024 * 1024);
-    let mut url = std::ffi::OsString::from("file:");
-    url.push(input.as_os_str());
     let output = jail
         .command(state.config.run.sandbox)
         .map_err(|e| e.to_string())?
         .args(["-nostdin", "-v", "error", "-ss", &format!("{at:.3}"), "-i"])
-        .arg(url)
+        .arg(file_url(input))
         .args(["-map", "0:v:0", "-frames:v", "1", "-an", "-sn", "-dn"])
         .arg("-vf")
         .arg(format!("scale={WIDTH}:trunc(ow/dar/2)*2,setsar=1"))
@@ -209,14 +208,7 @@ async fn run_ffmpeg(
     if output.status.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let last = stderr
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("ffmpeg failed")
-        .replace(&*input.to_string_lossy(), "<file>");
-    Err(last)
+    Err(last_error_line(&output.stderr, input, "ffmpeg failed"))
 }
 
 #[cfg(test)]

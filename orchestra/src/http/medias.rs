@@ -3,7 +3,10 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Path, RawPathParams, Request, State,
+};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use oscied_protocol::http::file::{self, FileError};
@@ -14,7 +17,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::media_auth::MediaCaller;
-use super::responses::{Authed, BadQuery, JsonBody, NotFound};
+use super::responses::{Authed, BadQuery, JsonBody, NotFound, StoredFile};
 use super::{ApiJson, ApiQuery, list_options, list_owner, parse_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -245,16 +248,34 @@ async fn delete_media(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A READY media the caller may see, for the routes that serve its files.
-async fn ready_media(state: &AppState, caller: &Caller, raw_id: &str) -> ApiResult<Media> {
-    let media = visible_media(state, caller, raw_id).await?;
-    match media.status {
-        MediaStatus::Ready => Ok(media),
-        MediaStatus::Pending => Err(ApiError::illegal_state(format!(
-            "media {} is PENDING: not ready yet",
-            media.id
-        ))),
-        MediaStatus::Deleted => Err(ApiError::not_found("media file", media.id)),
+/// The media a route serving a media's bytes answers from: the path's `id`, visible to the
+/// caller (the media cookie accepted, `MediaCaller`), READY (PENDING is a 409, DELETED a 404).
+struct ReadyMedia(Media);
+
+impl FromRequestParts<AppState> for ReadyMedia {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let MediaCaller(caller) = MediaCaller::from_request_parts(parts, state).await?;
+        let id = RawPathParams::from_request_parts(parts, state)
+            .await
+            .ok()
+            .and_then(|params| {
+                params
+                    .iter()
+                    .find(|(name, _)| *name == "id")
+                    .map(|(_, value)| value.to_owned())
+            })
+            .unwrap_or_default();
+        let media = visible_media(state, &caller, &id).await?;
+        match media.status {
+            MediaStatus::Ready => Ok(ReadyMedia(media)),
+            MediaStatus::Pending => Err(ApiError::illegal_state(format!(
+                "media {} is PENDING: not ready yet",
+                media.id
+            ))),
+            MediaStatus::Deleted => Err(ApiError::not_found("media file", media.id)),
+        }
     }
 }
 
@@ -299,18 +320,13 @@ async fn serve_stored(
 /// Download a READY media's file, whole or by `Range` (one range; `If-Range`, RFC 9110);
 /// HEAD answers the headers only. Also authenticated by the media cookie (`PUT /auth/cookie`).
 #[utoipa::path(get, path = "/medias/{id}/download", tag = "medias", params(("id" = String, Path)),
-    responses(Authed, NotFound, (status = 200, description = "the file"), (status = 206, description = "the requested range"),
-        (status = 304, description = "If-None-Match or If-Modified-Since: not modified"),
-        (status = 409, description = "not READY", body = ErrorBody), (status = 412, description = "an If-Match or If-Unmodified-Since precondition failed", body = ErrorBody),
-        (status = 416, description = "no requested range overlaps the file; Content-Range: bytes */LEN", body = ErrorBody)))]
+    responses(Authed, NotFound, StoredFile, (status = 200, description = "the file"), (status = 206, description = "the requested range")))]
 async fn download_media(
     State(state): State<AppState>,
-    MediaCaller(caller): MediaCaller,
-    Path(id): Path<String>,
+    ReadyMedia(media): ReadyMedia,
     method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let media = ready_media(&state, &caller, &id).await?;
     let path = state.storage.path_of(&media.uri);
     let what = format!("media file with id {}", media.id);
     let content_type = file::content_type(&media.filename);
@@ -331,19 +347,14 @@ async fn download_media(
 /// symlink out) is a 404. Also authenticated by the media cookie (`PUT /auth/cookie`).
 #[utoipa::path(get, path = "/medias/{id}/files/{path}", tag = "medias", operation_id = "get_media_file",
     params(("id" = String, Path), ("path" = String, Path, description = "relative path inside the media's directory, e.g. `index.m3u8` or `seg_000.ts`")),
-    responses(Authed, NotFound, (status = 200, description = "the file"), (status = 206, description = "the requested range"),
-        (status = 304, description = "If-None-Match or If-Modified-Since: not modified"),
-        (status = 409, description = "not READY", body = ErrorBody), (status = 412, description = "an If-Match or If-Unmodified-Since precondition failed", body = ErrorBody),
-        (status = 416, description = "no requested range overlaps the file; Content-Range: bytes */LEN", body = ErrorBody)))]
+    responses(Authed, NotFound, StoredFile, (status = 200, description = "the file"), (status = 206, description = "the requested range")))]
 async fn media_file(
     State(state): State<AppState>,
-    MediaCaller(caller): MediaCaller,
-    Path((id, _)): Path<(String, String)>,
+    ReadyMedia(media): ReadyMedia,
     method: Method,
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let media = ready_media(&state, &caller, &id).await?;
     // The raw path, still percent-encoded: the `{*path}` capture is decoded already, so an
     // encoded `/` or `..` would pass for a plain one there.
     let raw = uri
@@ -371,19 +382,14 @@ const THUMBNAIL_CACHE: &str = "private, max-age=86400";
 /// `If-None-Match`). 404 for a media without a video stream. Also authenticated by the media
 /// cookie (`PUT /auth/cookie`).
 #[utoipa::path(get, path = "/medias/{id}/thumbnail", tag = "medias", operation_id = "get_media_thumbnail", params(("id" = String, Path)),
-    responses(Authed, (status = 200, description = "the JPEG", content_type = "image/jpeg"),
-        (status = 304, description = "If-None-Match: not modified"),
-        (status = 404, description = "no such media, not one the caller may see, or one without a video stream (or of which ffmpeg could make no picture)", body = ErrorBody),
-        (status = 409, description = "not READY", body = ErrorBody), (status = 412, description = "an If-Match or If-Unmodified-Since precondition failed", body = ErrorBody),
-        (status = 416, description = "no requested range overlaps the file; Content-Range: bytes */LEN", body = ErrorBody)))]
+    responses(Authed, StoredFile, (status = 200, description = "the JPEG", content_type = "image/jpeg"),
+        (status = 404, description = "no such media, not one the caller may see, or one without a video stream (or of which ffmpeg could make no picture)", body = ErrorBody)))]
 async fn media_thumbnail(
     State(state): State<AppState>,
-    MediaCaller(caller): MediaCaller,
-    Path(id): Path<String>,
+    ReadyMedia(media): ReadyMedia,
     method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let media = ready_media(&state, &caller, &id).await?;
     let path = thumbnails::ensure(&state, &media).await?;
     let what = format!("thumbnail of media {}", media.id);
     let mut response = serve_stored(&method, &headers, &path, "image/jpeg", &what).await?;
