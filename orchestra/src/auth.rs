@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -409,15 +409,9 @@ impl FromRequestParts<AppState> for Node {
                 } else {
                     state.logins.failed(Account::Node, ip);
                     // A unit with the wrong secret is a misconfiguration: say so, with who.
-                    let unit_id = RawPathParams::from_request_parts(parts, state)
+                    let unit_id = crate::http::path_param(parts, "unit_id")
                         .await
-                        .ok()
-                        .and_then(|params| {
-                            params
-                                .iter()
-                                .find(|(name, _)| *name == "unit_id")
-                                .map(|(_, value)| bounded(value, 64))
-                        });
+                        .map(|value| bounded(&value, 64));
                     let path = bounded(parts.uri.path(), 200);
                     state
                         .logins

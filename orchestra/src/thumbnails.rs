@@ -170,6 +170,11 @@ async fn make(state: &AppState, media: &Media, target: &Path) -> Result<(), Stri
     tokio::fs::rename(&out, target)
         .await
         .map_err(|e| format!("keeping it: {e}"))?;
+    // Deleted meanwhile: its thumbnail goes too, rather than stay behind for nobody.
+    if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+        let _ = tokio::fs::remove_file(target).await;
+        return Err("the media was deleted meanwhile".into());
+    }
     tracing::info!(media = %media.id, at, "thumbnail made");
     Ok(())
 }

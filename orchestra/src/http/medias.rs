@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{
-    DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Path, RawPathParams, Request, State,
+    DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Path, Request, State,
 };
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -257,16 +257,7 @@ impl FromRequestParts<AppState> for ReadyMedia {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let MediaCaller(caller) = MediaCaller::from_request_parts(parts, state).await?;
-        let id = RawPathParams::from_request_parts(parts, state)
-            .await
-            .ok()
-            .and_then(|params| {
-                params
-                    .iter()
-                    .find(|(name, _)| *name == "id")
-                    .map(|(_, value)| value.to_owned())
-            })
-            .unwrap_or_default();
+        let id = super::path_param(parts, "id").await.unwrap_or_default();
         let media = visible_media(state, &caller, &id).await?;
         match media.status {
             MediaStatus::Ready => Ok(ReadyMedia(media)),

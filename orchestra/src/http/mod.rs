@@ -215,6 +215,17 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::invalid(format!("invalid query parameter: {detail}"))
 }
 
+/// A path parameter by name, for extractors that run before the handler's `Path`.
+pub(crate) async fn path_param(parts: &mut Parts, name: &str) -> Option<String> {
+    let params = axum::extract::RawPathParams::from_request_parts(parts, &())
+        .await
+        .ok()?;
+    params
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.to_owned())
+}
+
 /// A path id; a malformed one names no object, so it is a 404 like an unknown one.
 pub fn parse_id(what: &str, raw: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found(what, raw))
