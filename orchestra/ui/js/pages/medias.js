@@ -186,7 +186,10 @@ export async function render(ctx) {
     pageHeader('Medias'),
     h('section', { class: 'card', 'aria-labelledby': 'upload-title' },
       h('h2', { id: 'upload-title', text: 'Upload' }),
-      uploadPanel({ onUploaded, signal: ctx.signal })),
+      // Medias belong to users; the API refuses root's uploads (403), so say so up front.
+      ctx.me?.root
+        ? h('p', { class: 'muted', text: 'root owns no medias: sign in as a user to upload. root sees every user\'s medias below.' })
+        : uploadPanel({ onUploaded, signal: ctx.signal })),
     h('section', { 'aria-labelledby': 'list-title' },
       h('div', { class: 'list-head' }, h('h2', { id: 'list-title', text: 'Library' }), count),
       toolbar, chips, list, pagerSlot));
