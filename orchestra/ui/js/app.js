@@ -48,7 +48,7 @@ function drawNav() {
   replace(whoami,
     h('a', { href: '#/account', class: 'account-link', dataset: { path: '/account' } },
       h('span', { class: 'sr-only', text: 'Signed in as ' }), account?.name || account?.mail || ''),
-    button('Sign out', (e) => busy(e.currentTarget, signOut), { kind: 'ghost' }));
+    button('Sign out', (e) => busy(e.currentTarget, () => signOut()), { kind: 'ghost' }));
 }
 
 function markNav(path) {
@@ -60,13 +60,13 @@ function markNav(path) {
   }
 }
 
-async function signOut() {
+async function signOut({ everywhere = false } = {}) {
   try {
-    await session.signOut();
+    await session.signOut({ everywhere });
   } catch (e) {
     toast(`The orchestra did not confirm the sign-out (${e.message}); this tab forgot the token.`, 'error');
   }
-  showSignIn('You are signed out.');
+  showSignIn(everywhere ? 'You are signed out everywhere: every token of this account is revoked.' : 'You are signed out.');
 }
 
 function showApp() {
@@ -78,7 +78,7 @@ function showApp() {
     main,
     allowed: (r) => !r.admin || session.isAdmin(),
     onRoute: markNav,
-    context: () => ({ me: session.me(), isAdmin: session.isAdmin(), refreshAccount: drawNav }),
+    context: () => ({ me: session.me(), isAdmin: session.isAdmin(), refreshAccount: drawNav, signOut }),
   });
 }
 

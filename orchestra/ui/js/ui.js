@@ -141,8 +141,8 @@ export function showFormError(fields, slot, error) {
 }
 
 /** A button; `kind`: primary, danger, ghost or plain. */
-export function button(text, onClick, { kind = 'plain', type = 'button', label, attrs } = {}) {
-  return h('button', { type, class: ['btn', `btn-${kind}`], text, 'aria-label': label, attrs, on: onClick ? { click: onClick } : {} });
+export function button(text, onClick, { kind = 'plain', type = 'button', label, attrs, small = false } = {}) {
+  return h('button', { type, class: ['btn', `btn-${kind}`, small && 'btn-small'], text, 'aria-label': label, attrs, on: onClick ? { click: onClick } : {} });
 }
 
 /**
