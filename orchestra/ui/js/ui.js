@@ -283,3 +283,39 @@ export function liveTable(columns, { empty = 'Nothing here yet.', caption } = {}
     },
   };
 }
+
+/**
+ * facts() for live pages: the labels once, then `set(label, value, key)` changes one value in
+ * place. A string becomes the text; a node (or array) replaces the value when `key` changes
+ * (every time without a key). `show(label, visible)` hides a pair that does not apply.
+ */
+export function liveFacts(labels) {
+  const pairs = new Map();
+  const el = h('dl', { class: 'facts' });
+  for (const label of labels) {
+    const dt = h('dt', { text: label });
+    const dd = h('dd', { text: '—' });
+    el.append(dt, dd);
+    pairs.set(label, { dt, dd, key: undefined });
+  }
+  return {
+    el,
+    set(label, value, key) {
+      const pair = pairs.get(label);
+      if (!pair) return;
+      if (value === null || value === undefined || value === '') value = '—';
+      if (typeof value === 'string' || typeof value === 'number') {
+        pair.key = undefined;
+        if (pair.dd.textContent !== String(value) || pair.dd.children.length) replace(pair.dd, String(value));
+        return;
+      }
+      if (key !== undefined && pair.key === key) return;
+      pair.key = key;
+      replace(pair.dd, value);
+    },
+    show(label, visible) {
+      const pair = pairs.get(label);
+      if (pair) pair.dt.hidden = pair.dd.hidden = !visible;
+    },
+  };
+}
