@@ -66,7 +66,7 @@ export async function render(ctx) {
         { label: 'Owner', cell: (p) => p.owner },
         {
           label: 'Actions', cell: (p) => h('div', { class: 'actions' },
-            link(`/tasks/new?profile=${p.id}`, 'Use', { class: 'btn btn-small', 'aria-label': `Launch a transform with ${p.title}` }),
+            link(`/tasks/new?profile=${p.id}`, 'Use', { class: 'btn btn-small', 'aria-label': `Use ${p.title} in a transform` }),
             canChange(ctx, p) ? [
               link(`/profiles/${p.id}`, 'Edit', { class: 'btn btn-small', 'aria-label': `Edit ${p.title}` }),
               button('Delete', (e) => remove(e.currentTarget, p), { kind: 'danger', small: true, label: `Delete ${p.title}` }),

@@ -37,7 +37,7 @@ export async function render(ctx) {
   const note = h('div');
   const facts = liveFacts(['Status', 'Public URL', 'Media', 'Queue', 'Unit', 'Attempt', 'Handed back', 'Created', 'Started', 'Finished', 'Publication id']);
   const errorTitle = uid('pub-error');
-  const log = h('pre', { class: 'log', tabindex: 0, 'aria-labelledby': errorTitle });
+  const log = h('pre', { class: 'log', attrs: { tabindex: 0 }, 'aria-labelledby': errorTitle });
   const errorCard = h('section', { class: 'card', 'aria-labelledby': errorTitle, hidden: true }, h('h2', { id: errorTitle, text: 'Why it failed' }), log);
   const playTitle = uid('pub-play');
   const playBody = h('div');

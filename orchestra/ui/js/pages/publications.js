@@ -39,7 +39,7 @@ function publishForm(ctx, onPublished) {
   const submit = button('Publish', null, { kind: 'primary', type: 'submit' });
   const id = uid('publish');
   const form = h('form', { class: 'form publish-form', novalidate: true, 'aria-labelledby': id },
-    slot.el, picker.el, queue.el, h('div', { class: 'actions' }, submit));
+    slot.el, h('div', { class: 'form-row' }, picker.el, queue.el), h('div', { class: 'actions' }, submit));
   form.addEventListener('submit', (e) => {
     e.preventDefault();
     const fields = { media_id: picker.select, queue };
@@ -106,9 +106,9 @@ export async function render(ctx) {
 
   function drawChips() {
     const items = [];
-    if (state.media_id) items.push(chip(['Media: ', mediaLink(state.media_id, medias.get(state.media_id))], 'media_id', 'Show every media'));
-    if (state.queue) items.push(chip(`Queue: ${state.queue}`, 'queue', 'Any queue'));
-    if (state.finished_after) items.push(chip(`Finished after ${format.dateTime(state.finished_after)}`, 'finished_after', 'Any finish time'));
+    if (state.media_id) items.push(chip(['Media: ', mediaLink(state.media_id, medias.get(state.media_id))], 'media_id', 'Clear the media filter'));
+    if (state.queue) items.push(chip(`Queue: ${state.queue}`, 'queue', 'Clear the queue filter'));
+    if (state.finished_after) items.push(chip(`Finished after ${format.dateTime(state.finished_after)}`, 'finished_after', 'Clear the finish time filter'));
     replace(chips, items);
   }
   function chip(content, key, clearLabel) {

@@ -32,6 +32,10 @@ function tiles(labels) {
   }));
   return {
     el,
+    show(label, visible) {
+      const dd = values.get(label);
+      if (dd) dd.parentElement.hidden = !visible;
+    },
     set(label, value) {
       const dd = values.get(label);
       const text = String(value ?? '—');
@@ -80,7 +84,7 @@ export async function render(ctx) {
 
   // ffmpeg's error, in full.
   const logTitle = uid('log-title');
-  const log = h('pre', { class: 'log', tabindex: 0, 'aria-labelledby': logTitle });
+  const log = h('pre', { class: 'log', attrs: { tabindex: 0 }, 'aria-labelledby': logTitle });
   const logCard = h('section', { class: 'card', 'aria-labelledby': logTitle, hidden: true },
     h('h2', { id: logTitle, text: 'Why it failed (ffmpeg\'s error)' }), log);
 
@@ -118,7 +122,10 @@ export async function render(ctx) {
     stats.set('Speed', p?.speed !== null && p?.speed !== undefined ? `${p.speed.toFixed(2)}×` : '—');
     stats.set('Output time', p?.out_time !== null && p?.out_time !== undefined ? format.duration(p.out_time) : '—');
     stats.set('Elapsed', p ? secs(p.elapsed) : '—');
-    stats.set('ETA', FINAL.includes(task.status) ? '—' : format.eta(p?.eta));
+    stats.set('ETA', format.eta(p?.eta));
+    // Numbers only where there are some: none before the first report, no ETA once done.
+    stats.el.hidden = !p;
+    stats.show('ETA', !FINAL.includes(task.status));
     drawNotice();
     const failed = task.status === 'FAILURE';
     logCard.hidden = !failed;

@@ -189,9 +189,9 @@ export async function render(ctx) {
     const items = [];
     if (state.media_id) {
       const m = medias.get(state.media_id);
-      items.push(chip(['Media: ', mediaLink(state.media_id, m)], 'media_id', 'Show every media'));
+      items.push(chip(['Media: ', mediaLink(state.media_id, m)], 'media_id', 'Clear the media filter'));
     }
-    if (state.finished_after) items.push(chip(`Finished after ${format.dateTime(state.finished_after)}`, 'finished_after', 'Any finish time'));
+    if (state.finished_after) items.push(chip(`Finished after ${format.dateTime(state.finished_after)}`, 'finished_after', 'Clear the finish time filter'));
     replace(chips, items);
   }
 
