@@ -115,7 +115,10 @@ export async function render(ctx) {
     if (attemptText.textContent !== attempt) attemptText.textContent = attempt;
     const percent = percentOf(task);
     bar.el.hidden = task.status === 'PENDING' || task.status === 'RETRY' || (FINAL.includes(task.status) && task.status !== 'SUCCESS' && !p);
-    bar.set(percent, percent === null ? (task.status === 'STARTED' ? 'starting' : '') : `${percent.toFixed(1)} %`);
+    const stopped = ['FAILURE', 'REVOKED', 'REVOKING'].includes(task.status);
+    bar.el.classList.toggle('stopped', stopped);
+    bar.set(percent, percent === null ? (task.status === 'STARTED' ? 'starting' : '')
+      : `${stopped && task.status !== 'REVOKING' ? 'stopped at ' : ''}${percent.toFixed(1)} %`);
     stats.set('Percent', p ? `${p.percent.toFixed(1)} %` : (task.status === 'SUCCESS' ? '100 %' : '—'));
     stats.set('Frame', p?.frame ?? '—');
     stats.set('FPS', p?.fps !== null && p?.fps !== undefined ? p.fps.toFixed(1) : '—');
@@ -220,7 +223,11 @@ export async function render(ctx) {
       refreshSlot.clear();
       const ended = FINAL.includes(next.status);
       task = next;
-      if (ended) await medias.reload(task.media_out_id);
+      if (ended) {
+        // The notice says how it ended; an earlier "revoke asked" is stale now.
+        actions.clear();
+        await medias.reload(task.media_out_id);
+      }
       draw();
       await drawOutput();
     } catch (e) {
