@@ -190,6 +190,8 @@ pub fn app(state: AppState) -> axum::Router {
                 ))
             },
         ))
+        // After the panic catcher, so its 500 says nosniff too.
+        .layer(axum::middleware::map_response(crate::http::ui::nosniff))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)

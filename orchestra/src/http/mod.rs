@@ -10,6 +10,7 @@ mod publisher_tasks;
 mod responses;
 mod task_lists;
 mod transform_tasks;
+pub(crate) mod ui;
 mod units;
 mod users;
 
@@ -56,12 +57,14 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// The whole application: `/api/v1/...`, JSON errors for unknown routes and methods.
+/// The whole application: `/api/v1/...`, the web UI's files at `/...`, JSON errors for
+/// unknown routes and methods.
 pub fn router(state: AppState) -> Router {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api_routes())
         .split_for_parts()
         .0
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
