@@ -4,12 +4,9 @@
 import { api } from '../api.js';
 import { h, replace, uid } from '../dom.js';
 import * as format from '../format.js';
-import { busy, button, errorBox, field, link, liveTable, messageSlot, pageHeader, pager, showFormError, skeleton, statusBadge } from '../ui.js';
+import { busy, button, field, link, messageSlot, pageHeader, showFormError, statusBadge } from '../ui.js';
 import { mediaPicker } from './task-new.js';
-import { mediaCache, mediaLink, statusOptions } from './tasks.js';
-
-const PAGE = 25;
-const REFRESH_MS = 1500;
+import { mediaLink, taskList, timeColumns, unitColumn } from './tasks.js';
 
 /** A public URL as a link that leaves the app (it is the publisher's, not ours). */
 export function publicLink(uri) {
@@ -61,114 +58,38 @@ function publishForm(ctx, onPublished) {
 }
 
 export async function render(ctx) {
-  const state = {
-    status: ctx.query.get('status') ?? '',
-    queue: ctx.query.get('queue') ?? '',
-    media_id: ctx.query.get('media_id') ?? '',
-    finished_after: ctx.query.get('finished_after') ?? '',
-    sort: ctx.query.get('sort') ?? '-created_at',
-    skip: Math.max(0, Number.parseInt(ctx.query.get('skip') ?? '0', 10) || 0),
-  };
-  const medias = mediaCache(ctx.signal);
-  const status = field({ label: 'Status', name: 'status', type: 'select', value: state.status, options: statusOptions(state.status) });
-  const sort = field({
-    label: 'Sort', name: 'sort', type: 'select', value: state.sort,
-    options: [{ value: '-created_at', label: 'Newest first' }, { value: 'created_at', label: 'Oldest first' },
-      { value: '-finished_at', label: 'Recently finished' }, { value: 'status', label: 'Status' }],
+  const list = taskList(ctx, {
+    path: '/publisher/tasks',
+    queuesPath: '/publisher/queues',
+    noun: 'publication',
+    caption: 'Publications',
+    sorts: [
+      { value: '-created_at', label: 'Newest first' },
+      { value: 'created_at', label: 'Oldest first' },
+      { value: '-finished_at', label: 'Recently finished' },
+      { value: 'status', label: 'Status' },
+    ],
+    mediaIds: (t) => [t.media_id],
+    summary: (page) => `${page.total} publication${page.total === 1 ? '' : 's'}.`,
+    columns: (medias) => [
+      {
+        label: 'Media', key: (t) => format.title(medias.get(t.media_id)),
+        node: (t) => [link(`/publications/${t.id}`, format.title(medias.get(t.media_id)) || `Publication ${t.id.slice(0, 8)}`, { class: 'pub-link' }),
+          h('span', { class: 'sub' }, mediaLink(t.media_id, medias.get(t.media_id), { filename: true }))],
+      },
+      {
+        label: 'Public URL', class: 'url-col', key: (t) => `${t.status}|${t.publish_uri ?? ''}`,
+        node: (t) => (t.publish_uri && t.status === 'SUCCESS' ? publicLink(t.publish_uri) : h('span', { class: 'muted', text: t.publish_uri || '—' })),
+      },
+      { label: 'Status', live: statusCell },
+      { label: 'Queue', text: (t) => t.queue },
+      unitColumn,
+      ...timeColumns,
+    ],
   });
-  const chips = h('div', { class: 'filter-chips' });
-  const slot = messageSlot();
-  const summary = h('p', { class: 'muted', 'aria-live': 'polite' });
-  const pagerSlot = h('div');
-  const body = h('div', { 'aria-busy': 'true' }, skeleton(4));
-
-  const table = liveTable([
-    {
-      label: 'Media', key: (t) => format.title(medias.get(t.media_id)),
-      node: (t) => [link(`/publications/${t.id}`, format.title(medias.get(t.media_id)) || `Publication ${t.id.slice(0, 8)}`, { class: 'pub-link' }),
-        h('span', { class: 'sub' }, mediaLink(t.media_id, medias.get(t.media_id), { filename: true }))],
-    },
-    { label: 'Public URL', class: 'url-col', key: (t) => `${t.status}|${t.publish_uri ?? ''}`, node: (t) => (t.publish_uri && t.status === 'SUCCESS' ? publicLink(t.publish_uri) : h('span', { class: 'muted', text: t.publish_uri ? t.publish_uri : '—' })) },
-    { label: 'Status', live: statusCell },
-    { label: 'Queue', text: (t) => t.queue },
-    { label: 'Unit', key: (t) => t.unit_id ?? '', node: (t) => (t.unit_id ? link('/units', t.unit_id, { class: 'mono' }) : h('span', { class: 'muted', text: '—' })) },
-    { label: 'Created', class: 'nowrap', text: (t) => format.age(t.created_at) },
-    { label: 'Finished', class: 'nowrap', text: (t) => (t.finished_at ? format.age(t.finished_at) : '—') },
-  ], { empty: 'No publication matches.', caption: 'Publications' });
-
-  const form = publishForm(ctx, (task) => ctx.navigate(`/publications/${task.id}`));
   const listId = uid('pubs');
   replace(ctx.main, pageHeader('Publications'),
-    form,
-    h('section', { 'aria-labelledby': listId },
-      h('h2', { id: listId, text: 'Publications' }),
-      h('div', { class: 'toolbar' }, status.el, sort.el), chips, slot.el, summary, body, pagerSlot));
-
-  function drawChips() {
-    const items = [];
-    if (state.media_id) items.push(chip(['Media: ', mediaLink(state.media_id, medias.get(state.media_id))], 'media_id', 'Clear the media filter'));
-    if (state.queue) items.push(chip(`Queue: ${state.queue}`, 'queue', 'Clear the queue filter'));
-    if (state.finished_after) items.push(chip(`Finished after ${format.dateTime(state.finished_after)}`, 'finished_after', 'Clear the finish time filter'));
-    replace(chips, items);
-  }
-  function chip(content, key, clearLabel) {
-    return h('span', { class: 'chip' }, content,
-      button('Clear', () => { state[key] = ''; state.skip = 0; changed(); }, { kind: 'ghost', small: true, label: clearLabel }));
-  }
-
-  let seq = 0;
-  let shownPager = '';
-  async function refresh() {
-    const mine = ++seq;
-    const page = await api('/publisher/tasks', {
-      signal: ctx.signal,
-      query: { status: state.status, queue: state.queue, media_id: state.media_id, finished_after: state.finished_after, sort: state.sort, limit: PAGE, skip: state.skip },
-    });
-    if (mine !== seq) return;
-    slot.clear();
-    body.removeAttribute('aria-busy');
-    if (body.firstChild !== table.el) replace(body, table.el);
-    table.update(page.items);
-    const said = `${page.total} publication${page.total === 1 ? '' : 's'}.`;
-    if (summary.textContent !== said) summary.textContent = said;
-    const pagerKey = `${page.total}|${state.skip}`;
-    if (pagerKey !== shownPager) {
-      shownPager = pagerKey;
-      replace(pagerSlot, page.total > PAGE || state.skip > 0 ? pager({ total: page.total, limit: PAGE, skip: state.skip, go: (skip) => { state.skip = skip; changed(); } }) : null);
-    }
-    const ids = page.items.map((t) => t.media_id);
-    if (state.media_id) ids.push(state.media_id);
-    if (await medias.load(ids)) {
-      if (mine === seq) table.update(page.items);
-      drawChips();
-    }
-  }
-
-  async function changed() {
-    ctx.setQuery({ ...state, sort: state.sort === '-created_at' ? '' : state.sort, skip: state.skip || '' });
-    body.setAttribute('aria-busy', 'true');
-    drawChips();
-    try {
-      await refresh();
-    } catch (e) {
-      if (e.name !== 'AbortError') slot.show(e, { title: 'The publications could not load' });
-    }
-  }
-  status.input.addEventListener('change', () => { state.status = status.input.value; state.skip = 0; changed(); });
-  sort.input.addEventListener('change', () => { state.sort = sort.input.value; state.skip = 0; changed(); });
-
-  drawChips();
-  try {
-    await refresh();
-  } catch (e) {
-    if (e.name === 'AbortError') return;
-    replace(body, errorBox(e, { title: 'The publications could not load' }));
-  }
-  ctx.every(REFRESH_MS, async () => {
-    try {
-      await refresh();
-    } catch (e) {
-      if (e.name !== 'AbortError') slot.show(e, { title: 'The publications could not refresh' });
-    }
-  });
+    publishForm(ctx, (task) => ctx.navigate(`/publications/${task.id}`)),
+    h('section', { 'aria-labelledby': listId }, h('h2', { id: listId, text: 'Publications' }), list.el));
+  await list.start();
 }

@@ -111,6 +111,13 @@ function progressCell() {
   };
 }
 
+/** The unit and time columns both task lists show. */
+export const unitColumn = { label: 'Unit', key: (t) => t.unit_id ?? '', node: (t) => (t.unit_id ? link('/units', t.unit_id, { class: 'mono' }) : h('span', { class: 'muted', text: '—' })) };
+export const timeColumns = [
+  { label: 'Created', class: 'nowrap', text: (t) => format.age(t.created_at) },
+  { label: 'Finished', class: 'nowrap', text: (t) => (t.finished_at ? format.age(t.finished_at) : '—') },
+];
+
 function statusCell() {
   const el = h('span');
   let last = '';
@@ -124,7 +131,14 @@ function statusCell() {
   };
 }
 
-export async function render(ctx) {
+/**
+ * A live, filtered, paged list of tasks (transform or publisher): status (a comma list),
+ * queue, media_id and finished_after filters, sort and paging, all kept in the hash; every
+ * refresh updates the rows in place. `columns(medias)` are liveTable columns (`medias` is the
+ * page's media cache); `mediaIds(task)` the medias a row shows; `summary(page)` the line
+ * above the table. Answers `{el, setup (a slot for the page's own loading errors), start()}`.
+ */
+export function taskList(ctx, { path, queuesPath, noun, sorts, columns, mediaIds, summary: say, caption }) {
   const q = ctx.query;
   const state = {
     status: q.get('status') ?? '',
@@ -135,62 +149,23 @@ export async function render(ctx) {
     skip: Math.max(0, Number.parseInt(q.get('skip') ?? '0', 10) || 0),
   };
   const medias = mediaCache(ctx.signal);
-  let profiles = new Map();
-
+  const listId = `${noun}-queues`;
   const status = field({ label: 'Status', name: 'status', type: 'select', value: state.status, options: statusOptions(state.status) });
-  const queue = field({ label: 'Queue', name: 'queue', type: 'search', value: state.queue, attrs: { list: 'task-queues', placeholder: 'any queue', autocomplete: 'off' } });
-  const queues = h('datalist', { id: 'task-queues' });
-  const sort = field({
-    label: 'Sort', name: 'sort', type: 'select', value: state.sort,
-    options: [
-      { value: '-created_at', label: 'Newest first' },
-      { value: 'created_at', label: 'Oldest first' },
-      { value: '-started_at', label: 'Recently started' },
-      { value: '-finished_at', label: 'Recently finished' },
-      { value: '-priority', label: 'Highest priority' },
-      { value: 'status', label: 'Status' },
-    ],
-  });
+  const queue = field({ label: 'Queue', name: 'queue', type: 'search', value: state.queue, attrs: { list: listId, placeholder: 'any queue', autocomplete: 'off' } });
+  const queues = h('datalist', { id: listId });
+  const sort = field({ label: 'Sort', name: 'sort', type: 'select', value: state.sort, options: sorts });
   const chips = h('div', { class: 'filter-chips' });
   const slot = messageSlot();
   const setup = messageSlot();
   const pagerSlot = h('div');
   const summary = h('p', { class: 'muted task-summary', 'aria-live': 'polite' });
-
-  const table = liveTable([
-    {
-      label: 'Output', key: (t) => `${format.title(medias.get(t.media_out_id))}|${medias.get(t.media_out_id)?.filename}`,
-      node: (t) => {
-        const out = medias.get(t.media_out_id);
-        return [
-          link(`/tasks/${t.id}`, out && !out.unreadable ? format.title(out) : `Task ${t.id.slice(0, 8)}`, { class: 'task-link' }),
-          out && !out.unreadable ? h('span', { class: 'sub' }, mediaLink(t.media_out_id, out, { filename: true })) : null,
-        ];
-      },
-    },
-    { label: 'Input', key: (t) => format.title(medias.get(t.media_in_id)), node: (t) => mediaLink(t.media_in_id, medias.get(t.media_in_id)) },
-    { label: 'Profile', key: (t) => profiles.get(t.profile_id)?.title ?? '', node: (t) => link(`/profiles/${t.profile_id}`, profiles.get(t.profile_id)?.title ?? `${t.profile_id.slice(0, 8)}…`) },
-    { label: 'Queue', text: (t) => t.queue },
-    { label: 'Priority', class: 'num', text: (t) => t.priority },
-    { label: 'Status', live: statusCell },
-    { label: 'Progress', class: 'progress-col', live: progressCell },
-    { label: 'Attempt', class: 'num', text: (t) => t.attempt },
-    { label: 'Unit', key: (t) => t.unit_id ?? '', node: (t) => (t.unit_id ? link('/units', t.unit_id, { class: 'mono' }) : h('span', { class: 'muted', text: '—' })) },
-    { label: 'Created', class: 'nowrap', text: (t) => format.age(t.created_at) },
-    { label: 'Finished', class: 'nowrap', text: (t) => (t.finished_at ? format.age(t.finished_at) : '—') },
-  ], { empty: 'No transform task matches.', caption: 'Transform tasks' });
-
+  const table = liveTable(columns(medias), { empty: `No ${noun} matches.`, caption });
   const body = h('div', { class: 'task-list', 'aria-busy': 'true' }, skeleton(5));
-  replace(ctx.main,
-    pageHeader('Transform tasks', link('/tasks/new', 'Launch a transform', { class: 'btn btn-primary' })),
-    h('div', { class: 'toolbar' }, status.el, queue.el, sort.el, queues), chips, setup.el, slot.el, summary, body, pagerSlot);
+  const el = h('div', {}, h('div', { class: 'toolbar' }, status.el, queue.el, sort.el, queues), chips, setup.el, slot.el, summary, body, pagerSlot);
 
   function drawChips() {
     const items = [];
-    if (state.media_id) {
-      const m = medias.get(state.media_id);
-      items.push(chip(['Media: ', mediaLink(state.media_id, m)], 'media_id', 'Clear the media filter'));
-    }
+    if (state.media_id) items.push(chip(['Media: ', mediaLink(state.media_id, medias.get(state.media_id))], 'media_id', 'Clear the media filter'));
     if (state.finished_after) items.push(chip(`Finished after ${format.dateTime(state.finished_after)}`, 'finished_after', 'Clear the finish time filter'));
     replace(chips, items);
   }
@@ -201,14 +176,12 @@ export async function render(ctx) {
   }
 
   let seq = 0;
-  let shownTotal = -1;
-  let shownSkip = -1;
-  let last = [];
+  let shownPager = '';
 
   function drawPager(total) {
-    if (total === shownTotal && state.skip === shownSkip) return;
-    shownTotal = total;
-    shownSkip = state.skip;
+    const key = `${total}|${state.skip}`;
+    if (key === shownPager) return;
+    shownPager = key;
     const focused = pagerSlot.contains(document.activeElement) ? document.activeElement.getAttribute('aria-label') : null;
     replace(pagerSlot, total > PAGE || state.skip > 0
       ? pager({ total, limit: PAGE, skip: state.skip, go: (skip) => { state.skip = skip; changed(); } })
@@ -221,7 +194,7 @@ export async function render(ctx) {
 
   async function refresh() {
     const mine = ++seq;
-    const page = await api('/transform/tasks', {
+    const page = await api(path, {
       signal: ctx.signal,
       query: {
         status: state.status, queue: state.queue, media_id: state.media_id,
@@ -230,26 +203,24 @@ export async function render(ctx) {
     });
     if (mine !== seq) return;
     if (page.items.length === 0 && state.skip > 0 && page.total > 0) {
-      // The page emptied under us (tasks deleted or filtered away): go to the last one.
+      // The page emptied under us (tasks gone or filtered away): go to the last one.
       state.skip = Math.max(0, Math.floor((page.total - 1) / PAGE) * PAGE);
       ctx.setQuery(state);
       await refresh();
       return;
     }
-    last = page.items;
     slot.clear();
     body.removeAttribute('aria-busy');
     if (body.firstChild !== table.el) replace(body, table.el);
-    table.update(last);
-    const running = last.filter((t) => RUNNING.includes(t.status)).length;
-    const said = `${page.total} task${page.total === 1 ? '' : 's'}${running ? `, ${running} running on this page` : ''}.`;
+    table.update(page.items);
+    const said = say(page);
     if (summary.textContent !== said) summary.textContent = said;
     drawPager(page.total);
     // Titles arrive after the rows: the cells that show them change once they are in.
-    const ids = last.flatMap((t) => [t.media_in_id, t.media_out_id]);
+    const ids = page.items.flatMap(mediaIds);
     if (state.media_id) ids.push(state.media_id);
     if (await medias.load(ids)) {
-      if (mine === seq) table.update(last);
+      if (mine === seq) table.update(page.items);
       drawChips();
     }
   }
@@ -261,7 +232,7 @@ export async function render(ctx) {
     try {
       await refresh();
     } catch (e) {
-      if (e.name !== 'AbortError') slot.show(e, { title: 'The tasks could not load' });
+      if (e.name !== 'AbortError') slot.show(e, { title: `The ${noun}s could not load` });
     }
   }
 
@@ -273,31 +244,78 @@ export async function render(ctx) {
     typing = setTimeout(() => { state.queue = queue.input.value.trim(); state.skip = 0; changed(); }, 300);
   });
 
-  try {
-    const [list] = await Promise.all([
-      all('/transform/profiles', {}, ctx.signal),
-      api('/transform/queues', { signal: ctx.signal })
-        .then((page) => replace(queues, page.items.map((qv) => h('option', { value: qv.name }))))
-        .catch((e) => { if (e.name !== 'AbortError') setup.show(e, { title: 'The queues could not load' }); }),
-    ]);
-    profiles = new Map(list.map((p) => [p.id, p]));
-  } catch (e) {
-    if (e.name === 'AbortError') return;
-    setup.show(e, { title: 'The profiles could not load' });
-  }
-  drawChips();
-  try {
-    await refresh();
-  } catch (e) {
-    if (e.name === 'AbortError') return;
-    replace(body, errorBox(e, { title: 'The tasks could not load' }));
-  }
-  // Live: the rows change in place; a failed refresh keeps the last rows and says why.
-  ctx.every(REFRESH_MS, async () => {
+  async function start() {
+    api(queuesPath, { signal: ctx.signal })
+      .then((page) => replace(queues, page.items.map((qv) => h('option', { value: qv.name }))))
+      .catch((e) => { if (e.name !== 'AbortError') setup.show(e, { title: 'The queues could not load' }); });
+    drawChips();
     try {
       await refresh();
     } catch (e) {
-      if (e.name !== 'AbortError') slot.show(e, { title: 'The tasks could not refresh' });
+      if (e.name === 'AbortError') return;
+      replace(body, errorBox(e, { title: `The ${noun}s could not load` }));
     }
+    // Live: the rows change in place; a failed refresh keeps the last rows and says why.
+    ctx.every(REFRESH_MS, async () => {
+      try {
+        await refresh();
+      } catch (e) {
+        if (e.name !== 'AbortError') slot.show(e, { title: `The ${noun}s could not refresh` });
+      }
+    });
+  }
+
+  return { el, setup, start };
+}
+
+export async function render(ctx) {
+  let profiles = new Map();
+  const list = taskList(ctx, {
+    path: '/transform/tasks',
+    queuesPath: '/transform/queues',
+    noun: 'task',
+    caption: 'Transform tasks',
+    sorts: [
+      { value: '-created_at', label: 'Newest first' },
+      { value: 'created_at', label: 'Oldest first' },
+      { value: '-started_at', label: 'Recently started' },
+      { value: '-finished_at', label: 'Recently finished' },
+      { value: '-priority', label: 'Highest priority' },
+      { value: 'status', label: 'Status' },
+    ],
+    mediaIds: (t) => [t.media_in_id, t.media_out_id],
+    summary: (page) => {
+      const running = page.items.filter((t) => RUNNING.includes(t.status)).length;
+      return `${page.total} task${page.total === 1 ? '' : 's'}${running ? `, ${running} running on this page` : ''}.`;
+    },
+    columns: (medias) => [
+      {
+        label: 'Output', key: (t) => `${format.title(medias.get(t.media_out_id))}|${medias.get(t.media_out_id)?.filename}`,
+        node: (t) => {
+          const out = medias.get(t.media_out_id);
+          return [
+            link(`/tasks/${t.id}`, out && !out.unreadable ? format.title(out) : `Task ${t.id.slice(0, 8)}`, { class: 'task-link' }),
+            out && !out.unreadable ? h('span', { class: 'sub' }, mediaLink(t.media_out_id, out, { filename: true })) : null,
+          ];
+        },
+      },
+      { label: 'Input', key: (t) => format.title(medias.get(t.media_in_id)), node: (t) => mediaLink(t.media_in_id, medias.get(t.media_in_id)) },
+      { label: 'Profile', key: (t) => profiles.get(t.profile_id)?.title ?? '', node: (t) => link(`/profiles/${t.profile_id}`, profiles.get(t.profile_id)?.title ?? `${t.profile_id.slice(0, 8)}…`) },
+      { label: 'Queue', text: (t) => t.queue },
+      { label: 'Priority', class: 'num', text: (t) => t.priority },
+      { label: 'Status', live: statusCell },
+      { label: 'Progress', class: 'progress-col', live: progressCell },
+      { label: 'Attempt', class: 'num', text: (t) => t.attempt },
+      unitColumn,
+      ...timeColumns,
+    ],
   });
+  replace(ctx.main, pageHeader('Transform tasks', link('/tasks/new', 'Launch a transform', { class: 'btn btn-primary' })), list.el);
+  try {
+    profiles = new Map((await all('/transform/profiles', {}, ctx.signal)).map((p) => [p.id, p]));
+  } catch (e) {
+    if (e.name === 'AbortError') return;
+    list.setup.show(e, { title: 'The profiles could not load' });
+  }
+  await list.start();
 }
