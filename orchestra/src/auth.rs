@@ -4,7 +4,8 @@
 //! What a login may cost and how failures are limited is `crate::logins`. Tokens are stored
 //! (by hash) and carry a stamp of the owner's secret hash when minted: a secret change makes
 //! every older token of that user invalid on every replica at once (the stamp no longer
-//! matches the stored user), and `DELETE /auth/token(s)` removes them from the store.
+//! matches the stored user), and `DELETE /auth/token(s)` removes them from the store. Root
+//! has tokens too, stamped with root's secret hash, which a rotation replaces.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use blake2::{Blake2b512, Digest};
@@ -22,7 +24,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::logins::Account;
-use crate::models::{User, UserRecord};
+use crate::models::User;
 use crate::state::AppState;
 
 /// The caller of a user route.
@@ -200,6 +202,8 @@ async fn check_root(
         store
             .set_root_secret_hash(&blocking_hash(&given).await?)
             .await?;
+        // Their stamps no longer match already, on every replica; this clears them.
+        store.delete_user_tokens(crate::tokens::ROOT_OWNER).await?;
         tracing::warn!(
             "root's secret replaced in the store (OSCIED_ROTATE_ROOT_SECRET): every \
              orchestra on it now takes only the new one; unset OSCIED_ROTATE_ROOT_SECRET"
@@ -347,9 +351,8 @@ enum Credentials {
     Bearer(String),
 }
 
-fn credentials(parts: &Parts) -> Result<Credentials, ApiError> {
-    let header = parts
-        .headers
+fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
+    let header = headers
         .get(AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("authentication required (HTTP Basic mail:secret)"))?
         .to_str()
@@ -374,6 +377,14 @@ fn credentials(parts: &Parts) -> Result<Credentials, ApiError> {
     }
 }
 
+/// The bearer token of the Authorization header, when it holds one.
+pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    match credentials(headers) {
+        Ok(Credentials::Bearer(token)) => Some(token),
+        _ => None,
+    }
+}
+
 fn base64_decode(input: &str) -> Option<Vec<u8>> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(input).ok()
@@ -389,7 +400,7 @@ impl FromRequestParts<AppState> for Node {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match credentials(parts)? {
+        match credentials(&parts.headers)? {
             Credentials::Basic(user, secret) if user == "node" => {
                 let ip = client_ip(parts);
                 state.logins.check(Account::Node, ip)?;
@@ -398,15 +409,9 @@ impl FromRequestParts<AppState> for Node {
                 } else {
                     state.logins.failed(Account::Node, ip);
                     // A unit with the wrong secret is a misconfiguration: say so, with who.
-                    let unit_id = RawPathParams::from_request_parts(parts, state)
+                    let unit_id = crate::http::path_param(parts, "unit_id")
                         .await
-                        .ok()
-                        .and_then(|params| {
-                            params
-                                .iter()
-                                .find(|(name, _)| *name == "unit_id")
-                                .map(|(_, value)| bounded(value, 64))
-                        });
+                        .map(|value| bounded(&value, 64));
                     let path = bounded(parts.uri.path(), 200);
                     state
                         .logins
@@ -460,9 +465,46 @@ impl Authenticated {
     }
 }
 
-/// The stamp a token carries of its owner's secret: a token is valid only while it matches.
-pub fn secret_stamp(record: &UserRecord) -> String {
-    digest(&["token-stamp", &record.secret_hash])
+/// The stamp a token carries of its owner's secret hash (a user's, or root's): a token is
+/// valid only while it matches.
+pub fn secret_stamp(secret_hash: &str) -> String {
+    digest(&["token-stamp", secret_hash])
+}
+
+/// The caller a bearer token stands for: its user, or root (`tokens::ROOT_OWNER`), while it
+/// has not expired and its stamp matches the owner's secret as stored now.
+pub async fn bearer(state: &AppState, token: &str) -> Result<Authenticated, ApiError> {
+    let hash = digest(&[token]);
+    let token = state
+        .store
+        .get_token(&hash)
+        .await?
+        .filter(|t| t.expires_at > chrono::Utc::now())
+        .ok_or_else(|| ApiError::unauthorized("unknown or expired token"))?;
+    let (caller, stored) = if token.user_id == crate::tokens::ROOT_OWNER {
+        let hash = state
+            .store
+            .root_secret_hash()
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("root has no secret on this store"))?;
+        (Caller::Root, hash)
+    } else {
+        let record = state
+            .store
+            .get_user(token.user_id)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the token's user is gone"))?;
+        (Caller::User(record.user), record.secret_hash)
+    };
+    if !same(&token.secret_stamp, &secret_stamp(&stored)) {
+        return Err(ApiError::unauthorized(
+            "token revoked: the secret changed since it was made",
+        ));
+    }
+    Ok(Authenticated {
+        caller,
+        token: Some(hash),
+    })
 }
 
 impl FromRequestParts<AppState> for Authenticated {
@@ -473,7 +515,7 @@ impl FromRequestParts<AppState> for Authenticated {
             caller,
             token: None,
         };
-        match credentials(parts)? {
+        match credentials(&parts.headers)? {
             Credentials::Basic(user, secret) if user == "root" => {
                 let ip = client_ip(parts);
                 state.logins.check(Account::Root, ip)?;
@@ -534,29 +576,7 @@ impl FromRequestParts<AppState> for Authenticated {
                     }
                 }
             }
-            Credentials::Bearer(token) => {
-                let hash = digest(&[&token]);
-                let token = state
-                    .store
-                    .get_token(&hash)
-                    .await?
-                    .filter(|t| t.expires_at > chrono::Utc::now())
-                    .ok_or_else(|| ApiError::unauthorized("unknown or expired token"))?;
-                let record = state
-                    .store
-                    .get_user(token.user_id)
-                    .await?
-                    .ok_or_else(|| ApiError::unauthorized("the token's user is gone"))?;
-                if !same(&token.secret_stamp, &secret_stamp(&record)) {
-                    return Err(ApiError::unauthorized(
-                        "token revoked: the secret changed since it was made",
-                    ));
-                }
-                Ok(Authenticated {
-                    caller: Caller::User(record.user),
-                    token: Some(hash),
-                })
-            }
+            Credentials::Bearer(token) => bearer(state, &token).await,
         }
     }
 }

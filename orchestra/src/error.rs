@@ -16,6 +16,20 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header (429 answers).
     pub retry_after: Option<u64>,
+    /// The request field at fault (422 answers), when the code knows it.
+    pub field: Option<String>,
+    /// A 401's challenge: `Basic` (a browser may prompt for it) unless the credentials were
+    /// the media cookie's, which a browser sends on its own (`http::media_auth`).
+    pub challenge: Challenge,
+}
+
+/// What a 401 answers in `WWW-Authenticate`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Challenge {
+    #[default]
+    Basic,
+    /// `Bearer`: a browser shows no password dialog for it (an `<img>` whose cookie expired).
+    Bearer,
 }
 
 /// The error body every route answers with.
@@ -30,6 +44,10 @@ pub struct ErrorDetail {
     pub code: String,
     /// What was wrong, for a person.
     pub message: String,
+    /// The request field at fault (`title`, `encoder_string`, `file`...), on 422 answers
+    /// where it is known; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -41,7 +59,20 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            field: None,
+            challenge: Challenge::Basic,
         }
+    }
+
+    /// The same error, naming the request field at fault.
+    pub fn on(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// A 422 `invalid_field` naming its field.
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::invalid(message).on(field)
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -129,18 +160,23 @@ impl IntoResponse for ApiError {
         }
         let unauthorized = self.status == StatusCode::UNAUTHORIZED;
         let retry_after = self.retry_after;
+        let challenge = self.challenge;
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message,
+                field: self.field,
             },
         };
         let mut response = (self.status, Json(body)).into_response();
         if unauthorized {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"OSCIED\", charset=\"UTF-8\""),
-            );
+            let value = match challenge {
+                Challenge::Basic => "Basic realm=\"OSCIED\", charset=\"UTF-8\"",
+                Challenge::Bearer => "Bearer realm=\"OSCIED\"",
+            };
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
         }
         if let Some(secs) = retry_after {
             response
@@ -154,7 +190,14 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(field) => ApiError::conflict(format!("{field} is already taken")),
+            StoreError::Conflict(field) => {
+                let conflict = ApiError::conflict(format!("{field} is already taken"));
+                // A user's mail and a profile's title are fields the client sent.
+                match field {
+                    "mail" | "title" => conflict.on(field),
+                    _ => conflict,
+                }
+            }
             StoreError::Unavailable(m) => ApiError::unavailable(format!("store unavailable: {m}")),
             StoreError::Corrupt(m) => ApiError::internal(format!("store data error: {m}")),
         }

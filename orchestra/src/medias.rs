@@ -106,18 +106,22 @@ pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 pub fn check_metadata(metadata: &Metadata) -> ApiResult<()> {
     let size = serde_json::to_vec(metadata).map_or(usize::MAX, |json| json.len());
     if size > MAX_METADATA_BYTES {
-        return Err(ApiError::invalid(format!(
-            "metadata is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES} bytes (64 KiB)"
-        )));
+        return Err(ApiError::invalid_field(
+            "metadata",
+            format!(
+                "metadata is {size} bytes of JSON; the limit is {MAX_METADATA_BYTES} bytes (64 KiB)"
+            ),
+        ));
     }
-    match metadata.get("title") {
-        Some(Value::String(t)) if !t.trim().is_empty() && t.chars().count() <= 1000 => Ok(()),
-        Some(Value::String(_)) => Err(ApiError::invalid(
-            "metadata.title must be 1 to 1000 characters",
-        )),
-        Some(_) => Err(ApiError::invalid("metadata.title must be a string")),
-        None => Err(ApiError::invalid("metadata.title is required")),
-    }
+    let problem = match metadata.get("title") {
+        Some(Value::String(t)) if !t.trim().is_empty() && t.chars().count() <= 1000 => {
+            return Ok(());
+        }
+        Some(Value::String(_)) => "metadata.title must be 1 to 1000 characters",
+        Some(_) => "metadata.title must be a string",
+        None => "metadata.title is required",
+    };
+    Err(ApiError::invalid_field("metadata.title", problem))
 }
 
 /// RFC 7386 merge patch of one object into another.
@@ -178,7 +182,7 @@ async fn read_text(mut field: Field<'_>, name: &str) -> ApiResult<String> {
         }
     }
     String::from_utf8(bytes)
-        .map_err(|_| ApiError::invalid(format!("form field {name} must be UTF-8 text")))
+        .map_err(|_| ApiError::invalid_field(name, format!("form field {name} must be UTF-8 text")))
 }
 
 /// Stream the `file` part to a scratch file, counting bytes against the limit.
@@ -191,8 +195,8 @@ async fn receive_file(state: &AppState, mut field: Field<'_>) -> ApiResult<(Scra
                 .replace("%0D", "\r")
                 .replace("%22", "\"")
         })
-        .ok_or_else(|| ApiError::invalid("the file part has no filename"))?;
-    check_filename(&filename)?;
+        .ok_or_else(|| ApiError::invalid_field("file", "the file part has no filename"))?;
+    check_filename(&filename).map_err(|e| e.on("file"))?;
     let limit = state.config.max_upload_bytes;
     let scratch = Scratch::new(state.storage.scratch_path(&filename));
     let mut out = tokio::fs::File::create(scratch.path()).await?;
@@ -206,7 +210,10 @@ async fn receive_file(state: &AppState, mut field: Field<'_>) -> ApiResult<(Scra
     }
     out.flush().await?;
     if written == 0 {
-        return Err(ApiError::invalid("the uploaded file is empty"));
+        return Err(ApiError::invalid_field(
+            "file",
+            "the uploaded file is empty",
+        ));
     }
     Ok((scratch, filename))
 }
@@ -219,7 +226,9 @@ pub async fn upload(state: &AppState, owner: Uuid, mut multipart: Multipart) -> 
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
-            "file" if file.is_some() => return Err(ApiError::invalid("send one file per upload")),
+            "file" if file.is_some() => {
+                return Err(ApiError::invalid_field("file", "send one file per upload"));
+            }
             "file" => file = Some(receive_file(state, field).await?),
             "title" => title = Some(read_text(field, "title").await?),
             "metadata" => {
@@ -227,7 +236,8 @@ pub async fn upload(state: &AppState, owner: Uuid, mut multipart: Multipart) -> 
                 match serde_json::from_str(&text) {
                     Ok(Value::Object(map)) => metadata = Some(map),
                     _ => {
-                        return Err(ApiError::invalid(
+                        return Err(ApiError::invalid_field(
+                            "metadata",
                             "form field metadata must be a JSON object",
                         ));
                     }
@@ -241,13 +251,22 @@ pub async fn upload(state: &AppState, owner: Uuid, mut multipart: Multipart) -> 
         }
     }
     let (scratch, filename) =
-        file.ok_or_else(|| ApiError::invalid("form field file is required"))?;
+        file.ok_or_else(|| ApiError::invalid_field("file", "form field file is required"))?;
     let mut metadata = metadata.unwrap_or_default();
     if let Some(title) = title {
         metadata.insert("title".into(), Value::String(title));
     }
-    check_metadata(&metadata)?;
-    let media = ingest(state, owner, scratch.path(), &filename, metadata, None).await?;
+    // The form's own `title` field is where a title fault is fixed.
+    check_metadata(&metadata).map_err(|e| match e.field.as_deref() {
+        Some("metadata.title") => e.on("title"),
+        _ => e,
+    })?;
+    let media = ingest(state, owner, scratch.path(), &filename, metadata, None)
+        .await
+        .map_err(|e| match e.code {
+            "unreadable_media" => e.on("file"),
+            _ => e,
+        })?;
     scratch.disarm();
     Ok(media)
 }
@@ -255,7 +274,10 @@ pub async fn upload(state: &AppState, owner: Uuid, mut multipart: Multipart) -> 
 /// `POST /medias` JSON: adopt a file under `uploads/`. A file that does not probe stays put.
 pub async fn register(state: &AppState, owner: Uuid, request: RegisterMedia) -> ApiResult<Media> {
     check_metadata(&request.metadata)?;
-    let source = state.storage.resolve_upload(&request.uri)?;
+    let source = state
+        .storage
+        .resolve_upload(&request.uri)
+        .map_err(|e| e.on("uri"))?;
     let filename = match request.filename {
         Some(name) => name,
         None => source
@@ -263,7 +285,7 @@ pub async fn register(state: &AppState, owner: Uuid, request: RegisterMedia) -> 
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     };
-    check_filename(&filename)?;
+    check_filename(&filename).map_err(|e| e.on("filename"))?;
     ingest(
         state,
         owner,
@@ -273,6 +295,10 @@ pub async fn register(state: &AppState, owner: Uuid, request: RegisterMedia) -> 
         Some(source.clone()),
     )
     .await
+    .map_err(|e| match e.code {
+        "unreadable_media" => e.on("uri"),
+        _ => e,
+    })
 }
 
 /// Probe `source`, move it into a new media dir and record the media READY.
@@ -322,6 +348,7 @@ async fn ingest(
         return Err(e.into());
     }
     tracing::info!(media = %id, size, "media ingested");
+    crate::thumbnails::make_for_ready(state, &media).await;
     Ok(media)
 }
 

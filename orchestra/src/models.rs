@@ -358,6 +358,16 @@ pub struct TaskFilter {
     pub undispatched: bool,
     /// Only tasks whose lease ended before this instant.
     pub lease_expired_before: Option<DateTime<Utc>>,
+    /// Only tasks that finished at or after this instant (unfinished ones never match).
+    pub finished_after: Option<DateTime<Utc>>,
+}
+
+/// What [`crate::store::Store::count_by_status`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    Medias,
+    TransformTasks,
+    PublisherTasks,
 }
 
 /// A worker unit as registered by its heartbeats.

@@ -51,7 +51,8 @@ fn check_title(title: &str) -> ApiResult<String> {
     let too_long = title.chars().count() > 200;
     let title = title.trim();
     if title.is_empty() || too_long || title.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
+        return Err(ApiError::invalid_field(
+            "title",
             "title must be 1 to 200 characters, without control characters",
         ));
     }
@@ -60,7 +61,8 @@ fn check_title(title: &str) -> ApiResult<String> {
 
 fn check_description(description: &str) -> ApiResult<String> {
     if description.chars().count() > 4000 {
-        return Err(ApiError::invalid(
+        return Err(ApiError::invalid_field(
+            "description",
             "description must be at most 4000 characters",
         ));
     }
@@ -72,7 +74,7 @@ fn check_encoder(name: EncoderName, encoder_string: &str) -> ApiResult<()> {
     match name {
         EncoderName::Ffmpeg => validate_encoder_string(encoder_string)
             .map(drop)
-            .map_err(|e| ApiError::invalid(e.to_string())),
+            .map_err(|e| ApiError::invalid_field("encoder_string", e.to_string())),
         EncoderName::Copy => Ok(()),
     }
 }

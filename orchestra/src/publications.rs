@@ -71,7 +71,9 @@ pub async fn create(
 ) -> ApiResult<PublisherTask> {
     let user = caller.require_user()?;
     let queue = new.queue.unwrap_or_else(|| PUBLISHER_QUEUE.to_owned());
-    units::check_task_queue(state, UnitKind::Publisher, &queue).await?;
+    units::check_task_queue(state, UnitKind::Publisher, &queue)
+        .await
+        .map_err(|e| e.on("queue"))?;
     let task = {
         // Two requests for one media: the second sees the first's task.
         let _media_guard = state.media_locks.lock(new.media_id).await;
@@ -80,13 +82,14 @@ pub async fn create(
             .get_media(new.media_id)
             .await?
             .filter(|m| caller.can_see(Some(m.user_id)))
-            .ok_or_else(|| ApiError::not_found("media", new.media_id))?;
+            .ok_or_else(|| ApiError::not_found("media", new.media_id).on("media_id"))?;
         if media.status != MediaStatus::Ready {
             return Err(ApiError::illegal_state(format!(
                 "media {} is {}: only a READY media can be published",
                 media.id,
                 media.status.as_str()
-            )));
+            ))
+            .on("media_id"));
         }
         if let Some(holder) = holding(state, media.id).await?.first() {
             let what = if holder.status == TaskStatus::Success {

@@ -22,6 +22,7 @@ use crate::profiles::seed_builtins;
 use crate::state::AppState;
 use crate::storage::Storage;
 use crate::store::{MongoStore, SqliteStore, Store};
+use crate::thumbnails::Thumbnailer;
 
 /// Logging to stderr, as the units do (`OSCIED_LOG_FORMAT`, `RUST_LOG`).
 pub use oscied_protocol::unit::cli::init_tracing;
@@ -155,6 +156,7 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
         locks: Arc::new(TaskLocks::default()),
         media_locks: Arc::new(TaskLocks::default()),
         dispatcher: Arc::new(Dispatcher::default()),
+        thumbnailer: Arc::new(Thumbnailer::default()),
     })
 }
 

@@ -11,6 +11,7 @@ use crate::lifecycle::TaskLocks;
 use crate::logins::{Argon, LoginLimits};
 use crate::storage::Storage;
 use crate::store::Store;
+use crate::thumbnails::Thumbnailer;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -30,4 +31,6 @@ pub struct AppState {
     /// delete). Always taken after a task's lock, never before one.
     pub media_locks: Arc<TaskLocks>,
     pub dispatcher: Arc<Dispatcher>,
+    /// Thumbnail making: bounded runs, one per media, recent failures.
+    pub thumbnailer: Arc<Thumbnailer>,
 }

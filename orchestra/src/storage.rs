@@ -1,4 +1,5 @@
-//! The shared storage tree (docs/architecture.md §7): `uploads/`, `medias/<id>/<filename>`, `tmp/`.
+//! The shared storage tree (docs/architecture.md §7): `uploads/`, `medias/<id>/<filename>`,
+//! `thumbnails/<id>.jpg`, `tmp/`.
 //!
 //! The store keeps paths relative to the root. Names from clients are checked here, and every
 //! path a client names is resolved and checked to stay inside its area.
@@ -18,7 +19,7 @@ pub struct Storage {
 impl Storage {
     /// Create the tree under `root` if needed.
     pub fn open(root: &Path) -> io::Result<Storage> {
-        for area in ["uploads", "medias", "tmp"] {
+        for area in ["uploads", "medias", "thumbnails", "tmp"] {
             std::fs::create_dir_all(root.join(area))?;
         }
         Ok(Storage {
@@ -32,6 +33,33 @@ impl Storage {
 
     pub fn media_dir(&self, id: Uuid) -> PathBuf {
         self.root.join("medias").join(id.to_string())
+    }
+
+    /// A media's thumbnail: beside its directory, not in it (that directory is what `copy`
+    /// copies, publishers publish and `size` counts).
+    pub fn thumbnail_path(&self, id: Uuid) -> PathBuf {
+        self.root.join("thumbnails").join(format!("{id}.jpg"))
+    }
+
+    /// A fresh scratch directory path under `tmp/` (not created).
+    pub fn scratch_dir(&self, what: &str) -> PathBuf {
+        self.root
+            .join("tmp")
+            .join(format!("{what}-{}", Uuid::new_v4()))
+    }
+
+    /// The regular file at `relative` (checked by `file::relative_path`) inside a media's
+    /// directory, or None: missing, not a regular file, or a symlink (the last one is never
+    /// followed; one on the way may point elsewhere inside the directory, never out of it).
+    pub async fn media_file(&self, id: Uuid, relative: &Path) -> Option<PathBuf> {
+        let dir = tokio::fs::canonicalize(self.media_dir(id)).await.ok()?;
+        let path = dir.join(relative);
+        let meta = tokio::fs::symlink_metadata(&path).await.ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let real = tokio::fs::canonicalize(&path).await.ok()?;
+        real.starts_with(&dir).then_some(real)
     }
 
     /// The storage-relative uri of a media's main file.
@@ -138,11 +166,15 @@ impl Storage {
         }
     }
 
-    /// Remove a media's directory; a missing one is fine.
+    /// Remove a media's directory and its thumbnail; missing ones are fine.
     pub async fn remove_media(&self, id: Uuid) -> io::Result<()> {
+        let thumbnail = tokio::fs::remove_file(self.thumbnail_path(id)).await;
         match tokio::fs::remove_dir_all(self.media_dir(id)).await {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+            _ => match thumbnail {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
         }
     }
 }

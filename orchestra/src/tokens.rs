@@ -1,33 +1,42 @@
 //! Bearer tokens: minted from a secret, revoked one at a time, all at once, or by a secret
 //! change. They live in the store (by hash), so every replica sees a revocation at once.
+//! Root's tokens are kept like users', under [`ROOT_OWNER`], stamped with root's secret hash:
+//! a rotation (`OSCIED_ROTATE_ROOT_SECRET`) revokes them as a user's secret change does.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::auth::{Authenticated, Caller, digest, random_token, secret_stamp};
 use crate::error::{ApiError, ApiResult};
-use crate::models::{Token, User, now};
+use crate::models::{Token, now};
 use crate::state::AppState;
 
-/// The user a token route acts for; root has no tokens.
-fn token_user(auth: &Authenticated) -> ApiResult<&User> {
-    match &auth.caller {
-        Caller::User(user) => Ok(user),
-        Caller::Root => Err(ApiError::forbidden(
-            "root authenticates with HTTP Basic, not tokens",
-        )),
-    }
+/// The owner id root's tokens are stored under: no user has it (users' ids are random v4).
+pub const ROOT_OWNER: Uuid = Uuid::nil();
+
+/// Whose tokens a caller's are.
+fn owner(caller: &Caller) -> Uuid {
+    caller.user_id().unwrap_or(ROOT_OWNER)
 }
 
-/// A new token for the caller, who must have sent its secret (a token cannot mint tokens:
-/// a stolen one would never expire). Returns the token and when it expires.
+/// The secret hash a token of `owner` is stamped with now: the user's, or root's.
+pub async fn current_stamp(state: &AppState, owner: Uuid) -> ApiResult<Option<String>> {
+    let hash = if owner == ROOT_OWNER {
+        state.store.root_secret_hash().await?
+    } else {
+        state.store.get_user(owner).await?.map(|r| r.secret_hash)
+    };
+    Ok(hash.map(|hash| secret_stamp(&hash)))
+}
+
+/// A new token for the caller (a user or root), who must have sent its secret (a token
+/// cannot mint tokens: a stolen one would never expire). Returns the token and when it
+/// expires.
 pub async fn mint(state: &AppState, auth: &Authenticated) -> ApiResult<(String, DateTime<Utc>)> {
-    let user = token_user(auth)?;
     auth.require_secret("making a token")?;
+    let owner = owner(&auth.caller);
     // The stamp is of the stored hash as it is now.
-    let record = state
-        .store
-        .get_user(user.id)
+    let stamp = current_stamp(state, owner)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the user is gone"))?;
     // Expired tokens are refused anyway; minting is when they are cleared from the store.
@@ -41,9 +50,9 @@ pub async fn mint(state: &AppState, auth: &Authenticated) -> ApiResult<(String, 
         .store
         .create_token(&Token {
             hash: digest(&[&token]),
-            user_id: user.id,
+            user_id: owner,
             expires_at,
-            secret_stamp: secret_stamp(&record),
+            secret_stamp: stamp,
         })
         .await?;
     Ok((token, expires_at))
@@ -51,7 +60,6 @@ pub async fn mint(state: &AppState, auth: &Authenticated) -> ApiResult<(String, 
 
 /// Revoke the token the caller called with.
 pub async fn revoke_this(state: &AppState, auth: &Authenticated) -> ApiResult<()> {
-    token_user(auth)?;
     let hash = auth.token.as_deref().ok_or_else(|| {
         ApiError::bad_request(
             "no_token",
@@ -64,11 +72,10 @@ pub async fn revoke_this(state: &AppState, auth: &Authenticated) -> ApiResult<()
 
 /// Revoke every token of the caller.
 pub async fn revoke_mine(state: &AppState, auth: &Authenticated) -> ApiResult<u64> {
-    let user = token_user(auth)?;
-    revoke_all(state, user.id).await
+    revoke_all(state, owner(&auth.caller)).await
 }
 
-/// Revoke every token of `user_id` (a secret change, a deleted user).
+/// Revoke every token of `user_id` (a secret change, a deleted user; [`ROOT_OWNER`]: root's).
 pub async fn revoke_all(state: &AppState, user_id: Uuid) -> ApiResult<u64> {
     let revoked = state.store.delete_user_tokens(user_id).await?;
     if revoked > 0 {

@@ -59,33 +59,38 @@ pub async fn create(
     let user = caller.require_user()?;
     check_metadata(&new.metadata)?;
     let queue = new.queue.unwrap_or_else(|| TRANSFORM_QUEUE.to_owned());
-    units::check_task_queue(state, UnitKind::Transform, &queue).await?;
+    units::check_task_queue(state, UnitKind::Transform, &queue)
+        .await
+        .map_err(|e| e.on("queue"))?;
     let priority = new.priority.unwrap_or(0);
     if priority > MAX_PRIORITY {
-        return Err(ApiError::invalid(format!(
-            "priority must be 0 to {MAX_PRIORITY}"
-        )));
+        return Err(ApiError::invalid_field(
+            "priority",
+            format!("priority must be 0 to {MAX_PRIORITY}"),
+        ));
     }
     let media_in = state
         .store
         .get_media(new.media_in_id)
         .await?
         .filter(|m| caller.can_see(Some(m.user_id)))
-        .ok_or_else(|| ApiError::not_found("media", new.media_in_id))?;
+        .ok_or_else(|| ApiError::not_found("media", new.media_in_id).on("media_in_id"))?;
     if media_in.status != MediaStatus::Ready {
         return Err(ApiError::illegal_state(format!(
             "media {} is {}: only a READY media can be transformed",
             media_in.id,
             media_in.status.as_str()
-        )));
+        ))
+        .on("media_in_id"));
     }
     let profile = state
         .store
         .get_profile(new.profile_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("profile", new.profile_id))?;
+        .ok_or_else(|| ApiError::not_found("profile", new.profile_id).on("profile_id"))?;
     // The unit checks the same rule again before it runs anything.
-    check_output_filename(&new.filename, profile.encoder_name).map_err(ApiError::invalid)?;
+    check_output_filename(&new.filename, profile.encoder_name)
+        .map_err(|e| ApiError::invalid_field("filename", e))?;
 
     let at = now();
     let media_out_id = Uuid::new_v4();
@@ -344,6 +349,8 @@ async fn accept_output(
     media.updated_at = now();
     state.store.update_media(&media).await?;
     drop(media_guard);
+    // Before the task says SUCCESS, so that its output shows with its picture.
+    crate::thumbnails::make_for_ready(state, &media).await;
     move_to(task, TaskStatus::Success)?;
     // Done is 100 %, whether or not the unit reported along the way.
     let mut report = task.progress.take().map(|p| p.report).unwrap_or_default();

@@ -75,9 +75,10 @@ fn check_name(field: &str, value: &str) -> ApiResult<String> {
     let too_long = value.chars().count() > 100;
     let value = value.trim();
     if value.is_empty() || too_long || value.chars().any(char::is_control) {
-        return Err(ApiError::invalid(format!(
-            "{field} must be 1 to 100 characters, without control characters"
-        )));
+        return Err(ApiError::invalid_field(
+            field,
+            format!("{field} must be 1 to 100 characters, without control characters"),
+        ));
     }
     Ok(value.to_owned())
 }
@@ -86,9 +87,12 @@ fn check_mail(mail: &str) -> ApiResult<String> {
     let too_long = mail.chars().count() > 254;
     let mail = mail.trim();
     if mail.contains(':') {
-        return Err(ApiError::invalid(format!(
-            "mail {mail:?} contains ':', which HTTP Basic authentication (mail:secret) cannot carry"
-        )));
+        return Err(ApiError::invalid_field(
+            "mail",
+            format!(
+                "mail {mail:?} contains ':', which HTTP Basic authentication (mail:secret) cannot carry"
+            ),
+        ));
     }
     let valid = !too_long
         && !mail.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -96,18 +100,20 @@ fn check_mail(mail: &str) -> ApiResult<String> {
             !local.is_empty() && !domain.is_empty() && !domain.contains('@')
         });
     if !valid || mail.eq_ignore_ascii_case("root") || mail.eq_ignore_ascii_case("node") {
-        return Err(ApiError::invalid(format!(
-            "mail {mail:?} is not a valid address"
-        )));
+        return Err(ApiError::invalid_field(
+            "mail",
+            format!("mail {mail:?} is not a valid address"),
+        ));
     }
     Ok(mail.to_owned())
 }
 
 fn check_secret(secret: &str) -> ApiResult<()> {
     if secret.chars().count() < MIN_SECRET_LEN || secret.chars().count() > 1024 {
-        return Err(ApiError::invalid(format!(
-            "secret must be {MIN_SECRET_LEN} to 1024 characters"
-        )));
+        return Err(ApiError::invalid_field(
+            "secret",
+            format!("secret must be {MIN_SECRET_LEN} to 1024 characters"),
+        ));
     }
     Ok(())
 }

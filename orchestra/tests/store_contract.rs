@@ -6,8 +6,9 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use orchestra::models::{
-    ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress, PublisherTask,
-    TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
+    Counted, ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress,
+    PublisherTask, TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter,
+    UserRecord,
 };
 use orchestra::store::{Store, StoreError};
 use oscied_protocol::node::UnitKind;
@@ -67,11 +68,14 @@ contract!(
     task_list_filters,
     task_list_dispatch_and_lease_filters,
     task_list_sort_and_paging,
+    task_list_finished_after,
     publisher_task_crud_round_trips_every_field,
     publisher_task_update_missing_is_false,
     publisher_task_list_filters,
     publisher_task_list_dispatch_and_lease_filters,
     publisher_task_list_sort_and_paging,
+    publisher_task_list_finished_after,
+    counts_by_status,
     unit_put_get_list,
     root_secret_hash_is_kept_once,
 );
@@ -481,6 +485,13 @@ fn on_unit(unit_id: &str) -> TaskFilter {
 fn expired_before(t: DateTime<Utc>) -> TaskFilter {
     TaskFilter {
         lease_expired_before: Some(t),
+        ..TaskFilter::default()
+    }
+}
+
+fn finished_after(t: DateTime<Utc>) -> TaskFilter {
+    TaskFilter {
+        finished_after: Some(t),
         ..TaskFilter::default()
     }
 }
@@ -1530,6 +1541,7 @@ async fn task_list_filters(store: &dyn Store) {
         unit_id: Some("encoder-01.transform".to_owned()),
         undispatched: false,
         lease_expired_before: Some(at(31)),
+        finished_after: None,
     };
     assert_eq!(list(mine_running.clone()).await, vec![t1.id]);
     assert_eq!(
@@ -1641,6 +1653,202 @@ async fn dispatch_and_lease_filters<T: StoredTask>(store: &dyn Store) {
         .await,
         vec![early.id(), middle.id()]
     );
+}
+
+async fn task_list_finished_after(store: &dyn Store) {
+    finished_after_filter::<TransformTask>(store).await;
+}
+
+async fn publisher_task_list_finished_after(store: &dyn Store) {
+    finished_after_filter::<PublisherTask>(store).await;
+}
+
+/// `finished_after` keeps the tasks finished at or after the bound (to the microsecond, as
+/// stored); a task that has not finished never matches. It holds with the other filters,
+/// the lease one included (both are timestamp comparisons).
+async fn finished_after_filter<T: StoredTask>(store: &dyn Store) {
+    let (user, media) = (Uuid::new_v4(), Uuid::new_v4());
+    let finished = |minute: i64, status: TaskStatus, done: i64| {
+        let mut task = T::fresh(user, media, T::QUEUE, minute);
+        let state = task.state();
+        *state.status = status;
+        *state.started_at = Some(at(minute) + Duration::seconds(1));
+        *state.finished_at = Some(at(done));
+        task
+    };
+    let pending = T::fresh(user, media, T::QUEUE, 0);
+    let progressing = running(
+        T::fresh(user, media, T::QUEUE, 1),
+        &unit_id::<T>(1),
+        TaskStatus::Progress,
+        50,
+    );
+    let failed_early = finished(2, TaskStatus::Failure, 10);
+    let succeeded = finished(3, TaskStatus::Success, 20);
+    let mut failed_late = finished(4, TaskStatus::Failure, 30);
+    // A lease left behind by the attempt that failed.
+    *failed_late.state().lease_expires_at = Some(at(25));
+    for t in [
+        &pending,
+        &progressing,
+        &failed_early,
+        &succeeded,
+        &failed_late,
+    ] {
+        t.create(store).await.expect("create");
+    }
+    let list = |filter| listed::<T>(store, filter);
+    let none = Vec::<Uuid>::new();
+    let done = vec![failed_early.id(), succeeded.id(), failed_late.id()];
+
+    assert_eq!(
+        list(finished_after(at(-60))).await,
+        done,
+        "unfinished tasks never match"
+    );
+    assert_eq!(list(finished_after(at(10))).await, done, "the bound counts");
+    assert_eq!(
+        list(finished_after(at(10) + Duration::microseconds(1))).await,
+        vec![succeeded.id(), failed_late.id()]
+    );
+    assert_eq!(
+        list(finished_after(at(10) + Duration::nanoseconds(1))).await,
+        vec![succeeded.id(), failed_late.id()],
+        "a bound between two microseconds"
+    );
+    assert_eq!(list(finished_after(at(31))).await, none);
+    assert_eq!(
+        list(TaskFilter {
+            statuses: vec![TaskStatus::Failure],
+            ..finished_after(at(5))
+        })
+        .await,
+        vec![failed_early.id(), failed_late.id()]
+    );
+    assert_eq!(
+        list(TaskFilter {
+            statuses: vec![TaskStatus::Failure],
+            ..finished_after(at(15))
+        })
+        .await,
+        vec![failed_late.id()]
+    );
+    assert_eq!(
+        list(TaskFilter {
+            lease_expired_before: Some(at(26)),
+            ..finished_after(at(15))
+        })
+        .await,
+        vec![failed_late.id()],
+        "with the lease filter: both hold"
+    );
+    assert_eq!(
+        list(TaskFilter {
+            lease_expired_before: Some(at(24)),
+            ..finished_after(at(15))
+        })
+        .await,
+        none
+    );
+    let (total, page) = task_page::<T>(
+        store,
+        finished_after(at(0)),
+        opts("finished_at", true, 0, 2),
+    )
+    .await;
+    assert_eq!(
+        (total, page),
+        (3, vec![failed_late.id(), succeeded.id()]),
+        "paged and sorted by finished_at"
+    );
+}
+
+/// One grouped count per kind: the statuses present and how many, of everyone or of one
+/// owner; a status nobody has is absent.
+async fn counts_by_status(store: &dyn Store) {
+    use std::collections::BTreeMap;
+    let counts = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
+    };
+    let count = |counted, user| store.count_by_status(counted, user);
+    for counted in [
+        Counted::Medias,
+        Counted::TransformTasks,
+        Counted::PublisherTasks,
+    ] {
+        assert_eq!(
+            count(counted, None).await.expect("count"),
+            counts(&[]),
+            "{counted:?} of an empty store"
+        );
+    }
+    let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut minute = 0;
+    let mut next = || {
+        minute += 1;
+        minute
+    };
+    for (owner, status) in [
+        (u1, MediaStatus::Ready),
+        (u1, MediaStatus::Ready),
+        (u1, MediaStatus::Pending),
+        (u2, MediaStatus::Ready),
+        (u2, MediaStatus::Deleted),
+    ] {
+        let m = media(owner, "counted", status, next());
+        store.create_media(&m).await.expect("create media");
+    }
+    let media_id = Uuid::new_v4();
+    for (owner, status) in [
+        (u1, TaskStatus::Pending),
+        (u1, TaskStatus::Success),
+        (u1, TaskStatus::Failure),
+        (u1, TaskStatus::Failure),
+        (u2, TaskStatus::Progress),
+    ] {
+        let mut t = task(owner, media_id, "transform", next());
+        t.status = status;
+        store.create_transform_task(&t).await.expect("create task");
+    }
+    for (owner, status) in [(u2, TaskStatus::Success), (u1, TaskStatus::Revoking)] {
+        let mut p = publication(owner, media_id, "publisher", next());
+        p.status = status;
+        store
+            .create_publisher_task(&p)
+            .await
+            .expect("create publication");
+    }
+    let of = |counted, user| async move { count(counted, user).await.expect("count") };
+    assert_eq!(
+        of(Counted::Medias, None).await,
+        counts(&[("DELETED", 1), ("PENDING", 1), ("READY", 3)])
+    );
+    assert_eq!(
+        of(Counted::Medias, Some(u1)).await,
+        counts(&[("PENDING", 1), ("READY", 2)])
+    );
+    assert_eq!(
+        of(Counted::TransformTasks, None).await,
+        counts(&[
+            ("FAILURE", 2),
+            ("PENDING", 1),
+            ("PROGRESS", 1),
+            ("SUCCESS", 1)
+        ])
+    );
+    assert_eq!(
+        of(Counted::TransformTasks, Some(u2)).await,
+        counts(&[("PROGRESS", 1)])
+    );
+    assert_eq!(
+        of(Counted::PublisherTasks, Some(u1)).await,
+        counts(&[("REVOKING", 1)])
+    );
+    assert_eq!(
+        of(Counted::PublisherTasks, None).await,
+        counts(&[("REVOKING", 1), ("SUCCESS", 1)])
+    );
+    assert_eq!(of(Counted::Medias, Some(Uuid::new_v4())).await, counts(&[]));
 }
 
 async fn task_list_sort_and_paging(store: &dyn Store) {
@@ -2022,6 +2230,7 @@ async fn publisher_task_list_filters(store: &dyn Store) {
         unit_id: Some(unit1.to_owned()),
         undispatched: false,
         lease_expired_before: Some(at(31)),
+        finished_after: None,
     };
     assert_eq!(list(mine_publishing.clone()).await, vec![p1.id]);
     assert_eq!(

@@ -20,6 +20,12 @@ fn assert_ready_output(cluster: &Cluster, task: &Value, media_in: &str) -> Value
     let out = cluster.media(str_of(task, "media_out_id"));
     assert_eq!(out["status"], "READY", "{}", pretty(&out));
     assert_eq!(out["parent_id"], media_in, "{}", pretty(&out));
+    // The orchestra made its thumbnail from the shared storage when it accepted the output.
+    let thumbnail = cluster
+        .storage()
+        .join("thumbnails")
+        .join(format!("{}.jpg", str_of(&out, "id")));
+    assert!(thumbnail.is_file(), "no {}", thumbnail.display());
     out
 }
 

@@ -5,7 +5,7 @@
 //! regular files under `<www_root>/medias` are ever served. Validators, conditional requests
 //! and Range are `oscied_protocol::http::file`'s, shared with the orchestra's download route.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
@@ -117,53 +117,16 @@ async fn serve_media(state: &AppState, request: Request) -> Response {
     }
 }
 
-/// The path below `medias/` of a request for `<id>/<path>`, or None when any segment could
-/// leave that directory or name something that is not a published file: `.`/`..` (raw or
-/// percent-encoded), encoded separators, empty segments (`//`, trailing `/`), dot-files
-/// (`.staging`), NUL, backslashes, invalid UTF-8, or a first segment that is not a media id.
+/// The path below `medias/` of a request for `<id>/<path>`, or None when the first segment
+/// is not a media id or the rest could leave its directory ([`file::relative_path`]).
 fn checked_relative_path(rest: &str) -> Option<PathBuf> {
-    let mut segments = rest.split('/');
-    let id = decode_segment(segments.next()?)?;
+    let (id, path) = rest.split_once('/')?;
+    let id = file::decode_segment(id)?;
     // Only the spelling publish writes (`published_dir`), so a file has one URL.
     if Uuid::parse_str(&id).ok()?.hyphenated().to_string() != id {
         return None;
     }
-    let mut relative = PathBuf::from(id);
-    let mut files = 0;
-    for segment in segments {
-        relative.push(decode_segment(segment)?);
-        files += 1;
-    }
-    if files == 0 {
-        return None;
-    }
-    Some(relative)
-}
-
-fn decode_segment(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            // from_str_radix alone would take a sign (`%+1`).
-            let hex = bytes.get(i + 1..i + 3)?;
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            decoded.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            decoded.push(bytes[i]);
-            i += 1;
-        }
-    }
-    let decoded = String::from_utf8(decoded).ok()?;
-    let safe = !decoded.is_empty()
-        && !decoded.starts_with('.')
-        && !decoded.contains(['/', '\\', '\0'])
-        && Path::new(&decoded).file_name().is_some();
-    safe.then_some(decoded)
+    Some(PathBuf::from(id).join(file::relative_path(path)?))
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

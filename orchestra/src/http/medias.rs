@@ -1,9 +1,13 @@
-//! `/medias`: upload or register, list, get, metadata patch, delete, download.
+//! `/medias`: upload or register, list, get, metadata patch, delete, and the routes serving a
+//! media's bytes (download, files, thumbnail), which also take the media cookie.
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Path, Request, State,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use oscied_protocol::http::file::{self, FileError};
 use serde::Deserialize;
@@ -12,13 +16,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::responses::{Authed, BadQuery, JsonBody, NotFound};
+use super::media_auth::MediaCaller;
+use super::responses::{Authed, BadQuery, JsonBody, NotFound, StoredFile};
 use super::{ApiJson, ApiQuery, list_options, list_owner, parse_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::medias::{self, MediaPatch, RegisterMedia, UploadForm};
 use crate::models::{Media, MediaFilter, MediaStatus, Page};
 use crate::state::AppState;
+use crate::thumbnails;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     // Uploads are bounded by OSCIED_MAX_UPLOAD_BYTES as they stream, not by axum's body limit.
@@ -29,6 +35,17 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(upload)
         .routes(routes!(get_media, patch_media, delete_media))
         .routes(routes!(download_media))
+        .routes(routes!(media_thumbnail))
+        .merge(files_routes())
+}
+
+/// `/medias/{id}/files/{*path}`: axum's wildcard, documented as the OpenAPI path parameter
+/// `{path}` (utoipa-axum would route the documented path itself, one segment only).
+fn files_routes() -> OpenApiRouter<AppState> {
+    let (_, paths, method_router) = routes!(media_file);
+    let mut router = OpenApiRouter::new().route("/medias/{id}/files/{*path}", method_router);
+    router.get_openapi_mut().paths.paths.extend(paths.paths);
+    router
 }
 
 super::sort_param!(MediaSort, SORTS);
@@ -231,63 +248,146 @@ async fn delete_media(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Download a READY media's file, whole or by `Range` (one range; `If-Range`, RFC 9110);
-/// HEAD answers the headers only.
-#[utoipa::path(get, path = "/medias/{id}/download", tag = "medias", params(("id" = String, Path)),
-    responses(Authed, NotFound, (status = 200, description = "the file"), (status = 206, description = "the requested range"),
-        (status = 409, description = "not READY", body = ErrorBody), (status = 412, description = "an If-Match or If-Unmodified-Since precondition failed", body = ErrorBody),
-        (status = 416, description = "no requested range overlaps the file; Content-Range: bytes */LEN", body = ErrorBody)))]
-async fn download_media(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    request: Request,
-) -> ApiResult<Response> {
-    let media = visible_media(&state, &caller, &id).await?;
-    match media.status {
-        MediaStatus::Ready => {}
-        MediaStatus::Pending => {
-            return Err(ApiError::illegal_state(format!(
+/// The media a route serving a media's bytes answers from: the path's `id`, visible to the
+/// caller (the media cookie accepted, `MediaCaller`), READY (PENDING is a 409, DELETED a 404).
+struct ReadyMedia(Media);
+
+impl FromRequestParts<AppState> for ReadyMedia {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let MediaCaller(caller) = MediaCaller::from_request_parts(parts, state).await?;
+        let id = super::path_param(parts, "id").await.unwrap_or_default();
+        let media = visible_media(state, &caller, &id).await?;
+        match media.status {
+            MediaStatus::Ready => Ok(ReadyMedia(media)),
+            MediaStatus::Pending => Err(ApiError::illegal_state(format!(
                 "media {} is PENDING: not ready yet",
                 media.id
-            )));
+            ))),
+            MediaStatus::Deleted => Err(ApiError::not_found("media file", media.id)),
         }
-        MediaStatus::Deleted => return Err(ApiError::not_found("media file", media.id)),
     }
+}
+
+/// Answer a GET or HEAD with a stored file (validators, conditional requests and Range:
+/// `file::serve`), its refusals in the API's error shape. Every route serving a media's
+/// bytes answers through it. `what` names the file in a 404.
+async fn serve_stored(
+    method: &Method,
+    headers: &HeaderMap,
+    path: &std::path::Path,
+    content_type: &str,
+    what: &str,
+) -> ApiResult<Response> {
+    match file::serve(method, headers, path, content_type).await {
+        Ok(response) => Ok(response),
+        Err(FileError::NotFound) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {what}"),
+        )),
+        Err(e @ FileError::PreconditionFailed) => Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            e.to_string(),
+        )),
+        Err(e @ FileError::Unsatisfiable { .. }) => {
+            let mut answer = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                e.to_string(),
+            )
+            .into_response();
+            if let Some(range) = e.content_range() {
+                answer.headers_mut().insert(header::CONTENT_RANGE, range);
+            }
+            Ok(answer)
+        }
+        Err(FileError::Io(e)) => Err(ApiError::internal(format!("serving {what}: {e}"))),
+    }
+}
+
+/// Download a READY media's file, whole or by `Range` (one range; `If-Range`, RFC 9110);
+/// HEAD answers the headers only. Also authenticated by the media cookie (`PUT /auth/cookie`).
+#[utoipa::path(get, path = "/medias/{id}/download", tag = "medias", params(("id" = String, Path)),
+    responses(Authed, NotFound, StoredFile, (status = 200, description = "the file"), (status = 206, description = "the requested range")))]
+async fn download_media(
+    State(state): State<AppState>,
+    ReadyMedia(media): ReadyMedia,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let path = state.storage.path_of(&media.uri);
+    let what = format!("media file with id {}", media.id);
     let content_type = file::content_type(&media.filename);
-    let mut response =
-        match file::serve(request.method(), request.headers(), &path, &content_type).await {
-            Ok(response) => response,
-            Err(FileError::NotFound) => return Err(ApiError::not_found("media file", media.id)),
-            Err(e @ FileError::PreconditionFailed) => {
-                return Err(ApiError::new(
-                    StatusCode::PRECONDITION_FAILED,
-                    "precondition_failed",
-                    e.to_string(),
-                ));
-            }
-            Err(e @ FileError::Unsatisfiable { .. }) => {
-                let mut answer = ApiError::new(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "range_not_satisfiable",
-                    e.to_string(),
-                )
-                .into_response();
-                if let Some(range) = e.content_range() {
-                    answer.headers_mut().insert(header::CONTENT_RANGE, range);
-                }
-                return Ok(answer);
-            }
-            Err(FileError::Io(e)) => {
-                return Err(ApiError::internal(format!("serving {}: {e}", media.uri)));
-            }
-        };
+    let mut response = serve_stored(&method, &headers, &path, &content_type, &what).await?;
     if let Ok(value) = HeaderValue::from_str(&content_disposition(&media.filename)) {
         response
             .headers_mut()
             .insert(header::CONTENT_DISPOSITION, value);
     }
+    Ok(response)
+}
+
+/// Any file of a READY media's directory by its relative path: the segments and playlists
+/// beside an HLS or DASH package's manifest (a player given
+/// `/medias/{id}/files/<manifest>` finds them by their relative URLs), or the main file
+/// itself. GET and HEAD, with `Range` as `/download` has it, typed for players (m3u8, mpd,
+/// ts, m4s, mp4...). A path leaving the directory (`..`, absolute, NUL, a dot-file, a
+/// symlink out) is a 404. Also authenticated by the media cookie (`PUT /auth/cookie`).
+#[utoipa::path(get, path = "/medias/{id}/files/{path}", tag = "medias", operation_id = "get_media_file",
+    params(("id" = String, Path), ("path" = String, Path, description = "relative path inside the media's directory, e.g. `index.m3u8` or `seg_000.ts`")),
+    responses(Authed, NotFound, StoredFile, (status = 200, description = "the file"), (status = 206, description = "the requested range")))]
+async fn media_file(
+    State(state): State<AppState>,
+    ReadyMedia(media): ReadyMedia,
+    method: Method,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Response> {
+    // The raw path, still percent-encoded: the `{*path}` capture is decoded already, so an
+    // encoded `/` or `..` would pass for a plain one there.
+    let raw = uri
+        .path()
+        .split_once("/files/")
+        .map_or("", |(_, rest)| rest);
+    let what = format!("file {raw:?} in media {}", media.id);
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}"));
+    let relative = file::relative_path(raw).ok_or_else(not_found)?;
+    let path = state
+        .storage
+        .media_file(media.id, &relative)
+        .await
+        .ok_or_else(not_found)?;
+    serve_stored(&method, &headers, &path, &file::content_type(raw), &what).await
+}
+
+/// How long a browser keeps a thumbnail without asking again: it never changes (a media's
+/// files are written once), and then the ETag answers 304.
+const THUMBNAIL_CACHE: &str = "private, max-age=86400";
+
+/// A READY media's thumbnail: a JPEG 320 pixels wide of the frame at 10 % of the duration
+/// (at 1 s when that is earlier, the middle of a clip under 2 s), made when the media became
+/// READY, or now if it is missing. `Cache-Control: private`, an `ETag` (304 on
+/// `If-None-Match`). 404 for a media without a video stream. Also authenticated by the media
+/// cookie (`PUT /auth/cookie`).
+#[utoipa::path(get, path = "/medias/{id}/thumbnail", tag = "medias", operation_id = "get_media_thumbnail", params(("id" = String, Path)),
+    responses(Authed, StoredFile, (status = 200, description = "the JPEG", content_type = "image/jpeg"),
+        (status = 404, description = "no such media, not one the caller may see, or one without a video stream (or of which ffmpeg could make no picture)", body = ErrorBody)))]
+async fn media_thumbnail(
+    State(state): State<AppState>,
+    ReadyMedia(media): ReadyMedia,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let path = thumbnails::ensure(&state, &media).await?;
+    let what = format!("thumbnail of media {}", media.id);
+    let mut response = serve_stored(&method, &headers, &path, "image/jpeg", &what).await?;
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(THUMBNAIL_CACHE),
+    );
     Ok(response)
 }
 

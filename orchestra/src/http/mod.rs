@@ -3,8 +3,10 @@
 
 mod auth;
 mod health;
+mod media_auth;
 mod medias;
 mod node;
+mod overview;
 mod profiles;
 mod publisher_tasks;
 mod responses;
@@ -82,6 +84,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(publisher_tasks::routes())
         .merge(units::routes())
         .merge(node::routes())
+        .merge(overview::routes())
 }
 
 /// The OpenAPI document, generated from the routes and types above.
@@ -145,7 +148,13 @@ pub fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
     let text = rejection.body_text();
     match rejection {
-        JsonRejection::JsonDataError(_) => ApiError::invalid(strip_axum_prefix(&text)),
+        JsonRejection::JsonDataError(_) => {
+            let invalid = ApiError::invalid(strip_axum_prefix(&text));
+            match serde_field(&text) {
+                Some(field) => invalid.on(field),
+                None => invalid,
+            }
+        }
         JsonRejection::JsonSyntaxError(_) => {
             ApiError::bad_request("malformed_json", strip_axum_prefix(&text))
         }
@@ -170,6 +179,23 @@ fn strip_axum_prefix(text: &str) -> String {
     format!("invalid JSON body: {trimmed}")
 }
 
+/// The field a serde data error is about: serde names a missing or unknown one in backticks,
+/// and axum's message puts the path of a mistyped one first (`priority: invalid value...`).
+fn serde_field(text: &str) -> Option<String> {
+    let detail = text.split_once(": ").map_or(text, |(_, rest)| rest);
+    for marker in ["missing field `", "unknown field `"] {
+        if let Some((_, rest)) = detail.split_once(marker) {
+            return rest.split_once('`').map(|(name, _)| name.to_owned());
+        }
+    }
+    let (path, _) = detail.split_once(": ")?;
+    let is_path = !path.is_empty()
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'));
+    is_path.then(|| path.to_owned())
+}
+
 /// Query parameters, with unknown or mistyped ones answered 422.
 pub struct ApiQuery<T>(pub T);
 
@@ -190,6 +216,17 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
         .split_once(": ")
         .map_or(text.as_str(), |(_, rest)| rest);
     ApiError::invalid(format!("invalid query parameter: {detail}"))
+}
+
+/// A path parameter by name, for extractors that run before the handler's `Path`.
+pub(crate) async fn path_param(parts: &mut Parts, name: &str) -> Option<String> {
+    let params = axum::extract::RawPathParams::from_request_parts(parts, &())
+        .await
+        .ok()?;
+    params
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.to_owned())
 }
 
 /// A path id; a malformed one names no object, so it is a 404 like an unknown one.

@@ -113,3 +113,32 @@ impl IntoResponses for NotFound {
         map([(404, error("no such object, or not one the caller may see"))])
     }
 }
+
+/// Every route serving a stored file (`http/medias.rs` `serve_stored`): conditional requests
+/// and Range, and a media that is not READY yet.
+pub struct StoredFile;
+
+impl IntoResponses for StoredFile {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut responses = map([
+            (409, error("the media is not READY")),
+            (
+                412,
+                error("an If-Match or If-Unmodified-Since precondition failed"),
+            ),
+            (
+                416,
+                error("no requested range overlaps the file; Content-Range: bytes */LEN"),
+            ),
+        ]);
+        responses.insert(
+            "304".to_owned(),
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description("If-None-Match or If-Modified-Since: not modified")
+                    .build(),
+            ),
+        );
+        responses
+    }
+}

@@ -1,5 +1,6 @@
 //! The query of task lists, the same for transform and publisher tasks.
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -26,6 +27,10 @@ pub struct TaskListQuery {
     queue: Option<String>,
     /// Tasks held (or last held) by this unit.
     unit_id: Option<String>,
+    /// Only tasks that finished at or after this instant (RFC 3339, e.g.
+    /// `2024-05-01T12:00:00Z`); unfinished ones never match.
+    #[param(value_type = Option<String>, format = DateTime)]
+    finished_after: Option<String>,
     /// Default 50, at most 1000.
     #[param(maximum = 1000)]
     limit: Option<u64>,
@@ -56,6 +61,11 @@ impl TaskListQuery {
             Some(status) => parse_statuses(status)?,
             None => vec![],
         };
+        let finished_after = self
+            .finished_after
+            .as_deref()
+            .map(parse_timestamp)
+            .transpose()?;
         let Some(owner) = list_owner(caller, self.user_id) else {
             return Ok(None);
         };
@@ -65,11 +75,28 @@ impl TaskListQuery {
             statuses,
             queue: self.queue,
             unit_id: self.unit_id,
+            finished_after,
             ..TaskFilter::default()
         };
         Ok(Some((filter, opts)))
     }
 }
+/// An RFC 3339 timestamp. A `+` offset sent unencoded in a query string arrives as a space,
+/// which is read back as the `+` it was.
+fn parse_timestamp(raw: &str) -> ApiResult<DateTime<Utc>> {
+    let text = raw.trim().replace(' ', "+");
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ApiError::invalid_field(
+                "finished_after",
+                format!(
+                    "finished_after {raw:?} is not an RFC 3339 timestamp such as 2024-05-01T12:00:00Z ({e})"
+                ),
+            )
+        })
+}
+
 fn parse_statuses(raw: &str) -> ApiResult<Vec<TaskStatus>> {
     raw.split(',')
         .map(|s| {
@@ -82,5 +109,6 @@ fn parse_statuses(raw: &str) -> ApiResult<Vec<TaskStatus>> {
                 ))
             })
         })
-        .collect()
+        .collect::<ApiResult<_>>()
+        .map_err(|e| e.on("status"))
 }

@@ -165,13 +165,23 @@ async fn delete_user(
     };
     let owned = state
         .store
-        .list_medias(&filter, &ListOptions::count_only())
-        .await?
-        .total;
-    if owned > 0 {
+        .list_medias(&filter, &ListOptions::oldest_first(5))
+        .await?;
+    if owned.total > 0 {
+        // Named, so that whoever reads the refusal knows what to delete.
+        let mut named: Vec<String> = owned
+            .items
+            .iter()
+            .map(|m| format!("{:?} ({})", m.title(), m.id))
+            .collect();
+        if owned.total > named.len() as u64 {
+            named.push(format!("and {} more", owned.total - named.len() as u64));
+        }
         return Err(ApiError::conflict(format!(
-            "user {} still owns {owned} media(s); delete them first",
-            record.user.id
+            "user {} still owns {} media(s): {}; delete them first",
+            record.user.id,
+            owned.total,
+            named.join(", ")
         )));
     }
     state.store.delete_user(record.user.id).await?;

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::models::{
-    ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter, Token,
-    TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
+    Counted, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter,
+    Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
 pub use mongo::MongoStore;
@@ -94,6 +94,15 @@ pub trait Store: Send + Sync + 'static {
         opts: &ListOptions,
     ) -> StoreResult<Page<PublisherTask>>;
     async fn update_publisher_task(&self, task: &PublisherTask) -> StoreResult<bool>;
+
+    /// How many medias or tasks (of `user_id`, or everyone's) there are of each status, in
+    /// one grouped count: the status as stored (`READY`, `FAILURE`...) → how many; a status
+    /// none has is absent.
+    async fn count_by_status(
+        &self,
+        counted: Counted,
+        user_id: Option<Uuid>,
+    ) -> StoreResult<std::collections::BTreeMap<String, u64>>;
 
     /// Insert or replace the unit with this id.
     async fn put_unit(&self, unit: &Unit) -> StoreResult<()>;

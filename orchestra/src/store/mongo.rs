@@ -16,6 +16,7 @@
 //! `$expr` (NX-27017 compares date-like strings at whole seconds elsewhere), sorts on
 //! dotted paths with `_id` as the tiebreaker, and `count_documents` for totals.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,8 +33,8 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter, Token,
-    TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
+    Counted, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter,
+    Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
 /// The database when the URI names none.
@@ -465,6 +466,41 @@ impl Store for MongoStore {
             .items)
     }
 
+    async fn count_by_status(
+        &self,
+        counted: Counted,
+        user_id: Option<Uuid>,
+    ) -> StoreResult<BTreeMap<String, u64>> {
+        let coll = match counted {
+            Counted::Medias => &self.medias,
+            Counted::TransformTasks => &self.transform_tasks,
+            Counted::PublisherTasks => &self.publisher_tasks,
+        };
+        let mut matching = Document::new();
+        if let Some(user_id) = user_id {
+            matching.insert("user_id", user_id.to_string());
+        }
+        let pipeline = [
+            doc! { "$match": matching },
+            doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } },
+        ];
+        let mut cursor = coll.aggregate(pipeline).await.map_err(unavailable)?;
+        let mut counts = BTreeMap::new();
+        while let Some(group) = cursor.try_next().await.map_err(unavailable)? {
+            let Ok(status) = group.get_str("_id") else {
+                continue;
+            };
+            let n = match group.get("n") {
+                Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+                Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+                Some(Bson::Double(n)) => *n as u64,
+                _ => return Err(StoreError::Corrupt(format!("count of {status}: {group}"))),
+            };
+            counts.insert(status.to_owned(), n);
+        }
+        Ok(counts)
+    }
+
     async fn root_secret_hash(&self) -> StoreResult<Option<String>> {
         let doc = self
             .secrets
@@ -527,19 +563,24 @@ fn task_query(filter: &TaskFilter, media_fields: &[&str]) -> Document {
         // Null or missing. An explicit `$eq`: NX-27017 counts a bare `null` match wrong.
         query.insert("dispatched_at", doc! { "$eq": Bson::Null });
     }
+    // Timestamps: a timestamp string compared with the bound; null and missing never match.
+    // Through `$expr` because NX-27017 runs a plain `$lt` on a date-like string through
+    // SQLite's datetime(), which drops the fraction of the second; inside an `$and` because
+    // its find (not its count) drops other top-level conditions beside `$type` + `$expr`.
+    let mut and = Vec::new();
+    let mut compare = |field: &str, op: &str, t: DateTime<Utc>| {
+        and.push(Bson::Document(doc! { field: { "$type": "string" } }));
+        let cmp = doc! { op: [format!("${field}"), ts_bound(t)] };
+        and.push(Bson::Document(doc! { "$expr": cmp }));
+    };
     if let Some(t) = filter.lease_expired_before {
-        // A timestamp string before the bound; null and missing never are. Through `$expr`
-        // because NX-27017 runs a plain `$lt` on a date-like string through SQLite's
-        // datetime(), which drops the fraction of the second; inside an `$and` because its
-        // find (not its count) drops other top-level conditions beside `$type` + `$expr`.
-        let before = doc! { "$lt": ["$lease_expires_at", ts_bound(t)] };
-        query.insert(
-            "$and",
-            vec![
-                Bson::Document(doc! { "lease_expires_at": { "$type": "string" } }),
-                Bson::Document(doc! { "$expr": before }),
-            ],
-        );
+        compare("lease_expires_at", "$lt", t);
+    }
+    if let Some(t) = filter.finished_after {
+        compare("finished_at", "$gte", t);
+    }
+    if !and.is_empty() {
+        query.insert("$and", and);
     }
     query
 }
@@ -581,7 +622,8 @@ fn escape_regex(text: &str) -> String {
 }
 
 /// `t` as stored timestamps are written (RFC 3339, microseconds, `Z`), so that string order
-/// is time order; sub-microsecond digits round up, so `stored < bound` iff `stored < t`.
+/// is time order; sub-microsecond digits round up, so `stored < bound` iff `stored < t`
+/// (and `stored >= bound` iff `stored >= t`).
 fn ts_bound(t: DateTime<Utc>) -> String {
     let mut micros = t.timestamp_micros();
     if !t.timestamp_subsec_nanos().is_multiple_of(1000) {

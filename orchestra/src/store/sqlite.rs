@@ -5,6 +5,7 @@
 //! `json_extract`, so a new field needs no migration. rusqlite is synchronous: calls run on
 //! the blocking pool behind one connection (SQLite serialises writers anyway).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -18,8 +19,8 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter, Token,
-    TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
+    Counted, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter,
+    Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
 #[derive(Clone)]
@@ -272,6 +273,15 @@ impl Where {
         ));
     }
 
+    /// `path` is a timestamp at or after `t` (null never is).
+    fn at_or_after(&mut self, path: &str, t: DateTime<Utc>) {
+        self.values.push(Value::Text(ts_bound(t)));
+        self.clauses.push(format!(
+            "json_extract(doc, '$.{path}') >= ?{}",
+            self.values.len()
+        ));
+    }
+
     /// Case-insensitive substring of any of `paths`; `instr` takes the text literally.
     fn contains(&mut self, paths: &[&str], needle: &str) {
         self.values.push(Value::Text(needle.to_lowercase()));
@@ -319,7 +329,8 @@ fn json_path(path: &str) -> StoreResult<String> {
 }
 
 /// `t` as stored timestamps are written (RFC 3339, microseconds, `Z`), so that string order
-/// is time order; sub-microsecond digits round up, so `stored < bound` iff `stored < t`.
+/// is time order; sub-microsecond digits round up, so `stored < bound` iff `stored < t`
+/// (and `stored >= bound` iff `stored >= t`).
 fn ts_bound(t: DateTime<Utc>) -> String {
     let mut micros = t.timestamp_micros();
     if !t.timestamp_subsec_nanos().is_multiple_of(1000) {
@@ -390,6 +401,9 @@ fn task_where(filter: &TaskFilter, media_paths: &[&str]) -> Where {
     }
     if let Some(t) = filter.lease_expired_before {
         w.before("lease_expires_at", t);
+    }
+    if let Some(t) = filter.finished_after {
+        w.at_or_after("finished_at", t);
     }
     w
 }
@@ -644,6 +658,41 @@ impl Store for SqliteStore {
 
     async fn update_publisher_task(&self, task: &PublisherTask) -> StoreResult<bool> {
         self.replace_by_id("publisher_tasks", task.id, task).await
+    }
+
+    async fn count_by_status(
+        &self,
+        counted: Counted,
+        user_id: Option<Uuid>,
+    ) -> StoreResult<BTreeMap<String, u64>> {
+        let table = match counted {
+            Counted::Medias => "medias",
+            Counted::TransformTasks => "transform_tasks",
+            Counted::PublisherTasks => "publisher_tasks",
+        };
+        let mut w = Where::default();
+        if let Some(user_id) = user_id {
+            w.eq("user_id", user_id);
+        }
+        self.with(move |c| {
+            let sql = format!(
+                "SELECT json_extract(doc, '$.status'), COUNT(*) FROM {table} {} GROUP BY 1",
+                w.sql()
+            );
+            let mut stmt = c.prepare(&sql).map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params_from_iter(w.values.iter()), |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(status, n)| Some((status?, u64::try_from(n).unwrap_or(0))))
+                .collect())
+        })
+        .await
     }
 
     async fn put_unit(&self, unit: &Unit) -> StoreResult<()> {

@@ -97,6 +97,50 @@ impl App {
         read(self.req(Method::DELETE, path, who).send().await.unwrap()).await
     }
 
+    /// GET `path` with `Range: <range>`: the status, the Content-Range and the body.
+    pub async fn ranged(
+        &self,
+        path: &str,
+        who: As<'_>,
+        range: &str,
+    ) -> (StatusCode, Option<String>, Vec<u8>) {
+        let answer = self
+            .req(Method::GET, path, who)
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        let content_range = answer
+            .headers()
+            .get("content-range")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (
+            status,
+            content_range,
+            answer.bytes().await.unwrap().to_vec(),
+        )
+    }
+
+    /// HEAD `path`: the status and the Content-Length, the body checked empty.
+    pub async fn head(&self, path: &str, who: As<'_>) -> (StatusCode, Option<String>) {
+        let answer = self.req(Method::HEAD, path, who).send().await.unwrap();
+        let status = answer.status();
+        let length = answer
+            .headers()
+            .get("content-length")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(answer.bytes().await.unwrap().is_empty(), "a HEAD's body");
+        (status, length)
+    }
+
+    /// A bearer token minted with `who`'s Basic credentials.
+    pub async fn token(&self, who: As<'_>) -> String {
+        let (status, body) = self.post("/auth/token", who, json!({})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
     /// Create a user as root; returns its id.
     pub async fn user(&self, mail: &str, secret: &str, admin: bool) -> String {
         let (status, body) = self

@@ -6,7 +6,7 @@
 //! several ranges, and ignores `If-Range`, so both servers share this instead.
 
 use std::io::SeekFrom;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -74,6 +74,47 @@ pub fn content_type(name: &str) -> String {
     mime_guess::from_path(base)
         .first_or_octet_stream()
         .to_string()
+}
+
+/// A request path's `a/b/c.ts` (still percent-encoded, as on the wire) as a relative path
+/// that stays inside the directory it is joined to, or None when any segment could leave it
+/// or name something never served: `.`/`..` (raw or percent-encoded), encoded separators,
+/// empty segments (`//`, a trailing `/`), dot-files (`.staging`), NUL, backslashes, invalid
+/// UTF-8. The publisher's and the orchestra's file routes both check paths with it.
+pub fn relative_path(raw: &str) -> Option<PathBuf> {
+    let mut relative = PathBuf::new();
+    for segment in raw.split('/') {
+        relative.push(decode_segment(segment)?);
+    }
+    Some(relative)
+}
+
+/// One percent-decoded path segment, or None when it is not a plain file or directory name
+/// (see [`relative_path`]).
+pub fn decode_segment(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            // from_str_radix alone would take a sign (`%+1`).
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            decoded.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let decoded = String::from_utf8(decoded).ok()?;
+    let safe = !decoded.is_empty()
+        && !decoded.starts_with('.')
+        && !decoded.contains(['/', '\\', '\0'])
+        && Path::new(&decoded).file_name().is_some();
+    safe.then_some(decoded)
 }
 
 /// Answer `method` (GET or HEAD) with the regular file at `path`, typed `content_type`.
@@ -207,6 +248,38 @@ mod tests {
         assert!(tag_list_matches("W/\"1f-2a\"", etag, true));
         assert!(!tag_list_matches("W/\"1f-2a\"", etag, false));
         assert!(!tag_list_matches("\"1f-2b\"", etag, true));
+    }
+
+    #[test]
+    fn relative_paths_stay_inside() {
+        assert_eq!(relative_path("a.mp4"), Some(PathBuf::from("a.mp4")));
+        assert_eq!(
+            relative_path("sub/seg%201.ts"),
+            Some(PathBuf::from("sub/seg 1.ts"))
+        );
+        for bad in [
+            "",
+            "/",
+            "/etc/passwd",
+            "a/",
+            "a//b.ts",
+            "../secret",
+            "%2e%2e/secret",
+            "%2E%2E%2Fsecret",
+            "..%2fsecret",
+            "a%2fb",
+            "a%5cb",
+            "a\\b",
+            "./a.mp4",
+            ".hidden",
+            "a%00.mp4",
+            "a%ff.mp4",
+            "a%2",
+            "a%zz",
+            "a%+1",
+        ] {
+            assert_eq!(relative_path(bad), None, "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -166,14 +166,7 @@ async fn run_ffprobe(
         .await
         .map_err(ProbeError::Spawn)?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let message = stderr
-            .lines()
-            .map(str::trim)
-            .rfind(|l| !l.is_empty())
-            .unwrap_or("ffprobe failed")
-            .replace(&*file_url(&path).to_string_lossy(), "<file>")
-            .replace(&*path.to_string_lossy(), "<file>");
+        let message = last_error_line(&output.stderr, &path, "ffprobe failed");
         return Err(ProbeError::Unreadable(message));
     }
     let probe = parse(&output.stdout)?;
@@ -190,8 +183,21 @@ async fn run_ffprobe(
     Ok(probe)
 }
 
+/// The last line an ffmpeg tool wrote on stderr (`-v error`: its error), `otherwise` when it
+/// wrote none, with the input's path (and its `file:` URL) shown as `<file>`: the mount point
+/// is nobody's business.
+pub fn last_error_line(stderr: &[u8], path: &Path, otherwise: &str) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or(otherwise)
+        .replace(&*file_url(path).to_string_lossy(), "<file>")
+        .replace(&*path.to_string_lossy(), "<file>")
+}
+
 /// `file:` + the absolute path: ffprobe cannot read a name as a protocol (`a|b`, `tcp:...`).
-fn file_url(path: &Path) -> std::ffi::OsString {
+pub fn file_url(path: &Path) -> std::ffi::OsString {
     let mut url = std::ffi::OsString::from("file:");
     url.push(path.as_os_str());
     url
