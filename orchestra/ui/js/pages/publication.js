@@ -123,6 +123,8 @@ export async function render(ctx) {
     try {
       task = await api(`/publisher/tasks/${task.id}`, { signal: ctx.signal });
       refreshSlot.clear();
+      // The notice says how it ended; an earlier "unpublish asked" is stale now.
+      if (task.status === 'REVOKED') actions.clear();
       draw();
     } catch (e) {
       if (e.name !== 'AbortError') refreshSlot.show(e, { title: 'The publication could not refresh' });
