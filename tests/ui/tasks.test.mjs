@@ -70,6 +70,17 @@ test('launch a transform from the page; its bar moves to SUCCESS live; the outpu
   assert.ok((await page.locator('.encoder-string').first().textContent()).includes('realtime'));
   const filename = page.getByLabel('Output file name');
   assert.match(await filename.inputValue(), /^tasks-input-paced-360p-[0-9a-f]+\.mp4$/, 'the name follows the input and the profile');
+  // A name the API refuses: its message under that field, and nothing launched.
+  const refused = await api('POST', '/transform/tasks', {
+    auth: user, expect: 422, body: { media_in_id: input.id, profile_id: paced.id, filename: 'no-extension', metadata: { title: 'x' } },
+  });
+  assert.equal(refused.body.error.field, 'filename');
+  await filename.fill('no-extension');
+  await page.getByRole('button', { name: 'Launch', exact: true }).click();
+  const nameError = filename.locator('xpath=ancestor::div[contains(@class, "field")][1]').locator('.field-error');
+  await nameError.waitFor({ state: 'visible' });
+  assert.equal(await nameError.textContent(), refused.body.error.message);
+  assert.ok(page.url().includes('#/tasks/new'), 'still on the form');
   await filename.fill('ui-launched.mp4');
   await page.getByLabel('Output title').fill('Launched from the page');
   await page.getByLabel('Priority').selectOption('5');
@@ -113,7 +124,7 @@ test('launch a transform from the page; its bar moves to SUCCESS live; the outpu
   await screenshot(page, 'task-success');
   await axeScan(page);
   await sameDocument(page);
-  assertClean(page);
+  assertClean(page, { allow: [/status of 422 .*\/api\/v1\/transform\/tasks/] });
   await page.context().close();
 });
 
