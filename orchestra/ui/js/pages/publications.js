@@ -6,7 +6,7 @@ import { h, replace, uid } from '../dom.js';
 import * as format from '../format.js';
 import { busy, button, field, link, messageSlot, pageHeader, showFormError, statusBadge } from '../ui.js';
 import { mediaPicker } from './task-new.js';
-import { mediaLink, taskList, timeColumns, unitColumn } from './tasks.js';
+import { mediaLink, SORTS, taskList, timeColumns, unitColumn } from './tasks.js';
 
 /** A public URL as a link that leaves the app (it is the publisher's, not ours). */
 export function publicLink(uri) {
@@ -63,12 +63,7 @@ export async function render(ctx) {
     queuesPath: '/publisher/queues',
     noun: 'publication',
     caption: 'Publications',
-    sorts: [
-      { value: '-created_at', label: 'Newest first' },
-      { value: 'created_at', label: 'Oldest first' },
-      { value: '-finished_at', label: 'Recently finished' },
-      { value: 'status', label: 'Status' },
-    ],
+    sorts: SORTS.filter((o) => o.value !== '-priority'),
     mediaIds: (t) => [t.media_id],
     summary: (page) => `${page.total} publication${page.total === 1 ? '' : 's'}.`,
     columns: (medias) => [

@@ -13,6 +13,16 @@ const STATUSES = ['PENDING', 'STARTED', 'PROGRESS', 'RETRY', 'REVOKING', 'SUCCES
 const PAGE = 25;
 const REFRESH_MS = 1500;
 
+/** The orders of task lists (publisher tasks have no priority). */
+export const SORTS = [
+  { value: '-created_at', label: 'Newest first' },
+  { value: 'created_at', label: 'Oldest first' },
+  { value: '-started_at', label: 'Recently started' },
+  { value: '-finished_at', label: 'Recently finished' },
+  { value: '-priority', label: 'Highest priority' },
+  { value: 'status', label: 'Status' },
+];
+
 export const STATUS_OPTIONS = [
   { value: '', label: 'All statuses' },
   { value: 'PENDING,RETRY', label: 'Queued (PENDING, RETRY)' },
@@ -275,14 +285,7 @@ export async function render(ctx) {
     queuesPath: '/transform/queues',
     noun: 'task',
     caption: 'Transform tasks',
-    sorts: [
-      { value: '-created_at', label: 'Newest first' },
-      { value: 'created_at', label: 'Oldest first' },
-      { value: '-started_at', label: 'Recently started' },
-      { value: '-finished_at', label: 'Recently finished' },
-      { value: '-priority', label: 'Highest priority' },
-      { value: 'status', label: 'Status' },
-    ],
+    sorts: SORTS,
     mediaIds: (t) => [t.media_in_id, t.media_out_id],
     summary: (page) => {
       const running = page.items.filter((t) => RUNNING.includes(t.status)).length;
