@@ -30,6 +30,7 @@ macro_rules! browser_tests {
 
 browser_tests! {
     shell => "shell.test.mjs",
+    admin => "admin.test.mjs",
 }
 
 /// A file's whole run, orchestra start to node's exit, may take this long...
