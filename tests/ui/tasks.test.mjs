@@ -202,6 +202,16 @@ test('a failed task shows ffmpeg\'s error in full, in a focusable log', async ()
   assert.equal(await page.locator('.task-status .badge').textContent(), 'FAILURE');
   await screenshot(page, 'task-failure', { fullPage: true });
   await axeScan(page);
+
+  // The overview's "failed in 24 h" link: a status and a finished_after in the address.
+  const since = new Date(Date.now() - 3600_000).toISOString();
+  await go(page, `#/tasks?status=FAILURE&finished_after=${encodeURIComponent(since)}`, 'Transform tasks');
+  await page.locator(`tr[data-id="${task.id}"] .badge`, { hasText: 'FAILURE' }).waitFor();
+  assert.equal(await page.getByLabel('Status', { exact: true }).inputValue(), 'FAILURE');
+  assert.match(await page.locator('.chip').textContent(), /^Finished after /);
+  await page.getByRole('button', { name: 'Clear the finish time filter' }).click();
+  await page.waitForURL((url) => !url.hash.includes('finished_after'));
+  assert.equal(await page.locator('.chip').count(), 0);
   await sameDocument(page);
   assertClean(page);
   await page.context().close();
