@@ -2,19 +2,10 @@
 // allow-list; its message shows under the encoder string field. GET /transform/encoders is
 // the help beside the form: what an encoder string may hold.
 
-import { api, ApiError } from '../api.js';
+import { api } from '../api.js';
 import { h, replace, uid } from '../dom.js';
 import { busy, button, confirmDialog, dataTable, errorBox, field, link, messageSlot, pageHeader, showFormError, spinner } from '../ui.js';
 import { builtinBadge, canChange } from './profiles.js';
-
-const FIELDS = ['title', 'description', 'encoder_name', 'encoder_string'];
-
-/** The field an error is about: `error.field`, else the field its message starts with. */
-function withField(error) {
-  if (!(error instanceof ApiError) || error.field) return error;
-  const name = FIELDS.slice().sort((a, b) => b.length - a.length).find((n) => error.message.startsWith(n));
-  return name ? new ApiError(error.status, error.code, error.message, name) : error;
-}
 
 function words(list) {
   return h('p', { class: 'word-list' }, list.map((w, i) => [i ? ' ' : null, h('code', { text: w })]));
@@ -153,7 +144,7 @@ export async function render(ctx) {
         document.title = `${profile.title} · OSCIED`;
         slot.ok('Saved.');
       } catch (err) {
-        if (err.name !== 'AbortError') showFormError(fields, slot, withField(err));
+        if (err.name !== 'AbortError') showFormError(fields, slot, err);
       }
     });
   });

@@ -1,7 +1,7 @@
 // Publications: publish a READY media, and every publication, filtered, paged and live
 // (rows change in place). REVOKING says the unit is removing the files.
 
-import { api } from '../api.js';
+import { api, ApiError } from '../api.js';
 import { h, replace, uid } from '../dom.js';
 import * as format from '../format.js';
 import { busy, button, field, link, messageSlot, pageHeader, showFormError, statusBadge } from '../ui.js';
@@ -49,8 +49,9 @@ function publishForm(ctx, onPublished) {
         onPublished(task, picker.media());
       } catch (err) {
         if (err.name === 'AbortError') return;
-        // 409: already published, or not READY: that is about the media picked.
-        showFormError(fields, slot, !err.field && err.status === 409 ? Object.assign(err, { field: 'media_id' }) : err);
+        // A 409 (already published, being unpublished) is about the media picked.
+        const at = !err.field && err.status === 409 ? new ApiError(err.status, err.code, err.message, 'media_id') : err;
+        showFormError(fields, slot, at);
       }
     });
   });

@@ -231,12 +231,8 @@ export async function render(ctx) {
   });
 }
 
-/** The API names the field it refuses (`error.field`); metadata errors are the title's. */
+/** The API names the field it refuses (`error.field`); the output's metadata is its title field. */
 function fieldOf(err) {
-  let name = err.field;
-  if (!name && err.status === 409) name = 'media_in_id';
-  if (!name && err instanceof ApiError) name = ['filename', 'queue', 'priority', 'profile_id', 'media_in_id'].find((n) => err.message.startsWith(n));
-  if (name && (name === 'metadata' || name.startsWith('metadata'))) name = 'title';
-  if (!name || name === err.field) return err;
-  return new ApiError(err.status, err.code, err.message, name);
+  if (!err.field?.startsWith('metadata')) return err;
+  return new ApiError(err.status, err.code, err.message, 'title');
 }
