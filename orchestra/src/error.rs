@@ -18,18 +18,6 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// The request field at fault (422 answers), when the code knows it.
     pub field: Option<String>,
-    /// A 401's challenge: `Basic` (a browser may prompt for it) unless the credentials were
-    /// the media cookie's, which a browser sends on its own (`http::media_auth`).
-    pub challenge: Challenge,
-}
-
-/// What a 401 answers in `WWW-Authenticate`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Challenge {
-    #[default]
-    Basic,
-    /// `Bearer`: a browser shows no password dialog for it (an `<img>` whose cookie expired).
-    Bearer,
 }
 
 /// The error body every route answers with.
@@ -52,6 +40,9 @@ pub struct ErrorDetail {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The `WWW-Authenticate` of a 401.
+const BASIC_CHALLENGE: &str = "Basic realm=\"OSCIED\", charset=\"UTF-8\"";
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
@@ -60,7 +51,6 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             field: None,
-            challenge: Challenge::Basic,
         }
     }
 
@@ -160,7 +150,6 @@ impl IntoResponse for ApiError {
         }
         let unauthorized = self.status == StatusCode::UNAUTHORIZED;
         let retry_after = self.retry_after;
-        let challenge = self.challenge;
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
@@ -170,13 +159,11 @@ impl IntoResponse for ApiError {
         };
         let mut response = (self.status, Json(body)).into_response();
         if unauthorized {
-            let value = match challenge {
-                Challenge::Basic => "Basic realm=\"OSCIED\", charset=\"UTF-8\"",
-                Challenge::Bearer => "Bearer realm=\"OSCIED\"",
-            };
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+            // A browser's scripts and elements get `Bearer` instead (`http::browser_challenge`).
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(BASIC_CHALLENGE),
+            );
         }
         if let Some(secs) = retry_after {
             response

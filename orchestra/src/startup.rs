@@ -194,6 +194,7 @@ pub fn app(state: AppState) -> axum::Router {
         ))
         // After the panic catcher, so its 500 says nosniff too.
         .layer(axum::middleware::map_response(crate::http::ui::nosniff))
+        .layer(axum::middleware::from_fn(crate::http::browser_challenge))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)

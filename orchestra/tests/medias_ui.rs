@@ -499,6 +499,8 @@ async fn the_media_cookie_opens_the_media_routes_only() {
         app.client
             .request(method, format!("{}{path}", app.base))
             .header(header::COOKIE, format!("theme=dark; oscied_media={value}"))
+            // What a browser's <img> and <video> say of themselves.
+            .header("sec-fetch-mode", "no-cors")
             .send()
     };
     let download = format!("/medias/{id}/download");
@@ -580,13 +582,36 @@ async fn the_media_cookie_opens_the_media_routes_only() {
             );
         }
     }
-    // Without any credentials either.
-    let answer = get_raw(&app, &thumbnail, As::Nobody).await;
-    assert_eq!(
-        answer.headers()[header::WWW_AUTHENTICATE].to_str().unwrap(),
-        "Bearer realm=\"OSCIED\""
-    );
-    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    // Any 401 to a page's request (a fetch of the UI's, an <img>) challenges Bearer, which
+    // opens no browser dialog; a link typed in, or curl, still gets Basic.
+    for (mode, challenge) in [
+        (Some("cors"), "Bearer realm=\"OSCIED\""),
+        (Some("same-origin"), "Bearer realm=\"OSCIED\""),
+        (Some("no-cors"), "Bearer realm=\"OSCIED\""),
+        (
+            Some("navigate"),
+            "Basic realm=\"OSCIED\", charset=\"UTF-8\"",
+        ),
+        (None, "Basic realm=\"OSCIED\", charset=\"UTF-8\""),
+    ] {
+        for (path, who) in [
+            (thumbnail.as_str(), As::Nobody),
+            ("/medias", As::Nobody),
+            ("/users/me", As::User(ADA_MAIL, "wrong-secret")),
+        ] {
+            let mut request = app.req(Method::GET, path, who);
+            if let Some(mode) = mode {
+                request = request.header("sec-fetch-mode", mode);
+            }
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(
+                answer.headers()[header::WWW_AUTHENTICATE].to_str().unwrap(),
+                challenge,
+                "{path} with {mode:?}"
+            );
+        }
+    }
 
     // Sign-out clears it, with or without credentials.
     let answer = app

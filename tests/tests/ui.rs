@@ -31,6 +31,10 @@ macro_rules! browser_tests {
 browser_tests! {
     shell => "shell.test.mjs",
     medias => "medias.test.mjs",
+    admin => "admin.test.mjs",
+    tasks => "tasks.test.mjs",
+    profiles => "profiles.test.mjs",
+    publications => "publications.test.mjs",
 }
 
 /// A file's whole run, orchestra start to node's exit, may take this long...

@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
 
 use crate::auth::{self, Caller};
-use crate::error::{ApiError, Challenge};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 pub const COOKIE_NAME: &str = "oscied_media";
@@ -55,9 +55,7 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The caller of a route serving a media's bytes: the Authorization header when there is
-/// one (as everywhere), else on GET and HEAD the media cookie's token. A 401 without an
-/// Authorization header challenges `Bearer`, for which a browser shows no password dialog
-/// over an `<img>`.
+/// one (as everywhere), else on GET and HEAD the media cookie's token.
 pub struct MediaCaller(pub Caller);
 
 impl FromRequestParts<AppState> for MediaCaller {
@@ -70,23 +68,18 @@ impl FromRequestParts<AppState> for MediaCaller {
                 .map(MediaCaller);
         }
         let readable = parts.method == Method::GET || parts.method == Method::HEAD;
-        let bearer_challenge = |mut e: ApiError| {
-            e.challenge = Challenge::Bearer;
-            e
-        };
         match cookie_token(&parts.headers).filter(|_| readable) {
             Some(token) => auth::bearer(state, &token)
                 .await
                 .map(|a| MediaCaller(a.caller))
-                .map_err(|e| {
-                    let mut e = bearer_challenge(e);
+                .map_err(|mut e| {
                     e.message = format!("the media cookie: {}", e.message);
                     e
                 }),
-            None => Err(bearer_challenge(ApiError::unauthorized(
+            None => Err(ApiError::unauthorized(
                 "authentication required (HTTP Basic mail:secret, a bearer token, or the media \
                  cookie from PUT /api/v1/auth/cookie)",
-            ))),
+            )),
         }
     }
 }

@@ -127,6 +127,32 @@ async fn method_not_allowed(request: Request) -> ApiError {
     )
 }
 
+/// A browser answers a 401 that challenges `Basic` with its own password dialog, for a page's
+/// `fetch` and its `<img>` and `<video>` as well as for a link typed in; the web UI asks for
+/// the secret itself and shows the API's message. So the 401 of a request a page made
+/// (`Sec-Fetch-Mode` present and not `navigate`) challenges `Bearer`, which opens no dialog;
+/// curl and other clients, which send no such header, still get `Basic`.
+pub(crate) async fn browser_challenge(
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let from_a_page = request
+        .headers()
+        .get("sec-fetch-mode")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|mode| !mode.eq_ignore_ascii_case("navigate"));
+    let mut response = next.run(request).await;
+    if from_a_page && response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static(BEARER_CHALLENGE),
+        );
+    }
+    response
+}
+
+const BEARER_CHALLENGE: &str = "Bearer realm=\"OSCIED\"";
+
 /// A JSON body whose rejections speak our error format: bad syntax is 400, missing or
 /// unknown fields and wrong types are 422.
 pub struct ApiJson<T>(pub T);

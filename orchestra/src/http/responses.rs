@@ -45,7 +45,7 @@ impl IntoResponses for Authed {
                         "WWW-Authenticate",
                         HeaderBuilder::new()
                             .schema(Some(Object::with_type(Type::String)))
-                            .description(Some("`Basic realm=\"OSCIED\", charset=\"UTF-8\"`"))
+                            .description(Some("`Basic realm=\"OSCIED\", charset=\"UTF-8\"`; `Bearer realm=\"OSCIED\"` to a browser page's request (`Sec-Fetch-Mode` other than `navigate`), which opens no password dialog"))
                             .build(),
                     ),
             ),

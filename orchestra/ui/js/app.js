@@ -69,7 +69,7 @@ async function signOut({ everywhere = false } = {}) {
   showSignIn(everywhere ? 'You are signed out everywhere: every token of this account is revoked.' : 'You are signed out.');
 }
 
-function showApp() {
+function showApp({ focus = false } = {}) {
   topbar.hidden = false;
   drawNav();
   app?.stop();
@@ -78,6 +78,7 @@ function showApp() {
     main,
     allowed: (r) => !r.admin || session.isAdmin(),
     onRoute: markNav,
+    focus,
     context: () => ({ me: session.me(), isAdmin: session.isAdmin(), refreshAccount: drawNav, signOut }),
   });
 }
@@ -108,7 +109,7 @@ function showSignIn(message) {
       try {
         await session.signIn(m, s);
         secret.input.value = '';
-        showApp();
+        showApp({ focus: true });
       } catch (err) {
         showFormError({ mail, secret }, slot, err);
         secret.input.focus();
@@ -125,6 +126,12 @@ events.addEventListener('unauthorized', (e) => {
   session.forget();
   pendingMessage = e.detail;
   showSignIn(`Please sign in again: ${e.detail}`);
+});
+
+// The skip link focuses the page without touching the hash (which holds the route).
+document.querySelector('.skip-link')?.addEventListener('click', (e) => {
+  e.preventDefault();
+  (main.querySelector('h1') || main).focus();
 });
 
 if (session.me()) showApp();

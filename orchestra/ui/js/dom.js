@@ -17,7 +17,7 @@ export function h(tag, props = {}, ...children) {
     else if (key === 'dataset') Object.assign(el.dataset, value);
     else if (key === 'style') Object.assign(el.style, value);
     else if (key === 'attrs') for (const [name, v] of Object.entries(value)) el.setAttribute(name, String(v));
-    else if (key.includes('-') || key === 'role' || key === 'for' || key === 'scope') el.setAttribute(key, value === true ? '' : String(value));
+    else if (key.includes('-') || ['role', 'for', 'scope', 'tabindex', 'colspan'].includes(key)) el.setAttribute(key, value === true ? '' : String(value));
     else el[key] = value;
   }
   append(el, children);

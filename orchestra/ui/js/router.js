@@ -31,10 +31,12 @@ export function navigate(path) {
  * Start routing. `routes`: [{path, load, admin?}]; `allowed(route)` hides admin pages;
  * `onRoute(path)` lets the shell mark the nav.
  */
-export function start({ routes, main, allowed, onRoute, context }) {
+export function start({ routes, main, allowed, onRoute, context, focus = false }) {
   let controller = null;
 
-  async function render() {
+  // After a navigation (and after signing in) focus goes to the new page's heading, so a
+  // keyboard or screen-reader user starts reading there; a plain load keeps the browser's.
+  async function render(moveFocus = true) {
     const { path, query } = current();
     controller?.abort();
     controller = new AbortController();
@@ -102,6 +104,7 @@ export function start({ routes, main, allowed, onRoute, context }) {
       if (signal.aborted) return;
       const heading = main.querySelector('h1');
       document.title = heading ? `${heading.textContent} · OSCIED` : 'OSCIED';
+      if (moveFocus && heading && !main.contains(document.activeElement)) heading.focus();
     } catch (e) {
       if (e.name === 'AbortError' || signal.aborted) return;
       replace(main, h('h1', { text: 'This page could not load', tabindex: -1 }), errorBox(e));
@@ -112,6 +115,6 @@ export function start({ routes, main, allowed, onRoute, context }) {
     // In-page anchors (the skip link's #main) are not routes.
     if (location.hash.startsWith('#/') || location.hash === '') render();
   });
-  render();
+  render(focus);
   return { render, stop: () => controller?.abort() };
 }

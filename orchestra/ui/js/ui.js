@@ -210,3 +210,112 @@ export function toast(text, kind = 'ok') {
 export function link(path, text, attrs = {}) {
   return h('a', { href: `#${path}`, ...attrs }, text);
 }
+
+/**
+ * A table that live pages update in place: `table.update(rows)` keeps each row's nodes
+ * (matched by `row.id`), changes only what changed, adds and removes rows when the set
+ * changes and moves them only when the order changes, so a refresh neither flickers nor
+ * takes the focus away. Same markup as dataTable() (cards on phones).
+ * `columns`: [{label, class?, text?: (row) => string, node?: (row) => Node, key?: (row) => string,
+ * live?: () => ({el, set(row)})}]: `text` sets the cell's text, `node` replaces the cell's
+ * content when `key(row)` changes, `live` is a widget made once per row and told each row.
+ */
+export function liveTable(columns, { empty = 'Nothing here yet.', caption } = {}) {
+  const tbody = h('tbody');
+  const wrap = h('div', { class: 'table-wrap' },
+    h('table', { class: 'data' },
+      caption ? h('caption', { class: 'sr-only', text: caption }) : null,
+      h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col', class: c.class, text: c.label })))),
+      tbody));
+  const none = h('p', { class: 'empty', text: empty });
+  const el = h('div', { class: 'live-table' }, none);
+  const rows = new Map();
+
+  function makeRow(row) {
+    const tr = h('tr', { dataset: { id: row.id ?? '' } });
+    const cells = columns.map((c) => {
+      const td = h('td', { class: c.class, 'data-label': c.label });
+      tr.append(td);
+      if (c.live) {
+        const widget = c.live();
+        td.append(widget.el);
+        return (r) => widget.set(r);
+      }
+      let last;
+      return (r) => {
+        if (c.text) {
+          const value = String(c.text(r) ?? '');
+          if (td.textContent !== value) td.textContent = value;
+          return;
+        }
+        const key = c.key ? String(c.key(r)) : null;
+        if (last !== undefined && key !== null && key === last) return;
+        last = key;
+        replace(td, c.node(r));
+      };
+    });
+    return { tr, cells };
+  }
+
+  return {
+    el,
+    /** Show these rows, in this order. */
+    update(list) {
+      const seen = new Set();
+      list.forEach((row, index) => {
+        seen.add(row.id);
+        let entry = rows.get(row.id);
+        if (!entry) {
+          entry = makeRow(row);
+          rows.set(row.id, entry);
+        }
+        entry.cells.forEach((set) => set(row));
+        if (tbody.children[index] !== entry.tr) tbody.insertBefore(entry.tr, tbody.children[index] ?? null);
+      });
+      for (const [id, entry] of rows) {
+        if (!seen.has(id)) {
+          entry.tr.remove();
+          rows.delete(id);
+        }
+      }
+      const target = list.length ? wrap : none;
+      if (el.firstChild !== target) replace(el, target);
+    },
+  };
+}
+
+/**
+ * facts() for live pages: the labels once, then `set(label, value, key)` changes one value in
+ * place. A string becomes the text; a node (or array) replaces the value when `key` changes
+ * (every time without a key). `show(label, visible)` hides a pair that does not apply.
+ */
+export function liveFacts(labels) {
+  const pairs = new Map();
+  const el = h('dl', { class: 'facts' });
+  for (const label of labels) {
+    const dt = h('dt', { text: label });
+    const dd = h('dd', { text: '—' });
+    el.append(dt, dd);
+    pairs.set(label, { dt, dd, key: undefined });
+  }
+  return {
+    el,
+    set(label, value, key) {
+      const pair = pairs.get(label);
+      if (!pair) return;
+      if (value === null || value === undefined || value === '') value = '—';
+      if (typeof value === 'string' || typeof value === 'number') {
+        pair.key = undefined;
+        if (pair.dd.textContent !== String(value) || pair.dd.children.length) replace(pair.dd, String(value));
+        return;
+      }
+      if (key !== undefined && pair.key === key) return;
+      pair.key = key;
+      replace(pair.dd, value);
+    },
+    show(label, visible) {
+      const pair = pairs.get(label);
+      if (pair) pair.dt.hidden = pair.dd.hidden = !visible;
+    },
+  };
+}

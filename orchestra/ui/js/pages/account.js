@@ -82,9 +82,9 @@ function secretForm(ctx, user) {
 }
 
 function sessions(ctx) {
-  const signOutAll = button('Sign out everywhere', async (e) => {
+  const signOutAll = button('Sign out everywhere', async () => {
     const ok = await confirmDialog('Revoke every token of this account, in every browser and script that uses one?', { confirm: 'Sign out everywhere' });
-    if (ok) await busy(e.currentTarget, () => ctx.signOut({ everywhere: true }));
+    if (ok) await busy(signOutAll, () => ctx.signOut({ everywhere: true }));
   }, { kind: 'danger' });
   return h('section', { class: 'card', 'aria-labelledby': 'sessions-title' }, h('h2', { id: 'sessions-title', text: 'Sessions' }),
     h('p', { class: 'muted', text: 'Signing out here revokes this tab\'s token. Signing out everywhere revokes every token of the account; HTTP Basic scripts are not affected.' }),
