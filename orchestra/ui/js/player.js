@@ -29,6 +29,15 @@ export function loadScript(src) {
   return scripts.get(src);
 }
 
+/** Where the page plays a READY media of the orchestra: a package by its playlist among its
+ * files (so the segments resolve beside it), a single file by its download route. */
+export function mediaUrl(media) {
+  const id = encodeURIComponent(media.id);
+  return kindOf(media.filename) === 'file'
+    ? `/api/v1/medias/${id}/download`
+    : `/api/v1/medias/${id}/files/${encodeURIComponent(media.filename)}`;
+}
+
 /** `hls`, `dash` or `file`, from the name's extension. */
 export function kindOf(filename) {
   const ext = String(filename).split(/[?#]/)[0].split('.').pop().toLowerCase();

@@ -5,7 +5,7 @@
 import { api, all } from '../api.js';
 import { h, replace } from '../dom.js';
 import { bytes, dateTime, duration, title } from '../format.js';
-import { kindOf, player } from '../player.js';
+import { mediaUrl, player } from '../player.js';
 import {
   busy, button, confirmDialog, dataTable, errorBox, facts, field, link, messageSlot, pageHeader,
   skeleton, statusBadge, toast,
@@ -34,15 +34,6 @@ function frameRate(fps) {
 /** Only web addresses become links: whatever else a record holds stays text. */
 function safeUrl(url) {
   return typeof url === 'string' && /^https?:\/\//i.test(url) ? url : null;
-}
-
-/** Where the page plays a READY media: a package by its playlist among its files (so the
- * segments resolve beside it), a single file by its download route. */
-export function playUrl(media) {
-  const id = encodeURIComponent(media.id);
-  return kindOf(media.filename) === 'file'
-    ? `/api/v1/medias/${id}/download`
-    : `/api/v1/medias/${id}/files/${encodeURIComponent(media.filename)}`;
 }
 
 /** An API error whose message names tasks by id: each task id becomes a link to its page
@@ -321,7 +312,7 @@ export async function render(ctx) {
         ? h('div', { class: 'alert warn', role: 'status', text: 'This media is PENDING: the transform task that makes it has not succeeded yet.' })
         : null;
     const playerCard = ready
-      ? section('player-title', 'Play', player(playUrl(media), { filename: media.filename, signal: playerControl.signal }))
+      ? section('player-title', 'Play', player(mediaUrl(media), { filename: media.filename, signal: playerControl.signal }))
       : null;
     replace(ctx.main,
       pageHeader(title(media), ...actions),
