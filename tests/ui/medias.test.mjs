@@ -196,7 +196,7 @@ test('a hostile title is text in the list and the detail; nothing runs', async (
   await page.locator('.media-list tbody a', { hasText: XSS }).click();
   await page.waitForSelector('#probe-title');
   assert.equal(await page.locator('h1').textContent(), XSS);
-  assert.equal(await page.title(), `${XSS} · OSCIED`);
+  await page.waitForFunction((t) => document.title === t, `${XSS} · OSCIED`);
   assert.equal(await page.locator('.facts dd').first().textContent(), XSS);
   assert.equal(await page.locator('img[src=x]').count(), 0);
   assert.equal(page.url(), `${ORCHESTRA}/#/medias/${media.id}`);
@@ -373,7 +373,10 @@ test('lineage and tasks: an output links its parent, the parent lists it and the
   await children.locator('a').click();
   await page.waitForFunction((id) => location.hash === `#/medias/${id}`, task.media_out_id);
   await page.waitForSelector('#lineage-title');
-  assert.equal(await page.locator('#lineage-title ~ dl a').first().textContent(), 'Lineage source');
+  // The parent shows as its id at once, then by its title once fetched.
+  const parent = page.locator('#lineage-title ~ dl a').first();
+  assert.equal(await parent.getAttribute('href'), `#/medias/${source.id}`);
+  await page.locator('#lineage-title ~ dl a', { hasText: 'Lineage source' }).waitFor();
   // The package plays from its files through hls.js (chromium says "maybe" to native HLS:
   // the player prefers hls.js wherever Media Source Extensions exist).
   const player = page.locator('.player');

@@ -314,6 +314,8 @@ export async function render(ctx) {
     const playerCard = ready
       ? section('player-title', 'Play', player(mediaUrl(media), { filename: media.filename, signal: playerControl.signal }))
       : null;
+    // The tab says which media at once (the router would only after the tables load).
+    document.title = `${title(media)} · OSCIED`;
     replace(ctx.main,
       pageHeader(title(media), ...actions),
       slot.el,

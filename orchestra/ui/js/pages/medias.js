@@ -169,8 +169,14 @@ export async function render(ctx) {
     load();
   });
   ctx.signal.addEventListener('abort', () => clearTimeout(debounce), { once: true });
-  status.input.addEventListener('change', () => { state.status = status.input.value; state.skip = 0; load(); });
-  sort.input.addEventListener('change', () => { state.sort = sort.input.value; state.skip = 0; load(); });
+  // A filter change takes the search box as it reads now, typed or not yet sent.
+  const refilter = () => {
+    clearTimeout(debounce);
+    Object.assign(state, { q: search.input.value, status: status.input.value, sort: sort.input.value, skip: 0 });
+    load();
+  };
+  status.input.addEventListener('change', refilter);
+  sort.input.addEventListener('change', refilter);
 
   // A finished upload joins the list; several finishing together make one refresh.
   let refresh = null;
