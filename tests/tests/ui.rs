@@ -30,6 +30,7 @@ macro_rules! browser_tests {
 
 browser_tests! {
     shell => "shell.test.mjs",
+    medias => "medias.test.mjs",
     admin => "admin.test.mjs",
     tasks => "tasks.test.mjs",
     profiles => "profiles.test.mjs",
