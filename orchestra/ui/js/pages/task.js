@@ -4,19 +4,11 @@
 import { api, BASE } from '../api.js';
 import { h, replace, uid } from '../dom.js';
 import * as format from '../format.js';
-import { player } from '../player.js';
+import { mediaUrl, player } from '../player.js';
 import { busy, button, confirmDialog, errorBox, link, liveFacts, messageSlot, pageHeader, progressBar, spinner, statusBadge } from '../ui.js';
 import { FINAL, mediaCache, mediaLink, percentOf } from './tasks.js';
 
 const REFRESH_MS = 1000;
-
-/** Where the page plays a media from: its package's manifest, or the one file it is. */
-export function mediaUrl(media) {
-  const name = media.filename || '';
-  return /\.(m3u8|mpd)$/i.test(name)
-    ? `${BASE}/medias/${media.id}/files/${encodeURIComponent(name)}`
-    : `${BASE}/medias/${media.id}/download`;
-}
 
 function secs(value, digits = 1) {
   return value === null || value === undefined ? '—' : `${Number(value).toFixed(digits)} s`;
