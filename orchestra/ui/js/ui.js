@@ -184,6 +184,21 @@ export function confirmDialog(message, { confirm = 'Confirm', danger = true, tit
   });
 }
 
+/**
+ * Ask before an action, then run `work` on the busy `btn`; its error shows in `slot`, titled
+ * `failed`. Every destructive button of the UI goes through here.
+ */
+export async function confirmAndRun(btn, message, { confirm, title, failed, slot }, work) {
+  if (!(await confirmDialog(message, { confirm, title }))) return;
+  await busy(btn, async () => {
+    try {
+      await work();
+    } catch (e) {
+      if (e.name !== 'AbortError') slot.show(e, { title: failed });
+    }
+  });
+}
+
 /** Previous/next paging for `{total}` with `limit`/`skip`; `go(skip)` loads another page. */
 export function pager({ total, limit, skip, go }) {
   const first = total === 0 ? 0 : skip + 1;

@@ -5,7 +5,7 @@ import { api } from '../api.js';
 import { h, replace, uid } from '../dom.js';
 import * as format from '../format.js';
 import { player } from '../player.js';
-import { busy, button, confirmDialog, errorBox, link, liveFacts, messageSlot, pageHeader, spinner, statusBadge } from '../ui.js';
+import { button, confirmAndRun, errorBox, link, liveFacts, messageSlot, pageHeader, spinner, statusBadge } from '../ui.js';
 import { publicLink } from './publications.js';
 import { mediaLink } from './tasks.js';
 
@@ -99,18 +99,12 @@ export async function render(ctx) {
   }
 
   async function onUnpublish(btn) {
-    const ok = await confirmDialog(`Unpublish ${format.title(media) || 'this media'}? The publisher removes the files and ${task.publish_uri || 'the URL'} stops answering.`,
-      { confirm: 'Unpublish', title: 'Unpublish the media?' });
-    if (!ok) return;
-    await busy(btn, async () => {
-      try {
+    await confirmAndRun(btn, `Unpublish ${format.title(media) || 'this media'}? The publisher removes the files and ${task.publish_uri || 'the URL'} stops answering.`,
+      { confirm: 'Unpublish', title: 'Unpublish the media?', failed: 'The media was not unpublished', slot: actions }, async () => {
         task = await api(`/publisher/tasks/${task.id}`, { method: 'DELETE', signal: ctx.signal });
         actions.ok(task.status === 'REVOKED' ? 'Unpublished.' : 'Unpublish asked: the unit is removing the files.');
         draw();
-      } catch (e) {
-        if (e.name !== 'AbortError') actions.show(e, { title: 'The media was not unpublished' });
-      }
-    });
+      });
   }
 
   draw();

@@ -5,7 +5,7 @@ import { api, BASE } from '../api.js';
 import { h, replace, uid } from '../dom.js';
 import * as format from '../format.js';
 import { mediaUrl, player } from '../player.js';
-import { busy, button, confirmDialog, errorBox, link, liveFacts, messageSlot, pageHeader, progressBar, spinner, statusBadge } from '../ui.js';
+import { button, confirmAndRun, errorBox, link, liveFacts, messageSlot, pageHeader, progressBar, spinner, statusBadge } from '../ui.js';
 import { FINAL, mediaCache, mediaLink, percentOf } from './tasks.js';
 
 const REFRESH_MS = 1000;
@@ -191,18 +191,12 @@ export async function render(ctx) {
   }
 
   async function onRevoke(btn) {
-    const ok = await confirmDialog(`Revoke this transform of ${format.title(medias.get(task.media_in_id)) || 'the media'} with ${profile.title}? A running ffmpeg is stopped and the output media is deleted.`,
-      { confirm: 'Revoke task', title: 'Revoke the task?' });
-    if (!ok) return;
-    await busy(btn, async () => {
-      try {
+    await confirmAndRun(btn, `Revoke this transform of ${format.title(medias.get(task.media_in_id)) || 'the media'} with ${profile.title}? A running ffmpeg is stopped and the output media is deleted.`,
+      { confirm: 'Revoke task', title: 'Revoke the task?', failed: 'The task was not revoked', slot: actions }, async () => {
         task = await api(`/transform/tasks/${task.id}`, { method: 'DELETE', signal: ctx.signal });
         actions.ok(task.status === 'REVOKED' ? 'Revoked.' : 'Revoke asked: the unit is stopping ffmpeg.');
         draw();
-      } catch (e) {
-        if (e.name !== 'AbortError') actions.show(e, { title: 'The task was not revoked' });
-      }
-    });
+      });
   }
 
   draw();

@@ -3,7 +3,7 @@
 import { api } from '../api.js';
 import { h, replace } from '../dom.js';
 import * as format from '../format.js';
-import { busy, button, confirmDialog, dataTable, errorBox, field, link, messageSlot, pageHeader, skeleton, statusBadge } from '../ui.js';
+import { button, confirmAndRun, dataTable, errorBox, field, link, messageSlot, pageHeader, skeleton, statusBadge } from '../ui.js';
 
 function taskLink(unit, id) {
   const base = unit.kind === 'publisher' ? '/publications' : '/tasks';
@@ -54,17 +54,12 @@ export async function render(ctx) {
   }
 
   async function forget(btn, unit) {
-    const ok = await confirmDialog(`Forget ${unit.kind} unit ${unit.id} on ${unit.hostname}? Tasks it held are taken back and its publications end REVOKED.`, { confirm: 'Forget unit' });
-    if (!ok) return;
-    await busy(btn, async () => {
-      try {
+    await confirmAndRun(btn, `Forget ${unit.kind} unit ${unit.id} on ${unit.hostname}? Tasks it held are taken back and its publications end REVOKED.`,
+      { confirm: 'Forget unit', failed: `Unit ${unit.id} was not forgotten`, slot }, async () => {
         const gone = await api(`/units/${encodeURIComponent(unit.id)}`, { method: 'DELETE', signal: ctx.signal });
         slot.ok(`Unit ${gone.id} forgotten: ${gone.tasks_taken_back.length} task(s) taken back, ${gone.publications_revoked.length} publication(s) revoked.`);
         await load();
-      } catch (e) {
-        if (e.name !== 'AbortError') slot.show(e, { title: `Unit ${unit.id} was not forgotten` });
-      }
-    });
+      });
   }
 
   async function load() {

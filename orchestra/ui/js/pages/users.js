@@ -3,7 +3,7 @@
 import { api } from '../api.js';
 import { h, replace } from '../dom.js';
 import * as format from '../format.js';
-import { busy, button, confirmDialog, dataTable, errorBox, field, messageSlot, pageHeader, pager, showFormError, skeleton } from '../ui.js';
+import { busy, button, confirmAndRun, dataTable, errorBox, field, messageSlot, pageHeader, pager, showFormError, skeleton } from '../ui.js';
 
 const LIMIT = 50;
 
@@ -77,17 +77,12 @@ export async function render(ctx) {
   }
 
   async function remove(btn, user) {
-    const ok = await confirmDialog(`Delete the account ${user.mail}? Its tokens are revoked at once.`, { confirm: 'Delete user' });
-    if (!ok) return;
-    await busy(btn, async () => {
-      try {
+    await confirmAndRun(btn, `Delete the account ${user.mail}? Its tokens are revoked at once.`,
+      { confirm: 'Delete user', failed: `${user.mail} was not deleted`, slot }, async () => {
         await api(`/users/${user.id}`, { method: 'DELETE', signal: ctx.signal });
         slot.ok(`User ${user.mail} deleted.`);
         await load();
-      } catch (e) {
-        if (e.name !== 'AbortError') slot.show(e, { title: `${user.mail} was not deleted` });
-      }
-    });
+      });
   }
 
   async function load() {
