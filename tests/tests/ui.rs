@@ -37,6 +37,9 @@ browser_tests! {
     publications => "publications.test.mjs",
 }
 
+/// OSCIED_MAX_UPLOAD_BYTES of the browser tests' orchestras (8 MiB; every clip is smaller).
+const UPLOAD_LIMIT: &str = "8388608";
+
 /// A file's whole run, orchestra start to node's exit, may take this long...
 const TIMEOUT: Duration = Duration::from_secs(900);
 /// ...and each of its tests this long (node fails it, naming it).
@@ -148,9 +151,11 @@ fn run_browser_test(file: &str) {
     let root_secret = format!("ui-root-{}", uuid::Uuid::new_v4().simple());
     let publisher_port = free_port();
     let publisher_listen = format!("127.0.0.1:{publisher_port}");
+    // A small upload limit, so the medias page's 413 can be shown with a few MiB.
     let orchestra = Orchestra::start(&[
         ("OSCIED_ROOT_SECRET", &root_secret),
         ("OSCIED_PUBLISHER_LISTEN", &publisher_listen),
+        ("OSCIED_MAX_UPLOAD_BYTES", UPLOAD_LIMIT),
     ]);
     // Node's temp dir, so chromium's profile (and the clips) land in a directory named for
     // these tests, which .ci/run's clean-up matches and which goes with the test.
@@ -178,6 +183,7 @@ fn run_browser_test(file: &str) {
             format!("http://{publisher_listen}"),
         )
         .env("OSCIED_UI_WORKDIR", orchestra.workdir())
+        .env("OSCIED_UI_MAX_UPLOAD_BYTES", UPLOAD_LIMIT)
         .env("OSCIED_UI_SCREENSHOTS", &screenshots)
         .env("OSCIED_UI_CHROMIUM", chromium())
         .env("TMPDIR", tmp.path())

@@ -4,7 +4,9 @@
 // of MP4, HLS (hls.js) and DASH (dash.js) outputs in the page.
 
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { before, test } from 'node:test';
 
@@ -158,6 +160,32 @@ test('a file dropped on the drop zone uploads; a refused file shows the API\'s m
   await page.getByRole('button', { name: 'Clear finished' }).click();
   assert.equal(await page.locator('.upload').count(), 0);
   assertClean(page, { allow: [refused(422)] });
+  await page.context().close();
+});
+
+test('files over the upload limit show the API\'s 413 on their rows and leave nothing', async () => {
+  const limit = Number(process.env.OSCIED_UI_MAX_UPLOAD_BYTES);
+  assert.ok(limit > 0, 'tests/tests/ui.rs sets OSCIED_UI_MAX_UPLOAD_BYTES');
+  const user = await createUser();
+  const page = await open(user, '/medias');
+  await listShown(page);
+  // One announces a length past the limit (refused before a byte is read), one is just over
+  // it (refused as it streams past the limit).
+  const dir = join(tmpdir(), unique('big'));
+  mkdirSync(dir, { recursive: true });
+  const declared = join(dir, 'declared-too-big.mp4');
+  const streamed = join(dir, 'streamed-too-big.mp4');
+  writeFileSync(declared, randomBytes(limit + 4 * 1024 * 1024));
+  writeFileSync(streamed, randomBytes(limit + 512 * 1024));
+  await page.locator('input[type=file]').setInputFiles([declared, streamed]);
+  for (const name of ['declared-too-big.mp4', 'streamed-too-big.mp4']) {
+    const row = page.locator('.upload', { hasText: name });
+    const error = row.locator('.field-error');
+    await error.waitFor({ timeout: 30_000 });
+    assert.match(await error.textContent(), new RegExp(`limit of ${limit} bytes \\(413 payload_too_large\\)`), name);
+  }
+  assert.equal((await mediasOf(user, '&status=PENDING,READY,DELETED')).total, 0, 'nothing stored');
+  assertClean(page, { allow: [refused(413)] });
   await page.context().close();
 });
 
