@@ -37,8 +37,8 @@ browser_tests! {
     publications => "publications.test.mjs",
 }
 
-/// OSCIED_MAX_UPLOAD_BYTES of the browser tests' orchestras (8 MiB; every clip is smaller).
-const UPLOAD_LIMIT: &str = "8388608";
+/// OSCIED_MAX_UPLOAD_BYTES of the browser tests' orchestras (64 MiB; every clip is smaller).
+const UPLOAD_LIMIT: &str = "67108864";
 
 /// A file's whole run, orchestra start to node's exit, may take this long...
 const TIMEOUT: Duration = Duration::from_secs(900);
@@ -151,7 +151,7 @@ fn run_browser_test(file: &str) {
     let root_secret = format!("ui-root-{}", uuid::Uuid::new_v4().simple());
     let publisher_port = free_port();
     let publisher_listen = format!("127.0.0.1:{publisher_port}");
-    // A small upload limit, so the medias page's 413 can be shown with a few MiB.
+    // A small upload limit, so the medias page's 413 can be shown without gigabytes.
     let orchestra = Orchestra::start(&[
         ("OSCIED_ROOT_SECRET", &root_secret),
         ("OSCIED_PUBLISHER_LISTEN", &publisher_listen),

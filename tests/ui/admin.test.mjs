@@ -3,10 +3,12 @@
 // units page, the Users page (admins only) and one's own account.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 
 import {
-  ORCHESTRA, ROOT_SECRET, api, assertClean, axeScan, clip, createUser, mintToken, newPage, screenshot,
+  ORCHESTRA, ROOT_SECRET, WORKDIR, api, assertClean, axeScan, clip, createUser, mintToken, newPage, screenshot,
   signIn, unique, uploadClip, waitFor,
 } from './lib/harness.mjs';
 
@@ -132,6 +134,34 @@ test('the units page shows the in-process units live, with their heartbeat age',
   assert.equal(await first.evaluate((el) => el.isConnected), true, 'the row was updated, not replaced');
   await screenshot(page, 'units');
   await axeScan(page);
+  assertClean(page);
+});
+
+test('an admin forgets an offline unit from the units page', async () => {
+  // A unit that beat once, every second, and then went quiet: offline after three beats.
+  const secret = readFileSync(join(WORKDIR, 'oscied-data', 'node_secret'), 'utf8').trim();
+  const id = unique('gone-unit');
+  await api('PUT', `/node/units/${id}`, {
+    headers: { Authorization: `Basic ${Buffer.from(`node:${secret}`).toString('base64')}` },
+    body: { kind: 'transform', queues: ['transform'], hostname: 'lost-host', version: 'test', ffmpeg_version: null, concurrency: 2, running_tasks: [], heartbeat_secs: 1 },
+    expect: 200,
+  });
+  const admin = await createUser({ admin: true });
+  const page = await newPage();
+  await signIn(page, admin.mail, admin.secret);
+  await page.goto(`${ORCHESTRA}/#/units`);
+  const row = page.locator('table.data tbody tr', { hasText: id });
+  await row.waitFor();
+  await waitFor(async () => (await row.textContent()).includes('offline'), { timeoutMs: 20_000, what: 'the unit to show offline' });
+  // Online units cannot be forgotten: no button on their rows.
+  const online = page.locator('table.data tbody tr', { hasText: 'standalone-transform' });
+  assert.equal(await online.getByRole('button').count(), 0);
+  await row.getByRole('button', { name: `Forget unit ${id}` }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Forget unit' }).click();
+  await page.getByText(`Unit ${id} forgotten`).waitFor();
+  await row.waitFor({ state: 'detached' });
+  const units = (await api('GET', '/units', { auth: admin, expect: 200 })).body.items;
+  assert.equal(units.some((u) => u.id === id), false, 'the API no longer lists it');
   assertClean(page);
 });
 
