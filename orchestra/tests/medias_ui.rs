@@ -703,7 +703,18 @@ async fn root_mints_tokens_and_a_rotation_revokes_them() {
     config.rotate_root_secret = true;
     config.mongodb_uri = None;
     config.storage_root = None;
-    let running = orchestra::startup::spawn(config).await.expect("restarts");
+    // The lock is this process's own flock; a child another test forked a moment ago holds a
+    // copy of it until it execs, so the restart may have to wait a little for it.
+    let mut tries = 0;
+    let running = loop {
+        match orchestra::startup::spawn(config.clone()).await {
+            Err(orchestra::startup::StartupError::DataDirBusy(..)) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => break other.expect("restarts"),
+        }
+    };
     let app = App {
         base: format!("http://{}/api/v1", running.addr),
         running,
