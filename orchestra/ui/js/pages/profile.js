@@ -4,7 +4,7 @@
 
 import { api } from '../api.js';
 import { h, replace, uid } from '../dom.js';
-import { busy, button, confirmDialog, dataTable, errorBox, field, link, messageSlot, pageHeader, showFormError, spinner } from '../ui.js';
+import { busy, button, confirmAndRun, dataTable, errorBox, field, link, messageSlot, pageHeader, showFormError, spinner } from '../ui.js';
 import { builtinBadge, canChange } from './profiles.js';
 
 function words(list) {
@@ -150,15 +150,10 @@ export async function render(ctx) {
   });
 
   async function onDelete(btn) {
-    const ok = await confirmDialog(`Delete the profile ${profile.title}?`, { confirm: 'Delete profile', title: 'Delete the profile?' });
-    if (!ok) return;
-    await busy(btn, async () => {
-      try {
+    await confirmAndRun(btn, `Delete the profile ${profile.title}?`,
+      { confirm: 'Delete profile', title: 'Delete the profile?', failed: 'The profile was not deleted', slot }, async () => {
         await api(`/transform/profiles/${profile.id}`, { method: 'DELETE', signal: ctx.signal });
         ctx.navigate('/profiles');
-      } catch (err) {
-        if (err.name !== 'AbortError') slot.show(err, { title: 'The profile was not deleted' });
-      }
-    });
+      });
   }
 }
