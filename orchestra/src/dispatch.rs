@@ -189,7 +189,7 @@ async fn publish_publication(state: &AppState, id: Uuid) -> Option<PublisherTask
         let mut task = state.store.get_publisher_task(id).await.ok()??;
         if task.status.is_queued() && lifecycle::move_to(&mut task, TaskStatus::Failure).is_ok() {
             task.error = Some(format!("the media {} is gone", task.media_id));
-            let _ = state.store.update_publisher_task(&task).await;
+            let _ = state.store.update_publisher_task(&mut task).await;
         }
         return Some(task);
     };
@@ -212,7 +212,7 @@ async fn publish_publication(state: &AppState, id: Uuid) -> Option<PublisherTask
         && current.dispatched_at.is_none()
     {
         current.dispatched_at = Some(now());
-        if let Err(e) = state.store.update_publisher_task(&current).await {
+        if let Err(e) = state.store.update_publisher_task(&mut current).await {
             tracing::warn!(task = %id, error = %e, "could not note the dispatch");
         }
     }
@@ -293,7 +293,7 @@ async fn publish_job(
     // The unit may have claimed it already; the attempt tells whether this is still it.
     if task.attempt == job.attempt && task.dispatched_at.is_none() {
         task.dispatched_at = Some(now());
-        if let Err(e) = state.store.update_transform_task(&task).await {
+        if let Err(e) = state.store.update_transform_task(&mut task).await {
             tracing::warn!(task = %id, error = %e, "could not note the dispatch");
         }
     }
@@ -421,7 +421,7 @@ pub async fn recover(state: &AppState, local_units: &[&str]) {
         } else {
             continue;
         }
-        if let Err(e) = state.store.update_transform_task(&task).await {
+        if let Err(e) = state.store.update_transform_task(&mut task).await {
             tracing::warn!(task = %task.id, error = %e, "could not recover task");
         }
     }
@@ -435,7 +435,7 @@ pub async fn recover(state: &AppState, local_units: &[&str]) {
         } else {
             continue;
         }
-        if let Err(e) = state.store.update_publisher_task(&task).await {
+        if let Err(e) = state.store.update_publisher_task(&mut task).await {
             tracing::warn!(task = %task.id, error = %e, "could not recover task");
         }
     }

@@ -338,6 +338,7 @@ async fn ingest(
         probe: Some(probe),
         created_at: at,
         updated_at: at,
+        revision: 0,
     };
     if let Err(e) = state.store.create_media(&media).await {
         let path = state.storage.path_of(&media.uri);
@@ -370,7 +371,7 @@ pub async fn patch_metadata(state: &AppState, media: Media, patch: Metadata) -> 
     merge_patch(&mut media.metadata, patch);
     check_metadata(&media.metadata)?;
     media.updated_at = now();
-    if !state.store.update_media(&media).await? {
+    if !state.store.update_media(&mut media).await? {
         return Err(ApiError::not_found("media", media.id));
     }
     Ok(media)
@@ -421,7 +422,7 @@ pub async fn delete(state: &AppState, media: Media) -> ApiResult<()> {
     }
     media.status = MediaStatus::Deleted;
     media.updated_at = now();
-    if !state.store.update_media(&media).await? {
+    if !state.store.update_media(&mut media).await? {
         return Err(ApiError::not_found("media", media.id));
     }
     if let Err(e) = state.storage.remove_media(media.id).await {

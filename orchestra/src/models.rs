@@ -132,6 +132,9 @@ pub struct Media {
     pub created_at: DateTime<Utc>,
     #[serde(with = "ts")]
     pub updated_at: DateTime<Utc>,
+    /// The store's fence (see [`Revised`]).
+    #[serde(skip)]
+    pub revision: u64,
 }
 
 impl Media {
@@ -267,17 +270,14 @@ pub struct Progress {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A transform task (docs/architecture.md §3). Status changes go through `lifecycle` only.
+/// What every task kind shares (docs/architecture.md §3): who asked, where it queues, where
+/// it stands in the state machine and which unit holds which attempt. Status changes go
+/// through `lifecycle` only; stored and answered flattened into the kind's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct TransformTask {
+pub struct TaskHeader {
     pub id: Uuid,
     pub user_id: Uuid,
-    pub media_in_id: Uuid,
-    pub media_out_id: Uuid,
-    pub profile_id: Uuid,
     pub queue: String,
-    /// 0 (default) to 9; higher runs first.
-    pub priority: u8,
     pub status: TaskStatus,
     /// 1 for the first run; a lost lease, or a unit stopping mid-task, re-queues with
     /// attempt + 1.
@@ -286,7 +286,6 @@ pub struct TransformTask {
     /// count against `OSCIED_TASK_MAX_ATTEMPTS`.
     #[serde(default)]
     pub handed_back: u32,
-    pub progress: Option<Progress>,
     /// Why it failed (ffmpeg's own error lines), or why it was retried.
     pub error: Option<String>,
     /// The unit holding (or last holding) the task.
@@ -297,52 +296,112 @@ pub struct TransformTask {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(with = "ts::option")]
     pub finished_at: Option<DateTime<Utc>>,
-    /// When the broker confirmed the current attempt's message; null while the broker is
-    /// unreachable (the dispatch loop retries).
+    /// When the broker confirmed the current message (a queued task's job; a publication's
+    /// unpublish job while REVOKING after a SUCCESS); null while the broker is unreachable
+    /// (the dispatch loop retries).
     #[serde(with = "ts::option")]
     pub dispatched_at: Option<DateTime<Utc>>,
     /// A running task whose unit has not reported by then is taken back.
     #[serde(with = "ts::option")]
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The store's fence: every write is conditional on it and bumps it (see [`Revised`]).
+    #[serde(skip)]
+    pub revision: u64,
 }
 
-/// A publisher task (docs/architecture.md §3): one publication of one media by one publisher unit.
-/// Status changes go through `lifecycle` only; a SUCCESS is undone by unpublishing
-/// (REVOKING until the holding unit removed the files, then REVOKED).
+impl TaskHeader {
+    /// A task just asked for: PENDING, attempt 1, on `queue`.
+    pub fn new(user_id: Uuid, queue: String) -> TaskHeader {
+        TaskHeader {
+            id: Uuid::new_v4(),
+            user_id,
+            queue,
+            status: TaskStatus::Pending,
+            attempt: 1,
+            handed_back: 0,
+            error: None,
+            unit_id: None,
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+            dispatched_at: None,
+            lease_expires_at: None,
+            revision: 0,
+        }
+    }
+}
+
+/// A record whose every write is fenced in the store: a replace is done only when the stored
+/// revision is the one this copy was read at, and bumps it, so two writers racing from the
+/// same read cannot both win (docs/architecture.md §3). Not part of the API JSON; the stores
+/// keep it beside the document.
+pub trait Revised {
+    fn revision(&self) -> u64;
+    fn set_revision(&mut self, revision: u64);
+}
+
+impl Revised for Media {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+    fn set_revision(&mut self, revision: u64) {
+        self.revision = revision;
+    }
+}
+
+/// A transform task (docs/architecture.md §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TransformTask {
+    #[serde(flatten)]
+    pub header: TaskHeader,
+    pub media_in_id: Uuid,
+    pub media_out_id: Uuid,
+    pub profile_id: Uuid,
+    /// 0 (default) to 9; higher runs first.
+    pub priority: u8,
+    pub progress: Option<Progress>,
+}
+
+/// A publisher task (docs/architecture.md §3): one publication of one media by one publisher
+/// unit. A SUCCESS is undone by unpublishing (REVOKING until the holding unit removed the
+/// files, then REVOKED).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PublisherTask {
-    pub id: Uuid,
-    pub user_id: Uuid,
+    #[serde(flatten)]
+    pub header: TaskHeader,
     pub media_id: Uuid,
-    pub queue: String,
-    pub status: TaskStatus,
-    /// 1 for the first run; a lost lease, or a unit stopping mid-task, re-queues with
-    /// attempt + 1.
-    pub attempt: u32,
-    /// How many of its attempts units handed back when they stopped (SIGTERM); these do not
-    /// count against `OSCIED_TASK_MAX_ATTEMPTS`.
-    #[serde(default)]
-    pub handed_back: u32,
     /// Where the media's file is served, once published (kept after an unpublish, for the
     /// record).
     pub publish_uri: Option<String>,
-    /// The unit holding (or last holding) the publication.
-    pub unit_id: Option<String>,
-    pub error: Option<String>,
-    #[serde(with = "ts")]
-    pub created_at: DateTime<Utc>,
-    #[serde(with = "ts::option")]
-    pub started_at: Option<DateTime<Utc>>,
-    #[serde(with = "ts::option")]
-    pub finished_at: Option<DateTime<Utc>>,
-    /// When the broker confirmed the current message (the publish job while queued, the
-    /// unpublish job while REVOKING after a SUCCESS); null until then.
-    #[serde(with = "ts::option")]
-    pub dispatched_at: Option<DateTime<Utc>>,
-    /// A publishing task whose unit has not reported by then is taken back.
-    #[serde(with = "ts::option")]
-    pub lease_expires_at: Option<DateTime<Utc>>,
 }
+
+// A task record reads as its header (`task.status`, `task.attempt`): the shared fields are
+// the ones every caller uses, and the kind's own fields stay beside them.
+macro_rules! revised_task {
+    ($task:ty) => {
+        impl std::ops::Deref for $task {
+            type Target = TaskHeader;
+            fn deref(&self) -> &TaskHeader {
+                &self.header
+            }
+        }
+        impl std::ops::DerefMut for $task {
+            fn deref_mut(&mut self) -> &mut TaskHeader {
+                &mut self.header
+            }
+        }
+        impl Revised for $task {
+            fn revision(&self) -> u64 {
+                self.header.revision
+            }
+            fn set_revision(&mut self, revision: u64) {
+                self.header.revision = revision;
+            }
+        }
+    };
+}
+revised_task!(TransformTask);
+revised_task!(PublisherTask);
 
 /// Filters of transform and publisher task lists.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -362,7 +421,7 @@ pub struct TaskFilter {
     pub finished_after: Option<DateTime<Utc>>,
 }
 
-/// What [`crate::store::Store::count_by_status`] counts.
+/// What the store's `count_by_status` counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counted {
     Medias,

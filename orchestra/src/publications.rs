@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{self, Lifecycle, check_holder, lease, move_to, out_of_attempts, stale};
-use crate::models::{ListOptions, MediaStatus, PublisherTask, TaskFilter, now};
+use crate::models::{ListOptions, MediaStatus, PublisherTask, TaskFilter, TaskHeader, now};
 use crate::state::AppState;
 use crate::task_records::{self, save};
 use crate::{dispatch, units};
@@ -103,21 +103,9 @@ pub async fn create(
             )));
         }
         let task = PublisherTask {
-            id: Uuid::new_v4(),
-            user_id: user.id,
+            header: TaskHeader::new(user.id, queue),
             media_id: media.id,
-            queue,
-            status: TaskStatus::Pending,
-            attempt: 1,
-            handed_back: 0,
             publish_uri: None,
-            unit_id: None,
-            error: None,
-            created_at: now(),
-            started_at: None,
-            finished_at: None,
-            dispatched_at: None,
-            lease_expires_at: None,
         };
         state.store.create_publisher_task(&task).await?;
         task
@@ -147,20 +135,20 @@ pub async fn unpublish(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult
         match task.status {
             TaskStatus::Pending | TaskStatus::Retry => {
                 move_to(&mut task, TaskStatus::Revoked)?;
-                save(state, &task).await?;
+                save(state, &mut task).await?;
                 tracing::info!(task = %id, "publisher task revoked before it started");
                 return Ok(task);
             }
             TaskStatus::Started | TaskStatus::Progress => {
                 move_to(&mut task, TaskStatus::Revoking)?;
-                save(state, &task).await?;
+                save(state, &mut task).await?;
                 tracing::info!(task = %id, unit = task.unit_id.as_deref(), "publication cancelled");
                 return Ok(task);
             }
             TaskStatus::Success => {
                 move_to(&mut task, TaskStatus::Revoking)?;
                 task.dispatched_at = None;
-                save(state, &task).await?;
+                save(state, &mut task).await?;
                 tracing::info!(task = %id, unit = task.unit_id.as_deref(), "unpublishing");
                 task
             }
@@ -168,7 +156,7 @@ pub async fn unpublish(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult
                 if task.publish_uri.is_some() {
                     // Asked again: the unit may have lost the first message.
                     task.dispatched_at = None;
-                    save(state, &task).await?;
+                    save(state, &mut task).await?;
                 }
                 task
             }
@@ -215,7 +203,7 @@ pub async fn progress(
     if req.progress.is_some() && task.status == TaskStatus::Started {
         move_to(&mut task, TaskStatus::Progress)?;
     }
-    save(state, &task).await?;
+    save(state, &mut task).await?;
     Ok(ProgressAnswer {
         cancel: task.status == TaskStatus::Revoking,
     })
@@ -247,7 +235,7 @@ pub async fn complete(
                 move_to(&mut task, TaskStatus::Success)?;
                 task.publish_uri = Some(uri.clone());
                 task.error = None;
-                save(state, &task).await?;
+                save(state, &mut task).await?;
                 set_public_uri(state, &task, Some(uri)).await?;
                 tracing::info!(task = %id, unit = %req.unit_id, uri = task.publish_uri.as_deref(), "media published");
                 return Ok(answer(&task));
@@ -258,13 +246,13 @@ pub async fn complete(
                     req.error
                         .unwrap_or_else(|| "the unit reported a failure".into()),
                 );
-                save(state, &task).await?;
+                save(state, &mut task).await?;
                 tracing::warn!(task = %id, error = task.error.as_deref(), "publication failed");
                 return Ok(answer(&task));
             }
             (TaskStatus::Revoking, TaskStatus::Revoked) => {
                 move_to(&mut task, TaskStatus::Revoked)?;
-                save(state, &task).await?;
+                save(state, &mut task).await?;
                 set_public_uri(state, &task, None).await?;
                 tracing::info!(task = %id, unit = %req.unit_id, "media unpublished");
                 return Ok(answer(&task));
@@ -275,7 +263,7 @@ pub async fn complete(
                 // Nothing runs any more: no lease to watch, an unpublish job to send.
                 task.lease_expires_at = None;
                 task.dispatched_at = None;
-                save(state, &task).await?;
+                save(state, &mut task).await?;
                 task
             }
             (TaskStatus::Revoking, _) => return Ok(answer(&task)),
@@ -321,7 +309,7 @@ async fn set_public_uri(
     };
     if changed {
         media.updated_at = now();
-        state.store.update_media(&media).await?;
+        state.store.update_media(&mut media).await?;
     }
     Ok(())
 }
@@ -340,7 +328,7 @@ pub async fn take_back(state: &AppState, id: Uuid) -> ApiResult<()> {
         let unit = task.unit_id.clone().unwrap_or_default();
         if task.status == TaskStatus::Revoking {
             move_to(&mut task, TaskStatus::Revoked)?;
-            save(state, &task).await?;
+            save(state, &mut task).await?;
             tracing::warn!(task = %id, %unit, "publisher went silent while cancelling: REVOKED");
             return Ok(());
         }
@@ -352,7 +340,7 @@ pub async fn take_back(state: &AppState, id: Uuid) -> ApiResult<()> {
                 task.attempt - task.handed_back,
                 state.config.task_max_attempts
             ));
-            save(state, &task).await?;
+            save(state, &mut task).await?;
             return Ok(());
         }
         move_to(&mut task, TaskStatus::Retry)?;
@@ -363,7 +351,7 @@ pub async fn take_back(state: &AppState, id: Uuid) -> ApiResult<()> {
         task.attempt += 1;
         task.lease_expires_at = None;
         task.dispatched_at = None;
-        save(state, &task).await?;
+        save(state, &mut task).await?;
         tracing::warn!(task = %id, %unit, attempt = task.attempt, "lease lost: publication re-queued");
     }
     dispatch::dispatch_publication(state, id).await;
@@ -387,7 +375,7 @@ pub async fn release(state: &AppState, id: Uuid, req: ReleaseRequest) -> ApiResu
             )));
         }
         let status = lifecycle::release(&mut task, &req)?;
-        save(state, &task).await?;
+        save(state, &mut task).await?;
         tracing::info!(task = %id, unit = %req.unit_id, %status, attempt = task.attempt,
             "publication handed back by its stopping unit");
         ReleaseAnswer {
@@ -417,7 +405,7 @@ pub async fn forget_holder(state: &AppState, id: Uuid) -> ApiResult<bool> {
             task.error = Some(format!(
                 "unit {unit} was forgotten by an admin; the publication went with it"
             ));
-            save(state, &task).await?;
+            save(state, &mut task).await?;
             set_public_uri(state, &task, None).await?;
             return Ok(true);
         }
@@ -490,7 +478,7 @@ pub async fn resend_unpublish(state: &AppState, unit_id: &str) {
                 continue;
             }
             current.dispatched_at = None;
-            if save(state, &current).await.is_err() {
+            if save(state, &mut current).await.is_err() {
                 continue;
             }
         }

@@ -22,7 +22,7 @@ pub trait TaskRecord: Lifecycle + Sized + Send + Sync {
     fn owner(&self) -> Uuid;
     async fn get(store: &dyn Store, id: Uuid) -> StoreResult<Option<Self>>;
     /// False when the record is gone.
-    async fn put(&self, store: &dyn Store) -> StoreResult<bool>;
+    async fn put(&mut self, store: &dyn Store) -> StoreResult<bool>;
 }
 
 #[async_trait]
@@ -34,7 +34,7 @@ impl TaskRecord for TransformTask {
     async fn get(store: &dyn Store, id: Uuid) -> StoreResult<Option<Self>> {
         store.get_transform_task(id).await
     }
-    async fn put(&self, store: &dyn Store) -> StoreResult<bool> {
+    async fn put(&mut self, store: &dyn Store) -> StoreResult<bool> {
         store.update_transform_task(self).await
     }
 }
@@ -48,7 +48,7 @@ impl TaskRecord for PublisherTask {
     async fn get(store: &dyn Store, id: Uuid) -> StoreResult<Option<Self>> {
         store.get_publisher_task(id).await
     }
-    async fn put(&self, store: &dyn Store) -> StoreResult<bool> {
+    async fn put(&mut self, store: &dyn Store) -> StoreResult<bool> {
         store.update_publisher_task(self).await
     }
 }
@@ -71,7 +71,7 @@ pub async fn find<T: TaskRecord>(state: &AppState, caller: &Caller, id: Uuid) ->
 }
 
 /// Replace the record; a 404 when it is gone.
-pub async fn save<T: TaskRecord>(state: &AppState, task: &T) -> ApiResult<()> {
+pub async fn save<T: TaskRecord>(state: &AppState, task: &mut T) -> ApiResult<()> {
     if task.put(state.store.as_ref()).await? {
         Ok(())
     } else {
@@ -91,7 +91,7 @@ pub async fn claim<T: TaskRecord>(
     let mut task: T = load(state, id).await?;
     if lifecycle::claim(&mut task, &req, lease(state))? {
         started(&mut task);
-        save(state, &task).await?;
+        save(state, &mut task).await?;
         tracing::info!(task = %id, attempt = task.attempt(), unit = task.unit_id(),
             "{} started", T::WHAT);
     }
@@ -111,6 +111,6 @@ pub async fn expire_lease<T: TaskRecord>(state: &AppState, id: Uuid) -> ApiResul
         return Ok(false);
     }
     task.renew(now());
-    save(state, &task).await?;
+    save(state, &mut task).await?;
     Ok(true)
 }

@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{self, Lifecycle, check_holder, lease, move_to, out_of_attempts, stale};
 use crate::medias::{Metadata, check_metadata};
-use crate::models::{Media, MediaStatus, Progress, TransformTask, now};
+use crate::models::{Media, MediaStatus, Progress, TaskHeader, TransformTask, now};
 use crate::state::AppState;
 use crate::storage::Storage;
 use crate::task_records::{self, save};
@@ -108,32 +108,21 @@ pub async fn create(
         probe: None,
         created_at: at,
         updated_at: at,
+        revision: 0,
     };
     let task = TransformTask {
-        id: Uuid::new_v4(),
-        user_id: user.id,
+        header: TaskHeader::new(user.id, queue),
         media_in_id: media_in.id,
         media_out_id,
         profile_id: profile.id,
-        queue,
         priority,
-        status: TaskStatus::Pending,
-        attempt: 1,
-        handed_back: 0,
         progress: None,
-        error: None,
-        unit_id: None,
-        created_at: at,
-        started_at: None,
-        finished_at: None,
-        dispatched_at: None,
-        lease_expires_at: None,
     };
     state.store.create_media(&media_out).await?;
     if let Err(e) = state.store.create_transform_task(&task).await {
         let mut orphan = media_out;
         orphan.status = MediaStatus::Deleted;
-        let _ = state.store.update_media(&orphan).await;
+        let _ = state.store.update_media(&mut orphan).await;
         return Err(e.into());
     }
     tracing::info!(task = %task.id, media_in = %task.media_in_id, media_out = %media_out_id,
@@ -161,13 +150,13 @@ pub async fn revoke(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Tr
     match task.status {
         TaskStatus::Pending | TaskStatus::Retry => {
             move_to(&mut task, TaskStatus::Revoked)?;
-            save(state, &task).await?;
+            save(state, &mut task).await?;
             discard_output(state, &task).await;
             tracing::info!(task = %id, "transform task revoked before it started");
         }
         TaskStatus::Started | TaskStatus::Progress => {
             move_to(&mut task, TaskStatus::Revoking)?;
-            save(state, &task).await?;
+            save(state, &mut task).await?;
             tracing::info!(task = %id, unit = task.unit_id.as_deref(), "transform task revoking");
         }
         // Asked twice: the unit has been told already.
@@ -196,7 +185,7 @@ async fn discard_output(state: &AppState, task: &TransformTask) {
             media.status = MediaStatus::Deleted;
             media.size = 0;
             media.updated_at = now();
-            if let Err(e) = state.store.update_media(&media).await {
+            if let Err(e) = state.store.update_media(&mut media).await {
                 tracing::warn!(media = %media.id, error = %e, "could not mark the output DELETED");
             }
         }
@@ -238,7 +227,7 @@ pub async fn progress(
             updated_at: now(),
         });
     }
-    save(state, &task).await?;
+    save(state, &mut task).await?;
     Ok(ProgressAnswer {
         cancel: task.status == TaskStatus::Revoking,
     })
@@ -264,7 +253,7 @@ pub async fn complete(
     if task.status == TaskStatus::Revoking {
         // Whatever the unit did, the user asked to stop: its output is discarded.
         move_to(&mut task, TaskStatus::Revoked)?;
-        save(state, &task).await?;
+        save(state, &mut task).await?;
         discard_output(state, &task).await;
         tracing::info!(task = %id, "transform task revoked");
         return Ok(CompleteAnswer {
@@ -347,7 +336,7 @@ async fn accept_output(
     media.duration = output.probe.duration();
     media.probe = Some(output.probe);
     media.updated_at = now();
-    state.store.update_media(&media).await?;
+    state.store.update_media(&mut media).await?;
     drop(media_guard);
     // Before the task says SUCCESS, so that its output shows with its picture.
     crate::thumbnails::make_for_ready(state, &media).await;
@@ -381,7 +370,7 @@ pub async fn release(state: &AppState, id: Uuid, req: ReleaseRequest) -> ApiResu
         let mut task = load(state, id).await?;
         let status = lifecycle::release(&mut task, &req)?;
         task.progress = None;
-        save(state, &task).await?;
+        save(state, &mut task).await?;
         if status == TaskStatus::Revoked {
             discard_output(state, &task).await;
             tracing::info!(task = %id, unit = %req.unit_id, "handed back while revoking: REVOKED");
@@ -422,7 +411,7 @@ pub async fn take_back(state: &AppState, id: Uuid) -> ApiResult<()> {
         let unit = task.unit_id.clone().unwrap_or_default();
         if task.status == TaskStatus::Revoking {
             move_to(&mut task, TaskStatus::Revoked)?;
-            save(state, &task).await?;
+            save(state, &mut task).await?;
             discard_output(state, &task).await;
             tracing::warn!(task = %id, %unit, "unit went silent while revoking: task REVOKED");
             return Ok(());
@@ -445,7 +434,7 @@ pub async fn take_back(state: &AppState, id: Uuid) -> ApiResult<()> {
         task.lease_expires_at = None;
         task.dispatched_at = None;
         task.progress = None;
-        save(state, &task).await?;
+        save(state, &mut task).await?;
         tracing::warn!(task = %id, %unit, attempt = task.attempt, "lease lost: task re-queued");
     }
     // Outside the lock: publishing takes it to note the dispatch.

@@ -140,8 +140,8 @@ async fn running_by_unit(
         .items;
     let held = transforms
         .into_iter()
-        .map(|t| (t.unit_id, t.id))
-        .chain(publications.into_iter().map(|t| (t.unit_id, t.id)));
+        .map(|t| (t.header.unit_id, t.header.id))
+        .chain(publications.into_iter().map(|t| (t.header.unit_id, t.header.id)));
     let mut by_unit: HashMap<String, Vec<Uuid>> = HashMap::new();
     for (unit, task) in held {
         if let Some(unit) = unit {
@@ -369,7 +369,7 @@ pub async fn queues(state: &AppState, kind: UnitKind) -> ApiResult<Vec<QueueView
             .await?
             .items
             .into_iter()
-            .map(|t| (t.queue, t.status))
+            .map(|t| (t.header.queue, t.header.status))
             .collect(),
         UnitKind::Publisher => state
             .store
@@ -379,7 +379,7 @@ pub async fn queues(state: &AppState, kind: UnitKind) -> ApiResult<Vec<QueueView
             .into_iter()
             // An unpublish waits in its unit's own queue, not in the task's.
             .filter(|t| t.publish_uri.is_none())
-            .map(|t| (t.queue, t.status))
+            .map(|t| (t.header.queue, t.header.status))
             .collect(),
     };
     for (queue, status) in tasks {

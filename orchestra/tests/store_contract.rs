@@ -784,13 +784,13 @@ async fn media_crud_with_probe(store: &dyn Store) {
     m.metadata
         .insert("description".to_owned(), json!("A rabbit"));
     m.updated_at = at(5);
-    assert!(store.update_media(&m).await.expect("update"));
+    assert!(store.update_media(&mut m).await.expect("update"));
     let back = store.get_media(m.id).await.expect("get").expect("present");
     assert_eq!(back, m);
     assert_eq!(back.probe, Some(probe()), "the probe round-trips");
 
     let ghost = media(owner, "Ghost", MediaStatus::Ready, 1);
-    assert!(!store.update_media(&ghost).await.expect("update missing"));
+    assert!(!store.update_media(&mut ghost).await.expect("update missing"));
     assert_eq!(store.get_media(ghost.id).await.expect("get"), None);
 }
 
@@ -1343,7 +1343,7 @@ async fn task_crud_round_trips_every_field(store: &dyn Store) {
         },
         updated_at: at(4),
     });
-    assert!(store.update_transform_task(&t).await.expect("update"));
+    assert!(store.update_transform_task(&mut t).await.expect("update"));
     assert_eq!(
         store.get_transform_task(t.id).await.expect("get"),
         Some(t.clone())
@@ -1351,7 +1351,7 @@ async fn task_crud_round_trips_every_field(store: &dyn Store) {
 
     t.progress = Some(progress(42.5, 5));
     t.lease_expires_at = Some(at(7));
-    assert!(store.update_transform_task(&t).await.expect("update"));
+    assert!(store.update_transform_task(&mut t).await.expect("update"));
     let back = store
         .get_transform_task(t.id)
         .await
@@ -1374,7 +1374,7 @@ async fn task_crud_round_trips_every_field(store: &dyn Store) {
     t.lease_expires_at = None;
     t.dispatched_at = None;
     t.finished_at = Some(at(8));
-    assert!(store.update_transform_task(&t).await.expect("update"));
+    assert!(store.update_transform_task(&mut t).await.expect("update"));
     assert_eq!(
         store.get_transform_task(t.id).await.expect("get"),
         Some(t.clone())
@@ -1388,7 +1388,7 @@ async fn task_crud_round_trips_every_field(store: &dyn Store) {
     t.unit_id = None;
     t.started_at = None;
     t.finished_at = None;
-    assert!(store.update_transform_task(&t).await.expect("update"));
+    assert!(store.update_transform_task(&mut t).await.expect("update"));
     assert_eq!(
         store.get_transform_task(t.id).await.expect("get"),
         Some(t.clone())
@@ -2032,7 +2032,7 @@ async fn publisher_task_crud_round_trips_every_field(store: &dyn Store) {
     p.dispatched_at = Some(at(3) + Duration::microseconds(7));
     p.started_at = Some(at(4));
     p.lease_expires_at = Some(at(6));
-    assert!(store.update_publisher_task(&p).await.expect("update"));
+    assert!(store.update_publisher_task(&mut p).await.expect("update"));
     assert_eq!(
         store.get_publisher_task(p.id).await.expect("get"),
         Some(p.clone())
@@ -2043,7 +2043,7 @@ async fn publisher_task_crud_round_trips_every_field(store: &dyn Store) {
     p.publish_uri = Some(public_uri("publisher-02.publisher", p.media_id));
     p.lease_expires_at = None;
     p.finished_at = Some(at(5));
-    assert!(store.update_publisher_task(&p).await.expect("update"));
+    assert!(store.update_publisher_task(&mut p).await.expect("update"));
     let back = store
         .get_publisher_task(p.id)
         .await
@@ -2059,7 +2059,7 @@ async fn publisher_task_crud_round_trips_every_field(store: &dyn Store) {
     // Unpublishing (the unpublish job on the broker), then unpublished: the URI is kept.
     p.status = TaskStatus::Revoking;
     p.dispatched_at = Some(at(9));
-    assert!(store.update_publisher_task(&p).await.expect("update"));
+    assert!(store.update_publisher_task(&mut p).await.expect("update"));
     assert_eq!(
         store.get_publisher_task(p.id).await.expect("get"),
         Some(p.clone())
@@ -2067,7 +2067,7 @@ async fn publisher_task_crud_round_trips_every_field(store: &dyn Store) {
     p.status = TaskStatus::Revoked;
     p.error = None;
     p.finished_at = Some(at(10));
-    assert!(store.update_publisher_task(&p).await.expect("update"));
+    assert!(store.update_publisher_task(&mut p).await.expect("update"));
     assert_eq!(
         store.get_publisher_task(p.id).await.expect("get"),
         Some(p.clone())
@@ -2081,7 +2081,7 @@ async fn publisher_task_crud_round_trips_every_field(store: &dyn Store) {
     p.started_at = None;
     p.finished_at = None;
     p.dispatched_at = None;
-    assert!(store.update_publisher_task(&p).await.expect("update"));
+    assert!(store.update_publisher_task(&mut p).await.expect("update"));
     assert_eq!(
         store.get_publisher_task(p.id).await.expect("get"),
         Some(p.clone())
@@ -2108,7 +2108,7 @@ async fn publisher_task_update_missing_is_false(store: &dyn Store) {
         id: t.id,
         ..publication(t.user_id, t.media_in_id, "publisher", 2)
     };
-    assert!(!store.update_publisher_task(&p).await.expect("update"));
+    assert!(!store.update_publisher_task(&mut p).await.expect("update"));
     assert_eq!(store.get_publisher_task(t.id).await.expect("get"), None);
     assert_eq!(store.get_transform_task(t.id).await.expect("get"), Some(t));
 }

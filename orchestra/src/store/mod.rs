@@ -12,6 +12,8 @@ use crate::models::{
     Counted, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter,
     Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
+#[cfg(doc)]
+use crate::models::Revised;
 
 pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;
@@ -33,6 +35,13 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Every call is one round trip; replacing a record is whole-record (`update_*` returns false
 /// when the record is gone).
+///
+/// Medias and tasks are fenced ([`Revised`]): `create_*` stores the record at its revision
+/// (0 for a new one); `update_*` replaces it only if the stored revision is still the one
+/// the given copy carries, stores revision + 1 and sets it on the copy. It returns false,
+/// writing nothing, when the record is gone or changed underneath: the caller reads it again
+/// and decides again (`crate::tasks` retries, or answers 409). Of N writers racing from one
+/// read exactly one wins, on every replica sharing the store.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `mongodb`.
@@ -54,7 +63,7 @@ pub trait Store: Send + Sync + 'static {
         filter: &MediaFilter,
         opts: &ListOptions,
     ) -> StoreResult<Page<Media>>;
-    async fn update_media(&self, media: &Media) -> StoreResult<bool>;
+    async fn update_media(&self, media: &mut Media) -> StoreResult<bool>;
 
     async fn create_profile(&self, profile: &TransformProfile) -> StoreResult<()>;
     async fn get_profile(&self, id: Uuid) -> StoreResult<Option<TransformProfile>>;
@@ -83,7 +92,7 @@ pub trait Store: Send + Sync + 'static {
         filter: &TaskFilter,
         opts: &ListOptions,
     ) -> StoreResult<Page<TransformTask>>;
-    async fn update_transform_task(&self, task: &TransformTask) -> StoreResult<bool>;
+    async fn update_transform_task(&self, task: &mut TransformTask) -> StoreResult<bool>;
 
     async fn create_publisher_task(&self, task: &PublisherTask) -> StoreResult<()>;
     async fn get_publisher_task(&self, id: Uuid) -> StoreResult<Option<PublisherTask>>;
@@ -93,7 +102,7 @@ pub trait Store: Send + Sync + 'static {
         filter: &TaskFilter,
         opts: &ListOptions,
     ) -> StoreResult<Page<PublisherTask>>;
-    async fn update_publisher_task(&self, task: &PublisherTask) -> StoreResult<bool>;
+    async fn update_publisher_task(&self, task: &mut PublisherTask) -> StoreResult<bool>;
 
     /// How many medias or tasks (of `user_id`, or everyone's) there are of each status, in
     /// one grouped count: the status as stored (`READY`, `FAILURE`...) → how many; a status
@@ -119,4 +128,17 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_root_secret_hash(&self, hash: &str) -> StoreResult<bool>;
     /// Replace root's hash (a rotation).
     async fn set_root_secret_hash(&self, hash: &str) -> StoreResult<()>;
+
+    /// Take or renew the lease `name` for `holder` until now + `ttl`: true when `holder` has
+    /// it now (nobody had it, it lapsed, or `holder` had it already), false when another
+    /// holder's lease is still running. Of replicas racing for a free lease exactly one wins.
+    /// The background loops run on the replica holding `loops` (crate::loops).
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: chrono::Duration,
+    ) -> StoreResult<bool>;
+    /// Give the lease up if `holder` has it (a replica stopping), so another takes it at once.
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
 }

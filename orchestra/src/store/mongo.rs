@@ -297,7 +297,7 @@ impl Store for MongoStore {
     }
 
     async fn create_media(&self, media: &Media) -> StoreResult<()> {
-        Self::insert(&self.medias, to_doc(media, "id")?, "id").await
+        Self::insert(&self.medias, to_doc(&*media, "id")?, "id").await
     }
 
     async fn get_media(&self, id: Uuid) -> StoreResult<Option<Media>> {
@@ -325,8 +325,8 @@ impl Store for MongoStore {
         self.list(&self.medias, query, opts, "id").await
     }
 
-    async fn update_media(&self, media: &Media) -> StoreResult<bool> {
-        Self::replace(&self.medias, to_doc(media, "id")?, "id").await
+    async fn update_media(&self, media: &mut Media) -> StoreResult<bool> {
+        Self::replace(&self.medias, to_doc(&*media, "id")?, "id").await
     }
 
     async fn create_profile(&self, profile: &TransformProfile) -> StoreResult<()> {
@@ -395,7 +395,7 @@ impl Store for MongoStore {
     }
 
     async fn create_transform_task(&self, task: &TransformTask) -> StoreResult<()> {
-        Self::insert(&self.transform_tasks, to_doc(task, "id")?, "id").await
+        Self::insert(&self.transform_tasks, to_doc(&*task, "id")?, "id").await
     }
 
     async fn get_transform_task(&self, id: Uuid) -> StoreResult<Option<TransformTask>> {
@@ -411,12 +411,12 @@ impl Store for MongoStore {
         self.list(&self.transform_tasks, query, opts, "id").await
     }
 
-    async fn update_transform_task(&self, task: &TransformTask) -> StoreResult<bool> {
-        Self::replace(&self.transform_tasks, to_doc(task, "id")?, "id").await
+    async fn update_transform_task(&self, task: &mut TransformTask) -> StoreResult<bool> {
+        Self::replace(&self.transform_tasks, to_doc(&*task, "id")?, "id").await
     }
 
     async fn create_publisher_task(&self, task: &PublisherTask) -> StoreResult<()> {
-        Self::insert(&self.publisher_tasks, to_doc(task, "id")?, "id").await
+        Self::insert(&self.publisher_tasks, to_doc(&*task, "id")?, "id").await
     }
 
     async fn get_publisher_task(&self, id: Uuid) -> StoreResult<Option<PublisherTask>> {
@@ -432,8 +432,8 @@ impl Store for MongoStore {
         self.list(&self.publisher_tasks, query, opts, "id").await
     }
 
-    async fn update_publisher_task(&self, task: &PublisherTask) -> StoreResult<bool> {
-        Self::replace(&self.publisher_tasks, to_doc(task, "id")?, "id").await
+    async fn update_publisher_task(&self, task: &mut PublisherTask) -> StoreResult<bool> {
+        Self::replace(&self.publisher_tasks, to_doc(&*task, "id")?, "id").await
     }
 
     async fn put_unit(&self, unit: &Unit) -> StoreResult<()> {
@@ -530,6 +530,20 @@ impl Store for MongoStore {
             .upsert(true)
             .await
             .map_err(unavailable)?;
+        Ok(())
+    }
+
+    // TODO(store fencing): real lease.
+    async fn acquire_lease(
+        &self,
+        _name: &str,
+        _holder: &str,
+        _ttl: chrono::Duration,
+    ) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    async fn release_lease(&self, _name: &str, _holder: &str) -> StoreResult<()> {
         Ok(())
     }
 }

@@ -503,7 +503,7 @@ impl Store for SqliteStore {
         self.list("medias", w, opts).await
     }
 
-    async fn update_media(&self, media: &Media) -> StoreResult<bool> {
+    async fn update_media(&self, media: &mut Media) -> StoreResult<bool> {
         self.put_doc(
             "UPDATE medias SET doc = ?2 WHERE id = ?1",
             vec![Value::Text(media.id.to_string())],
@@ -619,7 +619,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_transform_task(&self, task: &TransformTask) -> StoreResult<()> {
-        self.insert_by_id("transform_tasks", task.id, task).await
+        self.insert_by_id("transform_tasks", task.header.id, task).await
     }
 
     async fn get_transform_task(&self, id: Uuid) -> StoreResult<Option<TransformTask>> {
@@ -635,12 +635,12 @@ impl Store for SqliteStore {
         self.list("transform_tasks", w, opts).await
     }
 
-    async fn update_transform_task(&self, task: &TransformTask) -> StoreResult<bool> {
-        self.replace_by_id("transform_tasks", task.id, task).await
+    async fn update_transform_task(&self, task: &mut TransformTask) -> StoreResult<bool> {
+        self.replace_by_id("transform_tasks", task.header.id, &*task).await
     }
 
     async fn create_publisher_task(&self, task: &PublisherTask) -> StoreResult<()> {
-        self.insert_by_id("publisher_tasks", task.id, task).await
+        self.insert_by_id("publisher_tasks", task.header.id, task).await
     }
 
     async fn get_publisher_task(&self, id: Uuid) -> StoreResult<Option<PublisherTask>> {
@@ -656,8 +656,8 @@ impl Store for SqliteStore {
         self.list("publisher_tasks", w, opts).await
     }
 
-    async fn update_publisher_task(&self, task: &PublisherTask) -> StoreResult<bool> {
-        self.replace_by_id("publisher_tasks", task.id, task).await
+    async fn update_publisher_task(&self, task: &mut PublisherTask) -> StoreResult<bool> {
+        self.replace_by_id("publisher_tasks", task.header.id, &*task).await
     }
 
     async fn count_by_status(
@@ -762,6 +762,20 @@ impl Store for SqliteStore {
             .map_err(unavailable)
         })
         .await
+    }
+
+    // TODO(store fencing): real lease.
+    async fn acquire_lease(
+        &self,
+        _name: &str,
+        _holder: &str,
+        _ttl: chrono::Duration,
+    ) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    async fn release_lease(&self, _name: &str, _holder: &str) -> StoreResult<()> {
+        Ok(())
     }
 }
 
