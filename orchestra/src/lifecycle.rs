@@ -15,91 +15,47 @@
 //! A lost lease past the last attempt goes to FAILURE; a lost lease while REVOKING to REVOKED
 //! (nothing runs any more).
 
-use std::hash::{Hash, Hasher};
-
 use oscied_protocol::TaskStatus;
 use oscied_protocol::TaskStatus::*;
 
 use crate::error::{ApiError, ApiResult};
 use axum::http::StatusCode;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use oscied_protocol::node::{ClaimRequest, ReleaseRequest, STALE_ATTEMPT};
-use uuid::Uuid;
 
-use crate::models::{PublisherTask, TransformTask, now};
-use crate::state::AppState;
+use crate::models::{TaskHeader, now};
 
-/// What the state machine needs of a task record.
-pub trait Lifecycle {
-    /// Whether SUCCESS can still be undone (a publication can be unpublished).
-    const REVOCABLE_SUCCESS: bool;
-    fn status(&self) -> TaskStatus;
+impl TaskHeader {
     /// Set the status and the timestamps that go with it.
-    fn set_status(&mut self, to: TaskStatus, at: DateTime<Utc>);
-    fn id(&self) -> Uuid;
-    fn attempt(&self) -> u32;
-    fn unit_id(&self) -> Option<&str>;
+    fn set_status(&mut self, to: TaskStatus, at: DateTime<Utc>) {
+        if to == Started {
+            self.started_at = Some(at);
+        }
+        if to.is_final() {
+            self.finished_at = Some(at);
+            self.lease_expires_at = None;
+        }
+        self.status = to;
+    }
+
     /// A unit holds the task until the lease ends, unless it reports before.
-    fn hold(&mut self, unit_id: String, lease_until: DateTime<Utc>);
-    /// Extend the holder's lease.
-    fn renew(&mut self, lease_until: DateTime<Utc>);
-    /// Attempts handed back by stopping units (not counted against the attempt budget).
-    fn handed_back(&self) -> u32;
+    fn hold(&mut self, unit_id: String, lease_until: DateTime<Utc>) {
+        self.unit_id = Some(unit_id);
+        self.lease_expires_at = Some(lease_until);
+    }
+
     /// Queue the next attempt (the status is already RETRY): no lease, not dispatched yet,
     /// `error` says why; `handed_back` when its unit gave it back.
-    fn next_attempt(&mut self, error: String, handed_back: bool);
-}
-
-macro_rules! lifecycle {
-    ($task:ty, $revocable:expr) => {
-        impl Lifecycle for $task {
-            const REVOCABLE_SUCCESS: bool = $revocable;
-            fn status(&self) -> TaskStatus {
-                self.status
-            }
-            fn set_status(&mut self, to: TaskStatus, at: DateTime<Utc>) {
-                if to == Started {
-                    self.started_at = Some(at);
-                }
-                if to.is_final() {
-                    self.finished_at = Some(at);
-                    self.lease_expires_at = None;
-                }
-                self.status = to;
-            }
-            fn id(&self) -> Uuid {
-                self.id
-            }
-            fn attempt(&self) -> u32 {
-                self.attempt
-            }
-            fn unit_id(&self) -> Option<&str> {
-                self.unit_id.as_deref()
-            }
-            fn hold(&mut self, unit_id: String, lease_until: DateTime<Utc>) {
-                self.unit_id = Some(unit_id);
-                self.lease_expires_at = Some(lease_until);
-            }
-            fn renew(&mut self, lease_until: DateTime<Utc>) {
-                self.lease_expires_at = Some(lease_until);
-            }
-            fn handed_back(&self) -> u32 {
-                self.handed_back
-            }
-            fn next_attempt(&mut self, error: String, handed_back: bool) {
-                self.error = Some(error);
-                self.attempt += 1;
-                if handed_back {
-                    self.handed_back += 1;
-                }
-                self.lease_expires_at = None;
-                self.dispatched_at = None;
-            }
+    pub fn next_attempt(&mut self, error: String, handed_back: bool) {
+        self.error = Some(error);
+        self.attempt += 1;
+        if handed_back {
+            self.handed_back += 1;
         }
-    };
+        self.lease_expires_at = None;
+        self.dispatched_at = None;
+    }
 }
-lifecycle!(TransformTask, false);
-lifecycle!(PublisherTask, true);
 
 /// Is `from → to` a legal change?
 pub fn allowed(from: TaskStatus, to: TaskStatus) -> bool {
@@ -126,19 +82,15 @@ pub fn check(from: TaskStatus, to: TaskStatus) -> ApiResult<()> {
     }
 }
 
-/// Change a task's status, stamping `started_at` and `finished_at`.
-pub fn move_to<T: Lifecycle>(task: &mut T, to: TaskStatus) -> ApiResult<()> {
-    let unpublish = T::REVOCABLE_SUCCESS && task.status() == Success && to == Revoking;
+/// Change a task's status, stamping `started_at` and `finished_at`. `revocable_success`:
+/// the kind's SUCCESS can be undone (a publication is unpublished: SUCCESS → REVOKING).
+pub fn move_to(task: &mut TaskHeader, to: TaskStatus, revocable_success: bool) -> ApiResult<()> {
+    let unpublish = revocable_success && task.status == Success && to == Revoking;
     if !unpublish {
-        check(task.status(), to)?;
+        check(task.status, to)?;
     }
     task.set_status(to, now());
     Ok(())
-}
-
-/// How long a unit holds a task without reporting.
-pub fn lease(state: &AppState) -> Duration {
-    Duration::seconds(state.config.task_lease_secs as i64)
 }
 
 /// The answer to a unit whose attempt is not the current one: drop the message, stop, do
@@ -150,38 +102,40 @@ pub fn stale(message: impl Into<String>) -> ApiError {
 /// A unit claims an attempt it received. Only the current attempt of a queued task can be
 /// claimed (→ STARTED, held by the unit with a lease); the same unit claiming again (a
 /// redelivery) is answered the same. Returns whether the task changed (to be saved).
-pub fn claim<T: Lifecycle>(task: &mut T, req: &ClaimRequest, lease: Duration) -> ApiResult<bool> {
-    let id = task.id();
-    if req.attempt != task.attempt() {
+pub fn claim(
+    task: &mut TaskHeader,
+    req: &ClaimRequest,
+    lease: chrono::Duration,
+) -> ApiResult<bool> {
+    let id = task.id;
+    if req.attempt != task.attempt {
         return Err(stale(format!(
             "attempt {} of task {id} is stale: the current attempt is {}",
-            req.attempt,
-            task.attempt()
+            req.attempt, task.attempt
         )));
     }
-    if task.status().is_queued() {
-        move_to(task, Started)?;
+    if task.status.is_queued() {
+        move_to(task, Started, false)?;
         task.hold(req.unit_id.clone(), now() + lease);
         return Ok(true);
     }
-    if task.status().is_running() && task.unit_id() == Some(req.unit_id.as_str()) {
+    if task.status.is_running() && task.unit_id.as_deref() == Some(req.unit_id.as_str()) {
         return Ok(false);
     }
     Err(stale(format!(
         "task {id} is {} and not claimable by unit {}",
-        task.status(),
-        req.unit_id
+        task.status, req.unit_id
     )))
 }
 
 /// Is this unit's call about the task's current attempt, which it holds?
-pub fn check_holder<T: Lifecycle>(task: &T, unit_id: &str, attempt: u32) -> ApiResult<()> {
-    if attempt != task.attempt() || task.unit_id() != Some(unit_id) {
+pub fn check_holder(task: &TaskHeader, unit_id: &str, attempt: u32) -> ApiResult<()> {
+    if attempt != task.attempt || task.unit_id.as_deref() != Some(unit_id) {
         return Err(stale(format!(
             "unit {unit_id} attempt {attempt} does not hold task {} (attempt {}, unit {})",
-            task.id(),
-            task.attempt(),
-            task.unit_id().unwrap_or("none")
+            task.id,
+            task.attempt,
+            task.unit_id.as_deref().unwrap_or("none")
         )));
     }
     Ok(())
@@ -189,28 +143,27 @@ pub fn check_holder<T: Lifecycle>(task: &T, unit_id: &str, attempt: u32) -> ApiR
 
 /// Whether a task whose lease lapsed has used up its attempts: those handed back by stopping
 /// units do not count.
-pub fn out_of_attempts<T: Lifecycle>(task: &T, max_attempts: u32) -> bool {
-    task.attempt().saturating_sub(task.handed_back()) >= max_attempts
+pub fn out_of_attempts(task: &TaskHeader, max_attempts: u32) -> bool {
+    task.attempt.saturating_sub(task.handed_back) >= max_attempts
 }
 
 /// A stopping unit hands back the current attempt it holds: a running task goes RETRY with
 /// attempt + 1 (queued again at once by the caller), a REVOKING one REVOKED (its unit was
 /// told to stop anyway). Anything else is stale: the attempt is not this unit's to give, or
 /// the task is queued or finished already.
-pub fn release<T: Lifecycle>(task: &mut T, req: &ReleaseRequest) -> ApiResult<TaskStatus> {
+pub fn release(task: &mut TaskHeader, req: &ReleaseRequest) -> ApiResult<TaskStatus> {
     check_holder(task, &req.unit_id, req.attempt)?;
-    if !task.status().is_running() {
+    if !task.status.is_running() {
         return Err(stale(format!(
             "task {} is {}: there is nothing to hand back",
-            task.id(),
-            task.status()
+            task.id, task.status
         )));
     }
-    if task.status() == Revoking {
-        move_to(task, Revoked)?;
+    if task.status == Revoking {
+        move_to(task, Revoked, false)?;
         return Ok(Revoked);
     }
-    move_to(task, Retry)?;
+    move_to(task, Retry, false)?;
     let reason = req
         .reason
         .as_deref()
@@ -227,31 +180,6 @@ pub fn release<T: Lifecycle>(task: &mut T, req: &ReleaseRequest) -> ApiResult<Ta
         true,
     );
     Ok(Retry)
-}
-
-/// Serialises the read-check-write of one record: the orchestra is the only writer of tasks
-/// and medias, so a lock per id (striped) makes each change atomic on both stores. Tasks and
-/// medias have a set each (`AppState::locks`, `AppState::media_locks`): a stripe is not
-/// reentrant, so one set for both could deadlock a task holding its lock on its media's.
-pub struct TaskLocks {
-    stripes: Vec<tokio::sync::Mutex<()>>,
-}
-
-impl Default for TaskLocks {
-    fn default() -> Self {
-        TaskLocks {
-            stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
-        }
-    }
-}
-
-impl TaskLocks {
-    pub async fn lock(&self, id: uuid::Uuid) -> tokio::sync::MutexGuard<'_, ()> {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        id.hash(&mut hasher);
-        let stripe = (hasher.finish() % self.stripes.len() as u64) as usize;
-        self.stripes[stripe].lock().await
-    }
 }
 
 #[cfg(test)]
@@ -288,51 +216,29 @@ mod tests {
 
     #[test]
     fn only_a_publication_success_can_be_revoked() {
-        let at = now();
-        let mut publication = PublisherTask {
-            id: uuid::Uuid::new_v4(),
-            user_id: uuid::Uuid::new_v4(),
-            media_id: uuid::Uuid::new_v4(),
-            queue: "publisher".into(),
-            status: Success,
-            attempt: 1,
-            handed_back: 0,
-            publish_uri: None,
-            unit_id: None,
-            error: None,
-            created_at: at,
-            started_at: Some(at),
-            finished_at: Some(at),
-            dispatched_at: None,
-            lease_expires_at: None,
-        };
-        move_to(&mut publication, Revoking).expect("unpublish");
-        move_to(&mut publication, Revoked).expect("unpublished");
-        assert!(move_to(&mut publication, Revoking).is_err());
+        let mut publication = running_task(Success);
+        publication.unit_id = None;
+        move_to(&mut publication, Revoking, true).expect("unpublish");
+        move_to(&mut publication, Revoked, true).expect("unpublished");
+        assert!(move_to(&mut publication, Revoking, true).is_err());
+        let mut transform = running_task(Success);
         assert!(
-            !allowed(Success, Revoking),
+            move_to(&mut transform, Revoking, false).is_err(),
             "a transform's SUCCESS is final"
         );
+        assert!(!allowed(Success, Revoking));
     }
 
-    fn running_publication(status: TaskStatus) -> PublisherTask {
+    fn running_task(status: TaskStatus) -> TaskHeader {
         let at = now();
-        PublisherTask {
-            id: uuid::Uuid::new_v4(),
-            user_id: uuid::Uuid::new_v4(),
-            media_id: uuid::Uuid::new_v4(),
-            queue: "publisher".into(),
+        TaskHeader {
             status,
             attempt: 2,
-            handed_back: 0,
-            publish_uri: None,
             unit_id: Some("u1".into()),
-            error: None,
-            created_at: at,
             started_at: Some(at),
-            finished_at: None,
             dispatched_at: Some(at),
             lease_expires_at: Some(at),
+            ..TaskHeader::new(uuid::Uuid::new_v4(), "publisher".into())
         }
     }
 
@@ -346,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_hand_back_requeues_without_using_an_attempt() {
-        let mut task = running_publication(Progress);
+        let mut task = running_task(Progress);
         assert_eq!(release(&mut task, &release_by("u1", 2)).unwrap(), Retry);
         assert_eq!(task.status, Retry);
         assert_eq!((task.attempt, task.handed_back), (3, 1));
@@ -362,18 +268,18 @@ mod tests {
         assert!(out_of_attempts(&task, 2));
         // The old attempt, another unit, a queued or finished task: stale (409).
         for (mut task, unit, attempt) in [
-            (running_publication(Started), "u1", 1),
-            (running_publication(Started), "u2", 2),
-            (running_publication(Retry), "u1", 2),
-            (running_publication(Success), "u1", 2),
-            (running_publication(Failure), "u1", 2),
+            (running_task(Started), "u1", 1),
+            (running_task(Started), "u2", 2),
+            (running_task(Retry), "u1", 2),
+            (running_task(Success), "u1", 2),
+            (running_task(Failure), "u1", 2),
         ] {
             let before = task.clone();
             let err = release(&mut task, &release_by(unit, attempt)).unwrap_err();
             assert_eq!(err.status.as_u16(), 409);
             assert_eq!(task, before, "unchanged");
         }
-        let mut revoking = running_publication(Revoking);
+        let mut revoking = running_task(Revoking);
         assert_eq!(
             release(&mut revoking, &release_by("u1", 2)).unwrap(),
             Revoked

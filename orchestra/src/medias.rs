@@ -16,8 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
-use crate::models::{ListOptions, Media, MediaStatus, TaskFilter, now};
-use crate::publications;
+use crate::models::{ListOptions, Media, MediaStatus, PublisherTask, TaskFilter, now};
 use crate::state::AppState;
 use crate::storage::{Scratch, check_filename};
 
@@ -349,49 +348,88 @@ async fn ingest(
         return Err(e.into());
     }
     tracing::info!(media = %id, size, "media ingested");
-    crate::thumbnails::make_for_ready(state, &media).await;
+    state.thumbnailer.make_for_ready(&media).await;
     Ok(media)
 }
 
-/// Merge-patch a media's metadata (RFC 7386; `title` stays required).
+/// Read → decide → fenced write of media `id` (see `crate::store::Store`), until the write
+/// lands on the record decided on; `decide` says whether it changed the media and is called
+/// again on the fresh record after a lost race. The media as it is after.
+pub async fn change(
+    state: &AppState,
+    id: Uuid,
+    mut decide: impl FnMut(&mut Media) -> ApiResult<bool> + Send,
+) -> ApiResult<Media> {
+    for round in 0..24 {
+        let mut media = state
+            .store
+            .get_media(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("media", id))?;
+        if !decide(&mut media)? || state.store.update_media(&mut media).await? {
+            return Ok(media);
+        }
+        tracing::debug!(media = %id, round, "media changed underneath; deciding again");
+        tokio::time::sleep(crate::tasks::backoff(round)).await;
+    }
+    Err(ApiError::conflict(format!(
+        "media {id} kept changing while this request was applied; try again"
+    )))
+}
+
+/// The statuses of a publication that holds its media: queued, publishing, published, or
+/// being unpublished.
+pub const HOLDING: [TaskStatus; 6] = [
+    TaskStatus::Pending,
+    TaskStatus::Retry,
+    TaskStatus::Started,
+    TaskStatus::Progress,
+    TaskStatus::Revoking,
+    TaskStatus::Success,
+];
+
+/// The publications that hold a media (for the 409s of publishing it again and deleting it).
+pub async fn holding(state: &AppState, media_id: Uuid) -> ApiResult<Vec<PublisherTask>> {
+    let filter = TaskFilter {
+        media_id: Some(media_id),
+        statuses: HOLDING.to_vec(),
+        ..TaskFilter::default()
+    };
+    Ok(state
+        .store
+        .list_publisher_tasks(&filter, &ListOptions::oldest_first(20))
+        .await?
+        .items)
+}
+
+/// Merge-patch a media's metadata (RFC 7386; `title` stays required). Applied to the record
+/// as stored: a publication may change `public_uris` meanwhile.
 pub async fn patch_metadata(state: &AppState, media: Media, patch: Metadata) -> ApiResult<Media> {
-    let _guard = state.media_locks.lock(media.id).await;
-    // Re-read under the lock: a publication may have changed `public_uris` meanwhile.
-    let mut media = state
-        .store
-        .get_media(media.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("media", media.id))?;
-    if media.status == MediaStatus::Deleted {
-        return Err(ApiError::illegal_state(format!(
-            "media {} is DELETED",
-            media.id
-        )));
-    }
-    merge_patch(&mut media.metadata, patch);
-    check_metadata(&media.metadata)?;
-    media.updated_at = now();
-    if !state.store.update_media(&mut media).await? {
-        return Err(ApiError::not_found("media", media.id));
-    }
-    Ok(media)
+    change(state, media.id, |media| {
+        if media.status == MediaStatus::Deleted {
+            return Err(ApiError::illegal_state(format!(
+                "media {} is DELETED",
+                media.id
+            )));
+        }
+        merge_patch(&mut media.metadata, patch.clone());
+        check_metadata(&media.metadata)?;
+        media.updated_at = now();
+        Ok(true)
+    })
+    .await
 }
 
-/// Delete a media's files and mark it DELETED (the record stays for lineage).
+/// Delete a media's files and mark it DELETED (the record stays for lineage). Refused while
+/// a publication holds it or an active transform task uses it.
 pub async fn delete(state: &AppState, media: Media) -> ApiResult<()> {
-    let _guard = state.media_locks.lock(media.id).await;
-    let mut media = state
-        .store
-        .get_media(media.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("media", media.id))?;
     if media.status == MediaStatus::Deleted {
         return Err(ApiError::illegal_state(format!(
             "media {} is already DELETED",
             media.id
         )));
     }
-    let publications = publications::holding(state, media.id).await?;
+    let publications = holding(state, media.id).await?;
     if !publications.is_empty() {
         let held: Vec<String> = publications
             .iter()
@@ -420,11 +458,18 @@ pub async fn delete(state: &AppState, media: Media) -> ApiResult<()> {
             ids.join(", ")
         )));
     }
-    media.status = MediaStatus::Deleted;
-    media.updated_at = now();
-    if !state.store.update_media(&mut media).await? {
-        return Err(ApiError::not_found("media", media.id));
-    }
+    change(state, media.id, |media| {
+        if media.status == MediaStatus::Deleted {
+            return Err(ApiError::illegal_state(format!(
+                "media {} is already DELETED",
+                media.id
+            )));
+        }
+        media.status = MediaStatus::Deleted;
+        media.updated_at = now();
+        Ok(true)
+    })
+    .await?;
     if let Err(e) = state.storage.remove_media(media.id).await {
         tracing::warn!(media = %media.id, error = %e, "could not remove the media's files");
     }

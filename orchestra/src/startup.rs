@@ -14,10 +14,10 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{RootSecret, Secrets, VerifiedCache};
 use crate::config::Config;
-use crate::dispatch::{self, Dispatcher};
 use crate::error::ApiError;
-use crate::lifecycle::TaskLocks;
 use crate::logins::{Argon, LoginLimits};
+use crate::loops;
+use crate::outbox::Outbox;
 use crate::profiles::seed_builtins;
 use crate::state::AppState;
 use crate::storage::Storage;
@@ -146,18 +146,28 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
     let logins = LoginLimits::new(&config);
     Ok(AppState {
         store,
+        outbox: Arc::new(Outbox::new(broker.clone())),
         broker,
+        thumbnailer: Arc::new(Thumbnailer::new(storage.clone(), config.run.sandbox)),
         storage,
         secrets: Arc::new(secrets),
         config: Arc::new(config),
         verified: Arc::new(VerifiedCache::default()),
         argon: Arc::new(argon),
         logins: Arc::new(logins),
-        locks: Arc::new(TaskLocks::default()),
-        media_locks: Arc::new(TaskLocks::default()),
-        dispatcher: Arc::new(Dispatcher::default()),
-        thumbnailer: Arc::new(Thumbnailer::default()),
+        replica: replica_name().into(),
     })
+}
+
+/// How this process is named among the replicas (in its leases and logs): host, pid and a
+/// random part, so that a restarted process is a new holder.
+fn replica_name() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "orchestra".into());
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &tag[..8])
 }
 
 /// Bind `addr`; an error names the variable that set it.
@@ -288,6 +298,8 @@ impl Running {
     /// it still serves meanwhile); then the background loops and the server stop.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         self.background.stop_units().await;
+        self.background.loops.abort();
+        loops::release(&self.state).await;
         self.stop_server.send_replace(true);
         match (&mut self.server).await {
             Ok(served) => served,
@@ -434,8 +446,8 @@ pub async fn spawn(config: Config) -> Result<Running, StartupError> {
     } else {
         &[]
     };
-    dispatch::recover(&state, local_units).await;
-    let loops = dispatch::spawn_loops(state.clone());
+    loops::recover(&state, local_units).await;
+    let loops = loops::spawn(state.clone());
     let (units, public_url) = match publisher_listener {
         Some(publisher_listener) => {
             let (units, url) = start_local_units(&state, addr, publisher_listener).await?;

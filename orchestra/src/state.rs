@@ -6,9 +6,8 @@ use oscied_protocol::Broker;
 
 use crate::auth::{Secrets, VerifiedCache};
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
-use crate::lifecycle::TaskLocks;
 use crate::logins::{Argon, LoginLimits};
+use crate::outbox::Outbox;
 use crate::storage::Storage;
 use crate::store::Store;
 use crate::thumbnails::Thumbnailer;
@@ -25,12 +24,10 @@ pub struct AppState {
     pub argon: Arc<Argon>,
     /// Failed-login buckets per account and per client address.
     pub logins: Arc<LoginLimits>,
-    /// One task's read-check-write at a time.
-    pub locks: Arc<TaskLocks>,
-    /// One media's read-modify-write at a time (a publication's URL, a metadata patch, a
-    /// delete). Always taken after a task's lock, never before one.
-    pub media_locks: Arc<TaskLocks>,
-    pub dispatcher: Arc<Dispatcher>,
+    /// Messages to the broker, and which this process is sending right now.
+    pub outbox: Arc<Outbox>,
+    /// This process among the replicas sharing the store: the holder name of its leases.
+    pub replica: Arc<str>,
     /// Thumbnail making: bounded runs, one per media, recent failures.
     pub thumbnailer: Arc<Thumbnailer>,
 }

@@ -19,10 +19,9 @@ use oscied_protocol::sandbox::Jail;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::TaskLocks;
 use crate::models::Media;
-use crate::state::AppState;
-use crate::storage::Scratch;
+use crate::storage::{Scratch, Storage};
+use oscied_protocol::sandbox::SandboxMode;
 
 /// The thumbnail's width in pixels; its height keeps the display aspect ratio.
 pub const WIDTH: u32 = 320;
@@ -39,24 +38,33 @@ const FAILED_FOR: Duration = Duration::from_secs(600);
 
 /// The makers' shared state (in `AppState`).
 pub struct Thumbnailer {
+    storage: Storage,
+    sandbox: SandboxMode,
     runs: tokio::sync::Semaphore,
-    /// One making per media at a time: the second waits and finds the file.
-    locks: TaskLocks,
+    /// One making per media at a time in this process: the second waits and finds the
+    /// file. (Two replicas making one at once each write their own scratch file and rename
+    /// it in: the last one stays, whole.)
+    making: Vec<tokio::sync::Mutex<()>>,
     /// Medias whose making failed lately, with why.
     failed: Mutex<HashMap<Uuid, (Instant, String)>>,
 }
 
-impl Default for Thumbnailer {
-    fn default() -> Self {
+impl Thumbnailer {
+    pub fn new(storage: Storage, sandbox: SandboxMode) -> Thumbnailer {
         Thumbnailer {
+            storage,
+            sandbox,
             runs: tokio::sync::Semaphore::new(RUNS),
-            locks: TaskLocks::default(),
+            making: (0..16).map(|_| tokio::sync::Mutex::new(())).collect(),
             failed: Mutex::new(HashMap::new()),
         }
     }
-}
 
-impl Thumbnailer {
+    async fn lock(&self, id: Uuid) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = usize::from(id.as_bytes()[15]) % self.making.len();
+        self.making[stripe].lock().await
+    }
+
     fn recent_failure(&self, id: Uuid) -> Option<String> {
         let mut failed = self.failed.lock().ok()?;
         failed.retain(|_, (at, _)| at.elapsed() < FAILED_FOR);
@@ -88,132 +96,136 @@ pub fn frame_time(duration: Option<f64>) -> f64 {
     }
 }
 
-/// Make the thumbnail of a media that just became READY. Never fails: a media without
-/// video needs none, and a failure is logged (the first request tries again).
-pub async fn make_for_ready(state: &AppState, media: &Media) {
-    if !has_video(media) {
-        return;
-    }
-    if let Err(e) = ensure(state, media).await {
-        tracing::warn!(media = %media.id, error = %e.message, "no thumbnail made");
-    }
-}
-
 fn has_video(media: &Media) -> bool {
     media.probe.as_ref().is_some_and(|p| p.video().is_some())
 }
 
-/// The thumbnail file of a READY media, made now when it is missing. 404 for a media
-/// without a video stream, or one ffmpeg could not make a picture of.
-pub async fn ensure(state: &AppState, media: &Media) -> ApiResult<PathBuf> {
-    if !has_video(media) {
-        return Err(ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "not_found",
-            format!("media {} has no video stream, so no thumbnail", media.id),
-        ));
+impl Thumbnailer {
+    /// Make the thumbnail of a media that just became READY. Never fails: a media without
+    /// video needs none, and a failure is logged (the first request tries again).
+    pub async fn make_for_ready(&self, media: &Media) {
+        if !has_video(media) {
+            return;
+        }
+        if let Err(e) = self.ensure(media).await {
+            tracing::warn!(media = %media.id, error = %e.message, "no thumbnail made");
+        }
     }
-    let path = state.storage.thumbnail_path(media.id);
-    if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-        return Ok(path);
-    }
-    let thumbnailer = &state.thumbnailer;
-    let made = tokio::time::timeout(WALL, async {
-        let _guard = thumbnailer.locks.lock(media.id).await;
-        // Made meanwhile by the request that held the lock.
+
+    /// The thumbnail file of a READY media, made now when it is missing. 404 for a media
+    /// without a video stream, or one ffmpeg could not make a picture of.
+    pub async fn ensure(&self, media: &Media) -> ApiResult<PathBuf> {
+        if !has_video(media) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                format!("media {} has no video stream, so no thumbnail", media.id),
+            ));
+        }
+        let path = self.storage.thumbnail_path(media.id);
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(path);
+        }
+        let thumbnailer = self;
+        let made = tokio::time::timeout(WALL, async {
+            let _guard = thumbnailer.lock(media.id).await;
+            // Made meanwhile by the request that held the lock.
+            if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                return Ok(());
+            }
+            if let Some(why) = thumbnailer.recent_failure(media.id) {
+                return Err(why);
+            }
+            let _run = thumbnailer
+                .runs
+                .acquire()
+                .await
+                .map_err(|e| e.to_string())?;
+            let outcome = self.make(media, &path).await;
+            thumbnailer.remember(media.id, &outcome);
+            outcome
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("not made within {} s", WALL.as_secs())));
+        match made {
+            Ok(()) => Ok(path),
+            Err(why) => Err(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                format!("media {}: no thumbnail could be made: {why}", media.id),
+            )),
+        }
+    }
+
+    /// Run ffmpeg for the frame, into a scratch dir, then rename it to `target`.
+    async fn make(&self, media: &Media, target: &Path) -> Result<(), String> {
+        let input = self.storage.path_of(&media.uri);
+        let dir = input.parent().unwrap_or(&input).to_path_buf();
+        let scratch = Scratch::new(self.storage.scratch_dir("thumbnail"));
+        tokio::fs::create_dir_all(scratch.path())
+            .await
+            .map_err(|e| format!("scratch dir: {e}"))?;
+        let out = scratch.path().join("thumbnail.jpg");
+        let at = frame_time(media.duration);
+        self.run_ffmpeg(&input, &dir, scratch.path(), &out, at)
+            .await?;
+        // A duration longer than the stream (a damaged file) seeks past the last frame: ffmpeg
+        // then writes nothing and says nothing; the first frame is better than none.
+        if !tokio::fs::try_exists(&out).await.unwrap_or(false) && at > 0.0 {
+            self.run_ffmpeg(&input, &dir, scratch.path(), &out, 0.0)
+                .await?;
+        }
+        if !tokio::fs::try_exists(&out).await.unwrap_or(false) {
+            return Err("ffmpeg decoded no video frame".into());
+        }
+        tokio::fs::rename(&out, target)
+            .await
+            .map_err(|e| format!("keeping it: {e}"))?;
+        // Deleted meanwhile: its thumbnail goes too, rather than stay behind for nobody.
+        if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+            let _ = tokio::fs::remove_file(target).await;
+            return Err("the media was deleted meanwhile".into());
+        }
+        tracing::info!(media = %media.id, at, "thumbnail made");
+        Ok(())
+    }
+
+    async fn run_ffmpeg(
+        &self,
+        input: &Path,
+        readable: &Path,
+        work_dir: &Path,
+        out: &Path,
+        at: f64,
+    ) -> Result<(), String> {
+        let jail = Jail::new("ffmpeg")
+            .and_then(|j| j.read(readable))
+            .and_then(|j| j.work_dir(work_dir))
+            .map_err(|e| e.to_string())?
+            // A frame costs well under a second of CPU; a picture stays small.
+            .cpu_secs(60)
+            .max_file_bytes(16 * 1024 * 1024);
+        let output = jail
+            .command(self.sandbox)
+            .map_err(|e| e.to_string())?
+            .args(["-nostdin", "-v", "error", "-ss", &format!("{at:.3}"), "-i"])
+            .arg(file_url(input))
+            .args(["-map", "0:v:0", "-frames:v", "1", "-an", "-sn", "-dn"])
+            .arg("-vf")
+            .arg(format!("scale={WIDTH}:trunc(ow/dar/2)*2,setsar=1"))
+            .args(["-q:v", "4", "-f", "image2", "-update", "1", "-y"])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| format!("ffmpeg could not be run: {e}"))?;
+        if output.status.success() {
             return Ok(());
         }
-        if let Some(why) = thumbnailer.recent_failure(media.id) {
-            return Err(why);
-        }
-        let _run = thumbnailer
-            .runs
-            .acquire()
-            .await
-            .map_err(|e| e.to_string())?;
-        let outcome = make(state, media, &path).await;
-        thumbnailer.remember(media.id, &outcome);
-        outcome
-    })
-    .await
-    .unwrap_or_else(|_| Err(format!("not made within {} s", WALL.as_secs())));
-    match made {
-        Ok(()) => Ok(path),
-        Err(why) => Err(ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "not_found",
-            format!("media {}: no thumbnail could be made: {why}", media.id),
-        )),
+        Err(last_error_line(&output.stderr, input, "ffmpeg failed"))
     }
-}
-
-/// Run ffmpeg for the frame, into a scratch dir, then rename it to `target`.
-async fn make(state: &AppState, media: &Media, target: &Path) -> Result<(), String> {
-    let input = state.storage.path_of(&media.uri);
-    let dir = input.parent().unwrap_or(&input).to_path_buf();
-    let scratch = Scratch::new(state.storage.scratch_dir("thumbnail"));
-    tokio::fs::create_dir_all(scratch.path())
-        .await
-        .map_err(|e| format!("scratch dir: {e}"))?;
-    let out = scratch.path().join("thumbnail.jpg");
-    let at = frame_time(media.duration);
-    run_ffmpeg(state, &input, &dir, scratch.path(), &out, at).await?;
-    // A duration longer than the stream (a damaged file) seeks past the last frame: ffmpeg
-    // then writes nothing and says nothing; the first frame is better than none.
-    if !tokio::fs::try_exists(&out).await.unwrap_or(false) && at > 0.0 {
-        run_ffmpeg(state, &input, &dir, scratch.path(), &out, 0.0).await?;
-    }
-    if !tokio::fs::try_exists(&out).await.unwrap_or(false) {
-        return Err("ffmpeg decoded no video frame".into());
-    }
-    tokio::fs::rename(&out, target)
-        .await
-        .map_err(|e| format!("keeping it: {e}"))?;
-    // Deleted meanwhile: its thumbnail goes too, rather than stay behind for nobody.
-    if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
-        let _ = tokio::fs::remove_file(target).await;
-        return Err("the media was deleted meanwhile".into());
-    }
-    tracing::info!(media = %media.id, at, "thumbnail made");
-    Ok(())
-}
-
-async fn run_ffmpeg(
-    state: &AppState,
-    input: &Path,
-    readable: &Path,
-    work_dir: &Path,
-    out: &Path,
-    at: f64,
-) -> Result<(), String> {
-    let jail = Jail::new("ffmpeg")
-        .and_then(|j| j.read(readable))
-        .and_then(|j| j.work_dir(work_dir))
-        .map_err(|e| e.to_string())?
-        // A frame costs well under a second of CPU; a picture stays small.
-        .cpu_secs(60)
-        .max_file_bytes(16 * 1024 * 1024);
-    let output = jail
-        .command(state.config.run.sandbox)
-        .map_err(|e| e.to_string())?
-        .args(["-nostdin", "-v", "error", "-ss", &format!("{at:.3}"), "-i"])
-        .arg(file_url(input))
-        .args(["-map", "0:v:0", "-frames:v", "1", "-an", "-sn", "-dn"])
-        .arg("-vf")
-        .arg(format!("scale={WIDTH}:trunc(ow/dar/2)*2,setsar=1"))
-        .args(["-q:v", "4", "-f", "image2", "-update", "1", "-y"])
-        .arg(out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("ffmpeg could not be run: {e}"))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(last_error_line(&output.stderr, input, "ffmpeg failed"))
 }
 
 #[cfg(test)]

@@ -4,16 +4,17 @@ use std::collections::{BTreeMap, HashMap};
 
 use oscied_protocol::TaskStatus;
 use oscied_protocol::node::{UnitHeartbeat, UnitKind};
-use oscied_protocol::queue::{check_queue_for, default_queue, reserved_kind};
+use oscied_protocol::queue::{check_queue_for, default_queue};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::models::TransformTask;
 use crate::models::{ListOptions, TaskFilter, Unit, now};
 use crate::state::AppState;
-use crate::{publications, transforms};
+use crate::tasks::{self, publish};
 
 /// A unit id is what `OSCIED_UNIT_ID` says (default a UUID): 1–128 of letters, digits and
 /// `_ - . : @`.
@@ -30,34 +31,6 @@ pub fn check_unit_id(id: &str) -> ApiResult<()> {
             "a unit id has 1 to 128 letters, digits, '_', '-', '.', ':' or '@'",
         ))
     }
-}
-
-/// Where a task of `kind` may be sent (the rule: `oscied_protocol::queue`): a valid name not
-/// reserved to the other kind, and not a named queue that units of the other kind consume.
-/// Every registered unit counts, online or not: one that comes back takes the queue's jobs,
-/// and a job of the wrong kind could never run there (admins forget a unit gone for good).
-pub async fn check_task_queue(state: &AppState, kind: UnitKind, queue: &str) -> ApiResult<()> {
-    check_queue_for(kind, queue).map_err(|e| ApiError::invalid(format!("queue: {e}")))?;
-    if reserved_kind(queue).is_some() {
-        return Ok(());
-    }
-    let others: Vec<String> = list(state)
-        .await?
-        .into_iter()
-        .filter(|u| u.kind != kind && u.queues.iter().any(|q| q == queue))
-        .map(|u| u.id)
-        .collect();
-    if others.is_empty() {
-        return Ok(());
-    }
-    let (kind, other) = match kind {
-        UnitKind::Transform => ("transform", "publisher"),
-        UnitKind::Publisher => ("publisher", "transform"),
-    };
-    Err(ApiError::invalid(format!(
-        "queue: {queue:?} is consumed by {other} units ({}): a {kind} task there would never run",
-        others.join(", ")
-    )))
 }
 
 /// Online = a heartbeat within three of the unit's intervals.
@@ -110,7 +83,7 @@ pub async fn heartbeat(state: &AppState, id: String, beat: UnitHeartbeat) -> Api
     state.store.put_unit(&unit).await?;
     if returning {
         let (state, id) = (state.clone(), unit.id.clone());
-        tokio::spawn(async move { publications::resend_unpublish(&state, &id).await });
+        tokio::spawn(async move { publish::resend_unpublish(&state, &id).await });
     }
     let mut running = running_by_unit(state, Some(&unit.id)).await?;
     Ok(with_running(unit, &mut running))
@@ -141,7 +114,11 @@ async fn running_by_unit(
     let held = transforms
         .into_iter()
         .map(|t| (t.header.unit_id, t.header.id))
-        .chain(publications.into_iter().map(|t| (t.header.unit_id, t.header.id)));
+        .chain(
+            publications
+                .into_iter()
+                .map(|t| (t.header.unit_id, t.header.id)),
+        );
     let mut by_unit: HashMap<String, Vec<Uuid>> = HashMap::new();
     for (unit, task) in held {
         if let Some(unit) = unit {
@@ -207,7 +184,7 @@ pub async fn forget(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Fo
         .items
     {
         if task.status.is_running() {
-            transforms::take_back_now(state, task.id).await?;
+            tasks::take_back::<TransformTask>(state, task.id, true).await?;
             tasks_taken_back.push(task.id);
         }
     }
@@ -218,7 +195,7 @@ pub async fn forget(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Fo
         .await?
         .items
     {
-        if publications::forget_holder(state, task.id).await? {
+        if publish::forget_holder(state, task.id).await? {
             publications_revoked.push(task.id);
         } else {
             tasks_taken_back.push(task.id);
@@ -301,10 +278,7 @@ async fn holds_anything(state: &AppState, unit: &str) -> ApiResult<bool> {
     {
         return Ok(true);
     }
-    Ok(!publications::held(state, unit)
-        .await?
-        .publications
-        .is_empty())
+    Ok(!publish::held(state, unit).await?.publications.is_empty())
 }
 
 pub async fn list(state: &AppState) -> ApiResult<Vec<Unit>> {

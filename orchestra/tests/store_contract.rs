@@ -790,7 +790,12 @@ async fn media_crud_with_probe(store: &dyn Store) {
     assert_eq!(back.probe, Some(probe()), "the probe round-trips");
 
     let ghost = media(owner, "Ghost", MediaStatus::Ready, 1);
-    assert!(!store.update_media(&mut ghost).await.expect("update missing"));
+    assert!(
+        !store
+            .update_media(&mut ghost)
+            .await
+            .expect("update missing")
+    );
     assert_eq!(store.get_media(ghost.id).await.expect("get"), None);
 }
 

@@ -24,7 +24,6 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::medias::{self, MediaPatch, RegisterMedia, UploadForm};
 use crate::models::{Media, MediaFilter, MediaStatus, Page};
 use crate::state::AppState;
-use crate::thumbnails;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     // Uploads are bounded by OSCIED_MAX_UPLOAD_BYTES as they stream, not by axum's body limit.
@@ -381,7 +380,7 @@ async fn media_thumbnail(
     method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let path = thumbnails::ensure(&state, &media).await?;
+    let path = state.thumbnailer.ensure(&media).await?;
     let what = format!("thumbnail of media {}", media.id);
     let mut response = serve_stored(&method, &headers, &path, "image/jpeg", &what).await?;
     response.headers_mut().insert(

@@ -15,9 +15,10 @@ use super::responses::{Authed, JsonBody, NotFound};
 use super::{ApiJson, parse_id};
 use crate::auth::Node;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::models::Unit;
+use crate::models::{PublisherTask, TransformTask, Unit};
 use crate::state::AppState;
-use crate::{publications, transforms, units};
+use crate::tasks::{self, TaskKind, publish};
+use crate::units;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -54,7 +55,24 @@ async fn held_publications(
     Path(unit_id): Path<String>,
 ) -> ApiResult<Json<HeldPublications>> {
     units::check_unit_id(&unit_id)?;
-    Ok(Json(publications::held(&state, &unit_id).await?))
+    Ok(Json(publish::held(&state, &unit_id).await?))
+}
+
+/// Run `$op` of the engine for the task kind the route names (`transform` or `publisher`)
+/// on task `$id`.
+macro_rules! for_kind {
+    ($kind:expr, $id:expr, $op:ident($state:expr, $req:expr)) => {
+        match task_kind(&$kind)? {
+            UnitKind::Transform => {
+                let id = parse_id(TransformTask::WHAT, &$id)?;
+                tasks::$op::<TransformTask>($state, id, $req).await?
+            }
+            UnitKind::Publisher => {
+                let id = parse_id(PublisherTask::WHAT, &$id)?;
+                tasks::$op::<PublisherTask>($state, id, $req).await?
+            }
+        }
+    };
 }
 
 /// `transform` or `publisher`: the kind segment of a task route.
@@ -81,14 +99,7 @@ async fn claim(
     Path((kind, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> ApiResult<Json<ClaimAnswer>> {
-    Ok(Json(match task_kind(&kind)? {
-        UnitKind::Transform => {
-            transforms::claim(&state, parse_id("transform task", &id)?, req).await?
-        }
-        UnitKind::Publisher => {
-            publications::claim(&state, parse_id("publisher task", &id)?, req).await?
-        }
-    }))
+    Ok(Json(for_kind!(kind, id, claim(&state, req))))
 }
 
 /// Progress or a bare heartbeat; renews the lease; `cancel` tells the unit to stop.
@@ -102,14 +113,7 @@ async fn progress(
     Path((kind, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<ProgressRequest>,
 ) -> ApiResult<Json<ProgressAnswer>> {
-    Ok(Json(match task_kind(&kind)? {
-        UnitKind::Transform => {
-            transforms::progress(&state, parse_id("transform task", &id)?, req).await?
-        }
-        UnitKind::Publisher => {
-            publications::progress(&state, parse_id("publisher task", &id)?, req).await?
-        }
-    }))
+    Ok(Json(for_kind!(kind, id, progress(&state, req))))
 }
 
 /// Completion of an attempt, fenced by attempt; repeats answer the same.
@@ -123,14 +127,7 @@ async fn complete(
     Path((kind, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<CompleteRequest>,
 ) -> ApiResult<Json<CompleteAnswer>> {
-    Ok(Json(match task_kind(&kind)? {
-        UnitKind::Transform => {
-            transforms::complete(&state, parse_id("transform task", &id)?, req).await?
-        }
-        UnitKind::Publisher => {
-            publications::complete(&state, parse_id("publisher task", &id)?, req).await?
-        }
-    }))
+    Ok(Json(for_kind!(kind, id, complete(&state, req))))
 }
 
 /// A stopping unit hands back the attempt it runs: RETRY with attempt + 1, queued again at
@@ -147,12 +144,5 @@ async fn release(
     Path((kind, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<ReleaseRequest>,
 ) -> ApiResult<Json<ReleaseAnswer>> {
-    Ok(Json(match task_kind(&kind)? {
-        UnitKind::Transform => {
-            transforms::release(&state, parse_id("transform task", &id)?, req).await?
-        }
-        UnitKind::Publisher => {
-            publications::release(&state, parse_id("publisher task", &id)?, req).await?
-        }
-    }))
+    Ok(Json(for_kind!(kind, id, release(&state, req))))
 }

@@ -14,8 +14,9 @@ use super::{ApiJson, ApiQuery, parse_id};
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
 use crate::models::{Page, PublisherTask};
-use crate::publications::{self, NewPublisherTask};
 use crate::state::AppState;
+use crate::tasks;
+use crate::tasks::publish::{self, NewPublisherTask};
 use crate::units::{self, QueueView};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -48,7 +49,7 @@ async fn create_task(
     caller: Caller,
     ApiJson(new): ApiJson<NewPublisherTask>,
 ) -> ApiResult<(StatusCode, Json<PublisherTask>)> {
-    let task = publications::create(&state, &caller, new).await?;
+    let task = publish::create(&state, &caller, new).await?;
     Ok((StatusCode::CREATED, Json(task)))
 }
 
@@ -64,7 +65,7 @@ async fn list_tasks(
         return Ok(Json(Page::empty()));
     };
     Ok(Json(
-        state.store.list_publisher_tasks(&filter, &opts).await?,
+        tasks::list::<PublisherTask>(&state, &filter, &opts).await?,
     ))
 }
 
@@ -76,7 +77,9 @@ async fn get_task(
     Path(id): Path<String>,
 ) -> ApiResult<Json<PublisherTask>> {
     let id = parse_id("publisher task", &id)?;
-    Ok(Json(publications::find(&state, &caller, id).await?))
+    Ok(Json(
+        tasks::find::<PublisherTask>(&state, &caller, id).await?,
+    ))
 }
 
 /// Unpublish. A queued publication is REVOKED at once (200). A running or finished one
@@ -92,7 +95,7 @@ async fn unpublish_task(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<PublisherTask>)> {
     let id = parse_id("publisher task", &id)?;
-    let task = publications::unpublish(&state, &caller, id).await?;
+    let task = tasks::revoke::<PublisherTask>(&state, &caller, id).await?;
     let status = if task.status == TaskStatus::Revoked {
         StatusCode::OK
     } else {

@@ -14,7 +14,8 @@ use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
 use crate::models::{Page, TransformTask};
 use crate::state::AppState;
-use crate::transforms::{self, NewTransformTask};
+use crate::tasks;
+use crate::tasks::transform::{self, NewTransformTask};
 use crate::units::{self, QueueView};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -47,7 +48,7 @@ async fn create_task(
     caller: Caller,
     ApiJson(new): ApiJson<NewTransformTask>,
 ) -> ApiResult<(StatusCode, Json<TransformTask>)> {
-    let task = transforms::create(&state, &caller, new).await?;
+    let task = transform::create(&state, &caller, new).await?;
     Ok((StatusCode::CREATED, Json(task)))
 }
 
@@ -63,7 +64,7 @@ async fn list_tasks(
         return Ok(Json(Page::empty()));
     };
     Ok(Json(
-        state.store.list_transform_tasks(&filter, &opts).await?,
+        tasks::list::<TransformTask>(&state, &filter, &opts).await?,
     ))
 }
 
@@ -76,7 +77,9 @@ async fn get_task(
     Path(id): Path<String>,
 ) -> ApiResult<Json<TransformTask>> {
     let id = parse_id("transform task", &id)?;
-    Ok(Json(transforms::find(&state, &caller, id).await?))
+    Ok(Json(
+        tasks::find::<TransformTask>(&state, &caller, id).await?,
+    ))
 }
 
 /// Revoke a transform task. A queued one is REVOKED at once (200); a running one becomes
@@ -91,7 +94,7 @@ async fn revoke_task(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<TransformTask>)> {
     let id = parse_id("transform task", &id)?;
-    let task = transforms::revoke(&state, &caller, id).await?;
+    let task = tasks::revoke::<TransformTask>(&state, &caller, id).await?;
     let status = if task.status.is_final() {
         StatusCode::OK
     } else {

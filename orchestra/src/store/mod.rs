@@ -8,12 +8,12 @@ mod sqlite;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+#[cfg(doc)]
+use crate::models::Revised;
 use crate::models::{
     Counted, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter,
     Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
-#[cfg(doc)]
-use crate::models::Revised;
 
 pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;

@@ -619,7 +619,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_transform_task(&self, task: &TransformTask) -> StoreResult<()> {
-        self.insert_by_id("transform_tasks", task.header.id, task).await
+        self.insert_by_id("transform_tasks", task.header.id, task)
+            .await
     }
 
     async fn get_transform_task(&self, id: Uuid) -> StoreResult<Option<TransformTask>> {
@@ -636,11 +637,13 @@ impl Store for SqliteStore {
     }
 
     async fn update_transform_task(&self, task: &mut TransformTask) -> StoreResult<bool> {
-        self.replace_by_id("transform_tasks", task.header.id, &*task).await
+        self.replace_by_id("transform_tasks", task.header.id, &*task)
+            .await
     }
 
     async fn create_publisher_task(&self, task: &PublisherTask) -> StoreResult<()> {
-        self.insert_by_id("publisher_tasks", task.header.id, task).await
+        self.insert_by_id("publisher_tasks", task.header.id, task)
+            .await
     }
 
     async fn get_publisher_task(&self, id: Uuid) -> StoreResult<Option<PublisherTask>> {
@@ -657,7 +660,8 @@ impl Store for SqliteStore {
     }
 
     async fn update_publisher_task(&self, task: &mut PublisherTask) -> StoreResult<bool> {
-        self.replace_by_id("publisher_tasks", task.header.id, &*task).await
+        self.replace_by_id("publisher_tasks", task.header.id, &*task)
+            .await
     }
 
     async fn count_by_status(

@@ -1,0 +1,510 @@
+//! The task engine (docs/architecture.md §3–5): one implementation of a task's life — create,
+//! dispatch, claim, progress, complete, revoke, hand-back, take-back — for every kind. A kind
+//! (`transform`, `publish`) says only what differs ([`TaskKind`]); [`crate::lifecycle`]'s
+//! rule table decides every status; [`crate::outbox`] sends the messages.
+//!
+//! Nothing here is guarded by an in-process lock. Every change is a read → decide → fenced
+//! write ([`change`]): the write lands only if the record is still the one read (its store
+//! revision), else the decision is taken again on the fresh record, so replicas sharing the
+//! store can race on one task and exactly one write wins. What a change sets in motion (a
+//! final state's clean-up, the next message) runs once, after the winning write, by its
+//! writer ([`settle`]).
+
+pub mod publish;
+pub mod transform;
+
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use oscied_protocol::node::{
+    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
+    ReleaseAnswer, ReleaseRequest,
+};
+use oscied_protocol::{ProgressReport, TaskStatus};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::lifecycle::{self, check_holder, move_to, out_of_attempts, stale};
+use crate::models::{ListOptions, Page, Revised, TaskFilter, TaskHeader, now};
+use crate::outbox::Outgoing;
+use crate::state::AppState;
+use crate::store::{Store, StoreResult};
+
+/// How many times a decision is taken again when its write lost a race, before the caller
+/// gets a 409 (a record changing under every try is hot beyond reason).
+const ROUNDS: u32 = 24;
+
+/// What differs between task kinds. The record derefs to its [`TaskHeader`]; the rest is
+/// the kind's own fields.
+#[async_trait]
+pub trait TaskKind:
+    Revised + Deref<Target = TaskHeader> + DerefMut + Clone + Send + Sync + Sized + 'static
+{
+    /// How messages and errors name it: `transform task`, `publisher task`.
+    const WHAT: &'static str;
+    /// How its lapsed holder is named in the task's error: `unit`, `publisher unit`.
+    const HOLDER: &'static str;
+    /// Whether SUCCESS can still be undone (a publication is unpublished).
+    const REVOCABLE_SUCCESS: bool;
+    /// What a completion prepares outside the record before it is decided (a transform
+    /// takes its output in).
+    type Prepared: Send + Sync;
+
+    async fn insert(&self, store: &dyn Store) -> StoreResult<()>;
+    async fn get(store: &dyn Store, id: Uuid) -> StoreResult<Option<Self>>;
+    /// The fenced replace (see [`Store`]).
+    async fn put(&mut self, store: &dyn Store) -> StoreResult<bool>;
+    async fn list(
+        store: &dyn Store,
+        filter: &TaskFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<Self>>;
+
+    /// What a claim, a hand-back or a take-back clears: the last attempt's traces.
+    fn clear_attempt(&mut self) {}
+    /// Whether a unit's lease applies: a publication whose files are out runs no job.
+    fn leased(&self) -> bool {
+        true
+    }
+    /// What a progress report stores.
+    fn on_progress(&mut self, _report: ProgressReport) {}
+    /// Whether the task, as it stands, is one whose message belongs on the broker (a
+    /// queued task's job).
+    fn wants_message(&self) -> bool {
+        self.status.is_queued()
+    }
+    /// Whether the task waits for a message that has not gone out.
+    fn awaits_message(&self) -> bool {
+        self.wants_message() && self.dispatched_at.is_none()
+    }
+    /// The message the task needs now, from its records as they are; None when it needs
+    /// none; the inner `Err` is why it cannot run at all (its input or profile is gone).
+    async fn message(&self, state: &AppState) -> StoreResult<Result<Option<Outgoing>, String>>;
+    /// A stopping unit hands back what it runs; what the kind refuses to take back.
+    fn check_release(&self, _req: &ReleaseRequest) -> ApiResult<()> {
+        Ok(())
+    }
+    /// Revoking again a task being revoked; whether that changed it (a publication's
+    /// unpublish job is sent again).
+    fn revoke_again(&mut self) -> bool {
+        false
+    }
+    /// The 409 of revoking a task that is over.
+    fn refuse_revoke(&self) -> ApiError;
+
+    /// Before the decision: what a unit's completion needs done outside the record.
+    async fn prepare(
+        state: &AppState,
+        task: &Self,
+        req: &CompleteRequest,
+    ) -> ApiResult<Self::Prepared>;
+    /// The completion decided on the record as it is now (after the holder check): whether
+    /// it changed.
+    fn complete(
+        task: &mut Self,
+        req: &CompleteRequest,
+        prepared: &Self::Prepared,
+    ) -> ApiResult<bool>;
+    /// Just before the write that ends the task (it may run again if that write loses a
+    /// race): what must be true by the time anyone reads the final status (a failed
+    /// transform's output is DELETED, its files gone).
+    async fn ending(_state: &AppState, _task: &Self) {}
+    /// Once, by the writer that ended it: what a final status cleans up or publishes.
+    async fn finished(state: &AppState, task: &Self);
+}
+
+/// The task, or a 404.
+pub async fn load<K: TaskKind>(state: &AppState, id: Uuid) -> ApiResult<K> {
+    K::get(state.store.as_ref(), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(K::WHAT, id))
+}
+
+/// A task the caller may see (others' answer 404).
+pub async fn find<K: TaskKind>(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<K> {
+    let task: K = load(state, id).await?;
+    if caller.can_see(Some(task.user_id)) {
+        Ok(task)
+    } else {
+        Err(ApiError::not_found(K::WHAT, id))
+    }
+}
+
+/// A page of tasks.
+pub async fn list<K: TaskKind>(
+    state: &AppState,
+    filter: &TaskFilter,
+    opts: &ListOptions,
+) -> ApiResult<Page<K>> {
+    Ok(K::list(state.store.as_ref(), filter, opts).await?)
+}
+
+/// A winning write: the record as stored, its status before, the decision's answer.
+pub struct Written<K, R> {
+    pub task: K,
+    pub before: TaskStatus,
+    pub changed: bool,
+    pub answer: R,
+}
+
+/// Read → decide → fenced write, until the write lands on the record decided on. `decide`
+/// returns whether it changed the record, and an answer; it is called again on the fresh
+/// record after a lost race, so it must only look at and change the record.
+pub async fn mutate<K: TaskKind, R: Send>(
+    state: &AppState,
+    id: Uuid,
+    mut decide: impl FnMut(&mut K) -> ApiResult<(bool, R)> + Send,
+) -> ApiResult<Written<K, R>> {
+    for round in 0..ROUNDS {
+        let mut task: K = load(state, id).await?;
+        let before = task.status;
+        let (changed, answer) = decide(&mut task)?;
+        if !changed {
+            return Ok(Written {
+                task,
+                before,
+                changed,
+                answer,
+            });
+        }
+        if !before.is_final() && task.status.is_final() {
+            K::ending(state, &task).await;
+        }
+        if task.put(state.store.as_ref()).await? {
+            return Ok(Written {
+                task,
+                before,
+                changed,
+                answer,
+            });
+        }
+        tracing::debug!(task = %id, round, "{} changed underneath; deciding again", K::WHAT);
+        tokio::time::sleep(backoff(round)).await;
+    }
+    Err(ApiError::conflict(format!(
+        "{} {id} kept changing while this request was applied; try again",
+        K::WHAT
+    )))
+}
+
+/// A short pause that grows and is jittered, so that racers do not collide again in step.
+pub(crate) fn backoff(round: u32) -> Duration {
+    let jitter = u64::from(Uuid::new_v4().as_bytes()[0]) % 5;
+    Duration::from_millis(u64::from(round.min(10)) * 2 + jitter)
+}
+
+/// [`mutate`], then what the change sets in motion ([`settle`]).
+pub async fn change<K: TaskKind, R: Send>(
+    state: &AppState,
+    id: Uuid,
+    decide: impl FnMut(&mut K) -> ApiResult<(bool, R)> + Send,
+) -> ApiResult<Written<K, R>> {
+    let written = mutate(state, id, decide).await?;
+    if written.changed {
+        settle(state, written.before, &written.task).await;
+    }
+    Ok(written)
+}
+
+/// After a winning write: a task that has just ended is cleaned up (once: only the writer
+/// that ended it gets here), and one waiting for a message is sent it.
+pub async fn settle<K: TaskKind>(state: &AppState, before: TaskStatus, task: &K) {
+    if !before.is_final() && task.status.is_final() {
+        K::finished(state, task).await;
+    }
+    if task.awaits_message() {
+        // Boxed: dispatching may end the task (its input is gone), which settles again.
+        Box::pin(dispatch::<K>(state, task.id)).await;
+    }
+}
+
+/// Store a new task and send its message: `ready` when the caller has built it from the
+/// records it read (no store read before the publication), else it is built here.
+pub async fn create<K: TaskKind>(
+    state: &AppState,
+    task: K,
+    ready: Option<Outgoing>,
+) -> ApiResult<K> {
+    task.insert(state.store.as_ref()).await?;
+    Ok(start(state, task, ready).await)
+}
+
+/// Send the message of a task just stored ([`create`] does both).
+pub async fn start<K: TaskKind>(state: &AppState, task: K, ready: Option<Outgoing>) -> K {
+    tracing::info!(task = %task.id, queue = %task.queue, "{} created", K::WHAT);
+    let id = task.id;
+    let sent = match ready {
+        Some(out) => send(state, task.clone(), out).await,
+        None => dispatch::<K>(state, id).await,
+    };
+    sent.unwrap_or(task)
+}
+
+/// Send a task's message if it waits for one, and note when the broker confirmed it.
+/// Returns the task as it is then, or None when nothing went out (the dispatch loop tries
+/// again).
+pub async fn dispatch<K: TaskKind>(state: &AppState, id: Uuid) -> Option<K> {
+    let _in_flight = state.outbox.enter(id)?;
+    let task: K = match K::get(state.store.as_ref(), id).await {
+        Ok(task) => task?,
+        Err(e) => {
+            tracing::debug!(task = %id, error = %e, "dispatch postponed");
+            state.outbox.retry_later();
+            return None;
+        }
+    };
+    if !task.awaits_message() {
+        return Some(task);
+    }
+    let out = match task.message(state).await {
+        Ok(Ok(Some(out))) => out,
+        Ok(Ok(None)) => return Some(task),
+        Ok(Err(reason)) => return cannot_run::<K>(state, id, reason).await,
+        Err(e) => {
+            tracing::warn!(task = %id, error = %e, "dispatch postponed");
+            state.outbox.retry_later();
+            return None;
+        }
+    };
+    send_entered(state, task, out).await
+}
+
+/// [`send_entered`], unless this process is publishing the task already.
+async fn send<K: TaskKind>(state: &AppState, task: K, out: Outgoing) -> Option<K> {
+    let _in_flight = state.outbox.enter(task.id)?;
+    send_entered(state, task, out).await
+}
+
+/// Publish `out` for `task` as read, then note the dispatch unless a unit claimed it (or it
+/// moved on) meanwhile: only the message sent for this very state is noted. The caller holds
+/// the task's in-flight guard.
+async fn send_entered<K: TaskKind>(state: &AppState, task: K, out: Outgoing) -> Option<K> {
+    let id = task.id;
+    if !state.outbox.send(id, &out).await {
+        return None;
+    }
+    let (attempt, status) = (task.attempt, task.status);
+    let noted = mutate::<K, ()>(state, id, |t| {
+        let same = t.attempt == attempt && t.status == status && t.dispatched_at.is_none();
+        if same {
+            t.dispatched_at = Some(now());
+        }
+        Ok((same, ()))
+    })
+    .await;
+    match noted {
+        Ok(written) => {
+            tracing::debug!(task = %id, attempt, queue = %out.queue, "{} dispatched", K::WHAT);
+            Some(written.task)
+        }
+        Err(e) => {
+            tracing::warn!(task = %id, error = %e.message, "could not note the dispatch");
+            Some(task)
+        }
+    }
+}
+
+/// A queued task that cannot run at all ends in FAILURE, saying why.
+async fn cannot_run<K: TaskKind>(state: &AppState, id: Uuid, reason: String) -> Option<K> {
+    let written = change::<K, ()>(state, id, |t| {
+        if !t.status.is_queued() {
+            return Ok((false, ()));
+        }
+        move_to(t, TaskStatus::Failure, K::REVOCABLE_SUCCESS)?;
+        t.error = Some(reason.clone());
+        Ok((true, ()))
+    })
+    .await;
+    match written {
+        Ok(w) => {
+            if w.changed {
+                tracing::warn!(task = %id, %reason, "{} cannot run: FAILURE", K::WHAT);
+            }
+            Some(w.task)
+        }
+        Err(e) => {
+            tracing::warn!(task = %id, error = %e.message, "could not fail a task that cannot run");
+            None
+        }
+    }
+}
+
+fn lease(state: &AppState) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(state.config.task_lease_secs).unwrap_or(30))
+}
+
+/// A unit claims an attempt it received (see [`lifecycle::claim`]).
+pub async fn claim<K: TaskKind>(
+    state: &AppState,
+    id: Uuid,
+    req: ClaimRequest,
+) -> ApiResult<ClaimAnswer> {
+    let lease = lease(state);
+    let written = change::<K, ()>(state, id, |t| {
+        let claimed = lifecycle::claim(t, &req, lease)?;
+        if claimed {
+            t.clear_attempt();
+        }
+        Ok((claimed, ()))
+    })
+    .await?;
+    let task = written.task;
+    if written.changed {
+        tracing::info!(task = %id, attempt = task.attempt, unit = task.unit_id.as_deref(),
+            "{} started", K::WHAT);
+    }
+    Ok(ClaimAnswer {
+        task_id: id,
+        attempt: task.attempt,
+        lease_secs: state.config.task_lease_secs,
+    })
+}
+
+/// Progress (or a bare lease report) renews the lease; the answer tells the unit of a task
+/// being revoked to stop.
+pub async fn progress<K: TaskKind>(
+    state: &AppState,
+    id: Uuid,
+    req: ProgressRequest,
+) -> ApiResult<ProgressAnswer> {
+    let lease = lease(state);
+    let written = change::<K, ()>(state, id, |t| {
+        check_holder(t, &req.unit_id, req.attempt)?;
+        if !t.status.is_running() || !t.leased() {
+            return Err(stale(format!("{} {id} is {}: stop", K::WHAT, t.status)));
+        }
+        t.lease_expires_at = Some(now() + lease);
+        if let Some(report) = req.progress.clone() {
+            if t.status == TaskStatus::Started {
+                move_to(t, TaskStatus::Progress, K::REVOCABLE_SUCCESS)?;
+            }
+            t.on_progress(report);
+        }
+        Ok((true, ()))
+    })
+    .await?;
+    Ok(ProgressAnswer {
+        cancel: written.task.status == TaskStatus::Revoking,
+    })
+}
+
+/// A unit's completion, fenced by attempt and unit; repeating an accepted one answers the
+/// same. What the kind accepts is its [`TaskKind::complete`].
+pub async fn complete<K: TaskKind>(
+    state: &AppState,
+    id: Uuid,
+    req: CompleteRequest,
+) -> ApiResult<CompleteAnswer> {
+    let task: K = load(state, id).await?;
+    check_holder(&task, &req.unit_id, req.attempt)?;
+    let prepared = K::prepare(state, &task, &req).await?;
+    let written = change::<K, ()>(state, id, |t| {
+        check_holder(t, &req.unit_id, req.attempt)?;
+        Ok((K::complete(t, &req, &prepared)?, ()))
+    })
+    .await?;
+    Ok(CompleteAnswer {
+        status: written.task.status,
+    })
+}
+
+/// Revoke: a queued task is REVOKED at once; a running one goes REVOKING and its unit is
+/// told to stop at its next report; a revocable SUCCESS (a publication) goes REVOKING and its
+/// unit is sent the job that undoes it. Returns the task as this request wrote it.
+pub async fn revoke<K: TaskKind>(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<K> {
+    find::<K>(state, caller, id).await?;
+    let written = change::<K, ()>(state, id, |t| {
+        let changed = match t.status {
+            TaskStatus::Pending | TaskStatus::Retry => {
+                move_to(t, TaskStatus::Revoked, K::REVOCABLE_SUCCESS)?;
+                true
+            }
+            TaskStatus::Started | TaskStatus::Progress => {
+                move_to(t, TaskStatus::Revoking, K::REVOCABLE_SUCCESS)?;
+                true
+            }
+            TaskStatus::Revoking => t.revoke_again(),
+            TaskStatus::Success if K::REVOCABLE_SUCCESS => {
+                move_to(t, TaskStatus::Revoking, K::REVOCABLE_SUCCESS)?;
+                t.dispatched_at = None;
+                true
+            }
+            TaskStatus::Success | TaskStatus::Failure | TaskStatus::Revoked => {
+                return Err(t.refuse_revoke());
+            }
+        };
+        Ok((changed, ()))
+    })
+    .await?;
+    if written.changed {
+        tracing::info!(task = %id, from = %written.before, to = %written.task.status,
+            unit = written.task.unit_id.as_deref(), "{} revoked by its owner", K::WHAT);
+    }
+    Ok(written.task)
+}
+
+/// A stopping unit hands back the attempt it runs ([`lifecycle::release`]): the task is
+/// queued again at once with attempt + 1, or REVOKED if it was being revoked.
+pub async fn release<K: TaskKind>(
+    state: &AppState,
+    id: Uuid,
+    req: ReleaseRequest,
+) -> ApiResult<ReleaseAnswer> {
+    let written = change::<K, TaskStatus>(state, id, |t| {
+        t.check_release(&req)?;
+        let status = lifecycle::release(t, &req)?;
+        t.clear_attempt();
+        Ok((true, status))
+    })
+    .await?;
+    tracing::info!(task = %id, unit = %req.unit_id, status = %written.answer,
+        attempt = written.task.attempt, "{} handed back by its stopping unit", K::WHAT);
+    Ok(ReleaseAnswer {
+        status: written.answer,
+        attempt: written.task.attempt,
+    })
+}
+
+/// The reaper's decision for a running task whose lease lapsed (or, `now`, whose unit was
+/// forgotten): re-queue with attempt + 1, or FAILURE past the last attempt; a REVOKING one
+/// is simply REVOKED (nothing runs any more). Whether it was taken back.
+pub async fn take_back<K: TaskKind>(state: &AppState, id: Uuid, now_: bool) -> ApiResult<bool> {
+    let (lease_secs, max_attempts) = (state.config.task_lease_secs, state.config.task_max_attempts);
+    let written = change::<K, ()>(state, id, |t| {
+        let lapsed = now_ || t.lease_expires_at.is_some_and(|at| at <= now());
+        if !t.status.is_running() || !lapsed || !t.leased() {
+            return Ok((false, ()));
+        }
+        let unit = t.unit_id.clone().unwrap_or_default();
+        if t.status == TaskStatus::Revoking {
+            move_to(t, TaskStatus::Revoked, K::REVOCABLE_SUCCESS)?;
+        } else if out_of_attempts(t, max_attempts) {
+            move_to(t, TaskStatus::Failure, K::REVOCABLE_SUCCESS)?;
+            t.error = Some(format!(
+                "{} {unit} went silent (no report for {lease_secs} s) on attempt {} of \
+                 {max_attempts}: giving up",
+                K::HOLDER,
+                t.attempt - t.handed_back,
+            ));
+        } else {
+            move_to(t, TaskStatus::Retry, K::REVOCABLE_SUCCESS)?;
+            let error = format!(
+                "{} {unit} went silent on attempt {}; retrying",
+                K::HOLDER,
+                t.attempt
+            );
+            t.next_attempt(error, false);
+            t.clear_attempt();
+        }
+        Ok((true, ()))
+    })
+    .await?;
+    if written.changed {
+        tracing::warn!(task = %id, unit = written.task.unit_id.as_deref(),
+            status = %written.task.status, attempt = written.task.attempt,
+            "{}: lease lost, taken back", K::WHAT);
+    }
+    Ok(written.changed)
+}
