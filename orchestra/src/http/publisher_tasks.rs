@@ -3,21 +3,21 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use oscied_protocol::TaskStatus;
+
 use oscied_protocol::node::UnitKind;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::responses::{Authed, BadQuery, JsonBody, NotFound};
-use super::task_lists::TaskListQuery;
-use super::{ApiJson, ApiQuery, parse_id};
+use super::task_lists::{self, TaskListQuery};
+use super::{ApiJson, ApiQuery};
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
 use crate::models::{Page, PublisherTask};
 use crate::state::AppState;
-use crate::tasks;
+
 use crate::tasks::publish::{self, NewPublisherTask};
-use crate::units::{self, QueueView};
+use crate::units::QueueView;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -61,12 +61,7 @@ async fn list_tasks(
     caller: Caller,
     ApiQuery(query): ApiQuery<TaskListQuery>,
 ) -> ApiResult<Json<Page<PublisherTask>>> {
-    let Some((filter, opts)) = query.filter(&caller, SORTS)? else {
-        return Ok(Json(Page::empty()));
-    };
-    Ok(Json(
-        tasks::list::<PublisherTask>(&state, &filter, &opts).await?,
-    ))
+    task_lists::list(&state, &caller, query, SORTS).await
 }
 
 #[utoipa::path(get, path = "/publisher/tasks/{id}", tag = "publisher", operation_id = "get_publisher_task", params(("id" = String, Path)),
@@ -76,10 +71,7 @@ async fn get_task(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<PublisherTask>> {
-    let id = parse_id("publisher task", &id)?;
-    Ok(Json(
-        tasks::find::<PublisherTask>(&state, &caller, id).await?,
-    ))
+    task_lists::get(&state, &caller, &id).await
 }
 
 /// Unpublish. A queued publication is REVOKED at once (200). A running or finished one
@@ -94,14 +86,7 @@ async fn unpublish_task(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<PublisherTask>)> {
-    let id = parse_id("publisher task", &id)?;
-    let task = tasks::revoke::<PublisherTask>(&state, &caller, id).await?;
-    let status = if task.status == TaskStatus::Revoked {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((status, Json(task)))
+    task_lists::revoke(&state, &caller, &id).await
 }
 
 /// The publisher queues, live: waiting and running publications, the online units consuming
@@ -112,9 +97,5 @@ async fn list_queues(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> ApiResult<Json<Page<QueueView>>> {
-    let items = units::queues(&state, UnitKind::Publisher).await?;
-    Ok(Json(Page {
-        total: items.len() as u64,
-        items,
-    }))
+    task_lists::queues(&state, UnitKind::Publisher).await
 }

@@ -1,4 +1,6 @@
-//! The query of task lists, the same for transform and publisher tasks.
+//! What the transform and publisher task routes share: the list query and the bodies of
+//! the list, get, revoke and queue routes, generic over the task kind (each kind's file
+//! keeps only its route declarations and its create).
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -7,10 +9,18 @@ use uuid::Uuid;
 
 use oscied_protocol::TaskStatus;
 
-use super::{list_options, list_owner};
+use axum::Json;
+use axum::http::StatusCode;
+use oscied_protocol::node::UnitKind;
+
+use super::{list_options, list_owner, parse_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::models::Page;
 use crate::models::{ListOptions, TaskFilter};
+use crate::state::AppState;
+use crate::tasks::{self, TaskKind};
+use crate::units::{self, QueueView};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -111,4 +121,52 @@ fn parse_statuses(raw: &str) -> ApiResult<Vec<TaskStatus>> {
         })
         .collect::<ApiResult<_>>()
         .map_err(|e| e.on("status"))
+}
+
+/// A page of tasks of kind `K` the caller may see.
+pub async fn list<K: TaskKind + serde::Serialize>(
+    state: &AppState,
+    caller: &Caller,
+    query: TaskListQuery,
+    sorts: &[(&str, &'static str)],
+) -> ApiResult<Json<Page<K>>> {
+    let Some((filter, opts)) = query.filter(caller, sorts)? else {
+        return Ok(Json(Page::empty()));
+    };
+    Ok(Json(tasks::list::<K>(state, &filter, &opts).await?))
+}
+
+/// One task the caller may see.
+pub async fn get<K: TaskKind + serde::Serialize>(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<Json<K>> {
+    let id = parse_id(K::WHAT, id)?;
+    Ok(Json(tasks::find::<K>(state, caller, id).await?))
+}
+
+/// Revoke (unpublish): 200 with the task when that ended it, 202 while its unit stops.
+pub async fn revoke<K: TaskKind + serde::Serialize>(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<(StatusCode, Json<K>)> {
+    let id = parse_id(K::WHAT, id)?;
+    let task = tasks::revoke::<K>(state, caller, id).await?;
+    let status = if task.status.is_final() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(task)))
+}
+
+/// A kind's queues, live.
+pub async fn queues(state: &AppState, kind: UnitKind) -> ApiResult<Json<Page<QueueView>>> {
+    let items = units::queues(state, kind).await?;
+    Ok(Json(Page {
+        total: items.len() as u64,
+        items,
+    }))
 }

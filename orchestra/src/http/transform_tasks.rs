@@ -8,15 +8,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::responses::{Authed, BadQuery, JsonBody, NotFound};
-use super::task_lists::TaskListQuery;
-use super::{ApiJson, ApiQuery, parse_id};
+use super::task_lists::{self, TaskListQuery};
+use super::{ApiJson, ApiQuery};
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
 use crate::models::{Page, TransformTask};
 use crate::state::AppState;
-use crate::tasks;
+
 use crate::tasks::transform::{self, NewTransformTask};
-use crate::units::{self, QueueView};
+use crate::units::QueueView;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -60,12 +60,7 @@ async fn list_tasks(
     caller: Caller,
     ApiQuery(query): ApiQuery<TaskListQuery>,
 ) -> ApiResult<Json<Page<TransformTask>>> {
-    let Some((filter, opts)) = query.filter(&caller, SORTS)? else {
-        return Ok(Json(Page::empty()));
-    };
-    Ok(Json(
-        tasks::list::<TransformTask>(&state, &filter, &opts).await?,
-    ))
+    task_lists::list(&state, &caller, query, SORTS).await
 }
 
 /// Get a transform task, with its live progress.
@@ -76,10 +71,7 @@ async fn get_task(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TransformTask>> {
-    let id = parse_id("transform task", &id)?;
-    Ok(Json(
-        tasks::find::<TransformTask>(&state, &caller, id).await?,
-    ))
+    task_lists::get(&state, &caller, &id).await
 }
 
 /// Revoke a transform task. A queued one is REVOKED at once (200); a running one becomes
@@ -93,14 +85,7 @@ async fn revoke_task(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<TransformTask>)> {
-    let id = parse_id("transform task", &id)?;
-    let task = tasks::revoke::<TransformTask>(&state, &caller, id).await?;
-    let status = if task.status.is_final() {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((status, Json(task)))
+    task_lists::revoke(&state, &caller, &id).await
 }
 
 /// The transform queues, live: waiting and running tasks, the online units consuming each.
@@ -110,9 +95,5 @@ async fn list_queues(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> ApiResult<Json<Page<QueueView>>> {
-    let items = units::queues(&state, UnitKind::Transform).await?;
-    Ok(Json(Page {
-        total: items.len() as u64,
-        items,
-    }))
+    task_lists::queues(&state, UnitKind::Transform).await
 }
