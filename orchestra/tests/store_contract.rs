@@ -4,11 +4,13 @@
 //! Every test gets fresh data: a new SQLite file, or a new NX-27017 server (with a fresh
 //! database). Sort keys are distinct within a test, so orders are exact.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use orchestra::models::{
     Counted, ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress,
-    PublisherTask, TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter,
-    UserRecord,
+    PublisherTask, Revised, TaskFilter, TaskHeader, Token, TransformProfile, TransformTask, Unit,
+    User, UserFilter, UserRecord,
 };
 use orchestra::store::{Store, StoreError};
 use oscied_protocol::node::UnitKind;
@@ -17,32 +19,99 @@ use oscied_protocol::{EncoderName, ProgressReport, TaskStatus};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-/// Generates, for each contract function, one test per store.
+/// Generates, for each contract function, one test per store; for each race (a function of
+/// store handles), two per store on a multi-threaded runtime: the racers on one handle, and
+/// split over two handles opened on the same data (two replicas; two SQLite connections to
+/// one file).
 macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
+    (
+        plain: [$($name:ident),* $(,)?],
+        races: [$($race:ident),* $(,)?] $(,)?
+    ) => {
         mod sqlite {
+            use std::path::Path;
+            use std::sync::Arc;
+
+            use orchestra::store::{SqliteStore, Store};
+
+            fn open(path: &Path) -> SqliteStore {
+                SqliteStore::open(path).expect("open the SQLite store")
+            }
+
+            fn handles(path: &Path, n: usize) -> Vec<Arc<dyn Store>> {
+                (0..n).map(|_| Arc::new(open(path)) as Arc<dyn Store>).collect()
+            }
+
             $(
                 #[tokio::test]
                 async fn $name() {
                     let dir = tempfile::tempdir().expect("temp dir");
-                    let store = orchestra::store::SqliteStore::open(&dir.path().join("oscied.db"))
-                        .expect("open the SQLite store");
-                    super::$name(&store).await;
+                    super::$name(&open(&dir.path().join("oscied.db"))).await;
+                }
+            )*
+
+            $(
+                mod $race {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn one_handle() {
+                        let dir = tempfile::tempdir().expect("temp dir");
+                        super::super::$race(super::handles(&dir.path().join("oscied.db"), 1))
+                            .await;
+                    }
+
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn two_handles() {
+                        let dir = tempfile::tempdir().expect("temp dir");
+                        super::super::$race(super::handles(&dir.path().join("oscied.db"), 2))
+                            .await;
+                    }
                 }
             )*
         }
 
         mod mongo {
+            use std::sync::Arc;
+
+            use orchestra::store::{MongoStore, Store};
+            use oscied_e2e::nx::NxServer;
+
+            async fn connect(server: &NxServer) -> MongoStore {
+                MongoStore::connect(&server.uri())
+                    .await
+                    .unwrap_or_else(|e| panic!("connect to NX-27017: {e}\n{}", server.log_tail()))
+            }
+
+            async fn handles(server: &NxServer, n: usize) -> Vec<Arc<dyn Store>> {
+                let mut handles: Vec<Arc<dyn Store>> = Vec::new();
+                for _ in 0..n {
+                    handles.push(Arc::new(connect(server).await));
+                }
+                handles
+            }
+
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let server = oscied_e2e::nx::NxServer::start();
-                    let store = orchestra::store::MongoStore::connect(&server.uri())
-                        .await
-                        .unwrap_or_else(|e| {
-                            panic!("connect to NX-27017: {e}\n{}", server.log_tail())
-                        });
-                    super::$name(&store).await;
+                    let server = NxServer::start();
+                    super::$name(&connect(&server).await).await;
+                }
+            )*
+
+            $(
+                mod $race {
+                    use oscied_e2e::nx::NxServer;
+
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn one_handle() {
+                        let server = NxServer::start();
+                        super::super::$race(super::handles(&server, 1).await).await;
+                    }
+
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn two_handles() {
+                        let server = NxServer::start();
+                        super::super::$race(super::handles(&server, 2).await).await;
+                    }
                 }
             )*
         }
@@ -50,6 +119,7 @@ macro_rules! contract {
 }
 
 contract!(
+    plain: [
     ping_and_kind,
     user_crud,
     user_mail_is_unique_case_insensitively,
@@ -78,6 +148,16 @@ contract!(
     counts_by_status,
     unit_put_get_list,
     root_secret_hash_is_kept_once,
+    media_stale_copy_is_refused,
+    task_stale_copy_is_refused,
+    publisher_task_stale_copy_is_refused,
+    ],
+    races: [
+    media_races,
+    task_races,
+    publisher_task_races,
+    lease_races,
+    ],
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -135,6 +215,7 @@ fn media(user_id: Uuid, title: &str, status: MediaStatus, minute: i64) -> Media 
         probe: None,
         created_at: at(minute),
         updated_at: at(minute),
+        revision: 0,
     }
 }
 
@@ -159,20 +240,15 @@ fn profile(
     }
 }
 
-/// A fresh PENDING task of `user_id` on `media_in_id`, as the API creates it.
-fn task(user_id: Uuid, media_in_id: Uuid, queue: &str, minute: i64) -> TransformTask {
-    TransformTask {
+/// The header of a fresh PENDING task of `user_id`, as the API creates it.
+fn header(user_id: Uuid, queue: &str, minute: i64) -> TaskHeader {
+    TaskHeader {
         id: Uuid::new_v4(),
         user_id,
-        media_in_id,
-        media_out_id: Uuid::new_v4(),
-        profile_id: Uuid::new_v4(),
         queue: queue.to_owned(),
-        priority: 0,
         status: TaskStatus::Pending,
         attempt: 1,
         handed_back: 0,
-        progress: None,
         error: None,
         unit_id: None,
         created_at: at(minute),
@@ -180,27 +256,28 @@ fn task(user_id: Uuid, media_in_id: Uuid, queue: &str, minute: i64) -> Transform
         finished_at: None,
         dispatched_at: None,
         lease_expires_at: None,
+        revision: 0,
+    }
+}
+
+/// A fresh PENDING task of `user_id` on `media_in_id`, as the API creates it.
+fn task(user_id: Uuid, media_in_id: Uuid, queue: &str, minute: i64) -> TransformTask {
+    TransformTask {
+        header: header(user_id, queue, minute),
+        media_in_id,
+        media_out_id: Uuid::new_v4(),
+        profile_id: Uuid::new_v4(),
+        priority: 0,
+        progress: None,
     }
 }
 
 /// A fresh PENDING publication of `media_id` by `user_id`, as the API creates it.
 fn publication(user_id: Uuid, media_id: Uuid, queue: &str, minute: i64) -> PublisherTask {
     PublisherTask {
-        id: Uuid::new_v4(),
-        user_id,
+        header: header(user_id, queue, minute),
         media_id,
-        queue: queue.to_owned(),
-        status: TaskStatus::Pending,
-        attempt: 1,
-        handed_back: 0,
         publish_uri: None,
-        unit_id: None,
-        error: None,
-        created_at: at(minute),
-        started_at: None,
-        finished_at: None,
-        dispatched_at: None,
-        lease_expires_at: None,
     }
 }
 
@@ -222,9 +299,52 @@ fn running<T: StoredTask>(mut task: T, unit_id: &str, status: TaskStatus, lease:
     task
 }
 
+/// A fenced record (a media or a task of either kind) with its store calls: the fence's
+/// contract is written once over it. Its futures are `Send`, so racers can be spawned.
+trait Fenced: Revised + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static {
+    fn id(&self) -> Uuid;
+    fn get(
+        store: &dyn Store,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Self>, StoreError>> + Send;
+    /// The fenced update: bumps this copy's revision when it wins.
+    fn update(
+        &mut self,
+        store: &dyn Store,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Every record of the kind, oldest first, with the total.
+    fn list_all(store: &dyn Store) -> impl Future<Output = (u64, Vec<Self>)> + Send;
+}
+
+impl Fenced for Media {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    async fn get(store: &dyn Store, id: Uuid) -> Result<Option<Self>, StoreError> {
+        store.get_media(id).await
+    }
+
+    async fn update(&mut self, store: &dyn Store) -> Result<bool, StoreError> {
+        store.update_media(self).await
+    }
+
+    async fn list_all(store: &dyn Store) -> (u64, Vec<Self>) {
+        let all = MediaFilter {
+            statuses: all_statuses(),
+            ..MediaFilter::default()
+        };
+        let page = store
+            .list_medias(&all, &opts("created_at", false, 0, 100))
+            .await
+            .expect("list");
+        (page.total, page.items)
+    }
+}
+
 /// A task of either kind with its store calls: the contract parts transform and publisher
 /// tasks share are written once over it.
-trait StoredTask: Clone + PartialEq + std::fmt::Debug {
+trait StoredTask: Fenced + std::ops::DerefMut<Target = TaskHeader> {
     /// The kind's default queue and another, named one.
     const QUEUE: &'static str;
     const OTHER_QUEUE: &'static str;
@@ -232,16 +352,13 @@ trait StoredTask: Clone + PartialEq + std::fmt::Debug {
     const HOST: &'static str;
     /// A fresh PENDING task of `user_id` on `media_id`, as the API creates it.
     fn fresh(user_id: Uuid, media_id: Uuid, queue: &str, minute: i64) -> Self;
-    fn id(&self) -> Uuid;
     fn state(&mut self) -> TaskState<'_>;
     async fn create(&self, store: &dyn Store) -> Result<(), StoreError>;
-    async fn get(store: &dyn Store, id: Uuid) -> Result<Option<Self>, StoreError>;
-    async fn list(
+    fn list(
         store: &dyn Store,
         filter: &TaskFilter,
         opts: &ListOptions,
-    ) -> Result<Page<Self>, StoreError>;
-    async fn update(&self, store: &dyn Store) -> Result<bool, StoreError>;
+    ) -> impl Future<Output = Result<Page<Self>, StoreError>> + Send;
 }
 
 /// The lifecycle fields both kinds have, borrowed to change them.
@@ -262,6 +379,29 @@ macro_rules! stored_task {
         $ty:ty, $queues:expr, $host:literal, $fresh:ident,
         $create:ident, $get:ident, $list:ident, $update:ident
     ) => {
+        impl Fenced for $ty {
+            fn id(&self) -> Uuid {
+                self.id
+            }
+
+            async fn get(store: &dyn Store, id: Uuid) -> Result<Option<Self>, StoreError> {
+                store.$get(id).await
+            }
+
+            async fn update(&mut self, store: &dyn Store) -> Result<bool, StoreError> {
+                store.$update(self).await
+            }
+
+            async fn list_all(store: &dyn Store) -> (u64, Vec<Self>) {
+                let all = opts("created_at", false, 0, 100);
+                let page = store
+                    .$list(&TaskFilter::default(), &all)
+                    .await
+                    .expect("list");
+                (page.total, page.items)
+            }
+        }
+
         impl StoredTask for $ty {
             const QUEUE: &'static str = $queues.0;
             const OTHER_QUEUE: &'static str = $queues.1;
@@ -271,30 +411,23 @@ macro_rules! stored_task {
                 $fresh(user_id, media_id, queue, minute)
             }
 
-            fn id(&self) -> Uuid {
-                self.id
-            }
-
             fn state(&mut self) -> TaskState<'_> {
+                let h = &mut self.header;
                 TaskState {
-                    created_at: self.created_at,
-                    status: &mut self.status,
-                    attempt: &mut self.attempt,
-                    error: &mut self.error,
-                    unit_id: &mut self.unit_id,
-                    started_at: &mut self.started_at,
-                    finished_at: &mut self.finished_at,
-                    dispatched_at: &mut self.dispatched_at,
-                    lease_expires_at: &mut self.lease_expires_at,
+                    created_at: h.created_at,
+                    status: &mut h.status,
+                    attempt: &mut h.attempt,
+                    error: &mut h.error,
+                    unit_id: &mut h.unit_id,
+                    started_at: &mut h.started_at,
+                    finished_at: &mut h.finished_at,
+                    dispatched_at: &mut h.dispatched_at,
+                    lease_expires_at: &mut h.lease_expires_at,
                 }
             }
 
             async fn create(&self, store: &dyn Store) -> Result<(), StoreError> {
                 store.$create(self).await
-            }
-
-            async fn get(store: &dyn Store, id: Uuid) -> Result<Option<Self>, StoreError> {
-                store.$get(id).await
             }
 
             async fn list(
@@ -303,10 +436,6 @@ macro_rules! stored_task {
                 opts: &ListOptions,
             ) -> Result<Page<Self>, StoreError> {
                 store.$list(filter, opts).await
-            }
-
-            async fn update(&self, store: &dyn Store) -> Result<bool, StoreError> {
-                store.$update(self).await
             }
         }
     };
@@ -789,7 +918,7 @@ async fn media_crud_with_probe(store: &dyn Store) {
     assert_eq!(back, m);
     assert_eq!(back.probe, Some(probe()), "the probe round-trips");
 
-    let ghost = media(owner, "Ghost", MediaStatus::Ready, 1);
+    let mut ghost = media(owner, "Ghost", MediaStatus::Ready, 1);
     assert!(
         !store
             .update_media(&mut ghost)
@@ -1316,10 +1445,8 @@ async fn task_crud_round_trips_every_field(store: &dyn Store) {
             .expect("get missing"),
         None
     );
-    let twin = TransformTask {
-        queue: "gpu".to_owned(),
-        ..t.clone()
-    };
+    let mut twin = t.clone();
+    twin.queue = "gpu".to_owned();
     assert_conflict(store.create_transform_task(&twin).await, "id");
     assert_eq!(
         store.get_transform_task(t.id).await.expect("get"),
@@ -1414,7 +1541,7 @@ async fn update_missing_is_false<T: StoredTask>(store: &dyn Store) {
     let (user, media) = (Uuid::new_v4(), Uuid::new_v4());
     let kept = T::fresh(user, media, T::QUEUE, 0);
     kept.create(store).await.expect("create");
-    let ghost = running(
+    let mut ghost = running(
         T::fresh(user, media, T::QUEUE, 1),
         &unit_id::<T>(1),
         TaskStatus::Started,
@@ -2000,10 +2127,8 @@ async fn publisher_task_crud_round_trips_every_field(store: &dyn Store) {
             .expect("get missing"),
         None
     );
-    let twin = PublisherTask {
-        queue: "cdn".to_owned(),
-        ..p.clone()
-    };
+    let mut twin = p.clone();
+    twin.queue = "cdn".to_owned();
     assert_conflict(store.create_publisher_task(&twin).await, "id");
     assert_eq!(
         store.get_publisher_task(p.id).await.expect("get"),
@@ -2012,10 +2137,8 @@ async fn publisher_task_crud_round_trips_every_field(store: &dyn Store) {
     );
 
     // Transform and publisher tasks are apart, even under one id.
-    let namesake = TransformTask {
-        id: p.id,
-        ..task(p.user_id, p.media_id, "transform", 1)
-    };
+    let mut namesake = task(p.user_id, p.media_id, "transform", 1);
+    namesake.id = p.id;
     store
         .create_transform_task(&namesake)
         .await
@@ -2109,10 +2232,8 @@ async fn publisher_task_update_missing_is_false(store: &dyn Store) {
     // A transform task's id is no publisher task's.
     let t = task(Uuid::new_v4(), Uuid::new_v4(), "transform", 2);
     store.create_transform_task(&t).await.expect("create");
-    let p = PublisherTask {
-        id: t.id,
-        ..publication(t.user_id, t.media_in_id, "publisher", 2)
-    };
+    let mut p = publication(t.user_id, t.media_in_id, "publisher", 2);
+    p.id = t.id;
     assert!(!store.update_publisher_task(&mut p).await.expect("update"));
     assert_eq!(store.get_publisher_task(t.id).await.expect("get"), None);
     assert_eq!(store.get_transform_task(t.id).await.expect("get"), Some(t));
@@ -2344,6 +2465,81 @@ async fn unit_put_get_list(store: &dyn Store) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// SQLite only: data files of older versions.
+
+mod sqlite_file {
+    use orchestra::models::{MediaStatus, PublisherTask, TransformTask};
+    use orchestra::store::{SqliteStore, Store};
+    use rusqlite::params;
+
+    use super::{
+        Fenced, make_ready, media, publication, stale_copy_is_refused, start_on_unit, task,
+    };
+
+    /// A file made before the fence (no `rev` column) opens, reads every record at revision
+    /// 0 and fences from there; opening it again keeps the revisions.
+    #[tokio::test]
+    async fn a_file_from_before_the_fence_opens_and_fences() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("oscied.db");
+        let owner = uuid::Uuid::new_v4();
+        let m = media(owner, "Cosmos Laundromat", MediaStatus::Pending, 0);
+        let t = task(owner, m.id, "transform", 0);
+        let p = publication(owner, m.id, "publisher", 0);
+        {
+            // The tables as the version before the fence made them.
+            let old = rusqlite::Connection::open(&path).expect("open");
+            old.execute_batch(
+                "CREATE TABLE medias (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+                 CREATE INDEX medias_status ON medias (json_extract(doc, '$.status'));
+                 CREATE TABLE transform_tasks (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+                 CREATE TABLE publisher_tasks (id TEXT PRIMARY KEY, doc TEXT NOT NULL);",
+            )
+            .expect("old schema");
+            for (table, id, doc) in [
+                ("medias", m.id, serde_json::to_string(&m)),
+                ("transform_tasks", t.id, serde_json::to_string(&t)),
+                ("publisher_tasks", p.id, serde_json::to_string(&p)),
+            ] {
+                old.execute(
+                    &format!("INSERT INTO {table} (id, doc) VALUES (?1, ?2)"),
+                    params![id.to_string(), doc.expect("json")],
+                )
+                .expect("insert");
+            }
+        }
+
+        let store = SqliteStore::open(&path).expect("open an old file");
+        stale_copy_is_refused(&store, m.clone(), make_ready).await;
+        stale_copy_is_refused(&store, t.clone(), start_on_unit::<TransformTask>).await;
+        stale_copy_is_refused(&store, p.clone(), start_on_unit::<PublisherTask>).await;
+        let mut twin = m.clone();
+        twin.id = uuid::Uuid::new_v4();
+        store
+            .create_media(&twin)
+            .await
+            .expect("create in the old table");
+        drop(store);
+
+        let store = SqliteStore::open(&path).expect("open again");
+        let back = store.get_media(m.id).await.expect("get").expect("present");
+        assert_eq!(back.revision, 2, "the revision survives a reopen");
+        assert_eq!(
+            TransformTask::get(&store, t.id)
+                .await
+                .expect("get")
+                .map(|t| t.revision),
+            Some(2)
+        );
+        assert_eq!(
+            store.get_media(twin.id).await.expect("get"),
+            Some(twin),
+            "a record created after the migration"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // MongoDB only: connection behaviour.
 
 mod mongo_connection {
@@ -2432,6 +2628,85 @@ mod mongo_connection {
                 );
             }
         }
+    }
+
+    /// A document keeps its revision in `_rev` (not in the record's JSON); one written
+    /// before the fence has none: it reads as revision 0 and is fenced from there.
+    #[tokio::test]
+    async fn documents_from_before_the_fence_read_as_revision_0() {
+        use mongodb::bson::{Bson, Document, doc};
+
+        /// The stored `_rev` as a number (written as an Int64; NX-27017 answers small ones
+        /// as Int32).
+        fn rev(doc: &Document) -> Option<i64> {
+            match doc.get("_rev")? {
+                Bson::Int64(n) => Some(*n),
+                Bson::Int32(n) => Some(i64::from(*n)),
+                other => panic!("a non-integer _rev: {other}"),
+            }
+        }
+
+        use orchestra::models::{Media, MediaStatus, PublisherTask, TransformTask};
+
+        use super::{
+            Fenced, make_ready, media, publication, stale_copy_is_refused, start_on_unit, task,
+        };
+
+        let server = NxServer::start();
+        let db = fresh_database();
+        let store = MongoStore::connect(&server.uri_with_db(&db))
+            .await
+            .expect("connect");
+        let client = mongodb::Client::with_uri_str(server.uri_with_db(&db))
+            .await
+            .expect("client");
+        let database = client.database(&db);
+        let owner = uuid::Uuid::new_v4();
+        let m = media(owner, "Tears of Steel", MediaStatus::Pending, 0);
+        let t = task(owner, m.id, "transform", 0);
+        let p = publication(owner, m.id, "publisher", 0);
+        store.create_media(&m).await.expect("create");
+        store.create_transform_task(&t).await.expect("create");
+        store.create_publisher_task(&p).await.expect("create");
+        for (collection, id) in [
+            ("medias", m.id),
+            ("transform_tasks", t.id),
+            ("publisher_tasks", p.id),
+        ] {
+            let coll = database.collection::<Document>(collection);
+            let filter = doc! { "_id": id.to_string() };
+            let stored = coll
+                .find_one(filter.clone())
+                .await
+                .expect("find")
+                .expect("stored");
+            assert_eq!(rev(&stored), Some(0), "{collection}: {stored}");
+            assert!(!stored.contains_key("revision"), "{collection}: {stored}");
+            // As an older orchestra wrote it.
+            coll.update_one(filter.clone(), doc! { "$unset": { "_rev": "" } })
+                .await
+                .expect("unset");
+            let old = coll.find_one(filter).await.expect("find").expect("stored");
+            assert_eq!(rev(&old), None, "{collection}: {old}");
+        }
+        stale_copy_is_refused(&store, m.clone(), make_ready).await;
+        stale_copy_is_refused(&store, t.clone(), start_on_unit::<TransformTask>).await;
+        stale_copy_is_refused(&store, p.clone(), start_on_unit::<PublisherTask>).await;
+        let stored = database
+            .collection::<Document>("medias")
+            .find_one(doc! { "_id": m.id.to_string() })
+            .await
+            .expect("find")
+            .expect("stored");
+        assert_eq!(rev(&stored), Some(2));
+        assert_eq!(
+            Media::get(&store, m.id)
+                .await
+                .expect("get")
+                .map(|m| m.revision),
+            Some(2)
+        );
+        assert_eq!(TransformTask::list_all(&store).await.1[0].revision, 2);
     }
 
     /// No server: Unavailable within the selection timeout (the URI's, when it gives one),
@@ -2525,4 +2800,526 @@ async fn root_secret_hash_is_kept_once(store: &dyn Store) {
         store.root_secret_hash().await.unwrap().as_deref(),
         Some("$argon2id$rotated")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fence: every media and task write is conditional on the revision it was read at.
+
+async fn media_stale_copy_is_refused(store: &dyn Store) {
+    let owner = Uuid::new_v4();
+    let created = media(owner, "Big Buck Bunny", MediaStatus::Pending, 0);
+    store.create_media(&created).await.expect("create");
+    stale_copy_is_refused(store, created, make_ready).await;
+}
+
+/// Write `n` of [`stale_copy_is_refused`] on a media.
+fn make_ready(m: &mut Media, n: u64) {
+    m.status = MediaStatus::Ready;
+    m.size = 1_000 + n;
+    m.updated_at = at(1) + Duration::microseconds(n as i64);
+}
+
+/// Write `n` of [`stale_copy_is_refused`] on a task.
+fn start_on_unit<T: StoredTask>(t: &mut T, n: u64) {
+    let unit = unit_id::<T>(u8::try_from(n).expect("a small n"));
+    *t = running(t.clone(), &unit, TaskStatus::Started, 5 + n as i64);
+}
+
+async fn task_stale_copy_is_refused(store: &dyn Store) {
+    task_stale_copy::<TransformTask>(store).await;
+}
+
+async fn publisher_task_stale_copy_is_refused(store: &dyn Store) {
+    task_stale_copy::<PublisherTask>(store).await;
+}
+
+async fn task_stale_copy<T: StoredTask>(store: &dyn Store) {
+    let created = T::fresh(Uuid::new_v4(), Uuid::new_v4(), T::QUEUE, 0);
+    created.create(store).await.expect("create");
+    stale_copy_is_refused(store, created, start_on_unit::<T>).await;
+
+    // A record is created at its revision, and fenced from there.
+    let mut later = T::fresh(Uuid::new_v4(), Uuid::new_v4(), T::QUEUE, 1);
+    later.set_revision(7);
+    later.create(store).await.expect("create at a revision");
+    assert_eq!(
+        T::get(store, later.id()).await.expect("get"),
+        Some(later.clone())
+    );
+    let mut stale = later.clone();
+    stale.set_revision(6);
+    stale.error = Some("written from an old read".to_owned());
+    assert!(
+        !stale.update(store).await.expect("update"),
+        "revision 6 < 7"
+    );
+    later.error = Some("retried".to_owned());
+    assert!(later.update(store).await.expect("update"));
+    assert_eq!(later.revision(), 8);
+    assert_eq!(T::get(store, later.id()).await.expect("get"), Some(later));
+}
+
+/// The fence, on `created` (stored at revision 0): a copy's update wins once and bumps the
+/// revision on the copy and in the store; another copy read at the same revision is refused
+/// and changes nothing; a fresh read wins again. `change(record, n)` makes a distinct write
+/// `n`; `created` is the only record of its kind.
+async fn stale_copy_is_refused<T: Fenced>(store: &dyn Store, created: T, change: fn(&mut T, u64)) {
+    assert_eq!(created.revision(), 0);
+    let mut first = T::get(store, created.id())
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(first, created, "read back at revision 0");
+    let mut second = first.clone();
+
+    change(&mut first, 1);
+    assert!(first.update(store).await.expect("update"));
+    assert_eq!(
+        first.revision(),
+        1,
+        "the update sets the new revision on the copy"
+    );
+    assert_eq!(
+        T::get(store, first.id()).await.expect("get"),
+        Some(first.clone())
+    );
+    assert_eq!(
+        T::list_all(store).await,
+        (1, vec![first.clone()]),
+        "listed at revision 1"
+    );
+
+    // The second copy was read before the first write: refused, whatever it writes.
+    change(&mut second, 2);
+    assert!(!second.update(store).await.expect("stale update"));
+    assert_eq!(
+        second.revision(),
+        0,
+        "a refused update leaves the copy's revision"
+    );
+    let mut creator = created.clone();
+    assert!(
+        !creator.update(store).await.expect("stale update"),
+        "an unchanged stale copy is refused too"
+    );
+    assert_eq!(
+        T::get(store, first.id()).await.expect("get"),
+        Some(first.clone()),
+        "a refused update changes nothing"
+    );
+
+    // Read again, decide again: that one wins, and the one before it is stale now.
+    let mut fresh = T::get(store, first.id())
+        .await
+        .expect("get")
+        .expect("present");
+    change(&mut fresh, 3);
+    assert!(fresh.update(store).await.expect("update"));
+    assert_eq!(fresh.revision(), 2);
+    assert!(!first.update(store).await.expect("stale update"));
+    assert_eq!(first.revision(), 1);
+    assert_eq!(
+        T::get(store, fresh.id()).await.expect("get"),
+        Some(fresh.clone())
+    );
+    assert_eq!(
+        T::list_all(store).await,
+        (1, vec![fresh]),
+        "listed at revision 2"
+    );
+}
+
+/// How many racers race each round.
+const RACERS: usize = 16;
+
+type Racing<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A racer's read of record `id`.
+type Read<T> = fn(Arc<dyn Store>, Uuid) -> Racing<T>;
+
+fn by_get<T: Fenced>(store: Arc<dyn Store>, id: Uuid) -> Racing<T> {
+    Box::pin(async move {
+        T::get(&*store, id)
+            .await
+            .expect("get")
+            .expect("the raced record is there")
+    })
+}
+
+/// As the reaper finds it: among the running tasks whose lease lapsed.
+fn by_lapsed_list<T: StoredTask>(store: Arc<dyn Store>, id: Uuid) -> Racing<T> {
+    Box::pin(async move {
+        let filter = TaskFilter {
+            statuses: TaskStatus::RUNNING.to_vec(),
+            lease_expired_before: Some(Utc::now()),
+            ..TaskFilter::default()
+        };
+        T::list(&*store, &filter, &opts("created_at", false, 0, 10))
+            .await
+            .expect("list")
+            .items
+            .into_iter()
+            .find(|t| t.id() == id)
+            .expect("the lapsed task is listed")
+    })
+}
+
+/// One round: [`RACERS`] tokio tasks, racer `n` on handle `n % stores.len()`, each read
+/// record `id` with `read`, then (once all have read, so they all hold the same revision)
+/// make their own change `change(record, n)` and update it. Exactly one must win; the store
+/// holds its write at the next revision, on every handle and in the lists; every loser's
+/// update changed nothing and the loser's re-read shows the winner's write. Returns the
+/// winner's record.
+async fn race<T: Fenced>(
+    what: &str,
+    stores: &[Arc<dyn Store>],
+    id: Uuid,
+    read: Read<T>,
+    change: fn(&mut T, usize),
+) -> T {
+    let before = T::get(&*stores[0], id)
+        .await
+        .expect("get")
+        .expect("present")
+        .revision();
+    let all_read = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let racers: Vec<_> = (0..RACERS)
+        .map(|n| {
+            let store = stores[n % stores.len()].clone();
+            let all_read = all_read.clone();
+            tokio::spawn(async move {
+                let mut copy = read(store.clone(), id).await;
+                all_read.wait().await;
+                change(&mut copy, n);
+                let won = copy.update(&*store).await.expect("update");
+                let seen = T::get(&*store, id).await.expect("get").expect("present");
+                (won, copy, seen)
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for racer in racers {
+        outcomes.push(racer.await.expect("a racer panicked"));
+    }
+
+    let winners: Vec<&T> = outcomes
+        .iter()
+        .filter(|(won, ..)| *won)
+        .map(|(_, copy, _)| copy)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{what}: exactly one of {RACERS} racers wins, not {}",
+        winners.len()
+    );
+    let winner = winners[0].clone();
+    assert_eq!(winner.revision(), before + 1, "{what}: one write, one bump");
+    for (won, copy, seen) in &outcomes {
+        if !won {
+            assert_eq!(
+                copy.revision(),
+                before,
+                "{what}: a loser's copy keeps its revision"
+            );
+            let mut unfenced = copy.clone();
+            unfenced.set_revision(winner.revision());
+            assert_ne!(unfenced, winner, "{what}: each racer writes something else");
+        }
+        assert_eq!(
+            seen, &winner,
+            "{what}: every racer's re-read is the winner's write"
+        );
+    }
+    for store in stores {
+        assert_eq!(
+            T::get(&**store, id).await.expect("get"),
+            Some(winner.clone()),
+            "{what}: the store holds the winner's write"
+        );
+    }
+    // A loser's stale copy stays refused after the round.
+    let (_, mut loser, _) = outcomes.into_iter().find(|(won, ..)| !won).expect("losers");
+    assert!(
+        !loser.update(&*stores[0]).await.expect("update"),
+        "{what}: stale"
+    );
+    winner
+}
+
+/// Racer `n`'s distinct instant after `minute`.
+fn nth(minute: i64, n: usize) -> DateTime<Utc> {
+    at(minute) + Duration::microseconds(n as i64 + 1)
+}
+
+async fn media_races(stores: Vec<Arc<dyn Store>>) {
+    let owner = Uuid::new_v4();
+    let m = media(owner, "Sintel", MediaStatus::Pending, 0);
+    stores[0].create_media(&m).await.expect("create");
+
+    let ready = race("ready", &stores, m.id, by_get::<Media>, |m, n| {
+        m.status = MediaStatus::Ready;
+        m.size = 1_000 + n as u64;
+        m.updated_at = nth(1, n);
+    })
+    .await;
+    assert_eq!(ready.status, MediaStatus::Ready);
+
+    // Metadata patches and a delete racing on the ready media.
+    let last = race("patch or delete", &stores, m.id, by_get::<Media>, |m, n| {
+        if n % 4 == 0 {
+            m.status = MediaStatus::Deleted;
+        } else {
+            m.metadata
+                .insert("title".to_owned(), json!(format!("Sintel, cut {n}")));
+        }
+        m.updated_at = nth(2, n);
+    })
+    .await;
+    assert_eq!(
+        last.size, ready.size,
+        "the ready write is kept under the last one"
+    );
+    assert_eq!(last.revision, 2);
+
+    assert_eq!(
+        Media::list_all(&*stores[0]).await,
+        (1, vec![last]),
+        "nothing doubled"
+    );
+}
+
+async fn task_races(stores: Vec<Arc<dyn Store>>) {
+    lifecycle_races::<TransformTask>(&stores).await;
+}
+
+async fn publisher_task_races(stores: Vec<Arc<dyn Store>>) {
+    lifecycle_races::<PublisherTask>(&stores).await;
+}
+
+/// Racer `n` claims the task for its own unit (lease lapsed already: the dates are past).
+fn claim<T: StoredTask>(t: &mut T, n: usize) {
+    t.status = TaskStatus::Started;
+    t.unit_id = Some(unit_id::<T>(u8::try_from(n + 1).expect("few racers")));
+    t.started_at = Some(nth(2, n));
+    t.lease_expires_at = Some(nth(3, n));
+}
+
+/// Racer `n` reaps the task: the lease lapsed, so it is queued again, attempt + 1.
+fn reap<T: StoredTask>(t: &mut T, n: usize) {
+    t.status = TaskStatus::Retry;
+    t.attempt += 1;
+    t.error = Some(format!("lease lost (reaper {n})"));
+    t.unit_id = None;
+    t.started_at = None;
+    t.dispatched_at = None;
+    t.lease_expires_at = None;
+}
+
+fn complete<T: StoredTask>(t: &mut T, n: usize) {
+    t.status = TaskStatus::Success;
+    t.error = None;
+    t.finished_at = Some(nth(4, n));
+    t.lease_expires_at = None;
+}
+
+fn revoke<T: StoredTask>(t: &mut T, n: usize) {
+    t.status = TaskStatus::Revoked;
+    t.error = Some(format!("revoked by request {n}"));
+    t.finished_at = Some(nth(4, n));
+    t.lease_expires_at = None;
+}
+
+/// Every transition of the lifecycle raced by [`RACERS`] writers.
+async fn lifecycle_races<T: StoredTask>(stores: &[Arc<dyn Store>]) {
+    let (user, media) = (Uuid::new_v4(), Uuid::new_v4());
+    let t = T::fresh(user, media, T::QUEUE, 0);
+    t.create(&*stores[0]).await.expect("create");
+
+    let claimed = race("claim", stores, t.id(), by_get::<T>, claim::<T>).await;
+    assert_eq!((claimed.status, claimed.attempt), (TaskStatus::Started, 1));
+
+    let reaped = race("reap", stores, t.id(), by_lapsed_list::<T>, reap::<T>).await;
+    assert_eq!(
+        (reaped.status, reaped.attempt),
+        (TaskStatus::Retry, 2),
+        "one reap, one attempt more"
+    );
+
+    let claimed = race("claim again", stores, t.id(), by_get::<T>, claim::<T>).await;
+    let done = race("complete", stores, t.id(), by_get::<T>, complete::<T>).await;
+    assert_eq!((done.status, done.attempt), (TaskStatus::Success, 2));
+    assert_eq!(done.unit_id, claimed.unit_id, "the winning claim is kept");
+    assert_eq!(done.revision(), 4, "four rounds, four writes");
+
+    // Revoked before it ran, by many requests at once.
+    let queued = T::fresh(user, media, T::QUEUE, 1);
+    queued.create(&*stores[0]).await.expect("create");
+    let revoked = race("revoke", stores, queued.id(), by_get::<T>, revoke::<T>).await;
+    assert_eq!(revoked.status, TaskStatus::Revoked);
+
+    // A running task its unit completes while revokes and reapers come: one of them.
+    let contested = T::fresh(user, media, T::QUEUE, 2);
+    contested.create(&*stores[0]).await.expect("create");
+    race("claim", stores, contested.id(), by_get::<T>, claim::<T>).await;
+    let settled = race(
+        "complete, revoke or reap",
+        stores,
+        contested.id(),
+        by_get::<T>,
+        |t, n| match n % 3 {
+            0 => complete(t, n),
+            1 => revoke(t, n),
+            _ => reap(t, n),
+        },
+    )
+    .await;
+    assert!(matches!(
+        settled.status,
+        TaskStatus::Success | TaskStatus::Revoked | TaskStatus::Retry
+    ));
+
+    assert_eq!(
+        T::list_all(&*stores[0]).await,
+        (3, vec![done, revoked, settled]),
+        "nothing lost, nothing doubled"
+    );
+}
+
+async fn lease_races(stores: Vec<Arc<dyn Store>>) {
+    const LOOPS: &str = "loops";
+    let ttl = Duration::seconds(3);
+    let holder = |n: usize| format!("replica-{n:02}");
+
+    // All replicas start at once on a free lease: one takes it.
+    let first = lease_round(&stores, LOOPS, (0..RACERS).collect(), ttl).await;
+    let others: Vec<usize> = (0..RACERS).filter(|n| *n != first).collect();
+
+    // The holder renews it (from any handle) before it lapses; the others cannot take it,
+    // even past the first term.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    for store in &stores {
+        assert!(
+            store
+                .acquire_lease(LOOPS, &holder(first), ttl)
+                .await
+                .expect("renew"),
+            "the holder renews"
+        );
+    }
+    let renewed = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let refused = lease_attempts(&stores, LOOPS, others.clone(), ttl).await;
+    assert!(
+        renewed.elapsed() < std::time::Duration::from_secs(3),
+        "too slow to see the renewed lease running ({:?})",
+        renewed.elapsed()
+    );
+    assert_eq!(refused, Vec::<usize>::new(), "nobody takes a running lease");
+    // Another lease is another name.
+    assert!(
+        stores[0]
+            .acquire_lease("reaper", &holder(others[0]), ttl)
+            .await
+            .expect("acquire")
+    );
+    assert!(
+        !stores[0]
+            .acquire_lease("reaper", &holder(first), ttl)
+            .await
+            .expect("acquire")
+    );
+
+    // The holder stops renewing: once it lapses, exactly one of the others takes it.
+    tokio::time::sleep(std::time::Duration::from_millis(3_300).saturating_sub(renewed.elapsed()))
+        .await;
+    let second = lease_round(&stores, LOOPS, others.clone(), ttl).await;
+    assert_ne!(second, first);
+    assert!(
+        !stores[0]
+            .acquire_lease(LOOPS, &holder(first), ttl)
+            .await
+            .expect("acquire"),
+        "the old holder lost it"
+    );
+
+    // Releasing someone else's lease does nothing; the holder's release frees it at once.
+    stores[0]
+        .release_lease(LOOPS, &holder(first))
+        .await
+        .expect("release");
+    assert!(
+        !stores[0]
+            .acquire_lease(LOOPS, &holder(first), ttl)
+            .await
+            .expect("acquire")
+    );
+    stores[stores.len() - 1]
+        .release_lease(LOOPS, &holder(second))
+        .await
+        .expect("release");
+    let rest = (0..RACERS).filter(|n| *n != second).collect();
+    let third = lease_round(&stores, LOOPS, rest, ttl).await;
+    assert!(
+        !stores[0]
+            .acquire_lease(LOOPS, &holder(second), ttl)
+            .await
+            .expect("acquire"),
+        "{} holds it now",
+        holder(third)
+    );
+}
+
+/// `racers` all try to take `name` at once (racer `n` as `replica-n`, on handle
+/// `n % stores.len()`); returns those who got it.
+async fn lease_attempts(
+    stores: &[Arc<dyn Store>],
+    name: &'static str,
+    racers: Vec<usize>,
+    ttl: Duration,
+) -> Vec<usize> {
+    let all_ready = Arc::new(tokio::sync::Barrier::new(racers.len()));
+    let attempts: Vec<_> = racers
+        .into_iter()
+        .map(|n| {
+            let store = stores[n % stores.len()].clone();
+            let all_ready = all_ready.clone();
+            tokio::spawn(async move {
+                all_ready.wait().await;
+                let holder = format!("replica-{n:02}");
+                (
+                    n,
+                    store
+                        .acquire_lease(name, &holder, ttl)
+                        .await
+                        .expect("acquire"),
+                )
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for attempt in attempts {
+        let (n, got) = attempt.await.expect("a racer panicked");
+        if got {
+            won.push(n);
+        }
+    }
+    won
+}
+
+/// [`lease_attempts`] where exactly one must win; returns it.
+async fn lease_round(
+    stores: &[Arc<dyn Store>],
+    name: &'static str,
+    racers: Vec<usize>,
+    ttl: Duration,
+) -> usize {
+    let n = racers.len();
+    let won = lease_attempts(stores, name, racers, ttl).await;
+    assert_eq!(
+        won.len(),
+        1,
+        "exactly one of {n} racers takes {name}: {won:?}"
+    );
+    won[0]
 }

@@ -1,9 +1,13 @@
 //! The cluster store: MongoDB through the `mongodb` crate (tests run it on NX-27017).
 //!
 //! One collection per record kind: `users`, `medias`, `profiles`, `tokens`, `transform_tasks`,
-//! `publisher_tasks`, `units`, `secrets` (root's secret hash, `_id: "root"`). A document is the record's API JSON with `id` renamed `_id`
-//! (the UUID as a string; a token's `_id` is its hash, a unit's its unit id). Users also carry
-//! `mail_key` (the lowercased mail, unique) and `secret_hash`.
+//! `publisher_tasks`, `units`, `secrets` (root's secret hash, `_id: "root"`), `leases` (the
+//! background loops' leases: `_id` the name, `holder`, `expires_at` in Unix microseconds).
+//! A document is the record's API JSON with `id` renamed `_id` (the UUID as a string; a
+//! token's `_id` is its hash, a unit's its unit id). Users also carry `mail_key` (the
+//! lowercased mail, unique) and `secret_hash`. Medias and tasks carry their fence
+//! ([`Revised`]) in `_rev` (an Int64; a document written before the fence has none and reads
+//! as revision 0): an update is one `replace_one({_id, _rev})` that stores `_rev + 1`.
 //!
 //! Models go through `serde_json::Value`, never through bson's own serializer: that one is
 //! not human-readable, so it would store UUIDs as binary and interpret extended-JSON keys
@@ -33,8 +37,8 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    Counted, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter,
-    Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
+    Counted, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, Revised,
+    TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
 /// The database when the URI names none.
@@ -45,6 +49,8 @@ const DEFAULT_DATABASE: &str = "oscied";
 const SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// MongoDB's duplicate key error code.
 const DUPLICATE_KEY: i32 = 11000;
+/// The field of a fenced document holding its revision.
+const REV: &str = "_rev";
 
 #[derive(Clone)]
 pub struct MongoStore {
@@ -58,6 +64,8 @@ pub struct MongoStore {
     units: Collection<Document>,
     /// `{_id: "root", hash}`: root's secret hash.
     secrets: Collection<Document>,
+    /// `{_id: name, holder, expires_at}`: who runs the background loops.
+    leases: Collection<Document>,
 }
 
 impl MongoStore {
@@ -90,6 +98,7 @@ impl MongoStore {
             publisher_tasks: db.collection("publisher_tasks"),
             units: db.collection("units"),
             secrets: db.collection("secrets"),
+            leases: db.collection("leases"),
             client,
         };
         store.create_indexes().await?;
@@ -143,6 +152,15 @@ impl MongoStore {
                     .await
                     .map_err(unavailable)?;
             }
+            // A queue's page (`status=PENDING`, oldest or newest first) and the dispatch
+            // loop's scan walk this one in order instead of sorting every match.
+            coll.create_index(
+                IndexModel::builder()
+                    .keys(doc! { "status": 1, "created_at": 1 })
+                    .build(),
+            )
+            .await
+            .map_err(unavailable)?;
         }
         // Tokens are found by `_id` (their hash), which is always indexed, and revoked by
         // owner.
@@ -154,7 +172,7 @@ impl MongoStore {
     }
 
     /// One page of `coll` matching `filter`, plus the total of all pages.
-    async fn list<T: DeserializeOwned>(
+    async fn list<T: Stored>(
         &self,
         coll: &Collection<Document>,
         filter: Document,
@@ -181,13 +199,13 @@ impl MongoStore {
                 .await
                 .map_err(unavailable)?;
             while let Some(doc) = cursor.try_next().await.map_err(unavailable)? {
-                items.push(from_doc(doc, id_field)?);
+                items.push(T::from_stored(doc, id_field)?);
             }
         }
         Ok(Page { items, total })
     }
 
-    async fn get<T: DeserializeOwned>(
+    async fn get<T: Stored>(
         coll: &Collection<Document>,
         id: &str,
         id_field: &str,
@@ -195,7 +213,7 @@ impl MongoStore {
         coll.find_one(doc! { "_id": id })
             .await
             .map_err(unavailable)?
-            .map(|doc| from_doc(doc, id_field))
+            .map(|doc| T::from_stored(doc, id_field))
             .transpose()
     }
 
@@ -223,6 +241,44 @@ impl MongoStore {
             .await
             .map_err(|e| write_error(e, unique))?;
         Ok(result.matched_count > 0)
+    }
+
+    /// Insert the fenced `record` at its revision; a taken id is a Conflict.
+    async fn insert_fenced<T: Serialize + Revised>(
+        coll: &Collection<Document>,
+        record: &T,
+    ) -> StoreResult<()> {
+        let mut doc = to_doc(record, "id")?;
+        doc.insert(REV, rev_bson(record.revision())?);
+        Self::insert(coll, doc, "id").await
+    }
+
+    /// Replace the fenced `record` if its stored revision is still the record's, bumping it
+    /// on both; false, writing nothing, when it is gone or changed underneath. The revision
+    /// is in the filter of the one replace, so the check and the write cannot be split.
+    async fn replace_fenced<T: Serialize + Revised>(
+        coll: &Collection<Document>,
+        record: &mut T,
+    ) -> StoreResult<bool> {
+        let revision = record.revision();
+        let mut doc = to_doc(&*record, "id")?;
+        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        doc.insert(REV, rev_bson(revision + 1)?);
+        let fence = if revision == 0 {
+            // Written before the fence: no `_rev` at all is revision 0 too.
+            doc! { "_id": id, "$or": [{ REV: 0_i64 }, { REV: { "$exists": false } }] }
+        } else {
+            doc! { "_id": id, REV: rev_bson(revision)? }
+        };
+        let result = coll
+            .replace_one(fence, doc)
+            .await
+            .map_err(|e| write_error(e, "id"))?;
+        let replaced = result.matched_count > 0;
+        if replaced {
+            record.set_revision(revision + 1);
+        }
+        Ok(replaced)
     }
 
     async fn delete(coll: &Collection<Document>, id: &str) -> StoreResult<bool> {
@@ -297,7 +353,7 @@ impl Store for MongoStore {
     }
 
     async fn create_media(&self, media: &Media) -> StoreResult<()> {
-        Self::insert(&self.medias, to_doc(&*media, "id")?, "id").await
+        Self::insert_fenced(&self.medias, media).await
     }
 
     async fn get_media(&self, id: Uuid) -> StoreResult<Option<Media>> {
@@ -326,7 +382,7 @@ impl Store for MongoStore {
     }
 
     async fn update_media(&self, media: &mut Media) -> StoreResult<bool> {
-        Self::replace(&self.medias, to_doc(&*media, "id")?, "id").await
+        Self::replace_fenced(&self.medias, media).await
     }
 
     async fn create_profile(&self, profile: &TransformProfile) -> StoreResult<()> {
@@ -395,7 +451,7 @@ impl Store for MongoStore {
     }
 
     async fn create_transform_task(&self, task: &TransformTask) -> StoreResult<()> {
-        Self::insert(&self.transform_tasks, to_doc(&*task, "id")?, "id").await
+        Self::insert_fenced(&self.transform_tasks, task).await
     }
 
     async fn get_transform_task(&self, id: Uuid) -> StoreResult<Option<TransformTask>> {
@@ -412,11 +468,11 @@ impl Store for MongoStore {
     }
 
     async fn update_transform_task(&self, task: &mut TransformTask) -> StoreResult<bool> {
-        Self::replace(&self.transform_tasks, to_doc(&*task, "id")?, "id").await
+        Self::replace_fenced(&self.transform_tasks, task).await
     }
 
     async fn create_publisher_task(&self, task: &PublisherTask) -> StoreResult<()> {
-        Self::insert(&self.publisher_tasks, to_doc(&*task, "id")?, "id").await
+        Self::insert_fenced(&self.publisher_tasks, task).await
     }
 
     async fn get_publisher_task(&self, id: Uuid) -> StoreResult<Option<PublisherTask>> {
@@ -433,7 +489,7 @@ impl Store for MongoStore {
     }
 
     async fn update_publisher_task(&self, task: &mut PublisherTask) -> StoreResult<bool> {
-        Self::replace(&self.publisher_tasks, to_doc(&*task, "id")?, "id").await
+        Self::replace_fenced(&self.publisher_tasks, task).await
     }
 
     async fn put_unit(&self, unit: &Unit) -> StoreResult<()> {
@@ -533,17 +589,44 @@ impl Store for MongoStore {
         Ok(())
     }
 
-    // TODO(store fencing): real lease.
     async fn acquire_lease(
         &self,
-        _name: &str,
-        _holder: &str,
-        _ttl: chrono::Duration,
+        name: &str,
+        holder: &str,
+        ttl: chrono::Duration,
     ) -> StoreResult<bool> {
-        Ok(true)
+        let now = Utc::now();
+        let until = now
+            .checked_add_signed(ttl)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        // One upsert: it renews or takes over a lapsed lease in place; a lease held by
+        // another does not match, so the upsert tries to insert its `_id` and the unique
+        // `_id` refuses it. Of racers on a free lease one insert wins, the others collide.
+        let taken = self
+            .leases
+            .update_one(
+                doc! { "_id": name, "$or": [
+                    { "holder": holder },
+                    { "expires_at": { "$lte": now.timestamp_micros() } },
+                ] },
+                doc! { "$set": { "holder": holder, "expires_at": until.timestamp_micros() } },
+            )
+            .upsert(true)
+            .await;
+        match taken {
+            Ok(_) => Ok(true),
+            Err(e) => match write_error(e, "id") {
+                StoreError::Conflict(_) => Ok(false),
+                other => Err(other),
+            },
+        }
     }
 
-    async fn release_lease(&self, _name: &str, _holder: &str) -> StoreResult<()> {
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        self.leases
+            .delete_one(doc! { "_id": name, "holder": holder })
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }
@@ -665,6 +748,44 @@ fn user_record(mut doc: Document) -> StoreResult<UserRecord> {
         user: from_doc(doc, "id")?,
         secret_hash,
     })
+}
+
+/// A record as its collection holds it: fenced ones read their revision from `_rev`.
+trait Stored: DeserializeOwned {
+    fn from_stored(doc: Document, id_field: &str) -> StoreResult<Self> {
+        from_doc(doc, id_field)
+    }
+}
+
+impl Stored for User {}
+impl Stored for TransformProfile {}
+impl Stored for Token {}
+impl Stored for Unit {}
+
+macro_rules! stored_fenced {
+    ($($record:ty),*) => {$(
+        impl Stored for $record {
+            fn from_stored(mut doc: Document, id_field: &str) -> StoreResult<Self> {
+                let revision = match doc.remove(REV) {
+                    None => Some(0),
+                    Some(Bson::Int64(n)) => u64::try_from(n).ok(),
+                    Some(Bson::Int32(n)) => u64::try_from(n).ok(),
+                    Some(_) => None,
+                }
+                .ok_or_else(|| StoreError::Corrupt(format!("a bad {REV} in {doc}")))?;
+                let mut record: Self = from_doc(doc, id_field)?;
+                record.set_revision(revision);
+                Ok(record)
+            }
+        }
+    )*};
+}
+stored_fenced!(Media, TransformTask, PublisherTask);
+
+fn rev_bson(revision: u64) -> StoreResult<Bson> {
+    i64::try_from(revision)
+        .map(Bson::Int64)
+        .map_err(|_| StoreError::Corrupt(format!("revision {revision} out of range")))
 }
 
 /// A model as a document: its JSON, with `id_field` renamed `_id` (and put first).

@@ -4,6 +4,12 @@
 //! unique keys in real columns so SQLite enforces them. Queries filter and sort with
 //! `json_extract`, so a new field needs no migration. rusqlite is synchronous: calls run on
 //! the blocking pool behind one connection (SQLite serialises writers anyway).
+//!
+//! Medias and tasks keep their fence ([`Revised`]) in a `rev` column beside the doc: an
+//! update is one `UPDATE ... WHERE id = ? AND rev = ?` that bumps it, so it holds across
+//! connections too, not only behind this store's mutex. Files made before the column existed
+//! get it on open (`rev` 0 for every record). The `leases` table holds the background loops'
+//! leases (`expires_at` in Unix microseconds).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,8 +25,8 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    Counted, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter,
-    Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
+    Counted, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, Revised,
+    TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
 #[derive(Clone)]
@@ -38,7 +44,11 @@ CREATE TABLE IF NOT EXISTS users (
     secret_hash TEXT NOT NULL,
     doc TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS medias (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS medias (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    rev INTEGER NOT NULL DEFAULT 0
+);
 CREATE INDEX IF NOT EXISTS medias_user ON medias (json_extract(doc, '$.user_id'));
 CREATE INDEX IF NOT EXISTS medias_status ON medias (json_extract(doc, '$.status'));
 CREATE INDEX IF NOT EXISTS medias_parent ON medias (json_extract(doc, '$.parent_id'));
@@ -50,7 +60,11 @@ CREATE TABLE IF NOT EXISTS profiles (
 );
 CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS tokens_user ON tokens (json_extract(doc, '$.user_id'));
-CREATE TABLE IF NOT EXISTS transform_tasks (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS transform_tasks (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    rev INTEGER NOT NULL DEFAULT 0
+);
 CREATE INDEX IF NOT EXISTS transform_tasks_user ON transform_tasks (json_extract(doc, '$.user_id'));
 CREATE INDEX IF NOT EXISTS transform_tasks_status
     ON transform_tasks (json_extract(doc, '$.status'));
@@ -61,7 +75,11 @@ CREATE INDEX IF NOT EXISTS transform_tasks_media_out
 CREATE INDEX IF NOT EXISTS transform_tasks_queue ON transform_tasks (json_extract(doc, '$.queue'));
 CREATE INDEX IF NOT EXISTS transform_tasks_created
     ON transform_tasks (json_extract(doc, '$.created_at'));
-CREATE TABLE IF NOT EXISTS publisher_tasks (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS publisher_tasks (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    rev INTEGER NOT NULL DEFAULT 0
+);
 CREATE INDEX IF NOT EXISTS publisher_tasks_user ON publisher_tasks (json_extract(doc, '$.user_id'));
 CREATE INDEX IF NOT EXISTS publisher_tasks_status
     ON publisher_tasks (json_extract(doc, '$.status'));
@@ -72,15 +90,24 @@ CREATE INDEX IF NOT EXISTS publisher_tasks_created
     ON publisher_tasks (json_extract(doc, '$.created_at'));
 CREATE TABLE IF NOT EXISTS units (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 ";
+
+/// The tables of fenced records, which older files lack the `rev` column of.
+const FENCED: [&str; 3] = ["medias", "transform_tasks", "publisher_tasks"];
 
 impl SqliteStore {
     /// Open (or create) the database file and its schema.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
-        let conn = Connection::open(path).map_err(unavailable)?;
+        let mut conn = Connection::open(path).map_err(unavailable)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        add_revisions(&mut conn)?;
         // SQLite's lower() folds ASCII only; searches must fold like MongoDB's /i regex.
         conn.create_scalar_function(
             "unicode_lower",
@@ -111,22 +138,21 @@ impl SqliteStore {
         .map_err(|e| StoreError::Unavailable(format!("sqlite task: {e}")))?
     }
 
-    async fn get_doc<T: DeserializeOwned + Send + 'static>(
+    async fn get_doc<T: Stored>(
         &self,
         table: &'static str,
         key: &'static str,
         id: String,
     ) -> StoreResult<Option<T>> {
         self.with(move |c| {
-            let doc: Option<String> = c
-                .query_row(
-                    &format!("SELECT doc FROM {table} WHERE {key} = ?1"),
-                    [id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            doc.map(|d| decode(&d)).transpose()
+            c.query_row(
+                &format!("SELECT {} FROM {table} WHERE {key} = ?1", T::COLUMNS),
+                [id],
+                |r| Ok(T::from_row(r)),
+            )
+            .optional()
+            .map_err(unavailable)?
+            .transpose()
         })
         .await
     }
@@ -148,38 +174,46 @@ impl SqliteStore {
         .await
     }
 
-    /// Insert `doc` into `table` (`id`, `doc` columns only); a taken id is a Conflict.
-    async fn insert_by_id<T: Serialize>(
+    /// Insert the fenced `record` into `table` at its revision; a taken id is a Conflict.
+    async fn insert_fenced<T: Serialize + Revised>(
         &self,
         table: &'static str,
         id: Uuid,
-        doc: &T,
+        record: &T,
     ) -> StoreResult<()> {
         self.put_doc(
-            format!("INSERT INTO {table} (id, doc) VALUES (?1, ?2)"),
-            vec![Value::Text(id.to_string())],
-            doc,
+            format!("INSERT INTO {table} (id, rev, doc) VALUES (?1, ?2, ?3)"),
+            vec![Value::Text(id.to_string()), rev_value(record.revision())?],
+            record,
             "id",
         )
         .await
         .map(drop)
     }
 
-    /// Replace the `doc` of `id` in `table`; false when it is gone.
-    async fn replace_by_id<T: Serialize>(
+    /// Replace the doc of `id` in `table` if its revision is still `record`'s, bumping it
+    /// on both; false, writing nothing, when it is gone or changed underneath. One
+    /// statement, so the check and the write cannot be split by another writer.
+    async fn replace_fenced<T: Serialize + Revised>(
         &self,
         table: &'static str,
         id: Uuid,
-        doc: &T,
+        record: &mut T,
     ) -> StoreResult<bool> {
-        self.put_doc(
-            format!("UPDATE {table} SET doc = ?2 WHERE id = ?1"),
-            vec![Value::Text(id.to_string())],
-            doc,
-            "id",
-        )
-        .await
-        .map(|n| n > 0)
+        let revision = record.revision();
+        let replaced = self
+            .put_doc(
+                format!("UPDATE {table} SET doc = ?3, rev = rev + 1 WHERE id = ?1 AND rev = ?2"),
+                vec![Value::Text(id.to_string()), rev_value(revision)?],
+                &*record,
+                "id",
+            )
+            .await?
+            > 0;
+        if replaced {
+            record.set_revision(revision + 1);
+        }
+        Ok(replaced)
     }
 
     async fn delete(&self, table: &'static str, id: String) -> StoreResult<bool> {
@@ -192,7 +226,7 @@ impl SqliteStore {
     }
 
     /// One page of `table` where all of `clauses` hold, with the total.
-    async fn list<T: DeserializeOwned + Send + 'static>(
+    async fn list<T: Stored>(
         &self,
         table: &'static str,
         where_: Where,
@@ -212,15 +246,15 @@ impl SqliteStore {
                 )
                 .map_err(unavailable)?;
             let sql = format!(
-                "SELECT doc FROM {table} {cond} ORDER BY json_extract(doc, '{path}') {order}, id {order} LIMIT {limit} OFFSET {skip}"
+                "SELECT {} FROM {table} {cond} ORDER BY json_extract(doc, '{path}') {order}, id {order} LIMIT {limit} OFFSET {skip}",
+                T::COLUMNS
             );
             let mut stmt = c.prepare(&sql).map_err(unavailable)?;
-            let docs = stmt
-                .query_map(params_from_iter(where_.values.iter()), |r| r.get::<_, String>(0))
+            let items = stmt
+                .query_map(params_from_iter(where_.values.iter()), |r| Ok(T::from_row(r)))
                 .map_err(unavailable)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(unavailable)?;
-            let items = docs.iter().map(|d| decode(d)).collect::<StoreResult<_>>()?;
+                .map(|row| row.map_err(unavailable)?)
+                .collect::<StoreResult<Vec<_>>>()?;
             Ok(Page {
                 items,
                 total: u64::try_from(total).unwrap_or(0),
@@ -314,6 +348,75 @@ impl Where {
             format!("WHERE {}", self.clauses.join(" AND "))
         }
     }
+}
+
+/// A record as its table's row holds it: the columns a read selects, and how they decode.
+trait Stored: DeserializeOwned + Send + 'static {
+    const COLUMNS: &'static str = "doc";
+
+    fn from_row(row: &rusqlite::Row<'_>) -> StoreResult<Self> {
+        decode(&row.get::<_, String>(0).map_err(unavailable)?)
+    }
+}
+
+impl Stored for User {}
+impl Stored for TransformProfile {}
+impl Stored for Token {}
+impl Stored for Unit {}
+
+/// Fenced records read their revision from the `rev` column.
+macro_rules! stored_fenced {
+    ($($record:ty),*) => {$(
+        impl Stored for $record {
+            const COLUMNS: &'static str = "doc, rev";
+
+            fn from_row(row: &rusqlite::Row<'_>) -> StoreResult<Self> {
+                let mut record: Self = decode(&row.get::<_, String>(0).map_err(unavailable)?)?;
+                let rev: i64 = row.get(1).map_err(unavailable)?;
+                let rev = u64::try_from(rev)
+                    .map_err(|_| StoreError::Corrupt(format!("negative revision {rev}")))?;
+                record.set_revision(rev);
+                Ok(record)
+            }
+        }
+    )*};
+}
+stored_fenced!(Media, TransformTask, PublisherTask);
+
+fn rev_value(revision: u64) -> StoreResult<Value> {
+    i64::try_from(revision)
+        .map(Value::Integer)
+        .map_err(|_| StoreError::Corrupt(format!("revision {revision} out of range")))
+}
+
+/// Give the fenced tables of a file made before the fence their `rev` column (0: every
+/// record as it was). In one immediate transaction, so two processes opening the same old
+/// file cannot both add it.
+fn add_revisions(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    for table in FENCED {
+        let has_rev: bool = tx
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = 'rev'",
+                [table],
+                |r| r.get(0),
+            )
+            .map_err(unavailable)?;
+        if !has_rev {
+            tx.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN rev INTEGER NOT NULL DEFAULT 0"
+            ))
+            .map_err(unavailable)?;
+        }
+    }
+    tx.commit().map_err(unavailable)
+}
+
+/// Unix microseconds: the leases' clock, compared as integers.
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
 }
 
 /// A sort path from an allow-list, checked anyway since it is spliced into SQL.
@@ -467,14 +570,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_media(&self, media: &Media) -> StoreResult<()> {
-        self.put_doc(
-            "INSERT INTO medias (id, doc) VALUES (?1, ?2)",
-            vec![Value::Text(media.id.to_string())],
-            media,
-            "id",
-        )
-        .await
-        .map(drop)
+        self.insert_fenced("medias", media.id, media).await
     }
 
     async fn get_media(&self, id: Uuid) -> StoreResult<Option<Media>> {
@@ -504,14 +600,8 @@ impl Store for SqliteStore {
     }
 
     async fn update_media(&self, media: &mut Media) -> StoreResult<bool> {
-        self.put_doc(
-            "UPDATE medias SET doc = ?2 WHERE id = ?1",
-            vec![Value::Text(media.id.to_string())],
-            media,
-            "id",
-        )
-        .await
-        .map(|n| n > 0)
+        let id = media.id;
+        self.replace_fenced("medias", id, media).await
     }
 
     async fn create_profile(&self, profile: &TransformProfile) -> StoreResult<()> {
@@ -619,7 +709,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_transform_task(&self, task: &TransformTask) -> StoreResult<()> {
-        self.insert_by_id("transform_tasks", task.header.id, task)
+        self.insert_fenced("transform_tasks", task.header.id, task)
             .await
     }
 
@@ -637,12 +727,12 @@ impl Store for SqliteStore {
     }
 
     async fn update_transform_task(&self, task: &mut TransformTask) -> StoreResult<bool> {
-        self.replace_by_id("transform_tasks", task.header.id, &*task)
-            .await
+        let id = task.header.id;
+        self.replace_fenced("transform_tasks", id, task).await
     }
 
     async fn create_publisher_task(&self, task: &PublisherTask) -> StoreResult<()> {
-        self.insert_by_id("publisher_tasks", task.header.id, task)
+        self.insert_fenced("publisher_tasks", task.header.id, task)
             .await
     }
 
@@ -660,8 +750,8 @@ impl Store for SqliteStore {
     }
 
     async fn update_publisher_task(&self, task: &mut PublisherTask) -> StoreResult<bool> {
-        self.replace_by_id("publisher_tasks", task.header.id, &*task)
-            .await
+        let id = task.header.id;
+        self.replace_fenced("publisher_tasks", id, task).await
     }
 
     async fn count_by_status(
@@ -768,18 +858,44 @@ impl Store for SqliteStore {
         .await
     }
 
-    // TODO(store fencing): real lease.
     async fn acquire_lease(
         &self,
-        _name: &str,
-        _holder: &str,
-        _ttl: chrono::Duration,
+        name: &str,
+        holder: &str,
+        ttl: chrono::Duration,
     ) -> StoreResult<bool> {
-        Ok(true)
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.with(move |c| {
+            let now = Utc::now();
+            let until = now
+                .checked_add_signed(ttl)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            // One statement: the insert of a free lease, or the take-over of a lapsed one
+            // (or a renewal), decided under SQLite's write lock; 0 rows: someone else's.
+            c.execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE \
+                 SET holder = excluded.holder, expires_at = excluded.expires_at \
+                 WHERE leases.holder = excluded.holder OR leases.expires_at <= ?4",
+                params![name, holder, micros(until), micros(now)],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable)
+        })
+        .await
     }
 
-    async fn release_lease(&self, _name: &str, _holder: &str) -> StoreResult<()> {
-        Ok(())
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+                params![name, holder],
+            )
+            .map(drop)
+            .map_err(unavailable)
+        })
+        .await
     }
 }
 
