@@ -240,6 +240,7 @@ pub fn wait_exit(
     }
 }
 
+pub mod api;
 pub mod orchestra;
 pub mod rabbit;
 pub mod units;

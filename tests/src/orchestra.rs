@@ -1,7 +1,5 @@
 //! The real `orchestra` binary, started on a free port in its own working directory.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -9,7 +7,11 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::api::Api;
 use crate::free_port;
+
+/// How long an orchestra may take to answer `/health` after it is spawned.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `OSCIED_*` variables the orchestra reads; the tests set them explicitly, so any in the
 /// caller's environment are removed.
@@ -55,54 +57,50 @@ pub struct Orchestra {
 impl Orchestra {
     /// Start with the defaults plus `env`, and wait until `/health` answers 200.
     pub fn start(env: &[(&str, &str)]) -> Orchestra {
-        Orchestra::start_in(tempfile::tempdir().expect("temp dir"), free_port(), env)
+        let mut orchestra = Orchestra::spawn(env);
+        orchestra.wait_healthy();
+        orchestra
     }
 
     /// Start with the defaults plus `env`, and wait until `/health` answers at all (200 or
     /// 503): for an orchestra that is meant to be degraded.
     pub fn start_answering(env: &[(&str, &str)]) -> Orchestra {
+        let mut orchestra = Orchestra::spawn(env);
+        orchestra.wait_health(START_TIMEOUT, |status| status == 200 || status == 503);
+        orchestra
+    }
+
+    /// Spawn it in a fresh working directory on a free port with the defaults plus `env`,
+    /// without waiting: [`Orchestra::wait_healthy`] waits (several orchestras start at once).
+    pub fn spawn(env: &[(&str, &str)]) -> Orchestra {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::start_waiting(dir, free_port(), env, |status| {
-            status == 200 || status == 503
-        })
-    }
-
-    fn start_in(dir: TempDir, port: u16, env: &[(&str, &str)]) -> Orchestra {
-        Self::start_waiting(dir, port, env, |status| status == 200)
-    }
-
-    /// Spawn it in `dir` on `port`, then wait until `/health` answers a status `ready` takes.
-    fn start_waiting(
-        dir: TempDir,
-        port: u16,
-        env: &[(&str, &str)],
-        ready: impl Fn(u16) -> bool,
-    ) -> Orchestra {
+        let port = free_port();
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let child = spawn_child(dir.path(), port, &env);
-        let mut orchestra = Orchestra {
+        Orchestra {
             child,
             port,
             dir,
             env,
-        };
-        orchestra.wait_health(Duration::from_secs(30), ready);
-        orchestra
+        }
     }
 
-    fn wait_healthy(&mut self, timeout: Duration) {
-        self.wait_health(timeout, |status| status == 200);
+    /// Wait (30 s at most) until `/health` answers 200; panics with the log if it exits or
+    /// does not.
+    pub fn wait_healthy(&mut self) {
+        self.wait_health(START_TIMEOUT, |status| status == 200);
     }
 
     fn wait_health(&mut self, timeout: Duration, answered: impl Fn(u16) -> bool) {
+        // Short calls: one that hangs must not eat the whole wait.
+        let client = self.client().max_secs(2);
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if let Some((status, _)) = self.get("/api/v1/health")
-                && answered(status)
-            {
+            let (status, _) = client.health();
+            if answered(status) {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -126,14 +124,24 @@ impl Orchestra {
 
     /// `http://127.0.0.1:<port>/api/v1`
     pub fn api(&self) -> String {
-        format!("http://127.0.0.1:{}/api/v1", self.port)
+        format!("{}/api/v1", self.url())
+    }
+
+    /// `http://127.0.0.1:<port>`: what units are given as `OSCIED_API_URL`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// An anonymous client of this orchestra's API ([`Api::as_user`] for a caller).
+    pub fn client(&self) -> Api {
+        Api::new(self.api())
     }
 
     pub fn workdir(&self) -> &Path {
         self.dir.path()
     }
 
-    /// Everything it wrote to stderr (its log).
+    /// Everything it wrote to stderr (its log), over all its runs.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("orchestra.log")).unwrap_or_default()
     }
@@ -144,34 +152,13 @@ impl Orchestra {
     }
 
     pub fn log_tail(&self) -> String {
-        let log =
-            std::fs::read_to_string(self.dir.path().join("orchestra.log")).unwrap_or_default();
+        let log = self.log();
         let start = log.len().saturating_sub(8000);
         log[log.floor_char_boundary(start)..].to_owned()
-    }
-
-    /// A plain HTTP/1.1 GET without credentials: status and body, or None if unreachable.
-    pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let status = response.split(' ').nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-        Some((status, body))
     }
 }
 
 impl Orchestra {
-    /// Kill the process (SIGKILL, mid-whatever) and start it again on the same port,
-    /// directory and variables. The log is appended to.
     /// [`Orchestra::restart`] with some variables changed (or added).
     pub fn restart_with(&mut self, changed: &[(&str, &str)]) {
         for (key, value) in changed {
@@ -181,15 +168,25 @@ impl Orchestra {
         self.restart();
     }
 
+    /// Kill the process (SIGKILL, mid-whatever) and start it again on the same port,
+    /// directory and variables. The log is appended to.
     pub fn restart(&mut self) {
+        self.kill9();
+        self.start_again();
+    }
+
+    /// `kill -9`: it dies mid-whatever, without a word; [`Orchestra::start_again`] brings it
+    /// back.
+    pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn_child(self.dir.path(), self.port, &self.env);
-        self.wait_healthy(Duration::from_secs(30));
     }
-}
 
-impl Orchestra {
+    /// Is the process still running?
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// `kill -TERM`: the orchestra stops its in-process units (`OSCIED_DRAIN_SECS`), then
     /// its server.
     pub fn sigterm(&self) {
@@ -201,12 +198,12 @@ impl Orchestra {
         crate::wait_exit(&mut self.child, timeout)
     }
 
-    /// Start it again (after it exited) on the same port, directory and variables.
+    /// Start it again (after it exited, or killing it first) on the same port, directory and
+    /// variables, and wait until it is healthy. The log is appended to.
     pub fn start_again(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
         self.child = spawn_child(self.dir.path(), self.port, &self.env);
-        self.wait_healthy(Duration::from_secs(30));
+        self.wait_healthy();
     }
 }
 
@@ -266,21 +263,6 @@ fn spawn_child(dir: &Path, port: u16, env: &[(String, String)]) -> Child {
         .stdout(stdout)
         .stderr(log);
     command.spawn().expect("the orchestra binary starts")
-}
-
-/// Run `curl -s` with `args`; the HTTP status and the JSON body (Null when not JSON).
-pub fn curl(args: &[&str]) -> (u16, serde_json::Value) {
-    let output = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let (body, status) = text.rsplit_once('\n').expect("curl printed the status");
-    (
-        status.trim().parse().expect("an HTTP status"),
-        serde_json::from_str(body).unwrap_or_default(),
-    )
 }
 
 /// The `orchestra` binary beside this test's executable, brought up to date once per test

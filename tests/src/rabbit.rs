@@ -6,18 +6,25 @@ use std::time::Duration;
 
 /// `rabbitmqctl` with `args`: its standard output; panics with its output when it fails.
 pub fn rabbitmqctl(args: &[&str]) -> String {
+    try_rabbitmqctl(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `rabbitmqctl` with `args`: its standard output, or what it said when it failed (say
+/// while another test has the broker stopped).
+pub fn try_rabbitmqctl(args: &[&str]) -> Result<String, String> {
     let output = Command::new("rabbitmqctl")
         .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("rabbitmqctl runs (RabbitMQ must be installed on this machine)");
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    if !output.status.success() {
+        return Err(format!(
+            "rabbitmqctl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// `rabbitmqctl` for a guard's drop: a failure is printed, never a panic (which would abort

@@ -174,27 +174,27 @@ fn a_standalone_orchestra_stopped_mid_transform_resumes_at_once() {
     cluster.wait_status(id, "PROGRESS", START_TIMEOUT);
     assert!(tmp_of(&cluster, id, 1).exists());
 
-    cluster.orchestra.sigterm();
-    let exit = cluster.orchestra.wait_exit(QUICK_EXIT);
+    cluster.orchestra().sigterm();
+    let exit = cluster.orchestra_mut().wait_exit(QUICK_EXIT);
     let status = exit.unwrap_or_else(|| {
         panic!(
             "the orchestra still runs {QUICK_EXIT:?} after SIGTERM:\n{}",
-            cluster.orchestra.log_tail()
+            cluster.orchestra().log_tail()
         )
     });
     assert!(
         status.success(),
         "exit {status}:\n{}",
-        cluster.orchestra.log_tail()
+        cluster.orchestra().log_tail()
     );
     assert!(
         !cluster.storage().join("tmp").join(id).join("1").exists(),
         "no tmp dir left:\n{}",
-        cluster.orchestra.log_tail()
+        cluster.orchestra().log_tail()
     );
 
     let restarted = Instant::now();
-    cluster.orchestra.start_again();
+    cluster.orchestra_mut().start_again();
     // Well before the 600 s lease: it was handed back, and queued again on start.
     let done = cluster.wait_status(id, "SUCCESS", ENCODE_TIMEOUT);
     eprintln!("SUCCESS {:?} after the restart", restarted.elapsed());

@@ -11,8 +11,10 @@ fn health_is_degraded_without_ffprobe_and_says_so() {
     let path = empty.path().to_str().expect("utf-8 temp path");
     let orchestra =
         Orchestra::start_answering(&[("PATH", path), ("OSCIED_ROOT_SECRET", "e2e-root-secret")]);
-    let (status, body) = orchestra.get("/api/v1/health").expect("an answer");
+    let reply = orchestra.client().send("/health", &[]);
+    let body = reply.text();
     let health: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let status = reply.status;
     assert_eq!(status, 503, "{health}\n{}", orchestra.log_tail());
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["ffprobe"]["found"], false, "{health}");

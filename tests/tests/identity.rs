@@ -8,7 +8,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Cluster, fetch, pretty, same_bytes, str_of};
+use common::{Cluster, pretty, same_bytes, str_of};
+use oscied_e2e::api::fetch;
 use serde_json::{Value, json};
 
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(60);

@@ -5,9 +5,9 @@
 //! The login limits are raised for this test (`OSCIED_LOGIN_*_BURST`), so that every one of
 //! the 256 logins is an argon2 check instead of a quick 429.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use oscied_e2e::orchestra::{Orchestra, curl};
+use oscied_e2e::orchestra::Orchestra;
 
 const ROOT: &str = "memory-root-secret";
 const LOGINS: usize = 256;
@@ -30,56 +30,26 @@ fn concurrent_wrong_logins_keep_the_orchestra_small() {
         ("OSCIED_LOGIN_ACCOUNT_BURST", "100000"),
         ("OSCIED_LOGIN_ADDRESS_BURST", "100000"),
     ]);
-    let api = orchestra.api();
-    let (status, body) = curl(&[
-        "-u",
-        &format!("root:{ROOT}"),
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        r#"{"first_name": "M", "last_name": "L", "mail": "m@example.com", "secret": "the-right-secret"}"#,
-        &format!("{api}/users"),
-    ]);
+    let client = orchestra.client();
+    let (status, body) = client.as_user("root", ROOT).post(
+        "/users",
+        &serde_json::json!({"first_name": "M", "last_name": "L", "mail": "m@example.com", "secret": "the-right-secret"}),
+    );
     assert_eq!(status, 201, "{body}");
     let pid = orchestra.pid();
     let idle = status_kb(pid, "VmRSS:");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
+    // Half guess the user's secret, half try mails that have no account.
+    let guesses: Vec<String> = (0..LOGINS)
+        .map(|n| match n % 2 {
+            0 => format!("m@example.com:wrong-guess-{n}"),
+            _ => format!("guess{n}@example.com:wrong-guess-{n}"),
+        })
+        .collect();
     let started = Instant::now();
-    let statuses: Vec<u16> = runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .unwrap();
-        let calls = (0..LOGINS).map(|n| {
-            let client = client.clone();
-            let url = format!("{api}/users/me");
-            // Half guess the user's secret, half try mails that have no account.
-            let mail = if n % 2 == 0 {
-                "m@example.com".to_owned()
-            } else {
-                format!("guess{n}@example.com")
-            };
-            tokio::spawn(async move {
-                client
-                    .get(url)
-                    .basic_auth(mail, Some(format!("wrong-guess-{n}")))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0)
-            })
-        });
-        let mut statuses = vec![];
-        for call in calls.collect::<Vec<_>>() {
-            statuses.push(call.await.unwrap());
-        }
-        statuses
-    });
+    // All at once, from one curl process.
+    let statuses = client.max_secs(120).parallel("GET", "/users/me", &guesses);
+    assert_eq!(statuses.len(), LOGINS, "one status per login: {statuses:?}");
     let took = started.elapsed();
     let peak = status_kb(pid, "VmHWM:");
     let after = status_kb(pid, "VmRSS:");
@@ -99,15 +69,9 @@ fn concurrent_wrong_logins_keep_the_orchestra_small() {
         "peak RSS {peak} kB over {LIMIT_KB} kB\n{}",
         orchestra.log_tail()
     );
-    assert_eq!(
-        orchestra.get("/api/v1/health").map(|(s, _)| s),
-        Some(200),
-        "the orchestra still answers"
-    );
-    let (status, me) = curl(&[
-        "-u",
-        "m@example.com:the-right-secret",
-        &format!("{api}/users/me"),
-    ]);
+    assert_eq!(client.health().0, 200, "the orchestra still answers");
+    let (status, me) = client
+        .as_user("m@example.com", "the-right-secret")
+        .get("/users/me");
     assert_eq!((status, me["mail"].as_str()), (200, Some("m@example.com")));
 }

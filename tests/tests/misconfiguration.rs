@@ -51,7 +51,7 @@ fn a_unit_with_the_wrong_node_secret_takes_no_job_says_why_and_exits_non_zero() 
     assert_eq!(units["total"], 0, "{}", pretty(&units));
 
     // The orchestra said who was refused, from where.
-    let orchestra_log = cluster.orchestra.log_tail();
+    let orchestra_log = cluster.orchestra().log_tail();
     let refused: Vec<&str> = orchestra_log
         .lines()
         .filter(|l| l.contains("wrong node secret"))
@@ -93,7 +93,7 @@ fn a_refused_unit_takes_jobs_once_the_orchestra_accepts_its_secret() {
 
     // The orchestra comes back with the unit's secret: the unit takes the job.
     cluster
-        .orchestra
+        .orchestra_mut()
         .restart_with(&[("OSCIED_NODE_SECRET", "the-new-node-secret")]);
     let done = cluster.wait_status(&id, "SUCCESS", Duration::from_secs(120));
     assert_eq!(done["unit_id"], "renewed-unit", "{}", pretty(&done));

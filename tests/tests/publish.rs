@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, fetch, files_below, pretty, same_bytes, str_of};
+use common::{Cluster, files_below, pretty, same_bytes, str_of};
+use oscied_e2e::api::fetch;
 use serde_json::{Value, json};
 
 /// CI machines are slow (2 cores) and the tests of this file run side by side.

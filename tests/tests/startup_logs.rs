@@ -2,11 +2,10 @@
 //! secret shared by every orchestra on one store and announced once, the data dir lock, bind
 //! errors that name their variable, JSON lines, no colour in a pipe, one line per request.
 
-use std::process::Command;
-
+use oscied_e2e::api;
 use oscied_e2e::free_port;
 use oscied_e2e::nx::NxServer;
-use oscied_e2e::orchestra::{Orchestra, curl, run_to_exit};
+use oscied_e2e::orchestra::{Orchestra, run_to_exit};
 use oscied_e2e::rabbit::Vhost;
 use serde_json::Value;
 
@@ -20,8 +19,7 @@ fn announced_secret(log: &str) -> Option<String> {
 }
 
 fn users_as_root(orchestra: &Orchestra, secret: &str) -> u16 {
-    let auth = format!("root:{secret}");
-    curl(&["-u", &auth, &format!("{}/users", orchestra.api())]).0
+    orchestra.client().as_user("root", secret).get("/users").0
 }
 
 #[test]
@@ -90,7 +88,7 @@ fn a_second_orchestra_on_one_data_dir_exits_naming_the_holder() {
         "{log}"
     );
     // The first one is untouched.
-    assert_eq!(first.get("/api/v1/health").map(|(s, _)| s), Some(200));
+    assert_eq!(first.client().health().0, 200);
 }
 
 #[test]
@@ -112,28 +110,17 @@ fn a_busy_port_names_its_variable_and_spends_no_secret() {
     assert!(!log.contains(ANNOUNCED), "{log}");
 }
 
-/// `curl` with optional `X-Request-Id`: the status and the answer's `X-Request-Id`.
+/// A GET with optional `X-Request-Id`: the status and the answer's `X-Request-Id`.
 fn request_id(url: &str, args: &[&str], sent: Option<&str>) -> (u16, Option<String>) {
-    let mut command = Command::new("curl");
-    command
-        .args(["-s", "-o", "/dev/null", "-D", "-"])
-        .args(args);
-    if let Some(id) = sent {
-        command.args(["-H", &format!("X-Request-Id: {id}")]);
+    let header = sent.map(|id| format!("X-Request-Id: {id}"));
+    let mut all = vec!["-o", "/dev/null"];
+    all.extend_from_slice(args);
+    if let Some(header) = &header {
+        all.extend(["-H", header.as_str()]);
     }
-    let output = command.arg(url).output().expect("curl runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let id = text.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("x-request-id")
-            .then(|| value.trim().to_owned())
-    });
-    (status, id)
+    let reply = api::run(url, &all);
+    let id = reply.header("x-request-id").map(str::to_owned);
+    (reply.status, id)
 }
 
 #[test]
@@ -220,7 +207,7 @@ fn json_logs_are_json_lines_with_one_line_per_answered_request() {
 fn human_logs_in_a_pipe_have_no_colour_and_one_line_per_event() {
     let orchestra = Orchestra::start(&[("RUST_LOG", "info")]);
     assert_eq!(
-        curl(&["-u", "root:wrong", &format!("{}/users", orchestra.api())]).0,
+        orchestra.client().as_user("root", "wrong").get("/users").0,
         401
     );
     // A unit's hostname is logged as it sent it: newlines and an ANSI escape in it.
@@ -231,17 +218,11 @@ fn human_logs_in_a_pipe_have_no_colour_and_one_line_per_event() {
         "hostname": "first line\nsecond line\u{1b}[31m", "version": "0", "ffmpeg_version": null,
         "concurrency": 1, "running_tasks": [], "heartbeat_secs": 5,
     });
-    let (status, _) = curl(&[
-        "-X",
+    let (status, _) = orchestra.client().as_user("node", node.trim()).call(
         "PUT",
-        "-u",
-        &format!("node:{}", node.trim()),
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &beat.to_string(),
-        &format!("{}/node/units/multi-line", orchestra.api()),
-    ]);
+        "/node/units/multi-line",
+        Some(&beat),
+    );
     assert!((200..300).contains(&status), "{status}");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let log = orchestra.log();

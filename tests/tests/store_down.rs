@@ -2,14 +2,13 @@
 //! or failing with a 500, and says so on /health.
 
 use oscied_e2e::nx::NxServer;
-use oscied_e2e::orchestra::{Orchestra, curl};
+use oscied_e2e::orchestra::Orchestra;
 
 fn curl_root(orchestra: &Orchestra, path: &str) -> (u16, serde_json::Value) {
-    curl(&[
-        "-u",
-        "root:e2e-root-secret",
-        &format!("{}{path}", orchestra.api()),
-    ])
+    orchestra
+        .client()
+        .as_user("root", "e2e-root-secret")
+        .get(path)
 }
 
 #[test]
@@ -23,11 +22,9 @@ fn a_lost_database_is_a_503_not_a_500() {
     assert_eq!((status, page["total"].clone()), (200, serde_json::json!(0)));
 
     drop(nx);
-    let (status, health) = orchestra
-        .get("/api/v1/health")
-        .expect("the orchestra answers");
-    assert_eq!(status, 503, "{health}");
-    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    let reply = orchestra.client().send("/health", &[]);
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    let health: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(
         (health["status"].as_str(), health["store"].as_str()),
         (Some("degraded"), Some("down"))

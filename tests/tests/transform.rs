@@ -299,7 +299,7 @@ fn an_orchestra_restart_loses_no_task() {
     cluster.wait_status(str_of(&running, "id"), "PROGRESS", START_TIMEOUT);
     let late = cluster.launch(str_of(&second, "id"), &realtime, "late.mp4");
 
-    cluster.orchestra.restart();
+    cluster.orchestra_mut().restart();
 
     for (task, input) in [(&running, &first), (&late, &second)] {
         let done = cluster.wait_status(str_of(task, "id"), "SUCCESS", ENCODE_TIMEOUT);
@@ -343,11 +343,7 @@ fn standalone_runs_its_own_unit() {
 }
 
 fn curl_health(cluster: &Cluster) -> (u16, Value) {
-    oscied_e2e::orchestra::curl(&[
-        "-m",
-        common::CALL_MAX_SECS,
-        &format!("{}/health", cluster.orchestra.api()),
-    ])
+    cluster.api().health()
 }
 
 #[test]

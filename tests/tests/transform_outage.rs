@@ -5,16 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{CALL_MAX_SECS, Cluster, pretty, str_of};
+use common::{Cluster, pretty, str_of};
+use oscied_e2e::api::CALL_MAX_SECS;
 use oscied_e2e::rabbit::Outage;
 use serde_json::Value;
 
 fn health(cluster: &Cluster) -> (u16, Value) {
-    let (status, body) = cluster
-        .orchestra
-        .get("/api/v1/health")
-        .expect("the orchestra answers /health");
-    (status, serde_json::from_str(&body).unwrap_or_default())
+    cluster.api().health()
 }
 
 #[test]

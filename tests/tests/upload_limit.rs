@@ -1,7 +1,7 @@
 //! `OSCIED_MAX_UPLOAD_BYTES` on the real binary: an upload over it answers 413 with the JSON
 //! error body and leaves no partial file; one under it is READY.
 
-use oscied_e2e::orchestra::{Orchestra, curl};
+use oscied_e2e::orchestra::Orchestra;
 
 fn files_under(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |entries| {
@@ -24,16 +24,10 @@ fn uploads_over_the_configured_limit_are_refused_and_leave_nothing() {
         ("OSCIED_MAX_UPLOAD_BYTES", "256K"),
         ("OSCIED_ROOT_SECRET", "limit-root-secret"),
     ]);
-    let api = orchestra.api();
-    let (status, _) = curl(&[
-        "-u",
-        "root:limit-root-secret",
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        r#"{"first_name": "U", "last_name": "L", "mail": "u@example.com", "secret": "upload-limit"}"#,
-        &format!("{api}/users"),
-    ]);
+    let (status, _) = orchestra.client().as_user("root", "limit-root-secret").post(
+        "/users",
+        &serde_json::json!({"first_name": "U", "last_name": "L", "mail": "u@example.com", "secret": "upload-limit"}),
+    );
     assert_eq!(status, 201);
 
     let work = orchestra.workdir();
@@ -41,17 +35,8 @@ fn uploads_over_the_configured_limit_are_refused_and_leave_nothing() {
     let big = work.join("big.mp4");
     std::fs::write(&big, vec![0u8; 1024 * 1024]).unwrap();
 
-    let upload = |file: &std::path::Path| {
-        curl(&[
-            "-u",
-            "u@example.com:upload-limit",
-            "-F",
-            &format!("file=@{}", file.display()),
-            "-F",
-            "title=t",
-            &format!("{api}/medias"),
-        ])
-    };
+    let user = orchestra.client().as_user("u@example.com", "upload-limit");
+    let upload = |file: &std::path::Path| user.upload(file, &[("title", "t")]);
     let (status, error) = upload(&big);
     assert_eq!(status, 413, "{error}");
     assert_eq!(error["error"]["code"], "payload_too_large");

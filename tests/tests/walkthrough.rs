@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use oscied_e2e::nx::NxServer;
-use oscied_e2e::orchestra::{Orchestra, curl};
+use oscied_e2e::orchestra::Orchestra;
 
 /// The shell blocks between the walkthrough markers of the README, in order.
 fn walkthrough_script() -> String {
@@ -226,11 +226,10 @@ fn readme_walkthrough_on_mongodb() {
     // A restart against the same database keeps everything and seeds nothing twice.
     drop(orchestra);
     let again = Orchestra::start(&env);
-    let (status, page) = curl(&[
-        "-u",
-        "ada@example.com:analytical-engine",
-        &format!("{}/transform/profiles?limit=0", again.api()),
-    ]);
+    let (status, page) = again
+        .client()
+        .as_user("ada@example.com", "analytical-engine")
+        .get("/transform/profiles?limit=0");
     assert_eq!(status, 200, "{}", again.log_tail());
     let builtins = oscied_protocol::builtins::BUILTIN_PROFILES.len() as u64;
     assert_eq!(

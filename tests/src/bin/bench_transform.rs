@@ -23,9 +23,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
+use oscied_e2e::api::Api;
 use oscied_e2e::media::clip;
 use oscied_e2e::nx::NxServer;
-use oscied_e2e::orchestra::{Orchestra, curl};
+use oscied_e2e::orchestra::Orchestra;
 use oscied_e2e::rabbit::Vhost;
 use oscied_e2e::units::TransformUnit;
 use oscied_protocol::encoder::{ffmpeg_args, validate_encoder_string};
@@ -162,14 +163,20 @@ fn verdict(met: bool) -> &'static str {
 }
 
 impl Bench {
-    fn api(&self) -> String {
-        self.orchestra.api()
+    /// Calls as the benchmark's user.
+    fn user(&self) -> Api {
+        let (mail, secret) = USER.split_once(':').expect("mail:secret");
+        self.orchestra.client().as_user(mail, secret)
+    }
+
+    fn root(&self) -> Api {
+        self.orchestra.client().as_user("root", "bench-root")
     }
 
     fn wait_units(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let (status, page) = curl(&["-u", "root:bench-root", &format!("{}/units", self.api())]);
+            let (status, page) = self.root().get("/units");
             let online = page["items"]
                 .as_array()
                 .map(|units| units.iter().filter(|u| u["online"] == true).count())
@@ -187,28 +194,12 @@ impl Bench {
 
     fn create_user(&self) {
         let body = json!({"first_name": "Bench", "last_name": "Mark", "mail": "bench@example.com", "secret": "bench-secret"});
-        let (status, answer) = curl(&[
-            "-u",
-            "root:bench-root",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body.to_string(),
-            &format!("{}/users", self.api()),
-        ]);
+        let (status, answer) = self.root().post("/users", &body);
         assert_eq!(status, 201, "{answer}");
     }
 
     fn upload(&self, path: &Path) -> Value {
-        let (status, media) = curl(&[
-            "-u",
-            USER,
-            "-F",
-            &format!("file=@{}", path.display()),
-            "-F",
-            "title=bench",
-            &format!("{}/medias", self.api()),
-        ]);
+        let (status, media) = self.user().upload(path, &[("title", "bench")]);
         assert_eq!(status, 201, "{media}");
         media
     }
@@ -216,15 +207,7 @@ impl Bench {
     fn profile(&self, title: &str, encoder_string: &str) -> String {
         let body =
             json!({"title": title, "encoder_name": "ffmpeg", "encoder_string": encoder_string});
-        let (status, profile) = curl(&[
-            "-u",
-            USER,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body.to_string(),
-            &format!("{}/transform/profiles", self.api()),
-        ]);
+        let (status, profile) = self.user().post("/transform/profiles", &body);
         assert_eq!(status, 201, "{profile}");
         profile["id"].as_str().expect("profile id").to_owned()
     }
@@ -233,27 +216,19 @@ impl Bench {
     fn launch(&self, media: &str, profile: &str, filename: &str) -> (SystemTime, Value) {
         let body = json!({"media_in_id": media, "profile_id": profile, "filename": filename, "metadata": {"title": filename}});
         let body = body.to_string();
-        let url = format!("{}/transform/tasks", self.api());
-        let args = [
-            "-u",
-            USER,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            body.as_str(),
-            url.as_str(),
-        ];
+        let args = ["-H", "Content-Type: application/json", "-d", body.as_str()];
         // curl's own start-up is not the system's time: start the clock at curl's connect.
         let before = SystemTime::now();
-        let (status, task) = curl_timed(&args);
-        assert_eq!(status.0, 201, "{task}");
-        (before + status.1, task)
+        let reply = self.user().send("/transform/tasks", &args);
+        let task = reply.json();
+        assert_eq!(reply.status, 201, "{task}");
+        (before + reply.connect, task)
     }
 
     fn wait_done(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
-            let (_, task) = curl(&["-u", USER, &format!("{}/transform/tasks/{id}", self.api())]);
+            let (_, task) = self.user().get(&format!("/transform/tasks/{id}"));
             match task["status"].as_str() {
                 Some("SUCCESS") => return task,
                 Some("FAILURE" | "REVOKED") => panic!("task ended {task}"),
@@ -327,11 +302,9 @@ impl Bench {
     fn wait_all_done(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
-            let (_, page) = curl(&[
-                "-u",
-                USER,
-                &format!("{}/transform/tasks?limit={n}&sort=-created_at", self.api()),
-            ]);
+            let (_, page) = self
+                .user()
+                .get(&format!("/transform/tasks?limit={n}&sort=-created_at"));
             let done = page["items"]
                 .as_array()
                 .map(|t| t.iter().filter(|t| t["status"] == "SUCCESS").count())
@@ -524,28 +497,6 @@ impl Bench {
         }
         median(&mut ratios)
     }
-}
-
-/// `curl` with the time from its start to its connect, so the POST's clock starts at the
-/// request, not at the curl process's start-up.
-fn curl_timed(args: &[&str]) -> ((u16, Duration), Value) {
-    let output = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code} %{time_connect}"])
-        .args(args)
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let (body, tail) = text.rsplit_once('\n').expect("curl printed the status");
-    let mut parts = tail.split_whitespace();
-    let status = parts.next().and_then(|s| s.parse().ok()).expect("status");
-    let connect = parts
-        .next()
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    (
-        (status, Duration::from_secs_f64(connect)),
-        serde_json::from_str(body).unwrap_or_default(),
-    )
 }
 
 fn seconds_between(start: SystemTime, end: &Value) -> f64 {

@@ -1,6 +1,7 @@
-//! A test cluster for the transform end-to-end tests: NX-27017 + a RabbitMQ vhost + the
-//! `orchestra` binary + N `worker-transform` units sharing one storage tree (or a standalone
-//! orchestra with its in-process unit), a user, and the calls a user makes, through curl.
+//! A test cluster for the end-to-end tests: NX-27017 + a RabbitMQ vhost + one or several
+//! `orchestra` replicas + N `worker-transform` units sharing one storage tree (or a standalone
+//! orchestra with its in-process unit), a user, and the calls a user makes, through the one
+//! API client of the harness ([`Api`], curl), spread over the replicas.
 //!
 //! Every wait polls every 150 ms and, when it gives up, panics with what it last saw and the
 //! tails of the orchestra's and the units' logs.
@@ -11,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use oscied_e2e::api::{Api, CALL_MAX_SECS, TRANSFER_MAX_SECS};
 use oscied_e2e::nx::NxServer;
-use oscied_e2e::orchestra::{Orchestra, curl};
+use oscied_e2e::orchestra::Orchestra;
 use oscied_e2e::rabbit::Vhost;
 use oscied_e2e::units::{PublisherUnit, TransformUnit};
 use serde_json::{Value, json};
@@ -23,11 +25,6 @@ pub const NODE_SECRET: &str = "e2e-node-secret";
 const USER_MAIL: &str = "grace@example.com";
 const USER_SECRET: &str = "compiler-pioneer";
 const POLL: Duration = Duration::from_millis(150);
-/// `curl --max-time` for API calls: a wedged orchestra fails the test instead of hanging it
-/// (which, during a broker outage, would keep RabbitMQ down for everyone).
-pub const CALL_MAX_SECS: &str = "20";
-/// `curl --max-time` for uploads and downloads.
-const TRANSFER_MAX_SECS: &str = "120";
 
 /// A profile that runs at 1x real time (the `realtime` filter paces it) at little CPU cost:
 /// a 20 s clip takes about 20 s.
@@ -38,21 +35,34 @@ pub const REALTIME_ENCODER: &str =
 pub const FINAL: &[&str] = &["SUCCESS", "FAILURE", "REVOKED"];
 
 pub struct Cluster {
-    // Field order is drop order: units and orchestra stop before their servers go.
+    // Field order is drop order: units and orchestras stop before their servers go.
     pub publishers: Vec<PublisherUnit>,
     pub units: Vec<TransformUnit>,
-    pub orchestra: Orchestra,
+    /// The replicas; one but for [`Cluster::replicas`].
+    pub orchestras: Vec<Orchestra>,
     pub vhost: Option<Vhost>,
     pub nx: Option<NxServer>,
     storage: TempDir,
     clips: TempDir,
-    user: String,
+    /// The user's calls, round-robin over the replicas.
+    api: Api,
+    /// root's calls, likewise.
+    root: Api,
 }
 
 impl Cluster {
     /// NX-27017, a fresh vhost, the orchestra (with `env` on top of the cluster variables)
     /// and `units` transform units `unit-1`, `unit-2`... (concurrency 1, heartbeat 1 s).
     pub fn start(units: usize, env: &[(&str, &str)]) -> Cluster {
+        Cluster::replicas(1, units, env)
+    }
+
+    /// [`Cluster::start`] with `replicas` orchestras in cluster mode on the one NX-27017
+    /// database and vhost: the same root and node secrets and storage root, each its own
+    /// working dir (so its own data dir) and port, all started at once. Unit `unit-<n>` is
+    /// pointed at replica `(n - 1) % replicas`; the user's calls go round-robin to all.
+    pub fn replicas(replicas: usize, units: usize, env: &[(&str, &str)]) -> Cluster {
+        assert!(replicas >= 1, "a cluster has an orchestra");
         let nx = NxServer::start();
         let vhost = Vhost::create();
         let storage = tempfile::Builder::new()
@@ -70,19 +80,16 @@ impl Cluster {
             ("OSCIED_NODE_SECRET", NODE_SECRET),
         ];
         vars.extend_from_slice(env);
-        let orchestra = Orchestra::start(&vars);
-        let mut cluster = Cluster {
-            publishers: vec![],
-            units: vec![],
-            orchestra,
-            vhost: Some(vhost),
-            nx: Some(nx),
-            storage,
-            clips: tempfile::tempdir().expect("temp dir"),
-            user: format!("{USER_MAIL}:{USER_SECRET}"),
-        };
+        // Spawned together, as a deployment starts them; then each must become healthy.
+        let mut orchestras: Vec<Orchestra> =
+            (0..replicas).map(|_| Orchestra::spawn(&vars)).collect();
+        for orchestra in &mut orchestras {
+            orchestra.wait_healthy();
+        }
+        let mut cluster = Cluster::around(orchestras, Some(vhost), Some(nx), storage);
         for n in 1..=units {
-            cluster.add_unit(&format!("unit-{n}"));
+            let url = cluster.replica_url((n - 1) % replicas);
+            cluster.add_unit_on(&format!("unit-{n}"), &url, &[]);
         }
         cluster.create_user();
         cluster
@@ -106,18 +113,70 @@ impl Cluster {
         ];
         vars.extend_from_slice(env);
         let orchestra = Orchestra::start(&vars);
-        let cluster = Cluster {
-            publishers: vec![],
-            units: vec![],
-            orchestra,
-            vhost: None,
-            nx: None,
-            storage,
-            clips: tempfile::tempdir().expect("temp dir"),
-            user: format!("{USER_MAIL}:{USER_SECRET}"),
-        };
+        let cluster = Cluster::around(vec![orchestra], None, None, storage);
         cluster.create_user();
         cluster
+    }
+
+    fn around(
+        orchestras: Vec<Orchestra>,
+        vhost: Option<Vhost>,
+        nx: Option<NxServer>,
+        storage: TempDir,
+    ) -> Cluster {
+        let anonymous = Api::over(orchestras.iter().map(Orchestra::api).collect());
+        Cluster {
+            publishers: vec![],
+            units: vec![],
+            api: anonymous.as_user(USER_MAIL, USER_SECRET),
+            root: anonymous.as_user("root", ROOT_SECRET),
+            orchestras,
+            vhost,
+            nx,
+            storage,
+            clips: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// The first (or only) orchestra.
+    pub fn orchestra(&self) -> &Orchestra {
+        &self.orchestras[0]
+    }
+
+    pub fn orchestra_mut(&mut self) -> &mut Orchestra {
+        &mut self.orchestras[0]
+    }
+
+    /// `http://127.0.0.1:<port>` of replica `index`: a unit's `OSCIED_API_URL`.
+    pub fn replica_url(&self, index: usize) -> String {
+        self.orchestras[index].url()
+    }
+
+    /// Every replica's URL, comma-separated: the `OSCIED_API_URL` of a unit that fails over.
+    pub fn replica_urls(&self) -> String {
+        let urls: Vec<String> = self.orchestras.iter().map(Orchestra::url).collect();
+        urls.join(",")
+    }
+
+    /// The user's client: calls spread round-robin over the replicas.
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// root's client, likewise.
+    pub fn root_api(&self) -> &Api {
+        &self.root
+    }
+
+    /// `kill -9` replica `index`; [`Cluster::restart_replica`] brings it back on its port.
+    pub fn kill_replica(&mut self, index: usize) {
+        self.orchestras[index].kill9();
+    }
+
+    /// Start replica `index` again (killing it first if it runs) on the same port, data
+    /// dir and variables; returns once it is healthy.
+    pub fn restart_replica(&mut self, index: usize) {
+        self.orchestras[index].start_again();
     }
 
     /// Start one more transform unit on this cluster.
@@ -129,7 +188,14 @@ impl Cluster {
     /// A variable of `extra` given twice wins over the default (the last value of a name is
     /// the one a process gets), e.g. a wrong `OSCIED_NODE_SECRET`.
     pub fn add_unit_with(&mut self, id: &str, extra: &[(&str, &str)]) {
-        let vars = self.node_vars();
+        let url = self.replica_url(0);
+        self.add_unit_on(id, &url, extra);
+    }
+
+    /// [`Cluster::add_unit_with`] with `api_url` as its `OSCIED_API_URL`: one replica's URL,
+    /// or several separated by commas ([`Cluster::replica_urls`]).
+    pub fn add_unit_on(&mut self, id: &str, api_url: &str, extra: &[(&str, &str)]) {
+        let vars = self.node_vars_on(api_url);
         let env = unit_env(
             &vars,
             &[
@@ -153,12 +219,19 @@ impl Cluster {
         self.storage().join("medias").join(id)
     }
 
-    /// The orchestra's and every unit's log tails.
+    /// The orchestras' and every unit's log tails.
     pub fn logs(&self) -> String {
-        let mut out = format!(
-            "===== orchestra log (tail) =====\n{}\n",
-            self.orchestra.log_tail()
-        );
+        let mut out = String::new();
+        for (n, orchestra) in self.orchestras.iter().enumerate() {
+            let name = match self.orchestras.len() {
+                1 => "orchestra".to_owned(),
+                _ => format!("orchestra {n} (port {})", orchestra.port()),
+            };
+            out.push_str(&format!(
+                "===== {name} log (tail) =====\n{}\n",
+                orchestra.log_tail()
+            ));
+        }
         for unit in &self.units {
             out.push_str(&format!(
                 "===== unit {} log (tail) =====\n{}\n",
@@ -176,42 +249,22 @@ impl Cluster {
         out
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.orchestra.api())
-    }
-
     fn create_user(&self) {
-        let (status, user) = curl(&[
-            "-m",
-            CALL_MAX_SECS,
-            "-u",
-            &format!("root:{ROOT_SECRET}"),
-            "-H",
-            "Content-Type: application/json",
-            "-d",
+        let (status, user) = self.root.post(
+            "/users",
             &json!({
                 "first_name": "Grace",
                 "last_name": "Hopper",
                 "mail": USER_MAIL,
                 "secret": USER_SECRET,
-            })
-            .to_string(),
-            &self.url("/users"),
-        ]);
+            }),
+        );
         assert_eq!(status, 201, "create the user: {user}\n{}", self.logs());
     }
 
     /// A call as the user: the HTTP status and the JSON body.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let url = self.url(path);
-        let mut args = vec!["-m", CALL_MAX_SECS, "-u", &self.user, "-X", method];
-        let text;
-        if let Some(body) = body {
-            text = body.to_string();
-            args.extend(["-H", "Content-Type: application/json", "-d", &text]);
-        }
-        args.push(&url);
-        curl(&args)
+        self.api.call(method, path, body)
     }
 
     /// A GET as the user that must answer 200.
@@ -229,17 +282,7 @@ impl Cluster {
     /// Make a clip (H.264/AAC, lavfi) and upload it; the READY media.
     pub fn upload_clip(&self, name: &str, seconds: u32, width: u32, height: u32) -> Value {
         let path = self.clip(name, seconds, width, height);
-        let (status, media) = curl(&[
-            "-m",
-            TRANSFER_MAX_SECS,
-            "-u",
-            &self.user,
-            "-F",
-            &format!("file=@{}", path.display()),
-            "-F",
-            &format!("title={name}"),
-            &self.url("/medias"),
-        ]);
+        let (status, media) = self.api.upload(&path, &[("title", name)]);
         assert_eq!(status, 201, "upload {name}: {media}\n{}", self.logs());
         assert_eq!(media["status"], "READY", "{media}");
         media
@@ -414,16 +457,12 @@ impl Cluster {
     /// Download `/medias/{id}/download` into a file of the clips dir; its path.
     pub fn download(&self, id: &str, name: &str) -> PathBuf {
         let path = self.clips.path().join(name);
-        let output = Command::new("curl")
-            .args(["-s", "-f", "-m", TRANSFER_MAX_SECS, "-u", &self.user, "-o"])
-            .arg(&path)
-            .arg(self.url(&format!("/medias/{id}/download")))
-            .output()
-            .expect("curl runs");
+        let reply = self.api.download(&format!("/medias/{id}/download"), &path);
         assert!(
-            output.status.success(),
-            "download media {id} failed: {}\n{}",
-            String::from_utf8_lossy(&output.stderr),
+            reply.exit == 0,
+            "download media {id} failed: curl exit {}, status {}\n{}",
+            reply.exit,
+            reply.status,
             self.logs()
         );
         path
@@ -532,14 +571,16 @@ impl Cluster {
         cluster
     }
 
-    /// What every unit of this cluster is given: the orchestra's URL, the node secret, the
-    /// shared storage root and the vhost's AMQP URI.
+    /// What every unit of this cluster is given: the (first) orchestra's URL, the node
+    /// secret, the shared storage root and the vhost's AMQP URI.
     pub fn node_vars(&self) -> Vec<(&'static str, String)> {
+        self.node_vars_on(&self.replica_url(0))
+    }
+
+    /// [`Cluster::node_vars`] with `api_url` as `OSCIED_API_URL` (one URL, or a list).
+    pub fn node_vars_on(&self, api_url: &str) -> Vec<(&'static str, String)> {
         vec![
-            (
-                "OSCIED_API_URL",
-                format!("http://127.0.0.1:{}", self.orchestra.port()),
-            ),
+            ("OSCIED_API_URL", api_url.to_owned()),
             ("OSCIED_NODE_SECRET", NODE_SECRET.to_owned()),
             ("OSCIED_STORAGE_ROOT", self.storage().display().to_string()),
             (
@@ -552,7 +593,13 @@ impl Cluster {
     /// Start one more publisher unit on this cluster (queue `publisher`, heartbeat 1 s), with
     /// `extra` variables on top (`OSCIED_WWW_ROOT`, say); it is listening when this returns.
     pub fn add_publisher(&mut self, id: &str, extra: &[(&str, &str)]) {
-        let vars = self.node_vars();
+        let url = self.replica_url(0);
+        self.add_publisher_on(id, &url, extra);
+    }
+
+    /// [`Cluster::add_publisher`] with `api_url` as its `OSCIED_API_URL` (one URL, or a list).
+    pub fn add_publisher_on(&mut self, id: &str, api_url: &str, extra: &[(&str, &str)]) {
+        let vars = self.node_vars_on(api_url);
         let env = unit_env(&vars, PUBLISHER_DEFAULTS, extra);
         self.publishers.push(PublisherUnit::start(id, &env));
     }
@@ -570,9 +617,7 @@ impl Cluster {
 
     /// A call as root: the HTTP status and the JSON body.
     pub fn call_as_root(&self, method: &str, path: &str) -> (u16, Value) {
-        let url = self.url(path);
-        let root = format!("root:{ROOT_SECRET}");
-        curl(&["-m", CALL_MAX_SECS, "-u", &root, "-X", method, &url])
+        self.root.call(method, path, None)
     }
 
     /// The publisher unit called `id`.
@@ -583,10 +628,11 @@ impl Cluster {
             .unwrap_or_else(|| panic!("publisher {id:?} is not one of ours\n{}", self.logs()))
     }
 
-    /// Consumers the broker counts on `queue` of this cluster's vhost.
+    /// Consumers the broker counts on `queue` of this cluster's vhost; 0 while the broker
+    /// cannot say (another test on this machine may have it stopped for a while).
     pub fn broker_consumers(&self, queue: &str) -> u64 {
         let vhost = self.vhost.as_ref().expect("a cluster").name().to_owned();
-        let listing = oscied_e2e::rabbit::rabbitmqctl(&[
+        let listing = oscied_e2e::rabbit::try_rabbitmqctl(&[
             "list_queues",
             "-q",
             "-p",
@@ -595,6 +641,7 @@ impl Cluster {
             "consumers",
         ]);
         listing
+            .unwrap_or_default()
             .lines()
             .filter_map(|line| line.split_once('\t'))
             .find(|(name, _)| name.trim() == queue)
@@ -714,17 +761,10 @@ impl Cluster {
         std::fs::create_dir_all(&uploads).expect("uploads dir");
         std::fs::copy(source, uploads.join(name))
             .unwrap_or_else(|e| panic!("copy {} into uploads: {e}", source.display()));
-        let (status, media) = curl(&[
-            "-m",
-            TRANSFER_MAX_SECS,
-            "-u",
-            &self.user,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &json!({"uri": format!("uploads/{name}"), "metadata": {"title": name}}).to_string(),
-            &self.url("/medias"),
-        ]);
+        let (status, media) = self.api.max_secs(TRANSFER_MAX_SECS).post(
+            "/medias",
+            &json!({"uri": format!("uploads/{name}"), "metadata": {"title": name}}),
+        );
         assert_eq!(status, 201, "register {name}: {media}\n{}", self.logs());
         assert_eq!(media["status"], "READY", "{media}");
         media
@@ -733,92 +773,6 @@ impl Cluster {
     /// A scratch dir of this test (removed with the cluster).
     pub fn scratch(&self) -> &Path {
         self.clips.path()
-    }
-}
-
-/// An HTTP answer fetched with curl, without credentials: the status (0 when nothing
-/// answered), the headers and the body (kept in a temp file).
-pub struct Fetched {
-    pub url: String,
-    pub status: u16,
-    headers: Vec<(String, String)>,
-    body: tempfile::NamedTempFile,
-}
-
-impl Fetched {
-    /// A header's value (the name is case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The media type of `Content-Type`, without parameters.
-    pub fn content_type(&self) -> Option<&str> {
-        self.header("content-type")
-            .map(|v| v.split(';').next().unwrap_or(v).trim())
-    }
-
-    pub fn body(&self) -> Vec<u8> {
-        std::fs::read(self.body.path()).expect("the fetched body")
-    }
-
-    pub fn body_path(&self) -> &Path {
-        self.body.path()
-    }
-
-    /// Status, headers and the start of the body, for assertion messages.
-    pub fn describe(&self) -> String {
-        let body = self.body();
-        let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-        format!(
-            "GET {} → {} {:?} ({} bytes) {shown}",
-            self.url,
-            self.status,
-            self.headers,
-            body.len()
-        )
-    }
-}
-
-/// GET `url` with curl, with `extra` curl arguments (`-r 100-199`, `-I`...).
-pub fn fetch(url: &str, extra: &[&str]) -> Fetched {
-    let headers = tempfile::NamedTempFile::new().expect("temp file");
-    let body = tempfile::NamedTempFile::new().expect("temp file");
-    // Its exit status says nothing more than the status line (0 when none came).
-    Command::new("curl")
-        .args(["-s", "-m", TRANSFER_MAX_SECS, "-D"])
-        .arg(headers.path())
-        .arg("-o")
-        .arg(body.path())
-        .args(extra)
-        .arg(url)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("curl runs");
-    let text = std::fs::read_to_string(headers.path()).unwrap_or_default();
-    // The last response's block (curl writes one per response).
-    let block = text
-        .split("\r\n\r\n")
-        .filter(|b| !b.trim().is_empty())
-        .last()
-        .unwrap_or_default();
-    let mut lines = block.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Fetched {
-        url: url.to_owned(),
-        status,
-        headers,
-        body,
     }
 }
 
