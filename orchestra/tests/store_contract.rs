@@ -2584,7 +2584,8 @@ mod mongo_connection {
         }
     }
 
-    /// Start-up creates the indexes: unique mail and title, medias and task lookups.
+    /// Start-up creates the indexes: unique mail and title, medias and task lookups, and the
+    /// queues' (status with the order).
     #[tokio::test]
     async fn connect_creates_the_indexes() {
         let server = NxServer::start();
@@ -2626,6 +2627,17 @@ mod mongo_connection {
                     indexes.iter().any(|name| name.contains(key)),
                     "{collection}: no index on {key} in {indexes:?}"
                 );
+            }
+            // A queue's page and the dispatch scan: status, then the order.
+            if collection.ends_with("_tasks") {
+                for compound in [&["status", "created_at"][..], &["status", "dispatched_at"]] {
+                    assert!(
+                        indexes
+                            .iter()
+                            .any(|name| compound.iter().all(|key| name.contains(key))),
+                        "{collection}: no index on {compound:?} in {indexes:?}"
+                    );
+                }
             }
         }
     }
