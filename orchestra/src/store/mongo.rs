@@ -265,10 +265,11 @@ impl MongoStore {
         let revision = record.revision();
         let mut doc = to_doc(&*record, "id")?;
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
-        doc.insert(REV, rev_bson(revision + 1)?);
+        doc.insert(REV, rev_bson(revision.saturating_add(1))?);
         let fence = if revision == 0 {
-            // Written before the fence: no `_rev` at all is revision 0 too.
-            doc! { "_id": id, "$or": [{ REV: 0_i64 }, { REV: { "$exists": false } }] }
+            // Written before the fence: no `_rev` at all is revision 0 too (`null` matches
+            // a missing field). Not an `$or`: NX-27017 drops the `_id` beside one.
+            doc! { "_id": id, REV: { "$in": [0_i64, Bson::Null] } }
         } else {
             doc! { "_id": id, REV: rev_bson(revision)? }
         };
@@ -600,27 +601,32 @@ impl Store for MongoStore {
         let now = Utc::now();
         let until = now
             .checked_add_signed(ttl)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        // One upsert: it renews or takes over a lapsed lease in place; a lease held by
-        // another does not match, so the upsert tries to insert its `_id` and the unique
-        // `_id` refuses it. Of racers on a free lease one insert wins, the others collide.
-        let taken = self
-            .leases
-            .update_one(
-                doc! { "_id": name, "$or": [
-                    { "holder": holder },
-                    { "expires_at": { "$lte": now.timestamp_micros() } },
-                ] },
-                doc! { "$set": { "holder": holder, "expires_at": until.timestamp_micros() } },
-            )
-            .upsert(true)
-            .await;
-        match taken {
-            Ok(_) => Ok(true),
-            Err(e) => match write_error(e, "id") {
-                StoreError::Conflict(_) => Ok(false),
-                other => Err(other),
-            },
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+            .timestamp_micros();
+        // Three conditional writes, each atomic, tried in turn until one matches: renew our
+        // own lease, take a lapsed one over, or insert a free one (the unique `_id` lets one
+        // racer in). Of racers on a lapsed lease the first take-over moves `expires_at` past
+        // the others' condition. Not one upsert with an `$or`: NX-27017 drops the `_id`
+        // beside an `$or`, so it would take another name's lapsed lease.
+        let set = doc! { "$set": { "holder": holder, "expires_at": until } };
+        for mine in [
+            doc! { "_id": name, "holder": holder },
+            doc! { "_id": name, "expires_at": { "$lte": now.timestamp_micros() } },
+        ] {
+            let result = self
+                .leases
+                .update_one(mine, set.clone())
+                .await
+                .map_err(unavailable)?;
+            if result.matched_count > 0 {
+                return Ok(true);
+            }
+        }
+        let free = doc! { "_id": name, "holder": holder, "expires_at": until };
+        match Self::insert(&self.leases, free, "id").await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

@@ -427,11 +427,6 @@ fn add_revisions(conn: &mut Connection) -> StoreResult<()> {
     tx.commit().map_err(unavailable)
 }
 
-/// Unix microseconds: the leases' clock, compared as integers.
-fn micros(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
 /// A sort path from an allow-list, checked anyway since it is spliced into SQL.
 fn json_path(path: &str) -> StoreResult<String> {
     if path
@@ -890,7 +885,12 @@ impl Store for SqliteStore {
                  ON CONFLICT (name) DO UPDATE \
                  SET holder = excluded.holder, expires_at = excluded.expires_at \
                  WHERE leases.holder = excluded.holder OR leases.expires_at <= ?4",
-                params![name, holder, micros(until), micros(now)],
+                params![
+                    name,
+                    holder,
+                    until.timestamp_micros(),
+                    now.timestamp_micros()
+                ],
             )
             .map(|n| n > 0)
             .map_err(unavailable)
