@@ -120,43 +120,44 @@ macro_rules! contract {
 
 contract!(
     plain: [
-    ping_and_kind,
-    user_crud,
-    user_mail_is_unique_case_insensitively,
-    user_list_q_paging_total,
-    media_crud_with_probe,
-    media_metadata_round_trips_exactly,
-    media_list_filters,
-    media_list_q_is_literal_and_case_insensitive,
-    media_list_sort_and_paging,
-    profile_crud_and_unique_title,
-    profile_list_filters,
-    token_create_get,
-    token_revocation,
-    task_crud_round_trips_every_field,
-    task_update_missing_is_false,
-    task_list_filters,
-    task_list_dispatch_and_lease_filters,
-    task_list_sort_and_paging,
-    task_list_finished_after,
-    publisher_task_crud_round_trips_every_field,
-    publisher_task_update_missing_is_false,
-    publisher_task_list_filters,
-    publisher_task_list_dispatch_and_lease_filters,
-    publisher_task_list_sort_and_paging,
-    publisher_task_list_finished_after,
-    counts_by_status,
-    unit_put_get_list,
-    root_secret_hash_is_kept_once,
-    media_stale_copy_is_refused,
-    task_stale_copy_is_refused,
-    publisher_task_stale_copy_is_refused,
+        ping_and_kind,
+        user_crud,
+        user_mail_is_unique_case_insensitively,
+        user_list_q_paging_total,
+        media_crud_with_probe,
+        media_metadata_round_trips_exactly,
+        media_list_filters,
+        media_list_q_is_literal_and_case_insensitive,
+        media_list_sort_and_paging,
+        profile_crud_and_unique_title,
+        profile_list_filters,
+        token_create_get,
+        token_revocation,
+        task_crud_round_trips_every_field,
+        task_update_missing_is_false,
+        task_list_filters,
+        task_list_dispatch_and_lease_filters,
+        task_list_sort_and_paging,
+        task_list_finished_after,
+        publisher_task_crud_round_trips_every_field,
+        publisher_task_update_missing_is_false,
+        publisher_task_list_filters,
+        publisher_task_list_dispatch_and_lease_filters,
+        publisher_task_list_sort_and_paging,
+        publisher_task_list_finished_after,
+        counts_by_status,
+        unit_put_get_list,
+        root_secret_hash_is_kept_once,
+        media_stale_copy_is_refused,
+        task_stale_copy_is_refused,
+        publisher_task_stale_copy_is_refused,
+        leases_are_apart,
     ],
     races: [
-    media_races,
-    task_races,
-    publisher_task_races,
-    lease_races,
+        media_races,
+        task_races,
+        publisher_task_races,
+        lease_races,
     ],
 );
 
@@ -2486,6 +2487,9 @@ mod sqlite_file {
         let m = media(owner, "Cosmos Laundromat", MediaStatus::Pending, 0);
         let t = task(owner, m.id, "transform", 0);
         let p = publication(owner, m.id, "publisher", 0);
+        let m2 = media(owner, "Spring", MediaStatus::Pending, 1);
+        let t2 = task(owner, m2.id, "transform", 1);
+        let p2 = publication(owner, m2.id, "publisher", 1);
         {
             // The tables as the version before the fence made them.
             let old = rusqlite::Connection::open(&path).expect("open");
@@ -2498,8 +2502,11 @@ mod sqlite_file {
             .expect("old schema");
             for (table, id, doc) in [
                 ("medias", m.id, serde_json::to_string(&m)),
+                ("medias", m2.id, serde_json::to_string(&m2)),
                 ("transform_tasks", t.id, serde_json::to_string(&t)),
+                ("transform_tasks", t2.id, serde_json::to_string(&t2)),
                 ("publisher_tasks", p.id, serde_json::to_string(&p)),
+                ("publisher_tasks", p2.id, serde_json::to_string(&p2)),
             ] {
                 old.execute(
                     &format!("INSERT INTO {table} (id, doc) VALUES (?1, ?2)"),
@@ -2510,9 +2517,9 @@ mod sqlite_file {
         }
 
         let store = SqliteStore::open(&path).expect("open an old file");
-        stale_copy_is_refused(&store, m.clone(), make_ready).await;
-        stale_copy_is_refused(&store, t.clone(), start_on_unit::<TransformTask>).await;
-        stale_copy_is_refused(&store, p.clone(), start_on_unit::<PublisherTask>).await;
+        stale_copy_is_refused(&store, m.clone(), m2, make_ready).await;
+        stale_copy_is_refused(&store, t.clone(), t2, start_on_unit::<TransformTask>).await;
+        stale_copy_is_refused(&store, p.clone(), p2, start_on_unit::<PublisherTask>).await;
         let mut twin = m.clone();
         twin.id = uuid::Uuid::new_v4();
         store
@@ -2584,7 +2591,8 @@ mod mongo_connection {
         }
     }
 
-    /// Start-up creates the indexes: unique mail and title, medias and task lookups.
+    /// Start-up creates the indexes: unique mail and title, medias and task lookups, and the
+    /// queues' (status with the order).
     #[tokio::test]
     async fn connect_creates_the_indexes() {
         let server = NxServer::start();
@@ -2627,6 +2635,17 @@ mod mongo_connection {
                     "{collection}: no index on {key} in {indexes:?}"
                 );
             }
+            // A queue's page and the dispatch scan: status, then the order.
+            if collection.ends_with("_tasks") {
+                for compound in [&["status", "created_at"][..], &["status", "dispatched_at"]] {
+                    assert!(
+                        indexes
+                            .iter()
+                            .any(|name| compound.iter().all(|key| name.contains(key))),
+                        "{collection}: no index on {compound:?} in {indexes:?}"
+                    );
+                }
+            }
         }
     }
 
@@ -2665,13 +2684,25 @@ mod mongo_connection {
         let m = media(owner, "Tears of Steel", MediaStatus::Pending, 0);
         let t = task(owner, m.id, "transform", 0);
         let p = publication(owner, m.id, "publisher", 0);
-        store.create_media(&m).await.expect("create");
-        store.create_transform_task(&t).await.expect("create");
-        store.create_publisher_task(&p).await.expect("create");
+        let m2 = media(owner, "Agent 327", MediaStatus::Pending, 1);
+        let t2 = task(owner, m2.id, "transform", 1);
+        let p2 = publication(owner, m2.id, "publisher", 1);
+        for m in [&m, &m2] {
+            store.create_media(m).await.expect("create");
+        }
+        for t in [&t, &t2] {
+            store.create_transform_task(t).await.expect("create");
+        }
+        for p in [&p, &p2] {
+            store.create_publisher_task(p).await.expect("create");
+        }
         for (collection, id) in [
             ("medias", m.id),
+            ("medias", m2.id),
             ("transform_tasks", t.id),
+            ("transform_tasks", t2.id),
             ("publisher_tasks", p.id),
+            ("publisher_tasks", p2.id),
         ] {
             let coll = database.collection::<Document>(collection);
             let filter = doc! { "_id": id.to_string() };
@@ -2689,9 +2720,9 @@ mod mongo_connection {
             let old = coll.find_one(filter).await.expect("find").expect("stored");
             assert_eq!(rev(&old), None, "{collection}: {old}");
         }
-        stale_copy_is_refused(&store, m.clone(), make_ready).await;
-        stale_copy_is_refused(&store, t.clone(), start_on_unit::<TransformTask>).await;
-        stale_copy_is_refused(&store, p.clone(), start_on_unit::<PublisherTask>).await;
+        stale_copy_is_refused(&store, m.clone(), m2, make_ready).await;
+        stale_copy_is_refused(&store, t.clone(), t2, start_on_unit::<TransformTask>).await;
+        stale_copy_is_refused(&store, p.clone(), p2, start_on_unit::<PublisherTask>).await;
         let stored = database
             .collection::<Document>("medias")
             .find_one(doc! { "_id": m.id.to_string() })
@@ -2808,8 +2839,10 @@ async fn root_secret_hash_is_kept_once(store: &dyn Store) {
 async fn media_stale_copy_is_refused(store: &dyn Store) {
     let owner = Uuid::new_v4();
     let created = media(owner, "Big Buck Bunny", MediaStatus::Pending, 0);
+    let bystander = media(owner, "Elephants Dream", MediaStatus::Pending, 1);
     store.create_media(&created).await.expect("create");
-    stale_copy_is_refused(store, created, make_ready).await;
+    store.create_media(&bystander).await.expect("create");
+    stale_copy_is_refused(store, created, bystander, make_ready).await;
 }
 
 /// Write `n` of [`stale_copy_is_refused`] on a media.
@@ -2835,11 +2868,13 @@ async fn publisher_task_stale_copy_is_refused(store: &dyn Store) {
 
 async fn task_stale_copy<T: StoredTask>(store: &dyn Store) {
     let created = T::fresh(Uuid::new_v4(), Uuid::new_v4(), T::QUEUE, 0);
+    let bystander = T::fresh(created.user_id, created.id(), T::QUEUE, 1);
     created.create(store).await.expect("create");
-    stale_copy_is_refused(store, created, start_on_unit::<T>).await;
+    bystander.create(store).await.expect("create");
+    stale_copy_is_refused(store, created, bystander, start_on_unit::<T>).await;
 
     // A record is created at its revision, and fenced from there.
-    let mut later = T::fresh(Uuid::new_v4(), Uuid::new_v4(), T::QUEUE, 1);
+    let mut later = T::fresh(Uuid::new_v4(), Uuid::new_v4(), T::QUEUE, 2);
     later.set_revision(7);
     later.create(store).await.expect("create at a revision");
     assert_eq!(
@@ -2861,10 +2896,16 @@ async fn task_stale_copy<T: StoredTask>(store: &dyn Store) {
 
 /// The fence, on `created` (stored at revision 0): a copy's update wins once and bumps the
 /// revision on the copy and in the store; another copy read at the same revision is refused
-/// and changes nothing; a fresh read wins again. `change(record, n)` makes a distinct write
-/// `n`; `created` is the only record of its kind.
-async fn stale_copy_is_refused<T: Fenced>(store: &dyn Store, created: T, change: fn(&mut T, u64)) {
-    assert_eq!(created.revision(), 0);
+/// and changes nothing; a fresh read wins again; `bystander`, another record at revision 0
+/// (created after it, and the only other one of its kind), is never touched.
+/// `change(record, n)` makes a distinct write `n`.
+async fn stale_copy_is_refused<T: Fenced>(
+    store: &dyn Store,
+    created: T,
+    bystander: T,
+    change: fn(&mut T, u64),
+) {
+    assert_eq!((created.revision(), bystander.revision()), (0, 0));
     let mut first = T::get(store, created.id())
         .await
         .expect("get")
@@ -2885,7 +2926,7 @@ async fn stale_copy_is_refused<T: Fenced>(store: &dyn Store, created: T, change:
     );
     assert_eq!(
         T::list_all(store).await,
-        (1, vec![first.clone()]),
+        (2, vec![first.clone(), bystander.clone()]),
         "listed at revision 1"
     );
 
@@ -2924,8 +2965,12 @@ async fn stale_copy_is_refused<T: Fenced>(store: &dyn Store, created: T, change:
     );
     assert_eq!(
         T::list_all(store).await,
-        (1, vec![fresh]),
-        "listed at revision 2"
+        (2, vec![fresh, bystander.clone()]),
+        "listed at revision 2; the other record at the same revision is untouched"
+    );
+    assert_eq!(
+        T::get(store, bystander.id()).await.expect("get"),
+        Some(bystander)
     );
 }
 
@@ -2967,9 +3012,8 @@ fn by_lapsed_list<T: StoredTask>(store: Arc<dyn Store>, id: Uuid) -> Racing<T> {
 /// One round: [`RACERS`] tokio tasks, racer `n` on handle `n % stores.len()`, each read
 /// record `id` with `read`, then (once all have read, so they all hold the same revision)
 /// make their own change `change(record, n)` and update it. Exactly one must win; the store
-/// holds its write at the next revision, on every handle and in the lists; every loser's
-/// update changed nothing and the loser's re-read shows the winner's write. Returns the
-/// winner's record.
+/// holds its write at the next revision, on every handle; every loser's update changed
+/// nothing and the loser's re-read shows the winner's write. Returns the winner's record.
 async fn race<T: Fenced>(
     what: &str,
     stores: &[Arc<dyn Store>],
@@ -3267,6 +3311,83 @@ async fn lease_races(stores: Vec<Arc<dyn Store>>) {
             .expect("acquire"),
         "{} holds it now",
         holder(third)
+    );
+}
+
+/// Each lease name is its own: taking, renewing or releasing one never touches another, even
+/// a lapsed one.
+async fn leases_are_apart(store: &dyn Store) {
+    let (ttl, lapsed) = (Duration::seconds(60), Duration::zero());
+    assert!(
+        store
+            .acquire_lease("a", "replica-1", lapsed)
+            .await
+            .expect("acquire")
+    );
+    assert!(
+        store
+            .acquire_lease("b", "replica-2", ttl)
+            .await
+            .expect("acquire")
+    );
+    assert!(
+        !store
+            .acquire_lease("b", "replica-3", ttl)
+            .await
+            .expect("acquire"),
+        "b is held"
+    );
+    assert!(
+        store
+            .acquire_lease("a", "replica-3", ttl)
+            .await
+            .expect("acquire"),
+        "a lapsed"
+    );
+    assert!(
+        store
+            .acquire_lease("c", "replica-1", lapsed)
+            .await
+            .expect("acquire")
+    );
+    assert!(
+        store
+            .acquire_lease("b", "replica-2", ttl)
+            .await
+            .expect("acquire"),
+        "its holder renews b beside a lapsed c"
+    );
+    store
+        .release_lease("a", "replica-3")
+        .await
+        .expect("release");
+    assert!(
+        !store
+            .acquire_lease("b", "replica-1", ttl)
+            .await
+            .expect("acquire"),
+        "b is held"
+    );
+    assert!(
+        store
+            .acquire_lease("a", "replica-1", ttl)
+            .await
+            .expect("acquire"),
+        "a is free"
+    );
+    assert!(
+        !store
+            .acquire_lease("a", "replica-2", ttl)
+            .await
+            .expect("acquire"),
+        "a is held"
+    );
+    assert!(
+        store
+            .acquire_lease("c", "replica-2", ttl)
+            .await
+            .expect("acquire"),
+        "c lapsed"
     );
 }
 
