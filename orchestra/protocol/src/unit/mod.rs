@@ -15,6 +15,8 @@ pub mod log;
 mod report;
 pub mod secret;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::collections::HashSet;
 use std::path::Path;
