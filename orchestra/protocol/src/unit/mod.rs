@@ -1,10 +1,12 @@
-//! The plumbing every unit kind shares (docs/architecture.md §5): the link to the orchestra, the set of
-//! attempts a unit runs, the decoding of a delivery (a job the unit cannot run ends FAILURE,
-//! see [`decode`]), the claim-then-ack of a delivery, the unit heartbeat, the lease
-//! reporter and the completion with retries, the drain on shutdown ([`drain`]), a refused node
-//! secret ([`secret`]: no jobs, a loud error, a failing exit), plus the binaries' common flags,
-//! logging and signals. The transform and publisher units differ only in what they do between the claim
-//! and the completion.
+//! The unit runtime and the plumbing every unit kind shares (docs/architecture.md §5). A unit
+//! kind is a [`JobHandler`] (what it does with one claimed attempt, how to remove what an
+//! attempt left) run by [`run_unit`], which owns the rest ([`mod@runtime`]): the slots, the
+//! decoding of a delivery (a job the unit cannot run ends FAILURE, see [`decode`]), the
+//! claim-then-ack, the unit heartbeat, the lease reporter and the completion with retries,
+//! the drain and hand-back on stop ([`drain`]), a refused node secret ([`secret`]: no jobs, a
+//! loud error, a failing exit). Besides: the binaries' common flags, logging and signals
+//! ([`cli`], [`mod@log`]), the state dir ([`state`]) and a fake node API for the units'
+//! tests (`testing`, feature `testing`).
 
 mod claim;
 pub mod cli;
@@ -13,6 +15,7 @@ mod drain;
 mod heartbeat;
 pub mod log;
 mod report;
+pub mod runtime;
 pub mod secret;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
@@ -34,11 +37,16 @@ pub use claim::{ack, claim, pause_then_requeue};
 pub use decode::decode;
 pub use drain::{hand_back, wind_down};
 pub use heartbeat::{UnitInfo, heartbeat};
-pub use report::{Completion, LeaseEvent, Reporter, complete};
+pub use report::{Completion, complete};
+pub use report::{LeaseEvent, Reporter};
+pub use runtime::{
+    Attempt, HandBack, Interrupt, Interrupted, JobHandler, JobMessage, Output, Ran, Services, Unit,
+    UnitSpec, run_unit,
+};
 pub use secret::{DEFAULT_REFUSED_EXIT_SECS, UnitError};
 
 /// Where a unit is in its life. On SIGTERM it drains (takes no new job; running attempts
-/// go on), then stops (running attempts stop and are handed back, see [`wind_down`]).
+/// go on), then stops (running attempts stop and are handed back, see [`drain`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
     Running,
@@ -46,8 +54,8 @@ pub enum Phase {
     Stopping,
 }
 
-/// What a unit's slots, heartbeat and reporters share to talk to the orchestra: its client,
-/// who it is, and whether it is draining or stopping. Cheap to clone.
+/// What a unit's slots, heartbeat, reporters and handler share to talk to the orchestra: its
+/// client, who it is, and whether it is draining or stopping. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct UnitLink {
     pub client: NodeClient,
@@ -56,7 +64,7 @@ pub struct UnitLink {
     /// The node API's kind segment for the unit's task routes.
     pub kind: UnitKind,
     /// Only moves forward: Running → Draining → Stopping.
-    pub phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     /// Whether the orchestra accepts the node secret (shared by every clone).
     secret: Arc<secret::SecretState>,
 }
@@ -147,7 +155,7 @@ impl UnitLink {
     }
 
     /// Resolves once the node secret has been refused for `OSCIED_REFUSED_EXIT_SECS` without
-    /// a break: the unit's `run` then stops and ends with this failure.
+    /// a break: the unit then stops and ends with this failure.
     pub async fn refused_for_good(&self) -> UnitError {
         self.secret.refused_for_good().await
     }
