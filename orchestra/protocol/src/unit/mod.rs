@@ -33,12 +33,8 @@ use crate::broker::{Consumer, Delivery};
 use crate::client::{NodeClient, NodeError};
 use crate::node::UnitKind;
 
-pub use claim::{ack, claim, pause_then_requeue};
-pub use decode::decode;
-pub use drain::{hand_back, wind_down};
-pub use heartbeat::{UnitInfo, heartbeat};
+pub use claim::{ack, pause_then_requeue};
 pub use report::{Completion, complete};
-pub use report::{LeaseEvent, Reporter};
 pub use runtime::{
     Attempt, HandBack, Interrupt, Interrupted, JobHandler, JobMessage, Output, Ran, Services, Unit,
     UnitSpec, run_unit,
@@ -48,7 +44,7 @@ pub use secret::{DEFAULT_REFUSED_EXIT_SECS, UnitError};
 /// Where a unit is in its life. On SIGTERM it drains (takes no new job; running attempts
 /// go on), then stops (running attempts stop and are handed back, see [`drain`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
+pub(crate) enum Phase {
     Running,
     Draining,
     Stopping,
@@ -71,11 +67,11 @@ pub struct UnitLink {
 
 /// The switch of a unit's [`Phase`]; dropping it counts as stopping.
 #[derive(Debug)]
-pub struct UnitStop(watch::Sender<Phase>);
+pub(crate) struct UnitStop(watch::Sender<Phase>);
 
 impl UnitStop {
     /// Take no new job; running attempts go on.
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         self.0.send_if_modified(|phase| {
             let moved = *phase < Phase::Draining;
             if moved {
@@ -86,14 +82,14 @@ impl UnitStop {
     }
 
     /// Stop running attempts too (they are handed back).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.0.send_replace(Phase::Stopping);
     }
 }
 
 impl UnitLink {
     /// A link and the switch that drains and stops it.
-    pub fn new(client: NodeClient, unit_id: String, kind: UnitKind) -> (UnitLink, UnitStop) {
+    pub(crate) fn new(client: NodeClient, unit_id: String, kind: UnitKind) -> (UnitLink, UnitStop) {
         let (stop, phase) = watch::channel(Phase::Running);
         let link = UnitLink {
             client,
@@ -115,7 +111,7 @@ impl UnitLink {
 
     /// How long a refused node secret is retried before the unit ends with
     /// [`UnitError::SecretRefused`] (`OSCIED_REFUSED_EXIT_SECS`). Set it before cloning.
-    pub fn set_refused_exit(&mut self, after: Duration) {
+    pub(crate) fn set_refused_exit(&mut self, after: Duration) {
         self.secret = Arc::new(secret::SecretState::new(after));
     }
 
@@ -156,13 +152,13 @@ impl UnitLink {
 
     /// Resolves once the node secret has been refused for `OSCIED_REFUSED_EXIT_SECS` without
     /// a break: the unit then stops and ends with this failure.
-    pub async fn refused_for_good(&self) -> UnitError {
+    pub(crate) async fn refused_for_good(&self) -> UnitError {
         self.secret.refused_for_good().await
     }
 
     /// The next delivery of `consumer`, taken only while the node secret is not refused (a
     /// unit that cannot claim must hold no job); None once the unit drains.
-    pub async fn next_delivery(&self, consumer: &mut dyn Consumer) -> Option<Delivery> {
+    pub(crate) async fn next_delivery(&self, consumer: &mut dyn Consumer) -> Option<Delivery> {
         loop {
             tokio::select! {
                 biased;
