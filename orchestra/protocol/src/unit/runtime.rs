@@ -646,3 +646,414 @@ async fn give_back<H: JobHandler>(unit: &Unit, handler: &H, job: &H::Job, discar
         handler.discard(unit, job).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Mutex, PoisonError};
+    use std::time::Instant;
+
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::broker::MemoryBroker;
+    use crate::unit::testing::{Fake, FakeNode, NODE_SECRET};
+
+    /// A job of the test handler: `work` says what its attempt does.
+    #[derive(Debug, Deserialize)]
+    struct TestJob {
+        task_id: Uuid,
+        attempt: u32,
+        work: String,
+    }
+
+    impl JobMessage for TestJob {
+        fn task(&self) -> (Uuid, u32) {
+            (self.task_id, self.attempt)
+        }
+    }
+
+    /// A handler doing what each job says, noting what it discards.
+    #[derive(Default)]
+    struct Scripted {
+        /// Shared with the test.
+        discarded: Arc<Mutex<Vec<Uuid>>>,
+        /// A vital service that ends after this long.
+        vital_for: Option<Duration>,
+    }
+
+    impl JobHandler for Scripted {
+        type Job = TestJob;
+        const KIND: UnitKind = UnitKind::Transform;
+
+        async fn start(self: Arc<Self>, _unit: Arc<Unit>) -> Result<Services, UnitError> {
+            let mut services = Services::default();
+            if let Some(after) = self.vital_for {
+                let task = tokio::spawn(tokio::time::sleep(after));
+                services.vital("the test service", task, Duration::from_secs(1));
+            }
+            Ok(services)
+        }
+
+        async fn run(&self, job: &TestJob, attempt: &mut Attempt) -> Ran {
+            match job.work.as_str() {
+                "ok" => Ran::Success(Output::default()),
+                "fail" => Ran::Failure("it failed".into()),
+                "panic" => panic!("a handler bug"),
+                "second" => tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => Ran::Success(Output::default()),
+                    stopped = attempt.interrupted() => Ran::Stopped(stopped),
+                },
+                "free, then wait" => {
+                    attempt.free_slot();
+                    Ran::Stopped(attempt.interrupted().await)
+                }
+                _ => Ran::Stopped(attempt.interrupted().await),
+            }
+        }
+
+        async fn discard(&self, _unit: &Unit, job: &TestJob) {
+            self.discarded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(job.task_id);
+        }
+    }
+
+    struct Harness {
+        node: FakeNode,
+        broker: Arc<MemoryBroker>,
+        discarded: Arc<Mutex<Vec<Uuid>>>,
+        stop: Option<oneshot::Sender<()>>,
+        unit: JoinHandle<Result<(), UnitError>>,
+    }
+
+    impl Harness {
+        /// A unit of `concurrency` on the fake, called through `api` (the fake's URL given).
+        async fn start(
+            fake: Fake,
+            handler: Scripted,
+            tweak: impl FnOnce(&mut UnitSpec),
+            api: impl FnOnce(&str) -> String,
+        ) -> Harness {
+            let node = FakeNode::start(fake).await;
+            let broker = Arc::new(MemoryBroker::new());
+            let mut spec = UnitSpec {
+                unit_id: "unit-1".into(),
+                queues: vec!["transform".into()],
+                own_queue: None,
+                concurrency: 1,
+                heartbeat_secs: 1,
+                drain_secs: 0,
+                refused_exit_secs: 60,
+            };
+            tweak(&mut spec);
+            let client = NodeClient::new(&api(node.url()), NODE_SECRET).unwrap();
+            let discarded = handler.discarded.clone();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let unit = tokio::spawn(run_unit(handler, spec, broker.clone(), client, async {
+                let _ = stopped.await;
+            }));
+            Harness {
+                node,
+                broker,
+                discarded,
+                stop: Some(stop),
+                unit,
+            }
+        }
+
+        async fn send(&self, work: &str) -> Uuid {
+            let task = Uuid::new_v4();
+            let job = serde_json::json!({"task_id": task, "attempt": 1, "work": work});
+            let payload = serde_json::to_vec(&job).unwrap();
+            self.broker.publish("transform", &payload, 0).await.unwrap();
+            task
+        }
+
+        fn discarded(&self) -> Vec<Uuid> {
+            self.discarded.lock().unwrap().clone()
+        }
+
+        async fn queued(&self) -> u64 {
+            self.broker.queue_stats("transform").await.unwrap().messages
+        }
+
+        async fn stop(mut self) -> Self {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            tokio::time::timeout(Duration::from_secs(10), &mut self.unit)
+                .await
+                .expect("the unit stops")
+                .unwrap()
+                .expect("the unit ends without failure");
+            self
+        }
+    }
+
+    fn direct(url: &str) -> String {
+        url.to_owned()
+    }
+
+    #[tokio::test]
+    async fn jobs_are_claimed_completed_and_discarded_unless_kept() {
+        let h = Harness::start(Fake::default(), Scripted::default(), |_| {}, direct).await;
+        let ok = h.send("ok").await;
+        let failed = h.send("fail").await;
+        h.node
+            .wait_for(10, "two completions", |f| f.completes.len() == 2)
+            .await;
+        let completes = h.node.completes();
+        assert_eq!(
+            (completes[0].task, completes[0].status),
+            (ok, TaskStatus::Success)
+        );
+        assert_eq!(
+            (completes[1].task, completes[1].status),
+            (failed, TaskStatus::Failure)
+        );
+        assert_eq!(completes[1].error.as_deref(), Some("it failed"));
+        assert_eq!(completes[1].kind, UnitKind::Transform);
+        // The SUCCESS was kept; the FAILURE's files went before it was sent.
+        assert_eq!(h.discarded(), vec![failed]);
+        assert_eq!(h.queued().await, 0, "acked");
+        {
+            let f = h.node.lock();
+            assert_eq!(f.claims.len(), 2);
+            assert!(
+                f.claims
+                    .iter()
+                    .all(|c| c.unit_id == "unit-1" && c.attempt == 1)
+            );
+            let beat = f.heartbeats.first().expect("a heartbeat");
+            assert_eq!(
+                (beat.kind, beat.queues.clone(), beat.concurrency),
+                (UnitKind::Transform, vec!["transform".to_owned()], 1)
+            );
+        }
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_unit_keeps_working_when_an_orchestra_replica_is_down() {
+        let dead = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", listener.local_addr().unwrap())
+        };
+        let h = Harness::start(
+            Fake::default(),
+            Scripted::default(),
+            |_| {},
+            |url| format!("{dead},{url}"),
+        )
+        .await;
+        let task = h.send("ok").await;
+        h.node
+            .wait_for(10, "the completion", |f| !f.completes.is_empty())
+            .await;
+        assert_eq!(h.node.completes()[0].task, task);
+        assert!(!h.node.lock().heartbeats.is_empty());
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_secret_takes_no_job_and_ends_the_unit() {
+        let h = Harness::start(
+            Fake {
+                refuse_secret: true,
+                ..Fake::default()
+            },
+            Scripted::default(),
+            |spec| spec.refused_exit_secs = 1,
+            direct,
+        )
+        .await;
+        h.send("ok").await;
+        let started = Instant::now();
+        let mut h = h;
+        let ended = tokio::time::timeout(Duration::from_secs(10), &mut h.unit)
+            .await
+            .expect("the unit ends by itself")
+            .unwrap();
+        assert!(
+            matches!(ended, Err(UnitError::SecretRefused(1))),
+            "{ended:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // Held by nobody: a well-configured unit runs it.
+        assert_eq!(h.queued().await, 1);
+        assert!(h.node.lock().completes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_secret_accepted_again_in_time_lets_the_unit_take_its_jobs() {
+        let h = Harness::start(
+            Fake {
+                refuse_secret: true,
+                ..Fake::default()
+            },
+            Scripted::default(),
+            |spec| spec.refused_exit_secs = 30,
+            direct,
+        )
+        .await;
+        let task = h.send("ok").await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(h.queued().await, 1, "no job taken while refused");
+        h.node.lock().refuse_secret = false;
+        // The heartbeat checks every REFUSED_CHECK_EVERY (5 s) while refused.
+        h.node
+            .wait_for(15, "the completion", |f| !f.completes.is_empty())
+            .await;
+        assert_eq!(h.node.completes()[0].task, task);
+        assert!(!h.unit.is_finished());
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_takes_the_next_job_and_stop_hands_back_what_runs() {
+        let h = Harness::start(Fake::default(), Scripted::default(), |_| {}, direct).await;
+        let waiting = h.send("free, then wait").await;
+        h.node
+            .wait_for(10, "the first claim", |f| f.claims.len() == 1)
+            .await;
+        let next = h.send("ok").await;
+        h.node
+            .wait_for(10, "the second job's completion", |f| {
+                f.completes.len() == 1
+            })
+            .await;
+        assert_eq!(h.node.completes()[0].task, next);
+        // A slot that is not freed takes nothing more.
+        let blocked = h.send("wait").await;
+        h.node
+            .wait_for(10, "the third claim", |f| f.claims.len() == 3)
+            .await;
+        let fourth = h.send("ok").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(h.queued().await, 1, "the fourth job waits for a slot");
+        let h = h.stop().await;
+        let mut released: Vec<Uuid> = h.node.lock().releases.iter().map(|r| r.task).collect();
+        released.sort();
+        let mut expected = vec![waiting, blocked];
+        expected.sort();
+        assert_eq!(released, expected);
+        // Their files removed too.
+        let mut discarded = h.discarded();
+        discarded.sort();
+        assert_eq!(discarded, expected);
+        assert_eq!(h.node.completes().len(), 1);
+        assert!(!h.node.completes().iter().any(|c| c.task == fourth));
+        // Never taken, so still queued.
+        assert_eq!(h.queued().await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_drain_lets_running_jobs_finish() {
+        let h = Harness::start(
+            Fake::default(),
+            Scripted::default(),
+            |spec| spec.drain_secs = 10,
+            direct,
+        )
+        .await;
+        let task = h.send("second").await;
+        h.node
+            .wait_for(10, "the claim", |f| f.claims.len() == 1)
+            .await;
+        let h = h.stop().await;
+        let completes = h.node.completes();
+        assert_eq!(completes.len(), 1);
+        assert_eq!(
+            (completes[0].task, completes[0].status),
+            (task, TaskStatus::Success)
+        );
+        assert!(h.node.lock().releases.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_revoke_completes_revoked_and_a_stale_attempt_nothing() {
+        let h = Harness::start(
+            Fake {
+                cancel_on_progress: true,
+                ..Fake::default()
+            },
+            Scripted::default(),
+            |_| {},
+            direct,
+        )
+        .await;
+        let revoked = h.send("wait").await;
+        h.node
+            .wait_for(10, "the REVOKED completion", |f| !f.completes.is_empty())
+            .await;
+        let done = &h.node.completes()[0];
+        assert_eq!((done.task, done.status), (revoked, TaskStatus::Revoked));
+        assert_eq!(h.discarded(), vec![revoked]);
+        {
+            let mut f = h.node.lock();
+            f.cancel_on_progress = false;
+            f.progress_stale = true;
+        }
+        let stale = h.send("wait").await;
+        h.node
+            .wait_for(10, "the stale progress report", |f| {
+                f.progress.iter().any(|p| p.task == stale)
+            })
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while h.discarded().len() < 2 {
+            assert!(Instant::now() < deadline, "the stale attempt's files stay");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(h.discarded(), vec![revoked, stale]);
+        let h = h.stop().await;
+        // Neither completed nor handed back.
+        assert_eq!(h.node.completes().len(), 1);
+        assert!(h.node.lock().releases.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_does_not_shrink_the_unit() {
+        let h = Harness::start(Fake::default(), Scripted::default(), |_| {}, direct).await;
+        h.send("panic").await;
+        let task = h.send("ok").await;
+        h.node
+            .wait_for(10, "the completion", |f| !f.completes.is_empty())
+            .await;
+        assert_eq!(h.node.completes()[0].task, task);
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_vital_service_that_ends_stops_the_unit() {
+        let handler = Scripted {
+            vital_for: Some(Duration::from_millis(300)),
+            ..Scripted::default()
+        };
+        let mut h = Harness::start(Fake::default(), handler, |_| {}, direct).await;
+        let ended = tokio::time::timeout(Duration::from_secs(5), &mut h.unit)
+            .await
+            .expect("the unit stops by itself")
+            .unwrap();
+        assert!(ended.is_ok(), "{ended:?}");
+    }
+
+    #[tokio::test]
+    async fn queues_of_the_other_kind_are_refused_at_start() {
+        let mut h = Harness::start(
+            Fake::default(),
+            Scripted::default(),
+            |spec| spec.queues = vec!["publisher".into()],
+            direct,
+        )
+        .await;
+        let ended = (&mut h.unit).await.unwrap();
+        assert!(matches!(ended, Err(UnitError::NotStarted(_))), "{ended:?}");
+        assert!(h.node.lock().heartbeats.is_empty());
+    }
+}

@@ -57,6 +57,8 @@ pub struct Fake {
     pub claim_unavailable: u32,
     /// Progress reports answer `cancel` (the task was revoked).
     pub cancel_on_progress: bool,
+    /// Progress reports answer 409 `stale_attempt` (recorded all the same).
+    pub progress_stale: bool,
     /// This many completions answer 503 first (not recorded).
     pub complete_unavailable: u32,
     /// Every call answers 401 (the node secret is refused) while set.
@@ -156,6 +158,9 @@ async fn task_call(
                 task,
                 body: req,
             });
+            if f.progress_stale {
+                return error(StatusCode::CONFLICT, STALE_ATTEMPT);
+            }
             Json(ProgressAnswer {
                 cancel: f.cancel_on_progress,
             })
