@@ -552,7 +552,7 @@ async fn take<H: JobHandler>(
     // Lives until the attempt is settled, so the lease holds through the work, what follows
     // it (a probe of the output) and a completion that waits for an orchestra restart.
     let reporter = Reporter::spawn(link.clone(), task, attempt, claimed.lease_secs, reports);
-    let mut running = Attempt {
+    let mut current = Attempt {
         unit: unit.clone(),
         task,
         attempt,
@@ -563,9 +563,9 @@ async fn take<H: JobHandler>(
         interrupt: None,
         slot: Some(free),
     };
-    let ran = handler.run(&job, &mut running).await;
+    let ran = handler.run(&job, &mut current).await;
     settle(&unit, &*handler, &job, ran).await;
-    drop(running);
+    drop(current);
 }
 
 /// Complete the attempt as its work ended, and remove what the orchestra did not take.
