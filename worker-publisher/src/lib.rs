@@ -20,6 +20,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The unit is a [`oscied_protocol::unit::JobHandler`] run by
+//! [`oscied_protocol::unit::run_unit`], which owns what every unit kind shares (the slots,
+//! the claim, the lease reporter, the completion retries, the unit heartbeat, the drain);
+//! this crate adds the publication, its URL check, the unpublish, the reconcile and the HTTP
+//! server.
+//!
 //! How it behaves, and why:
 //!
 //! - **Consumers.** `concurrency` slots consume the configured queues (`publisher` unless
@@ -63,7 +69,7 @@
 //!   cannot answer nothing is removed.
 //! - **Heartbeat**: kind `publisher`, the configured queues (not the own one), no ffmpeg
 //!   version, the running publications.
-//! - **Shutdown** ([`oscied_protocol::unit::wind_down`]): stop consuming, let running
+//! - **Shutdown** ([`oscied_protocol::unit::run_unit`]): stop consuming, let running
 //!   publications finish for up to `drain_secs` (`OSCIED_DRAIN_SECS`, default 0), then cancel
 //!   those still running (their staging and anything already renamed into place is removed)
 //!   and hand them back to the orchestra, which queues them again at once; published media
@@ -71,31 +77,27 @@
 //!   gracefully, giving open downloads a few seconds.
 
 pub mod config;
+mod handler;
 pub mod publish;
+mod reconcile;
 pub mod serve;
-mod slot;
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use oscied_protocol::Broker;
 use oscied_protocol::client::NodeClient;
 use oscied_protocol::http::ServeLimits;
-use oscied_protocol::node::HeldPublication;
-use oscied_protocol::node::UnitKind;
-use oscied_protocol::queue::{PUBLISHER_QUEUE, check_unit_queues, unit_queue};
-use oscied_protocol::unit::{self, Running, UnitError, UnitInfo, UnitLink};
-use oscied_protocol::{Broker, TaskStatus};
+use oscied_protocol::queue::{PUBLISHER_QUEUE, unit_queue};
+use oscied_protocol::unit::{self, UnitError, UnitSpec, run_unit};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 use uuid::Uuid;
 
-/// How long the HTTP server waits for open downloads after the unit stopped.
-const SERVER_GRACE: Duration = Duration::from_secs(5);
+use crate::handler::Publisher;
 
 /// What a publisher unit needs besides its broker and node client. Plain data: the binary
 /// fills it from flags, the orchestra from its own configuration.
@@ -240,20 +242,10 @@ impl PublisherUnit {
     /// `tokio::spawn`. Ends the same way, with an error, when the orchestra refused the node
     /// secret for `refused_exit_secs`.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), UnitError> {
-        let mut config = self.config;
-        config.concurrency = config.concurrency.max(1);
-        config.heartbeat_secs = config.heartbeat_secs.max(1);
-        // The binary's flags refuse them already; a library caller gets the same rule.
-        if let Err(e) = check_unit_queues(UnitKind::Publisher, &config.queues) {
-            tracing::error!("publisher unit not started: {e}");
-            return Err(UnitError::NotStarted(e.to_string()));
-        }
-        let (mut link, stop) =
-            UnitLink::new(self.client, config.unit_id.clone(), UnitKind::Publisher);
-        link.set_refused_exit(Duration::from_secs(config.refused_exit_secs));
+        let config = self.config;
         let http = match reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .timeout(slot::CHECK_TRY_TIMEOUT)
+            .timeout(handler::CHECK_TRY_TIMEOUT)
             .build()
         {
             Ok(http) => http,
@@ -263,246 +255,26 @@ impl PublisherUnit {
                 return Err(UnitError::NotStarted(format!("HTTP client: {e}")));
             }
         };
-        let ctx = Arc::new(Ctx {
-            config,
-            broker: self.broker,
-            link,
-            running: Running::default(),
+        let spec = UnitSpec {
+            own_queue: Some(unit_queue(&config.unit_id)),
+            unit_id: config.unit_id,
+            queues: config.queues,
+            concurrency: config.concurrency,
+            heartbeat_secs: config.heartbeat_secs,
+            drain_secs: config.drain_secs,
+            refused_exit_secs: config.refused_exit_secs,
+        };
+        let handler = Publisher {
+            storage_root: config.storage_root,
+            www_root: config.www_root,
             public_url: self.public_url,
             http,
+            serve_limits: config.serve_limits,
+            reconcile_secs: config.reconcile_secs,
+            local_addr: self.local_addr,
+            listener: Mutex::new(Some(self.listener)),
             reconcile_now: Notify::new(),
-        });
-        let own_queue = vec![unit_queue(&ctx.config.unit_id)];
-        let published = publish::published_ids(&ctx.config.www_root)
-            .await
-            .map(|ids| ids.len())
-            .unwrap_or(0);
-        tracing::info!(
-            unit_id = %ctx.config.unit_id,
-            queues = %oscied_protocol::unit::log::List(&ctx.config.queues),
-            own_queue = %own_queue[0],
-            concurrency = ctx.config.concurrency,
-            storage_root = %ctx.config.storage_root.display(),
-            www_root = %ctx.config.www_root.display(),
-            listen = %self.local_addr,
-            public_url = %ctx.public_url,
-            published,
-            broker = ctx.broker.kind(),
-            "publisher unit started"
-        );
-        if let Err(e) = publish::remove_orphan_owners(&ctx.config.www_root).await {
-            tracing::warn!("cannot clean the publication records: {e}");
-        }
-        reconcile(&ctx, 3).await;
-        let reconciler = tokio::spawn(reconcile_loop(ctx.clone()));
-        let app = serve::router(ctx.config.www_root.clone(), ctx.config.unit_id.clone());
-        let server_link = ctx.link.clone();
-        let ctx_limits = ctx.config.serve_limits;
-        let mut server = tokio::spawn(async move {
-            let served = oscied_protocol::http::serve(self.listener, app, ctx_limits, async move {
-                server_link.stopped().await
-            })
-            .await;
-            if let Err(e) = served {
-                tracing::error!("the HTTP server failed: {e}");
-            }
-        });
-        // Each slot's queues, by task id, to restart a slot that died with the same ones.
-        let mut slots = JoinSet::new();
-        let mut slot_queues = HashMap::new();
-        let mut queue_sets = vec![ctx.config.queues.clone(); ctx.config.concurrency as usize];
-        queue_sets.push(own_queue.clone());
-        for queues in queue_sets {
-            let handle = slots.spawn(slot::run(ctx.clone(), queues.clone()));
-            slot_queues.insert(handle.id(), queues);
-        }
-        let heartbeat = tokio::spawn({
-            let ctx = ctx.clone();
-            async move {
-                let info = UnitInfo {
-                    queues: ctx.config.queues.clone(),
-                    concurrency: ctx.config.concurrency,
-                    heartbeat_secs: ctx.config.heartbeat_secs,
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                    ffmpeg_version: None,
-                };
-                unit::heartbeat(&ctx.link, info, &ctx.running).await;
-            }
-        });
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut ended = Ok(());
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                failure = ctx.link.refused_for_good() => {
-                    tracing::error!("{failure}; the unit stops");
-                    ended = Err(failure);
-                    break;
-                }
-                Some(ended) = slots.join_next_with_id() => {
-                    // A slot only ends on shutdown; a panic must not shrink the unit.
-                    let (id, error) = match ended {
-                        Ok((id, ())) => (id, None),
-                        Err(e) => (e.id(), Some(e)),
-                    };
-                    let queues = slot_queues
-                        .remove(&id)
-                        .unwrap_or_else(|| ctx.config.queues.clone());
-                    tracing::error!(
-                        queues = %oscied_protocol::unit::log::List(&queues),
-                        error = error.as_ref().map(tracing::field::display),
-                        "a job slot ended unexpectedly; restarting it"
-                    );
-                    let handle = slots.spawn(slot::run(ctx.clone(), queues.clone()));
-                    slot_queues.insert(handle.id(), queues);
-                }
-                _ = &mut server => {
-                    // The listener is gone: the unit could publish but not serve.
-                    tracing::error!("the HTTP server stopped; stopping the unit");
-                    break;
-                }
-            }
-        }
-        tracing::info!("publisher unit stopping");
-        unit::wind_down(&stop, &ctx.running, &mut slots, ctx.config.drain_secs).await;
-        heartbeat.abort();
-        reconciler.abort();
-        if !server.is_finished()
-            && tokio::time::timeout(SERVER_GRACE, &mut server)
-                .await
-                .is_err()
-        {
-            tracing::warn!("downloads still open after {SERVER_GRACE:?}: closing the server");
-            server.abort();
-        }
-        tracing::info!("publisher unit stopped");
-        ended
-    }
-}
-
-/// Keep in the web root only what the orchestra says is held, so nothing stays served that
-/// an unpublish would not reach: a publication recorded as made by (unit, task, attempt)
-/// stays iff that unit id holds that task at that attempt SUCCESS or REVOKING, or STARTED or
-/// PROGRESS while it runs here right now. Every unit id found in the records is asked (its
-/// own first): files made under an earlier id (its state dir lost) stay while that id holds
-/// them. A publication without a record (made by an older version) stays iff its media is
-/// held. When the orchestra cannot answer, nothing is removed: serving a stale copy for a
-/// while is better than removing a held one.
-///
-/// Run before taking any job (nothing runs here then, so an attempt of ours still STARTED or
-/// PROGRESS is a lost one), when a claim or a completion is refused, and every
-/// `reconcile_secs`.
-async fn reconcile(ctx: &Ctx, tries: u32) {
-    let www = &ctx.config.www_root;
-    let published = match publish::published_ids(www).await {
-        Ok(ids) => ids,
-        Err(e) => {
-            tracing::warn!("cannot list the web root: {e}");
-            return;
-        }
-    };
-    // Read before what runs here and what the orchestra says: a publication put in place
-    // meanwhile is under another record, and its files are removed only if still this one's.
-    let mut owned = Vec::with_capacity(published.len());
-    for media in published {
-        owned.push((media, publish::read_owner(www, media).await));
-    }
-    let running = ctx.running.attempts();
-    let mut unit_ids = vec![ctx.config.unit_id.clone()];
-    for owner in owned.iter().filter_map(|(_, owner)| owner.as_ref()) {
-        if !unit_ids.contains(&owner.unit_id) {
-            unit_ids.push(owner.unit_id.clone());
-        }
-    }
-    let mut held: HashMap<String, Vec<HeldPublication>> = HashMap::new();
-    let mut held_medias = HashSet::new();
-    for unit_id in &unit_ids {
-        let mut answer = None;
-        for try_ in 1..=tries.max(1) {
-            match ctx.link.client.held_publications(unit_id).await {
-                Ok(held) => {
-                    answer = Some(held);
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(unit = %unit_id, "cannot list the publications held yet: {e}");
-                    if try_ < tries {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        }
-        let Some(answer) = answer else {
-            tracing::warn!(
-                unit = %unit_id,
-                "the orchestra could not say which publications are held; none removed"
-            );
-            return;
         };
-        held_medias.extend(answer.media_ids);
-        held.insert(unit_id.clone(), answer.publications);
+        run_unit(handler, spec, self.broker, self.client, shutdown).await
     }
-    for (media, owner) in owned {
-        let keep = match &owner {
-            Some(owner) => held.get(&owner.unit_id).is_some_and(|tasks| {
-                tasks.iter().any(|p| {
-                    p.task_id == owner.task_id
-                        && p.attempt == owner.attempt
-                        && match p.status {
-                            TaskStatus::Success | TaskStatus::Revoking => true,
-                            TaskStatus::Started | TaskStatus::Progress => {
-                                owner.unit_id == ctx.config.unit_id
-                                    && running.contains(&(owner.task_id, owner.attempt))
-                            }
-                            _ => false,
-                        }
-                })
-            }),
-            None => held_medias.contains(&media),
-        };
-        if keep {
-            continue;
-        }
-        let removed = match &owner {
-            Some(owner) => publish::unpublish_owned(www, media, &owner.staging_name()).await,
-            None => publish::unpublish(www, media).await,
-        };
-        match removed {
-            Ok(()) => tracing::info!(
-                %media, made_by = ?owner, "removed a publication no unit of ours holds"
-            ),
-            Err(e) => tracing::warn!(
-                %media, "cannot remove a publication no unit of ours holds: {e}"
-            ),
-        }
-    }
-}
-
-/// The periodic reconcile, also run at once when a slot asks (a refused claim or
-/// completion).
-async fn reconcile_loop(ctx: Arc<Ctx>) {
-    let every = Duration::from_secs(ctx.config.reconcile_secs.max(1));
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = ctx.reconcile_now.notified() => {}
-            () = ctx.link.stopped() => return,
-        }
-        reconcile(&ctx, 1).await;
-    }
-}
-
-/// What every slot and the heartbeat share.
-pub(crate) struct Ctx {
-    pub config: PublisherConfig,
-    pub broker: Arc<dyn Broker>,
-    /// The node client, the unit id and the shutdown switch.
-    pub link: UnitLink,
-    pub running: Running,
-    /// Without a trailing slash.
-    pub public_url: String,
-    /// For checking published URLs.
-    pub http: reqwest::Client,
-    /// Asks [`reconcile_loop`] for a reconcile now.
-    pub reconcile_now: Notify,
 }

@@ -3,101 +3,23 @@
 //! orchestra's end-to-end tests live in `tests/`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::Router;
-use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use oscied_protocol::broker::{Broker, MemoryBroker};
 use oscied_protocol::client::NodeClient;
-use oscied_protocol::node::{
-    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, HeldPublications, ProgressAnswer,
-    ProgressRequest, UnitHeartbeat, UnitKind,
-};
+use oscied_protocol::node::{CompleteRequest, UnitKind};
 use oscied_protocol::queue::unit_queue;
+use oscied_protocol::unit::testing::{Call, Fake, FakeNode};
 use oscied_protocol::{PublishAction, PublishJob, TaskStatus};
-use serde_json::json;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 use worker_publisher::publish::STAGING_DIR;
 use worker_publisher::{PublisherConfig, PublisherUnit};
 
 const UNIT_ID: &str = "pub-1";
-
-/// How the fake orchestra behaves, and what it saw.
-#[derive(Default)]
-struct Fake {
-    claim_stale: bool,
-    cancel_on_progress: bool,
-    claims: Vec<(Uuid, ClaimRequest)>,
-    progress: Vec<ProgressRequest>,
-    completes: Vec<(Uuid, CompleteRequest)>,
-    heartbeats: Vec<UnitHeartbeat>,
-    /// What the orchestra says the unit holds.
-    held: Vec<Uuid>,
-}
-
-type Shared = Arc<Mutex<Fake>>;
-
-async fn heartbeat(
-    State(fake): State<Shared>,
-    UrlPath(_id): UrlPath<String>,
-    Json(beat): Json<UnitHeartbeat>,
-) -> Response {
-    fake.lock().unwrap().heartbeats.push(beat);
-    Json(json!({})).into_response()
-}
-
-async fn held(State(fake): State<Shared>, UrlPath(_id): UrlPath<String>) -> Response {
-    // The media-only answer of an older orchestra: the fallback rule.
-    Json(HeldPublications {
-        media_ids: fake.lock().unwrap().held.clone(),
-        publications: vec![],
-    })
-    .into_response()
-}
-
-async fn claim(
-    State(fake): State<Shared>,
-    UrlPath(task): UrlPath<Uuid>,
-    Json(req): Json<ClaimRequest>,
-) -> Response {
-    let mut f = fake.lock().unwrap();
-    f.claims.push((task, req.clone()));
-    if f.claim_stale {
-        let body = json!({"error": {"code": "stale_attempt", "message": "stale"}});
-        return (StatusCode::CONFLICT, Json(body)).into_response();
-    }
-    Json(ClaimAnswer {
-        task_id: task,
-        attempt: req.attempt,
-        lease_secs: 3,
-    })
-    .into_response()
-}
-
-async fn progress(State(fake): State<Shared>, Json(req): Json<ProgressRequest>) -> Response {
-    let mut f = fake.lock().unwrap();
-    f.progress.push(req);
-    Json(ProgressAnswer {
-        cancel: f.cancel_on_progress,
-    })
-    .into_response()
-}
-
-async fn complete(
-    State(fake): State<Shared>,
-    UrlPath(task): UrlPath<Uuid>,
-    Json(req): Json<CompleteRequest>,
-) -> Response {
-    let status = req.status;
-    fake.lock().unwrap().completes.push((task, req));
-    Json(CompleteAnswer { status }).into_response()
-}
 
 /// A server that answers nothing for 30 s: a public URL whose check is still running when
 /// the test acts.
@@ -119,9 +41,8 @@ async fn serve(app: Router) -> String {
 }
 
 struct Harness {
-    fake: Shared,
-    /// The fake orchestra's base URL (it answers 404 to anything else).
-    api: String,
+    /// The fake orchestra (it answers 404 to anything but the node API).
+    node: FakeNode,
     broker: Arc<MemoryBroker>,
     dir: tempfile::TempDir,
     public_url: String,
@@ -145,25 +66,17 @@ impl Harness {
         public_url: impl FnOnce(&str) -> Option<String>,
         prepare: impl FnOnce(&Path),
     ) -> Harness {
-        let fake = Arc::new(Mutex::new(fake));
-        let app = Router::new()
-            .route("/api/v1/node/units/{id}", put(heartbeat))
-            .route("/api/v1/node/units/{id}/publications", get(held))
-            .route("/api/v1/node/publisher/tasks/{id}/claim", post(claim))
-            .route("/api/v1/node/publisher/tasks/{id}/progress", post(progress))
-            .route("/api/v1/node/publisher/tasks/{id}/complete", post(complete))
-            .with_state(fake.clone());
-        let api = serve(app).await;
+        let node = FakeNode::start(fake).await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("storage")).unwrap();
         prepare(&dir.path().join("www"));
         let broker = Arc::new(MemoryBroker::new());
-        let client = NodeClient::new(&api, "node-secret").unwrap();
+        let client = node.client();
         let mut config = PublisherConfig::new(dir.path().join("storage"), dir.path().join("www"));
         config.unit_id = UNIT_ID.into();
         config.heartbeat_secs = 1;
         config.listen = "127.0.0.1:0".parse().unwrap();
-        config.public_url = public_url(&api);
+        config.public_url = public_url(node.url());
         let unit = PublisherUnit::bind(config, broker.clone(), client)
             .await
             .unwrap();
@@ -173,8 +86,7 @@ impl Harness {
             let _ = stopped.await;
         }));
         Harness {
-            fake,
-            api,
+            node,
             broker,
             dir,
             public_url,
@@ -223,18 +135,17 @@ impl Harness {
 
     /// Wait (at most `secs`) until the fake saw what `done` looks for.
     async fn wait_for(&self, secs: u64, what: &str, done: impl Fn(&Fake) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if done(&self.fake.lock().unwrap()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("timed out waiting for {what}");
+        self.node.wait_for(secs, what, done).await;
     }
 
-    fn completes(&self) -> Vec<(Uuid, CompleteRequest)> {
-        self.fake.lock().unwrap().completes.clone()
+    fn completes(&self) -> Vec<Call<CompleteRequest>> {
+        self.node.completes()
+    }
+
+    /// The `n`th completion: its task and what was asked.
+    fn completion(&self, n: usize) -> (Uuid, CompleteRequest) {
+        let call = self.completes()[n].clone();
+        (call.task, call.body)
     }
 
     async fn queued(&self, queue: &str) -> u64 {
@@ -265,7 +176,7 @@ async fn publishes_and_serves_the_exact_bytes() {
     h.send("publisher", &job).await;
     h.wait_for(15, "the completion", |f| !f.completes.is_empty())
         .await;
-    let (task, done) = h.completes()[0].clone();
+    let (task, done) = h.completion(0);
     assert_eq!(task, job.task_id);
     assert_eq!(done.status, TaskStatus::Success, "{:?}", done.error);
     assert_eq!(done.unit_id, UNIT_ID);
@@ -282,10 +193,10 @@ async fn publishes_and_serves_the_exact_bytes() {
     assert!(h.published_dir(&job).join("segment-1.ts").is_file());
     assert!(is_empty_dir(&h.www().join(STAGING_DIR)));
     {
-        let f = h.fake.lock().unwrap();
+        let f = h.node.lock();
         assert_eq!(f.claims.len(), 1);
-        assert_eq!(f.claims[0].0, job.task_id);
-        assert_eq!(f.claims[0].1.unit_id, UNIT_ID);
+        assert_eq!(f.claims[0].task, job.task_id);
+        assert_eq!(f.claims[0].unit_id, UNIT_ID);
         let beat = f.heartbeats.first().expect("a heartbeat");
         assert_eq!(beat.kind, UnitKind::Publisher);
         assert_eq!(beat.queues, vec!["publisher"]);
@@ -303,7 +214,7 @@ async fn unpublishes_on_its_own_queue() {
     h.send(&unit_queue(UNIT_ID), &job).await;
     h.wait_for(15, "the publication", |f| !f.completes.is_empty())
         .await;
-    let uri = h.completes()[0].1.publish_uri.clone().expect("published");
+    let uri = h.completes()[0].publish_uri.clone().expect("published");
     assert_eq!(
         reqwest::get(&uri).await.unwrap().status(),
         reqwest::StatusCode::OK
@@ -315,7 +226,7 @@ async fn unpublishes_on_its_own_queue() {
     h.send(&unit_queue(UNIT_ID), &unpublish).await;
     h.wait_for(10, "the unpublication", |f| f.completes.len() == 2)
         .await;
-    let (task, done) = h.completes()[1].clone();
+    let (task, done) = h.completion(1);
     assert_eq!(task, job.task_id);
     assert_eq!(done.status, TaskStatus::Revoked);
     assert_eq!(done.attempt, job.attempt);
@@ -337,13 +248,13 @@ async fn unpublishes_on_its_own_queue() {
     h.send("publisher", &absent).await;
     h.wait_for(10, "the second unpublication", |f| f.completes.len() == 3)
         .await;
-    let (task, done) = h.completes()[2].clone();
+    let (task, done) = h.completion(2);
     assert_eq!(
         (task, done.status, done.attempt),
         (absent.task_id, TaskStatus::Revoked, 2)
     );
     // Unpublish jobs are not claimed.
-    assert_eq!(h.fake.lock().unwrap().claims.len(), 1);
+    assert_eq!(h.node.lock().claims.len(), 1);
     assert_eq!(h.queued(&unit_queue(UNIT_ID)).await, 0, "acked");
     assert_eq!(h.queued("publisher").await, 0, "acked");
     h.stop().await;
@@ -387,11 +298,11 @@ async fn cancel_revokes_and_leaves_nothing_published() {
     h.send("publisher", &job).await;
     h.wait_for(10, "the completion", |f| !f.completes.is_empty())
         .await;
-    let (task, done) = h.completes()[0].clone();
+    let (task, done) = h.completion(0);
     assert_eq!(task, job.task_id);
     assert_eq!(done.status, TaskStatus::Revoked);
     assert_eq!(done.publish_uri, None);
-    assert!(!h.fake.lock().unwrap().progress.is_empty());
+    assert!(!h.node.lock().progress.is_empty());
     assert!(!h.published_dir(&job).exists());
     assert!(is_empty_dir(&h.www().join(STAGING_DIR)));
     h.stop().await;
@@ -405,11 +316,11 @@ async fn a_wrong_public_url_fails_and_unpublishes() {
     h.send("publisher", &job).await;
     h.wait_for(20, "the completion", |f| !f.completes.is_empty())
         .await;
-    let (_, done) = h.completes()[0].clone();
+    let (_, done) = h.completion(0);
     assert_eq!(done.status, TaskStatus::Failure);
     assert_eq!(done.publish_uri, None);
     let error = done.error.unwrap_or_default();
-    let url = format!("{}/medias/{}/clip.mp4", h.api, job.media_id);
+    let url = format!("{}/medias/{}/clip.mp4", h.node.url(), job.media_id);
     assert!(error.contains(&url), "{error}");
     assert!(error.contains("404"), "{error}");
     assert!(error.contains("OSCIED_PUBLIC_URL"), "{error}");
@@ -431,9 +342,8 @@ async fn shutdown_stops_a_publication_without_completing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        h.fake
+        h.node
             .lock()
-            .unwrap()
             .heartbeats
             .iter()
             .all(|b| b.kind == UnitKind::Publisher)
@@ -467,7 +377,7 @@ async fn a_taken_port_fails_at_bind() {
 async fn a_starting_unit_removes_publications_it_does_not_hold() {
     let (kept, orphan) = (Uuid::new_v4(), Uuid::new_v4());
     let fake = Fake {
-        held: vec![kept],
+        held_medias: vec![kept],
         ..Fake::default()
     };
     let h = Harness::start_full(

@@ -1,6 +1,7 @@
-//! One attempt at one transform task, after the claim: prepare the work dir, run the encoder
-//! while reporting progress and holding it to the task limits, then complete SUCCESS,
-//! FAILURE or REVOKED.
+//! The transform unit's [`JobHandler`]: one attempt at one transform task, after the claim.
+//! Prepare the work dir, run the encoder while its progress is reported and it is held to the
+//! task limits, then probe the output for a SUCCESS; the runtime completes and cleans up
+//! ([`oscied_protocol::unit::runtime`]).
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -9,15 +10,73 @@ use std::time::Duration;
 use oscied_protocol::encoder::{EncoderName, OutputKind, ffmpeg_args, validate_encoder_string};
 use oscied_protocol::filename::check_output_filename;
 use oscied_protocol::job::tmp_dir;
-use oscied_protocol::node::{CompleteRequest, TransformOutput};
-use oscied_protocol::sandbox::Jail;
-use oscied_protocol::unit::{self, Completion, LeaseEvent, Reporter, hide_root};
-use oscied_protocol::{ProgressReport, TaskStatus, TransformJob, probe};
-use tokio::sync::{oneshot, watch};
+use oscied_protocol::node::{TransformOutput, UnitKind};
+use oscied_protocol::sandbox::{Jail, SandboxMode};
+use oscied_protocol::unit::{
+    Attempt, Interrupted, JobHandler, Output, Ran, Services, Unit, UnitError, hide_root,
+};
+use oscied_protocol::{ProgressReport, TransformJob, probe};
+use tokio::sync::watch;
 
+use crate::TaskLimits;
 use crate::copy::{CopyWork, dir_size};
-use crate::ffmpeg::{FFMPEG, Ffmpeg};
-use crate::{Ctx, TaskLimits};
+use crate::ffmpeg::{self, FFMPEG, Ffmpeg};
+
+/// The transform unit's handler: what it needs besides the runtime.
+pub(crate) struct Transform {
+    /// Absolute (ffmpeg runs in the task dir).
+    pub storage_root: PathBuf,
+    /// Whether ffmpeg and ffprobe run in [`oscied_protocol::sandbox`].
+    pub sandbox: SandboxMode,
+    pub limits: TaskLimits,
+}
+
+impl Transform {
+    fn work_dir(&self, job: &TransformJob) -> PathBuf {
+        self.storage_root.join(tmp_dir(job.task_id, job.attempt))
+    }
+}
+
+impl JobHandler for Transform {
+    type Job = TransformJob;
+    const KIND: UnitKind = UnitKind::Transform;
+
+    async fn start(self: Arc<Self>, unit: Arc<Unit>) -> Result<Services, UnitError> {
+        tracing::info!(
+            unit_id = %unit.spec.unit_id,
+            queues = %oscied_protocol::unit::log::List(&unit.spec.queues),
+            concurrency = unit.spec.concurrency,
+            storage_root = %self.storage_root.display(),
+            broker = unit.broker.kind(),
+            sandbox = %self.sandbox,
+            max_output_bytes = self.limits.max_output_bytes,
+            "transform unit started"
+        );
+        Ok(Services::default())
+    }
+
+    async fn ffmpeg_version(&self) -> Option<String> {
+        let version = ffmpeg::version().await;
+        if version.is_none() {
+            tracing::warn!("`ffmpeg -version` failed: is ffmpeg installed and on PATH?");
+        }
+        version
+    }
+
+    async fn run(&self, job: &TransformJob, attempt: &mut Attempt) -> Ran {
+        match self.transform(job, attempt).await {
+            // Messages name files relative to the storage root, as the API does.
+            Ran::Failure(message) => Ran::Failure(hide_root(&message, &self.storage_root)),
+            ran => ran,
+        }
+    }
+
+    /// The work dir: only an accepted SUCCESS moves it into the media; anything else leaves
+    /// it to the unit.
+    async fn discard(&self, _unit: &Unit, job: &TransformJob) {
+        remove_dir(&self.work_dir(job)).await;
+    }
+}
 
 /// The encoder at work (one per attempt, so the box costs nothing).
 enum Work {
@@ -63,115 +122,60 @@ enum Outcome {
     Done,
     /// The encoder failed, or a task limit was exceeded (the message names it).
     Failed(String),
-    Cancel,
-    Stale(String),
-    Shutdown,
+    Stopped(Interrupted),
 }
 
-/// Run one claimed attempt to its completion. Never panics on bad input: anything wrong with
-/// the job becomes a FAILURE with a message.
-/// `encoder_free` is signalled once no encoder runs for this job any more, so the slot can
-/// take its next message while this one is probed and completed.
-pub(crate) async fn run(
-    ctx: &Arc<Ctx>,
-    job: &TransformJob,
-    lease_secs: u64,
-    encoder_free: oneshot::Sender<()>,
-) {
-    let task = job.task_id;
-    let attempt = job.attempt;
-    let work_dir = ctx.config.storage_root.join(tmp_dir(task, attempt));
-    tracing::info!(
-        %task, attempt, profile = %job.profile_title, encoder = %job.encoder_name,
-        input = %job.media_in_uri, filename = %job.filename, "job started"
-    );
-    let (mut work, bounds) = match start(ctx, job, &work_dir).await {
-        Ok(started) => started,
-        Err(message) => {
-            remove_dir(&work_dir).await;
-            finish(
-                ctx,
-                job,
-                &work_dir,
-                TaskStatus::Failure,
-                Some(message),
-                None,
-            )
-            .await;
-            return;
-        }
-    };
-    // The reporter lives until the completion is answered, so the lease holds while the
-    // output is probed and while a completion waits for an orchestra restart.
-    let mut reporter =
-        Reporter::spawn(ctx.link.clone(), task, attempt, lease_secs, work.progress());
-    let outcome = tokio::select! {
-        result = work.finished() => match result {
-            Ok(()) => Outcome::Done,
-            Err(message) => Outcome::Failed(message),
-        },
-        message = watch(&work_dir, &bounds) => Outcome::Failed(message),
-        event = reporter.events.recv() => match event {
-            Some(LeaseEvent::Cancel) => Outcome::Cancel,
-            Some(LeaseEvent::Stale(message)) => Outcome::Stale(message),
-            // The reporter never ends without an event; treat it as a lost lease.
-            None => Outcome::Stale("the progress reporter ended".into()),
-        },
-        () = ctx.stopped() => Outcome::Shutdown,
-    };
-    let outcome = match outcome {
-        // Past RLIMIT_FSIZE (a file larger than the whole output may be) or RLIMIT_CPU.
-        Outcome::Failed(message) => Outcome::Failed(match work.signal() {
-            Some(libc::SIGXFSZ) => bounds.size_message(None),
-            Some(libc::SIGXCPU) => bounds.cpu_message(),
-            _ => message,
-        }),
-        other => other,
-    };
-    match outcome {
-        Outcome::Done => {
-            drop(work);
-            let _ = encoder_free.send(());
-            tracing::debug!(%task, attempt, "encoder finished");
-            succeed(ctx, job, &work_dir, &bounds).await;
-        }
-        Outcome::Failed(message) => {
-            // The whole process group, then the files: nothing is left behind.
-            work.stop().await;
-            drop(work);
-            let _ = encoder_free.send(());
-            tracing::warn!(%task, attempt, "job failed: {message}");
-            remove_dir(&work_dir).await;
-            finish(
-                ctx,
-                job,
-                &work_dir,
-                TaskStatus::Failure,
-                Some(message),
-                None,
-            )
-            .await;
-        }
-        Outcome::Cancel => {
-            work.stop().await;
-            remove_dir(&work_dir).await;
-            tracing::info!(%task, attempt, "job revoked");
-            finish(ctx, job, &work_dir, TaskStatus::Revoked, None, None).await;
-        }
-        Outcome::Stale(message) => {
-            work.stop().await;
-            remove_dir(&work_dir).await;
-            tracing::warn!(%task, attempt, "attempt is stale, work dropped: {message}");
-        }
-        Outcome::Shutdown => {
-            work.stop().await;
-            tracing::info!(%task, attempt, "job stopped by shutdown: handing it back");
-            // Handed back before the files go, so another unit starts on it sooner.
-            unit::hand_back(&ctx.link, task, attempt).await;
-            remove_dir(&work_dir).await;
+impl Transform {
+    /// Run one claimed attempt until its output is probed. Never panics on bad input:
+    /// anything wrong with the job becomes a FAILURE with a message. The slot is freed once no
+    /// encoder runs for this job any more, so it takes its next job while this one is probed
+    /// and completed.
+    async fn transform(&self, job: &TransformJob, attempt: &mut Attempt) -> Ran {
+        let (task, attempt_no) = (job.task_id, job.attempt);
+        let work_dir = self.work_dir(job);
+        tracing::info!(
+            %task, attempt = attempt_no, profile = %job.profile_title, encoder = %job.encoder_name,
+            input = %job.media_in_uri, filename = %job.filename, "job started"
+        );
+        let (mut work, bounds) = match self.prepare(job, &work_dir).await {
+            Ok(started) => started,
+            Err(message) => return Ran::Failure(message),
+        };
+        attempt.follow(work.progress());
+        let outcome = tokio::select! {
+            result = work.finished() => match result {
+                Ok(()) => Outcome::Done,
+                Err(message) => Outcome::Failed(message),
+            },
+            message = watch(&work_dir, &bounds) => Outcome::Failed(message),
+            stopped = attempt.interrupted() => Outcome::Stopped(stopped),
+        };
+        match outcome {
+            Outcome::Done => {
+                drop(work);
+                attempt.free_slot();
+                tracing::debug!(%task, attempt = attempt_no, "encoder finished");
+                self.succeed(job, &work_dir, &bounds).await
+            }
+            Outcome::Failed(message) => {
+                // Past RLIMIT_FSIZE (a file larger than the whole output may be) or RLIMIT_CPU.
+                let message = match work.signal() {
+                    Some(libc::SIGXFSZ) => bounds.size_message(None),
+                    Some(libc::SIGXCPU) => bounds.cpu_message(),
+                    _ => message,
+                };
+                // The whole process group; the files go with the attempt's discard.
+                work.stop().await;
+                drop(work);
+                attempt.free_slot();
+                Ran::Failure(message)
+            }
+            Outcome::Stopped(stopped) => {
+                work.stop().await;
+                Ran::Stopped(stopped)
+            }
         }
     }
-    drop(reporter);
 }
 
 /// What this task may take: the configured limits, the wall clock derived from the input's
@@ -275,157 +279,102 @@ async fn watch(work_dir: &Path, bounds: &Bounds) -> String {
     }
 }
 
-/// Check the job, make a fresh work dir and start the encoder.
-async fn start(ctx: &Ctx, job: &TransformJob, work_dir: &Path) -> Result<(Work, Bounds), String> {
-    let input_rel = relative_path(&job.media_in_uri)
-        .ok_or_else(|| format!("bad input path {:?}", job.media_in_uri))?;
-    // The orchestra checked it at creation; a message may come from elsewhere.
-    check_output_filename(&job.filename, job.encoder_name)?;
-    // The root is absolute (made so at start): ffmpeg runs in the task dir.
-    let input = ctx.config.storage_root.join(input_rel);
-    // Validate before touching the disk: a bad profile fails with the validation message.
-    let tokens = match job.encoder_name {
-        EncoderName::Ffmpeg => {
-            Some(validate_encoder_string(&job.encoder_string).map_err(|e| e.to_string())?)
-        }
-        EncoderName::Copy => None,
-    };
-    // A previous run of this very attempt (a unit killed mid-way) may have left files.
-    remove_dir(work_dir).await;
-    tokio::fs::create_dir_all(work_dir)
-        .await
-        .map_err(|e| format!("cannot create the work directory: {e}"))?;
-    let output = work_dir.join(&job.filename);
-    match tokens {
-        Some(tokens) => {
-            if !tokio::fs::try_exists(&input).await.unwrap_or(false) {
-                return Err(format!("the input {} does not exist", job.media_in_uri));
+impl Transform {
+    /// Check the job, make a fresh work dir and start the encoder.
+    async fn prepare(&self, job: &TransformJob, work_dir: &Path) -> Result<(Work, Bounds), String> {
+        let input_rel = relative_path(&job.media_in_uri)
+            .ok_or_else(|| format!("bad input path {:?}", job.media_in_uri))?;
+        // The orchestra checked it at creation; a message may come from elsewhere.
+        check_output_filename(&job.filename, job.encoder_name)?;
+        // The root is absolute (made so at start): ffmpeg runs in the task dir.
+        let input = self.storage_root.join(input_rel);
+        // Validate before touching the disk: a bad profile fails with the validation message.
+        let tokens = match job.encoder_name {
+            EncoderName::Ffmpeg => {
+                Some(validate_encoder_string(&job.encoder_string).map_err(|e| e.to_string())?)
             }
-            let duration = match job.media_in_duration {
-                Some(d) if d > 0.0 => Some(d),
-                // An input registered without a duration: ask ffprobe, else 0 % until the end.
-                _ => probe::probe_media(&input, ctx.config.sandbox)
-                    .await
-                    .ok()
-                    .and_then(|p| p.duration()),
-            };
-            // ffmpeg reads its input (a package: the media dir with its segments) and
-            // writes its task dir, nothing else.
-            let readable = match OutputKind::of(&job.media_in_uri) {
-                OutputKind::File => input.as_path(),
-                OutputKind::Hls | OutputKind::Dash => input.parent().unwrap_or(&input),
-            };
-            let bounds = Bounds::new(&ctx.config.limits, duration);
-            let jail = Jail::new(FFMPEG)
-                .and_then(|j| j.read(readable))
-                .and_then(|j| j.work_dir(work_dir))
-                .map_err(|e| format!("ffmpeg could not be run: {e}"))?
-                .cpu_secs(bounds.cpu_secs())
-                .max_file_bytes(bounds.max_bytes);
-            let args = ffmpeg_args(&input, &tokens, &output)
-                .map_err(|e| format!("cannot make the input and output paths absolute: {e}"))?;
-            let ffmpeg = Ffmpeg::spawn(&jail, ctx.config.sandbox, &args, duration)
-                .await
-                .map_err(|e| format!("ffmpeg could not be run: {e} (is ffmpeg installed?)"))?;
-            tracing::debug!(task = %job.task_id, pgid = ffmpeg.pgid(), "ffmpeg started");
-            Ok((Work::Ffmpeg(Box::new(ffmpeg)), bounds))
-        }
-        None => {
-            let bounds = Bounds::new(&ctx.config.limits, job.media_in_duration);
-            // A media larger than the limit fails at once rather than after a partial copy.
-            if let Some(source) = input.parent().map(Path::to_path_buf) {
-                let size = tokio::task::spawn_blocking(move || dir_size(&source)).await;
-                if let Ok(Ok(size)) = size
-                    && size > bounds.max_bytes
-                {
-                    return Err(bounds.size_message(Some(size)));
-                }
-            }
-            let copy = CopyWork::start(input, work_dir.to_path_buf(), job.filename.clone());
-            Ok((Work::Copy(copy), bounds))
-        }
-    }
-}
-
-/// The encoder succeeded: probe the output, complete SUCCESS. (A revoke that arrived
-/// meanwhile is settled by the completion: the orchestra answers REVOKED and keeps nothing;
-/// it also sets the progress to 100 %.)
-async fn succeed(ctx: &Ctx, job: &TransformJob, work_dir: &Path, bounds: &Bounds) {
-    let main = work_dir.join(&job.filename);
-    let probe = match probe::probe_output(&main, ctx.config.sandbox).await {
-        Ok(probe) => probe,
-        Err(e) => {
-            remove_dir(work_dir).await;
-            let message = format!("the output is unreadable: {e}");
-            finish(ctx, job, work_dir, TaskStatus::Failure, Some(message), None).await;
-            return;
-        }
-    };
-    let root = work_dir.to_path_buf();
-    let size = match tokio::task::spawn_blocking(move || dir_size(&root)).await {
-        Ok(Ok(size)) => size,
-        Ok(Err(e)) => {
-            remove_dir(work_dir).await;
-            let message = format!("the output could not be measured: {e}");
-            finish(ctx, job, work_dir, TaskStatus::Failure, Some(message), None).await;
-            return;
-        }
-        Err(e) => {
-            remove_dir(work_dir).await;
-            let message = format!("the output could not be measured: {e}");
-            finish(ctx, job, work_dir, TaskStatus::Failure, Some(message), None).await;
-            return;
-        }
-    };
-    // Grown past the limit between the last check and the end.
-    if size > bounds.max_bytes {
+            EncoderName::Copy => None,
+        };
+        // A previous run of this very attempt (a unit killed mid-way) may have left files.
         remove_dir(work_dir).await;
-        let message = bounds.size_message(Some(size));
-        finish(ctx, job, work_dir, TaskStatus::Failure, Some(message), None).await;
-        return;
-    }
-    let output = TransformOutput { size, probe };
-    finish(ctx, job, work_dir, TaskStatus::Success, None, Some(output)).await;
-}
-
-/// Complete the attempt and clean up whatever the orchestra did not take.
-async fn finish(
-    ctx: &Ctx,
-    job: &TransformJob,
-    work_dir: &Path,
-    status: TaskStatus,
-    error: Option<String>,
-    output: Option<TransformOutput>,
-) {
-    let (task, attempt) = (job.task_id, job.attempt);
-    let request = CompleteRequest {
-        unit_id: ctx.config.unit_id.clone(),
-        attempt,
-        status,
-        error: error.map(|e| hide_root(&e, &ctx.config.storage_root)),
-        output,
-        publish_uri: None,
-    };
-    match unit::complete(&ctx.link, task, &request).await {
-        Completion::Answered(answer) => {
-            tracing::info!(%task, attempt, asked = %status, status = %answer.status, "job completed");
-            // Only an accepted SUCCESS moves the work dir into the media; anything else
-            // leaves it to us.
-            if !(status == TaskStatus::Success && answer.status == TaskStatus::Success) {
-                remove_dir(work_dir).await;
+        tokio::fs::create_dir_all(work_dir)
+            .await
+            .map_err(|e| format!("cannot create the work directory: {e}"))?;
+        let output = work_dir.join(&job.filename);
+        match tokens {
+            Some(tokens) => {
+                if !tokio::fs::try_exists(&input).await.unwrap_or(false) {
+                    return Err(format!("the input {} does not exist", job.media_in_uri));
+                }
+                let duration = match job.media_in_duration {
+                    Some(d) if d > 0.0 => Some(d),
+                    // An input registered without a duration: ask ffprobe, else 0 % until the end.
+                    _ => probe::probe_media(&input, self.sandbox)
+                        .await
+                        .ok()
+                        .and_then(|p| p.duration()),
+                };
+                // ffmpeg reads its input (a package: the media dir with its segments) and
+                // writes its task dir, nothing else.
+                let readable = match OutputKind::of(&job.media_in_uri) {
+                    OutputKind::File => input.as_path(),
+                    OutputKind::Hls | OutputKind::Dash => input.parent().unwrap_or(&input),
+                };
+                let bounds = Bounds::new(&self.limits, duration);
+                let jail = Jail::new(FFMPEG)
+                    .and_then(|j| j.read(readable))
+                    .and_then(|j| j.work_dir(work_dir))
+                    .map_err(|e| format!("ffmpeg could not be run: {e}"))?
+                    .cpu_secs(bounds.cpu_secs())
+                    .max_file_bytes(bounds.max_bytes);
+                let args = ffmpeg_args(&input, &tokens, &output)
+                    .map_err(|e| format!("cannot make the input and output paths absolute: {e}"))?;
+                let ffmpeg = Ffmpeg::spawn(&jail, self.sandbox, &args, duration)
+                    .await
+                    .map_err(|e| format!("ffmpeg could not be run: {e} (is ffmpeg installed?)"))?;
+                tracing::debug!(task = %job.task_id, pgid = ffmpeg.pgid(), "ffmpeg started");
+                Ok((Work::Ffmpeg(Box::new(ffmpeg)), bounds))
+            }
+            None => {
+                let bounds = Bounds::new(&self.limits, job.media_in_duration);
+                // A media larger than the limit fails at once rather than after a partial copy.
+                if let Some(source) = input.parent().map(Path::to_path_buf) {
+                    let size = tokio::task::spawn_blocking(move || dir_size(&source)).await;
+                    if let Ok(Ok(size)) = size
+                        && size > bounds.max_bytes
+                    {
+                        return Err(bounds.size_message(Some(size)));
+                    }
+                }
+                let copy = CopyWork::start(input, work_dir.to_path_buf(), job.filename.clone());
+                Ok((Work::Copy(copy), bounds))
             }
         }
-        Completion::Stale(message) => {
-            tracing::warn!(%task, attempt, "completion refused as stale: {message}");
-            remove_dir(work_dir).await;
+    }
+
+    /// The encoder succeeded: probe the output for a SUCCESS. (A revoke that arrived
+    /// meanwhile is settled by the completion: the orchestra answers REVOKED and keeps
+    /// nothing; it also sets the progress to 100 %.)
+    async fn succeed(&self, job: &TransformJob, work_dir: &Path, bounds: &Bounds) -> Ran {
+        let main = work_dir.join(&job.filename);
+        let probe = match probe::probe_output(&main, self.sandbox).await {
+            Ok(probe) => probe,
+            Err(e) => return Ran::Failure(format!("the output is unreadable: {e}")),
+        };
+        let root = work_dir.to_path_buf();
+        let size = match tokio::task::spawn_blocking(move || dir_size(&root)).await {
+            Ok(Ok(size)) => size,
+            Ok(Err(e)) => return Ran::Failure(format!("the output could not be measured: {e}")),
+            Err(e) => return Ran::Failure(format!("the output could not be measured: {e}")),
+        };
+        // Grown past the limit between the last check and the end.
+        if size > bounds.max_bytes {
+            return Ran::Failure(bounds.size_message(Some(size)));
         }
-        Completion::Refused(..) => remove_dir(work_dir).await,
-        // Stopped while the orchestra did not answer: the task goes back rather than waiting
-        // for its lease, if the orchestra answers the hand-back.
-        Completion::Stopped => {
-            unit::hand_back(&ctx.link, task, attempt).await;
-            remove_dir(work_dir).await;
-        }
+        Ran::Success(Output {
+            output: Some(TransformOutput { size, probe }),
+            publish_uri: None,
+        })
     }
 }
 

@@ -2,8 +2,10 @@
 //! claims each task over the orchestra's node API, runs ffmpeg (or the copy encoder) under
 //! `tmp/<task>/<attempt>/` in the shared storage, reports progress (which is also its lease
 //! heartbeat), and completes the task with the probed output.
-//! The claim, the lease reporter, the completion retries and the unit heartbeat are the
-//! plumbing every unit kind shares ([`oscied_protocol::unit`]); this crate adds the encoders.
+//! The unit is a [`oscied_protocol::unit::JobHandler`] ([`job`]) run by
+//! [`oscied_protocol::unit::run_unit`], which owns what every unit kind shares (the slots,
+//! the claim, the lease reporter, the completion retries, the unit heartbeat, the drain);
+//! this crate adds the encoders and the task limits.
 //!
 //! The same code runs as the `worker-transform` binary (cluster mode, RabbitMQ) and inside
 //! the orchestra (standalone mode, in-process queues):
@@ -25,22 +27,16 @@
 pub mod config;
 pub mod copy;
 pub mod ffmpeg;
-mod heartbeat;
 mod job;
-mod slot;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use oscied_protocol::Broker;
 use oscied_protocol::client::NodeClient;
-use oscied_protocol::node::UnitKind;
-use oscied_protocol::queue::check_unit_queues;
 use oscied_protocol::sandbox::SandboxMode;
-use oscied_protocol::unit::{Running, UnitError, UnitLink, wind_down};
-use tokio::task::JoinSet;
+use oscied_protocol::unit::{UnitError, UnitSpec, run_unit};
 use uuid::Uuid;
 
 /// What a transform unit needs besides its broker and node client. Plain data: the binary
@@ -132,88 +128,31 @@ impl TransformUnit {
     /// Consume and run jobs until `shutdown` resolves; then take no new job, let the running
     /// ones finish for up to `drain_secs`, kill the ffmpeg process groups of those still
     /// running, hand their tasks back (the orchestra queues them again at once), remove their
-    /// work dirs and return ([`oscied_protocol::unit::wind_down`]). Meant for `tokio::spawn`.
+    /// work dirs and return ([`oscied_protocol::unit::run_unit`]). Meant for `tokio::spawn`.
     /// Ends the same way, with an error, when the orchestra refused the node secret for
     /// `refused_exit_secs`.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), UnitError> {
-        let mut config = self.config;
-        config.concurrency = config.concurrency.max(1);
-        config.heartbeat_secs = config.heartbeat_secs.max(1);
-        // The binary's flags refuse them already; a library caller gets the same rule.
-        if let Err(e) = check_unit_queues(UnitKind::Transform, &config.queues) {
-            tracing::error!("transform unit not started: {e}");
-            return Err(UnitError::NotStarted(e.to_string()));
-        }
+        let config = self.config;
+        let mut storage_root = config.storage_root;
         // ffmpeg runs in the task dir, not here: every path it gets must be absolute.
-        match std::path::absolute(&config.storage_root) {
-            Ok(root) => config.storage_root = root,
-            Err(e) => tracing::warn!(root = %config.storage_root.display(), "storage root: {e}"),
+        match std::path::absolute(&storage_root) {
+            Ok(root) => storage_root = root,
+            Err(e) => tracing::warn!(root = %storage_root.display(), "storage root: {e}"),
         }
-        let (mut link, stop) =
-            UnitLink::new(self.client, config.unit_id.clone(), UnitKind::Transform);
-        link.set_refused_exit(Duration::from_secs(config.refused_exit_secs));
-        let ctx = Arc::new(Ctx {
-            config,
-            broker: self.broker,
-            link,
-            running: Running::default(),
-        });
-        tracing::info!(
-            unit_id = %ctx.config.unit_id,
-            queues = %oscied_protocol::unit::log::List(&ctx.config.queues),
-            concurrency = ctx.config.concurrency,
-            storage_root = %ctx.config.storage_root.display(),
-            broker = ctx.broker.kind(),
-            sandbox = %ctx.config.sandbox,
-            max_output_bytes = ctx.config.limits.max_output_bytes,
-            "transform unit started"
-        );
-        let mut slots = JoinSet::new();
-        for slot in 0..ctx.config.concurrency {
-            slots.spawn(slot::run(ctx.clone(), slot));
-        }
-        let heartbeat = tokio::spawn(heartbeat::run(ctx.clone()));
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut ended = Ok(());
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                failure = ctx.link.refused_for_good() => {
-                    tracing::error!("{failure}; the unit stops");
-                    ended = Err(failure);
-                    break;
-                }
-                Some(ended) = slots.join_next() => {
-                    // A slot only ends on shutdown; a panic must not shrink the unit.
-                    tracing::error!("a job slot ended unexpectedly ({ended:?}); restarting it");
-                    slots.spawn(slot::run(ctx.clone(), ctx.config.concurrency));
-                }
-            }
-        }
-        tracing::info!("transform unit stopping");
-        wind_down(&stop, &ctx.running, &mut slots, ctx.config.drain_secs).await;
-        heartbeat.abort();
-        tracing::info!("transform unit stopped");
-        ended
-    }
-}
-
-/// What every slot and the heartbeat share.
-pub(crate) struct Ctx {
-    pub config: UnitConfig,
-    pub broker: Arc<dyn Broker>,
-    /// The node client, the unit id and the shutdown switch.
-    pub link: UnitLink,
-    pub running: Running,
-}
-
-impl Ctx {
-    /// Resolves once running jobs must stop (and be handed back).
-    pub async fn stopped(&self) {
-        self.link.stopped().await;
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.link.is_draining()
+        let spec = UnitSpec {
+            unit_id: config.unit_id,
+            queues: config.queues,
+            own_queue: None,
+            concurrency: config.concurrency,
+            heartbeat_secs: config.heartbeat_secs,
+            drain_secs: config.drain_secs,
+            refused_exit_secs: config.refused_exit_secs,
+        };
+        let handler = job::Transform {
+            storage_root,
+            sandbox: config.sandbox,
+            limits: config.limits,
+        };
+        run_unit(handler, spec, self.broker, self.client, shutdown).await
     }
 }

@@ -2,121 +2,22 @@
 //! the in-process broker. The real orchestra's end-to-end tests live in `tests/`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::Router;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
 use oscied_e2e::media::clip;
 use oscied_protocol::broker::{Broker, MemoryBroker};
-use oscied_protocol::client::NodeClient;
 use oscied_protocol::encoder::EncoderName;
 use oscied_protocol::job::tmp_dir;
-use oscied_protocol::node::{
-    ClaimAnswer, ClaimRequest, CompleteAnswer, CompleteRequest, ProgressAnswer, ProgressRequest,
-    ReleaseAnswer, ReleaseRequest, UnitHeartbeat, UnitKind,
-};
+use oscied_protocol::node::{CompleteRequest, UnitKind};
+use oscied_protocol::unit::testing::{Call, Fake, FakeNode};
 use oscied_protocol::{TaskStatus, TransformJob};
-use serde_json::json;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 use worker_transform::{TaskLimits, TransformUnit, UnitConfig};
 
-/// How the fake orchestra behaves, and what it saw.
-#[derive(Default)]
-struct Fake {
-    claim_stale: bool,
-    claim_unavailable: u32,
-    cancel_on_progress: bool,
-    complete_unavailable: u32,
-    claims: Vec<(Uuid, ClaimRequest)>,
-    progress: Vec<ProgressRequest>,
-    completes: Vec<CompleteRequest>,
-    releases: Vec<(Uuid, ReleaseRequest)>,
-    heartbeats: Vec<UnitHeartbeat>,
-}
-
-type Shared = Arc<Mutex<Fake>>;
-
-fn error(status: StatusCode, code: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": code}})),
-    )
-        .into_response()
-}
-
-async fn heartbeat(
-    State(fake): State<Shared>,
-    UrlPath(_id): UrlPath<String>,
-    Json(beat): Json<UnitHeartbeat>,
-) -> Response {
-    fake.lock().unwrap().heartbeats.push(beat);
-    Json(json!({})).into_response()
-}
-
-async fn claim(
-    State(fake): State<Shared>,
-    UrlPath(task): UrlPath<Uuid>,
-    Json(req): Json<ClaimRequest>,
-) -> Response {
-    let mut f = fake.lock().unwrap();
-    f.claims.push((task, req.clone()));
-    if f.claim_unavailable > 0 {
-        f.claim_unavailable -= 1;
-        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
-    }
-    if f.claim_stale {
-        return error(StatusCode::CONFLICT, "stale_attempt");
-    }
-    Json(ClaimAnswer {
-        task_id: task,
-        attempt: req.attempt,
-        lease_secs: 3,
-    })
-    .into_response()
-}
-
-async fn progress(State(fake): State<Shared>, Json(req): Json<ProgressRequest>) -> Response {
-    let mut f = fake.lock().unwrap();
-    f.progress.push(req);
-    Json(ProgressAnswer {
-        cancel: f.cancel_on_progress,
-    })
-    .into_response()
-}
-
-async fn complete(State(fake): State<Shared>, Json(req): Json<CompleteRequest>) -> Response {
-    let mut f = fake.lock().unwrap();
-    if f.complete_unavailable > 0 {
-        f.complete_unavailable -= 1;
-        return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
-    }
-    let status = req.status;
-    f.completes.push(req);
-    Json(CompleteAnswer { status }).into_response()
-}
-
-async fn release(
-    State(fake): State<Shared>,
-    UrlPath(task): UrlPath<Uuid>,
-    Json(req): Json<ReleaseRequest>,
-) -> Response {
-    let attempt = req.attempt + 1;
-    fake.lock().unwrap().releases.push((task, req));
-    Json(ReleaseAnswer {
-        status: TaskStatus::Retry,
-        attempt,
-    })
-    .into_response()
-}
-
 struct Harness {
-    fake: Shared,
+    node: FakeNode,
     broker: Arc<MemoryBroker>,
     root: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -129,22 +30,10 @@ impl Harness {
     }
 
     async fn start_with(fake: Fake, tweak: impl FnOnce(&mut UnitConfig)) -> Harness {
-        let fake = Arc::new(Mutex::new(fake));
-        let app = Router::new()
-            .route("/api/v1/node/units/{id}", put(heartbeat))
-            .route("/api/v1/node/transform/tasks/{id}/claim", post(claim))
-            .route("/api/v1/node/transform/tasks/{id}/progress", post(progress))
-            .route("/api/v1/node/transform/tasks/{id}/complete", post(complete))
-            .route("/api/v1/node/transform/tasks/{id}/release", post(release))
-            .with_state(fake.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let node = FakeNode::start(fake).await;
         let root = tempfile::tempdir().unwrap();
         let broker = Arc::new(MemoryBroker::new());
-        let client = NodeClient::new(&format!("http://{addr}"), "node-secret").unwrap();
+        let client = node.client();
         let mut config = UnitConfig::new(root.path().to_path_buf());
         config.unit_id = "unit-1".into();
         config.heartbeat_secs = 1;
@@ -155,7 +44,7 @@ impl Harness {
             let _ = stopped.await;
         }));
         Harness {
-            fake,
+            node,
             broker,
             root,
             stop: Some(stop),
@@ -203,18 +92,11 @@ impl Harness {
 
     /// Wait (at most `secs`) until the fake saw what `done` looks for.
     async fn wait_for(&self, secs: u64, what: &str, done: impl Fn(&Fake) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if done(&self.fake.lock().unwrap()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("timed out waiting for {what}");
+        self.node.wait_for(secs, what, done).await;
     }
 
-    fn completes(&self) -> Vec<CompleteRequest> {
-        self.fake.lock().unwrap().completes.clone()
+    fn completes(&self) -> Vec<Call<CompleteRequest>> {
+        self.node.completes()
     }
 
     async fn queued(&self) -> u64 {
@@ -258,9 +140,9 @@ async fn runs_an_ffmpeg_job_to_success() {
     assert!(out_file.is_file());
     assert_eq!(output.size, std::fs::metadata(&out_file).unwrap().len());
     {
-        let f = h.fake.lock().unwrap();
+        let f = h.node.lock();
         assert_eq!(f.claims.len(), 1);
-        assert_eq!(f.claims[0].0, job.task_id);
+        assert_eq!(f.claims[0].task, job.task_id);
         // Reports stay within 0–100 % (the orchestra itself sets 100 % on SUCCESS).
         for report in f.progress.iter().filter_map(|p| p.progress.as_ref()) {
             assert!((0.0..=100.0).contains(&report.percent), "{report:?}");
@@ -416,7 +298,7 @@ async fn claims_and_completions_survive_an_unavailable_orchestra() {
     h.wait_for(30, "the completion", |f| !f.completes.is_empty())
         .await;
     assert_eq!(h.completes()[0].status, TaskStatus::Success);
-    assert_eq!(h.fake.lock().unwrap().claims.len(), 3);
+    assert_eq!(h.node.lock().claims.len(), 3);
     h.stop().await;
 }
 
@@ -434,7 +316,7 @@ async fn shutdown_kills_the_job_without_completing() {
         f.progress.iter().any(|p| p.progress.is_some())
     })
     .await;
-    let beats = h.fake.lock().unwrap().heartbeats.clone();
+    let beats = h.node.lock().heartbeats.clone();
     assert!(
         beats.iter().any(|b| b.running_tasks == vec![job.task_id]),
         "running task in a heartbeat"
@@ -451,10 +333,10 @@ async fn shutdown_kills_the_job_without_completing() {
     assert!(!work_dir.exists());
     assert!(h.completes().is_empty());
     // Handed back, so the orchestra queues it again at once.
-    let releases = h.fake.lock().unwrap().releases.clone();
+    let releases = h.node.lock().releases.clone();
     assert_eq!(releases.len(), 1, "{releases:?}");
-    let (task, release) = &releases[0];
-    assert_eq!((*task, release.attempt), (job.task_id, 1));
+    let release = &releases[0];
+    assert_eq!((release.task, release.attempt), (job.task_id, 1));
     assert_eq!(release.unit_id, "unit-1");
 }
 

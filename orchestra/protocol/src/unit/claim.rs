@@ -18,7 +18,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Claim the task with the job's attempt; on success the delivery is acked. None when the
 /// job is not this unit's to run (stale, refused, or the unit is draining); the delivery was
 /// settled accordingly.
-pub async fn claim(
+pub(crate) async fn claim(
     link: &UnitLink,
     task: Uuid,
     attempt: u32,

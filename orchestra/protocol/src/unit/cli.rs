@@ -20,8 +20,10 @@ use crate::unit::state::{StateError, UnitState};
 /// command for the default queue and the wording of its kind.
 #[derive(Clone, Args)]
 pub struct UnitArgs {
-    /// The orchestra's URL (with or without `/api/v1`), e.g. http://10.0.0.1:5000.
-    #[arg(long, env = "OSCIED_API_URL")]
+    /// The orchestra's URL (with or without `/api/v1`), e.g. http://10.0.0.1:5000; or several
+    /// orchestra replicas' URLs, comma separated: a call goes to the one that answered last
+    /// and moves to the next when it cannot be reached or answers 502, 503 or 504.
+    #[arg(long, env = "OSCIED_API_URL", value_parser = parse_api_url)]
     pub api_url: String,
     /// The node secret the orchestra was given (HTTP Basic `node:<secret>`).
     #[arg(long, env = "OSCIED_NODE_SECRET", hide_env_values = true)]
@@ -193,7 +195,8 @@ pub fn start(
             return None;
         }
     };
-    tracing::info!(api = %client.base(), unit_id = state.unit_id(), "configuration: {config:?}");
+    let api = client.bases().join(",");
+    tracing::info!(%api, unit_id = state.unit_id(), "configuration: {config:?}");
     let broker = Arc::new(AmqpBroker::connect(&unit.amqp_uri));
     Some(Started {
         client,
@@ -262,6 +265,11 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),
     }
+}
+
+/// `OSCIED_API_URL`: checked by [`crate::client::parse_api_urls`], kept as given.
+pub fn parse_api_url(s: &str) -> Result<String, String> {
+    crate::client::parse_api_urls(s).map(|_| s.to_owned())
 }
 
 /// The checked queue list (a newtype, so clap takes the whole comma list as one value).
@@ -478,6 +486,30 @@ mod tests {
             args.drain(missing..missing + 2);
             assert!(TransformCli::try_parse_from(args).is_err(), "{missing}");
         }
+    }
+
+    #[test]
+    fn the_api_url_may_name_several_replicas() {
+        let mut args = REQUIRED.to_vec();
+        args[2] = "http://a:5000, https://b.example/api/v1/";
+        let unit = TransformCli::try_parse_from(&args).unwrap().unit;
+        assert_eq!(unit.api_url, "http://a:5000, https://b.example/api/v1/");
+        for bad in [
+            "http://a:5000,ftp://b",
+            "a:5000",
+            " , ",
+            "http://a:5000,http://",
+        ] {
+            args[2] = bad;
+            let err = TransformCli::try_parse_from(&args)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(err.contains("OSCIED_API_URL"), "{bad}: {err}");
+        }
+        args[2] = "http://a:5000,ftp://b";
+        let err = PublisherCli::try_parse_from(&args).err().expect("refused");
+        assert!(err.to_string().contains("\"ftp://b\""), "{err}");
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl Header {
 
 /// The delivery's job, or None once a message the unit cannot run was settled (its task
 /// completed FAILURE, or the message acked and logged).
-pub async fn decode<J: DeserializeOwned>(
+pub(crate) async fn decode<J: DeserializeOwned>(
     link: &UnitLink,
     delivery: Delivery,
 ) -> Option<(J, Delivery)> {

@@ -23,7 +23,7 @@ const HAND_BACK_BUDGET: Duration = Duration::from_secs(5);
 /// Stop a unit whose slots run in `slots`: drain for up to `drain_secs` (0: not at all),
 /// then stop the attempts still running, and wait until every slot has ended (each one
 /// handed its attempt back and removed its files).
-pub async fn wind_down(
+pub(crate) async fn wind_down(
     stop: &UnitStop,
     running: &Running,
     slots: &mut JoinSet<()>,
@@ -69,7 +69,7 @@ pub async fn wind_down(
 /// again at once. Returns whether the orchestra took it; otherwise (unreachable for
 /// [`HAND_BACK_BUDGET`], or the attempt was not current any more) it is logged, and a still
 /// current attempt is taken back when its lease lapses.
-pub async fn hand_back(link: &UnitLink, task: Uuid, attempt: u32) -> bool {
+pub(crate) async fn hand_back(link: &UnitLink, task: Uuid, attempt: u32) -> bool {
     let request = ReleaseRequest {
         unit_id: link.unit_id.clone(),
         attempt,

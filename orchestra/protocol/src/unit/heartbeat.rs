@@ -12,7 +12,7 @@ use crate::node::UnitHeartbeat;
 /// What a unit says about itself in every beat, besides its kind (from the link) and its
 /// running tasks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnitInfo {
+pub(crate) struct UnitInfo {
     pub queues: Vec<String>,
     pub concurrency: u32,
     /// Seconds between beats (≥ 1).
@@ -24,7 +24,7 @@ pub struct UnitInfo {
 }
 
 /// Beat every `info.heartbeat_secs` until the unit stops.
-pub async fn heartbeat(link: &UnitLink, info: UnitInfo, running: &Running) {
+pub(crate) async fn heartbeat(link: &UnitLink, info: UnitInfo, running: &Running) {
     let hostname = hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".to_owned());

@@ -1,10 +1,12 @@
-//! The plumbing every unit kind shares (docs/architecture.md §5): the link to the orchestra, the set of
-//! attempts a unit runs, the decoding of a delivery (a job the unit cannot run ends FAILURE,
-//! see [`decode`]), the claim-then-ack of a delivery, the unit heartbeat, the lease
-//! reporter and the completion with retries, the drain on shutdown ([`drain`]), a refused node
-//! secret ([`secret`]: no jobs, a loud error, a failing exit), plus the binaries' common flags,
-//! logging and signals. The transform and publisher units differ only in what they do between the claim
-//! and the completion.
+//! The unit runtime and the plumbing every unit kind shares (docs/architecture.md §5). A unit
+//! kind is a [`JobHandler`] (what it does with one claimed attempt, how to remove what an
+//! attempt left) run by [`run_unit`], which owns the rest ([`mod@runtime`]): the slots, the
+//! decoding of a delivery (a job the unit cannot run ends FAILURE, see [`decode`]), the
+//! claim-then-ack, the unit heartbeat, the lease reporter and the completion with retries,
+//! the drain and hand-back on stop ([`drain`]), a refused node secret ([`secret`]: no jobs, a
+//! loud error, a failing exit). Besides: the binaries' common flags, logging and signals
+//! ([`cli`], [`mod@log`]), the state dir ([`state`]) and a fake node API for the units'
+//! tests (`testing`, feature `testing`).
 
 mod claim;
 pub mod cli;
@@ -13,8 +15,11 @@ mod drain;
 mod heartbeat;
 pub mod log;
 mod report;
+pub mod runtime;
 pub mod secret;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -28,24 +33,25 @@ use crate::broker::{Consumer, Delivery};
 use crate::client::{NodeClient, NodeError};
 use crate::node::UnitKind;
 
-pub use claim::{ack, claim, pause_then_requeue};
-pub use decode::decode;
-pub use drain::{hand_back, wind_down};
-pub use heartbeat::{UnitInfo, heartbeat};
-pub use report::{Completion, LeaseEvent, Reporter, complete};
+pub use claim::{ack, pause_then_requeue};
+pub use report::{Completion, complete};
+pub use runtime::{
+    Attempt, HandBack, Interrupt, Interrupted, JobHandler, JobMessage, Output, Ran, Services, Unit,
+    UnitSpec, run_unit,
+};
 pub use secret::{DEFAULT_REFUSED_EXIT_SECS, UnitError};
 
 /// Where a unit is in its life. On SIGTERM it drains (takes no new job; running attempts
-/// go on), then stops (running attempts stop and are handed back, see [`wind_down`]).
+/// go on), then stops (running attempts stop and are handed back, see [`drain`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
+pub(crate) enum Phase {
     Running,
     Draining,
     Stopping,
 }
 
-/// What a unit's slots, heartbeat and reporters share to talk to the orchestra: its client,
-/// who it is, and whether it is draining or stopping. Cheap to clone.
+/// What a unit's slots, heartbeat, reporters and handler share to talk to the orchestra: its
+/// client, who it is, and whether it is draining or stopping. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct UnitLink {
     pub client: NodeClient,
@@ -54,18 +60,18 @@ pub struct UnitLink {
     /// The node API's kind segment for the unit's task routes.
     pub kind: UnitKind,
     /// Only moves forward: Running → Draining → Stopping.
-    pub phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     /// Whether the orchestra accepts the node secret (shared by every clone).
     secret: Arc<secret::SecretState>,
 }
 
 /// The switch of a unit's [`Phase`]; dropping it counts as stopping.
 #[derive(Debug)]
-pub struct UnitStop(watch::Sender<Phase>);
+pub(crate) struct UnitStop(watch::Sender<Phase>);
 
 impl UnitStop {
     /// Take no new job; running attempts go on.
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         self.0.send_if_modified(|phase| {
             let moved = *phase < Phase::Draining;
             if moved {
@@ -76,14 +82,14 @@ impl UnitStop {
     }
 
     /// Stop running attempts too (they are handed back).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.0.send_replace(Phase::Stopping);
     }
 }
 
 impl UnitLink {
     /// A link and the switch that drains and stops it.
-    pub fn new(client: NodeClient, unit_id: String, kind: UnitKind) -> (UnitLink, UnitStop) {
+    pub(crate) fn new(client: NodeClient, unit_id: String, kind: UnitKind) -> (UnitLink, UnitStop) {
         let (stop, phase) = watch::channel(Phase::Running);
         let link = UnitLink {
             client,
@@ -105,7 +111,7 @@ impl UnitLink {
 
     /// How long a refused node secret is retried before the unit ends with
     /// [`UnitError::SecretRefused`] (`OSCIED_REFUSED_EXIT_SECS`). Set it before cloning.
-    pub fn set_refused_exit(&mut self, after: Duration) {
+    pub(crate) fn set_refused_exit(&mut self, after: Duration) {
         self.secret = Arc::new(secret::SecretState::new(after));
     }
 
@@ -145,14 +151,14 @@ impl UnitLink {
     }
 
     /// Resolves once the node secret has been refused for `OSCIED_REFUSED_EXIT_SECS` without
-    /// a break: the unit's `run` then stops and ends with this failure.
-    pub async fn refused_for_good(&self) -> UnitError {
+    /// a break: the unit then stops and ends with this failure.
+    pub(crate) async fn refused_for_good(&self) -> UnitError {
         self.secret.refused_for_good().await
     }
 
     /// The next delivery of `consumer`, taken only while the node secret is not refused (a
     /// unit that cannot claim must hold no job); None once the unit drains.
-    pub async fn next_delivery(&self, consumer: &mut dyn Consumer) -> Option<Delivery> {
+    pub(crate) async fn next_delivery(&self, consumer: &mut dyn Consumer) -> Option<Delivery> {
         loop {
             tokio::select! {
                 biased;

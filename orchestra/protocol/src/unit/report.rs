@@ -14,7 +14,7 @@ use crate::task::ProgressReport;
 
 /// What the orchestra told the reporter about the running attempt.
 #[derive(Debug)]
-pub enum LeaseEvent {
+pub(crate) enum LeaseEvent {
     /// The task was revoked: stop, clean up, complete REVOKED.
     Cancel,
     /// The attempt is not current any more: stop, clean up, do not complete.
@@ -23,16 +23,16 @@ pub enum LeaseEvent {
 
 /// Sends progress while an attempt runs; dropped (aborted) when the attempt is over.
 #[derive(Debug)]
-pub struct Reporter {
+pub(crate) struct Reporter {
     task: JoinHandle<()>,
     /// At most one event, then the reporter ends.
-    pub events: mpsc::Receiver<LeaseEvent>,
+    pub(crate) events: mpsc::Receiver<LeaseEvent>,
 }
 
 impl Reporter {
     /// Report at most once a second when there is news, and a bare heartbeat at least every
     /// `lease_secs / 3` seconds even when there is none.
-    pub fn spawn(
+    pub(crate) fn spawn(
         link: UnitLink,
         task: Uuid,
         attempt: u32,
@@ -42,13 +42,6 @@ impl Reporter {
         let (tx, events) = mpsc::channel(1);
         let task = tokio::spawn(report_loop(link, task, attempt, lease_secs, progress, tx));
         Reporter { task, events }
-    }
-
-    /// Bare lease heartbeats only, for work without a measurable progress.
-    pub fn heartbeats(link: UnitLink, task: Uuid, attempt: u32, lease_secs: u64) -> Reporter {
-        // The sender is dropped at once: the loop reads that as "no news will come".
-        let (_, progress) = watch::channel(None);
-        Reporter::spawn(link, task, attempt, lease_secs, progress)
     }
 }
 
