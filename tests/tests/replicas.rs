@@ -1,6 +1,6 @@
 //! Several orchestras on one MongoDB (NX-27017) and one RabbitMQ vhost (issue 12): three
-//! replicas, three `worker-transform` units each pointed at a different replica, two
-//! publishers, and a user whose calls go round-robin over the replicas (a task is created on
+//! replicas, three `worker-transform` units each pointed at a different replica first (with the
+//! others after it in `OSCIED_API_URL`, to fail over to), two publishers, and a user whose calls go round-robin over the replicas (a task is created on
 //! one, polled on another, its output published on a third). 60 short tasks and a few
 //! publications run while one unit is killed (`kill -9`), one replica is killed and
 //! restarted on its port, and RabbitMQ is stopped and started once.
@@ -295,8 +295,15 @@ fn three_replicas_lose_nothing_and_double_nothing_through_kills_and_a_broker_out
     let started = Instant::now();
     let skip_outage = std::env::var_os(SKIP_OUTAGE).is_some_and(|v| v == "1");
     let mut cluster = Cluster::replicas(REPLICAS, 0, &[("OSCIED_TASK_LEASE_SECS", LEASE_SECS)]);
+    // Each unit starts on its own replica and fails over to the others, in turn.
+    let from = |cluster: &Cluster, n: usize| -> String {
+        let urls: Vec<String> = (0..REPLICAS)
+            .map(|i| cluster.replica_url((n + i) % REPLICAS))
+            .collect();
+        urls.join(",")
+    };
     for n in 0..REPLICAS {
-        let url = cluster.replica_url(n);
+        let url = from(&cluster, n);
         cluster.add_unit_on(
             &format!("unit-{}", n + 1),
             &url,
@@ -304,7 +311,7 @@ fn three_replicas_lose_nothing_and_double_nothing_through_kills_and_a_broker_out
         );
     }
     for n in 1..=2 {
-        let url = cluster.replica_url(n);
+        let url = from(&cluster, n);
         cluster.add_publisher_on(&format!("publisher-{n}"), &url, &[]);
     }
     cluster.wait_publisher_consumers();
