@@ -1,7 +1,8 @@
 //! Several orchestras on one MongoDB (NX-27017) and one RabbitMQ vhost (issue 12): three
-//! replicas, three `worker-transform` units each pointed at a different replica first (with the
-//! others after it in `OSCIED_API_URL`, to fail over to), two publishers, and a user whose calls go round-robin over the replicas (a task is created on
-//! one, polled on another, its output published on a third). 60 short tasks and a few
+//! replicas, three `worker-transform` units each pointed at a different replica first (the
+//! others follow in its `OSCIED_API_URL`, to fail over to), two publishers, and a user whose
+//! calls go round-robin over the replicas (a task is created on one, polled on another, its
+//! output published on a third). 60 short tasks and a few
 //! publications run while one unit is killed (`kill -9`), one replica is killed and
 //! restarted on its port, and RabbitMQ is stopped and started once.
 //!
