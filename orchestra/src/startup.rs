@@ -144,6 +144,8 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
     }
     let argon = Argon::new(config.argon2_permits()).map_err(|e| StartupError::Argon(e.message))?;
     let logins = LoginLimits::new(&config);
+    let replica =
+        replica_name(&config.data_dir).map_err(|e| StartupError::DataDir(data_dir.clone(), e))?;
     Ok(AppState {
         store,
         outbox: Arc::new(Outbox::new(broker.clone())),
@@ -155,19 +157,30 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
         verified: Arc::new(VerifiedCache::default()),
         argon: Arc::new(argon),
         logins: Arc::new(logins),
-        replica: replica_name().into(),
+        replica: replica.into(),
     })
 }
 
-/// How this process is named among the replicas (in its leases and logs): host, pid and a
-/// random part, so that a restarted process is a new holder.
-fn replica_name() -> String {
+/// How this orchestra is named among the replicas (the holder of its leases, its logs): its
+/// host and an id kept in its data dir. A restart on the same data dir (whose lock keeps it
+/// one process) is the same holder, so it takes its leases back at once instead of waiting
+/// for them to lapse.
+fn replica_name(data_dir: &std::path::Path) -> std::io::Result<String> {
     let host = hostname::get()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "orchestra".into());
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}:{}:{}", std::process::id(), &tag[..8])
+    let path = data_dir.join("replica_id");
+    let id = match std::fs::read_to_string(&path) {
+        Ok(kept) if !kept.trim().is_empty() => kept.trim().to_owned(),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {
+            let fresh = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+            std::fs::write(&path, format!("{fresh}\n"))?;
+            fresh
+        }
+    };
+    Ok(format!("{host}:{id}"))
 }
 
 /// Bind `addr`; an error names the variable that set it.
