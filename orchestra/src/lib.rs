@@ -16,10 +16,13 @@ pub mod logins;
 pub mod loops;
 pub mod medias;
 pub mod models;
+#[cfg(test)]
+mod module_graph;
 pub mod outbox;
 pub mod overview;
 pub mod profiles;
 pub mod queues;
+pub mod secrets;
 pub mod startup;
 pub mod state;
 pub mod storage;
