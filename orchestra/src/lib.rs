@@ -5,11 +5,16 @@
 //! (a task kind's in `tasks/<kind>.rs`, the life every task shares in `tasks/mod.rs`), the
 //! store call in `store/`. Layers, each using only those below it: `http` → `loops` (only
 //! start-up spawns them) → `units`, `overview` → `tasks` → `medias`, `queues`, `outbox`,
-//! `lifecycle` → `state` and the components it holds → `store`, `models`.
+//! `lifecycle` → `state` and the components it holds → `store`, `models`. Who is calling
+//! (`auth`) and `tokens` sit just above `state`, `users`, `profiles` and `health` beside
+//! `medias`; `secrets` is a component under `state`. `http` reads the request (its extractors call `auth`) and calls
+//! one domain function per route, never the store. The test in `module_graph.rs` fails on
+//! any import cycle.
 
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod lifecycle;
 pub mod logins;

@@ -35,7 +35,8 @@ fn module_of(relative: &Path) -> Option<String> {
     Some(parts.join("::"))
 }
 
-/// The source with plain comments and string and char literals blanked; doc comments kept.
+/// The source with comments and string and char literals blanked, but for the `crate::`
+/// paths that doc comments link to.
 fn code_and_docs(source: &str) -> String {
     let chars: Vec<char> = source.chars().collect();
     let mut out = String::with_capacity(source.len());
@@ -389,6 +390,56 @@ fn the_module_graph_has_no_cycle() {
         })
         .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Handlers parse, call one domain function and shape its answer: no file under `http/`
+/// reaches the store (through the state or by path).
+#[test]
+fn the_http_layer_makes_no_store_call() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![];
+    sources(&root.join("http"), &root, &mut files);
+    assert!(
+        files.len() > 10,
+        "only {} files under src/http/",
+        files.len()
+    );
+    let mut calls = vec![];
+    for (module, source) in &files {
+        // Without whitespace, a call chained over lines reads as one.
+        let text: String = code_and_docs(source)
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        for (at, needle) in text
+            .match_indices(".store")
+            .chain(text.match_indices("crate::store"))
+        {
+            let end = at + needle.len();
+            if text[end..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+            {
+                continue;
+            }
+            let from = text[..at]
+                .char_indices()
+                .rev()
+                .nth(30)
+                .map_or(0, |(i, _)| i);
+            let to = text[end..]
+                .char_indices()
+                .nth(30)
+                .map_or(text.len(), |(i, _)| end + i);
+            calls.push(format!("{module}: …{}…", &text[from..to]));
+        }
+    }
+    assert!(
+        calls.is_empty(),
+        "store calls in http/:\n{}",
+        calls.join("\n")
+    );
 }
 
 #[test]
