@@ -36,9 +36,9 @@ use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::{NotUntil, Quota, RateLimiter};
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::auth::{hash_secret, random_token, verify_secret};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
+use crate::secrets::{hash_secret, random_token, verify_secret};
 
 /// The argon2 gate: a semaphore, the threads argon2 runs on, and the dummy hash.
 pub struct Argon {

@@ -15,8 +15,11 @@ use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::models::{ListOptions, Media, MediaStatus, PublisherTask, TaskFilter, now};
+use crate::models::{
+    ListOptions, Media, MediaFilter, MediaStatus, Page, PublisherTask, TaskFilter, now,
+};
 use crate::state::AppState;
 use crate::storage::{Scratch, check_filename};
 
@@ -375,6 +378,25 @@ pub async fn change(
     Err(ApiError::conflict(format!(
         "media {id} kept changing while this request was applied; try again"
     )))
+}
+
+/// A page of medias (the filter says whose: the caller's own, or any for admins).
+pub async fn list(
+    state: &AppState,
+    filter: &MediaFilter,
+    opts: &ListOptions,
+) -> ApiResult<Page<Media>> {
+    Ok(state.store.list_medias(filter, opts).await?)
+}
+
+/// A media the caller may see; others' are a 404, as unknown ones.
+pub async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<Media> {
+    state
+        .store
+        .get_media(id)
+        .await?
+        .filter(|m| caller.can_see(Some(m.user_id)))
+        .ok_or_else(|| ApiError::not_found("media", id))
 }
 
 /// The statuses of a publication that holds its media: queued, publishing, published, or

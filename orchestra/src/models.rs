@@ -164,6 +164,9 @@ pub struct TransformProfile {
     pub created_at: DateTime<Utc>,
 }
 
+/// The owner id root's tokens are stored under: no user has it (users' ids are random v4).
+pub const ROOT_OWNER: Uuid = Uuid::nil();
+
 /// A bearer token as stored: only the BLAKE2b hash of the token itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Token {
@@ -171,7 +174,7 @@ pub struct Token {
     pub user_id: Uuid,
     #[serde(with = "ts")]
     pub expires_at: DateTime<Utc>,
-    /// `auth::secret_stamp` of the owner when the token was made; a token is valid only while
+    /// `secrets::secret_stamp` of the owner when the token was made; a token is valid only while
     /// it matches (tokens from before stamps have none, and are no longer valid).
     #[serde(default)]
     pub secret_stamp: String,

@@ -1,4 +1,5 @@
-//! Transform profiles: validation of new and changed profiles, and the built-ins' seeding.
+//! Transform profiles: validation of new and changed profiles, who may change them, and the
+//! built-ins' seeding.
 
 use oscied_protocol::EncoderName;
 use oscied_protocol::builtins::BUILTIN_PROFILES;
@@ -7,8 +8,10 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::models::{ListOptions, ProfileFilter, TransformProfile, now};
+use crate::models::{ListOptions, Page, ProfileFilter, TransformProfile, now};
+use crate::state::AppState;
 use crate::store::{Store, StoreError, StoreResult};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -111,6 +114,74 @@ impl ProfilePatch {
         }
         check_encoder(profile.encoder_name, &profile.encoder_string)
     }
+}
+
+/// Create a profile owned by the caller (root's are ownerless).
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    new: NewProfile,
+) -> ApiResult<TransformProfile> {
+    let profile = new.into_profile(caller.user_id())?;
+    state.store.create_profile(&profile).await?;
+    Ok(profile)
+}
+
+/// A page of profiles (every user sees all of them).
+pub async fn list(
+    state: &AppState,
+    filter: &ProfileFilter,
+    opts: &ListOptions,
+) -> ApiResult<Page<TransformProfile>> {
+    Ok(state.store.list_profiles(filter, opts).await?)
+}
+
+/// A profile.
+pub async fn get(state: &AppState, id: Uuid) -> ApiResult<TransformProfile> {
+    state
+        .store
+        .get_profile(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("profile", id))
+}
+
+/// Owners change their profiles; admins change any, built-ins included.
+fn require_owner(caller: &Caller, profile: &TransformProfile) -> ApiResult<()> {
+    if caller.is_admin() || (profile.user_id.is_some() && profile.user_id == caller.user_id()) {
+        Ok(())
+    } else if profile.user_id.is_none() {
+        Err(ApiError::forbidden(
+            "built-in profiles are changed by admins only",
+        ))
+    } else {
+        Err(ApiError::forbidden(
+            "only the profile's owner or an admin may change it",
+        ))
+    }
+}
+
+/// Apply `patch` to a profile the caller may change.
+pub async fn update(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    patch: ProfilePatch,
+) -> ApiResult<TransformProfile> {
+    let mut profile = get(state, id).await?;
+    require_owner(caller, &profile)?;
+    patch.apply(&mut profile)?;
+    if !state.store.update_profile(&profile).await? {
+        return Err(ApiError::not_found("profile", profile.id));
+    }
+    Ok(profile)
+}
+
+/// Delete a profile the caller may change.
+pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<()> {
+    let profile = get(state, id).await?;
+    require_owner(caller, &profile)?;
+    state.store.delete_profile(profile.id).await?;
+    Ok(())
 }
 
 /// Seed the built-in profiles into a store that has no profile at all (its first start), so

@@ -12,13 +12,13 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{RootSecret, Secrets, VerifiedCache};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::logins::{Argon, LoginLimits};
 use crate::loops;
 use crate::outbox::Outbox;
 use crate::profiles::seed_builtins;
+use crate::secrets::{RootSecret, Secrets, VerifiedCache};
 use crate::state::AppState;
 use crate::storage::Storage;
 use crate::store::{MongoStore, SqliteStore, Store};
@@ -41,7 +41,7 @@ pub enum StartupError {
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("secrets: {0}")]
-    Secrets(#[from] crate::auth::SecretError),
+    Secrets(#[from] crate::secrets::SecretError),
     #[error("in-process units: {0}")]
     Units(String),
     #[error("argon2: {0}")]

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use oscied_protocol::Broker;
 
-use crate::auth::{Secrets, VerifiedCache};
 use crate::config::Config;
 use crate::logins::{Argon, LoginLimits};
 use crate::outbox::Outbox;
+use crate::secrets::{Secrets, VerifiedCache};
 use crate::storage::Storage;
 use crate::store::Store;
 use crate::thumbnails::Thumbnailer;

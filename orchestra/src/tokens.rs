@@ -6,13 +6,12 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::auth::{Authenticated, Caller, digest, random_token, secret_stamp};
+use crate::auth::{Authenticated, Caller};
 use crate::error::{ApiError, ApiResult};
+pub use crate::models::ROOT_OWNER;
 use crate::models::{Token, now};
+use crate::secrets::{digest, random_token, secret_stamp};
 use crate::state::AppState;
-
-/// The owner id root's tokens are stored under: no user has it (users' ids are random v4).
-pub const ROOT_OWNER: Uuid = Uuid::nil();
 
 /// Whose tokens a caller's are.
 fn owner(caller: &Caller) -> Uuid {

@@ -1,13 +1,16 @@
-//! User accounts: what a new user and a change must hold, and how they apply.
+//! User accounts: what a new user and a change must hold, who may see and change whom, and
+//! how changes reach the store (a new secret or a deletion revokes the user's tokens).
 
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::Authenticated;
+use crate::auth::{Authenticated, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::logins::Argon;
-use crate::models::{User, UserRecord, now};
+use crate::models::{ListOptions, MediaFilter, Page, User, UserFilter, UserRecord, now};
+use crate::state::AppState;
+use crate::tokens;
 
 pub const MIN_SECRET_LEN: usize = 8;
 
@@ -178,4 +181,101 @@ impl UserPatch {
         }
         Ok(false)
     }
+}
+
+/// Create a user (root or an admin).
+pub async fn create(state: &AppState, caller: &Caller, new: NewUser) -> ApiResult<User> {
+    caller.require_admin()?;
+    let record = new.into_record(&state.argon).await?;
+    state.store.create_user(&record).await?;
+    tracing::info!(user = %record.user.id, "user created");
+    Ok(record.user)
+}
+
+/// Users whose mail or name holds `q`: all of them for root and admins, oneself for others.
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    q: Option<String>,
+    opts: &ListOptions,
+) -> ApiResult<Page<User>> {
+    let filter = UserFilter {
+        q,
+        id: if caller.is_admin() {
+            None
+        } else {
+            caller.user_id()
+        },
+    };
+    Ok(state.store.list_users(&filter, opts).await?)
+}
+
+/// A user that the caller may see (itself, or any for admins); others are a 404.
+async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<UserRecord> {
+    if !caller.can_see(Some(id)) {
+        return Err(ApiError::not_found("user", id));
+    }
+    state
+        .store
+        .get_user(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user", id))
+}
+
+/// A user, if the caller may see it.
+pub async fn get(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<User> {
+    Ok(visible(state, caller, id).await?.user)
+}
+
+/// Apply `patch` to a user the caller may see (see [`UserPatch::apply`]); a new secret
+/// revokes the user's tokens.
+pub async fn update(
+    state: &AppState,
+    auth: &Authenticated,
+    id: Uuid,
+    patch: UserPatch,
+) -> ApiResult<User> {
+    let mut record = visible(state, &auth.caller, id).await?;
+    let new_secret = patch.apply(auth, &state.argon, &mut record).await?;
+    if !state.store.update_user(&record).await? {
+        return Err(ApiError::not_found("user", record.user.id));
+    }
+    if new_secret {
+        // Already invalid by their stamp; this clears them from the store.
+        tokens::revoke_all(state, record.user.id).await?;
+    }
+    Ok(record.user)
+}
+
+/// Delete a user that owns no medias, and its tokens.
+pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<()> {
+    let record = visible(state, caller, id).await?;
+    let filter = MediaFilter {
+        user_id: Some(record.user.id),
+        ..MediaFilter::default()
+    };
+    let owned = state
+        .store
+        .list_medias(&filter, &ListOptions::oldest_first(5))
+        .await?;
+    if owned.total > 0 {
+        // Named, so that whoever reads the refusal knows what to delete.
+        let mut named: Vec<String> = owned
+            .items
+            .iter()
+            .map(|m| format!("{:?} ({})", m.title(), m.id))
+            .collect();
+        if owned.total > named.len() as u64 {
+            named.push(format!("and {} more", owned.total - named.len() as u64));
+        }
+        return Err(ApiError::conflict(format!(
+            "user {} still owns {} media(s): {}; delete them first",
+            record.user.id,
+            owned.total,
+            named.join(", ")
+        )));
+    }
+    state.store.delete_user(record.user.id).await?;
+    tokens::revoke_all(state, record.user.id).await?;
+    Ok(())
 }

@@ -10,9 +10,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::extract::bearer_token;
 use super::media_auth;
 use super::responses::Authed;
-use crate::auth::{self, Authenticated};
+use crate::auth::Authenticated;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::models::ts;
 use crate::state::AppState;
@@ -89,7 +90,7 @@ async fn set_media_cookie(auth: Authenticated, headers: HeaderMap) -> ApiResult<
     let token = auth
         .token
         .as_ref()
-        .and_then(|_| auth::bearer_token(&headers))
+        .and_then(|_| bearer_token(&headers))
         .ok_or_else(|| {
             ApiError::forbidden(
                 "the media cookie holds a bearer token: call with Authorization: Bearer <token> \

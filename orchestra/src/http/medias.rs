@@ -192,18 +192,12 @@ async fn list_medias(
         }));
     };
     filter.user_id = owner;
-    Ok(Json(state.store.list_medias(&filter, &opts).await?))
+    Ok(Json(medias::list(&state, &filter, &opts).await?))
 }
 
-/// A media the caller may see.
-pub async fn visible_media(state: &AppState, caller: &Caller, raw_id: &str) -> ApiResult<Media> {
-    let id = parse_id("media", raw_id)?;
-    state
-        .store
-        .get_media(id)
-        .await?
-        .filter(|m| caller.can_see(Some(m.user_id)))
-        .ok_or_else(|| ApiError::not_found("media", id))
+/// The media the path's `raw_id` names, if the caller may see it.
+async fn visible_media(state: &AppState, caller: &Caller, raw_id: &str) -> ApiResult<Media> {
+    medias::visible(state, caller, parse_id("media", raw_id)?).await
 }
 
 /// Get a media.

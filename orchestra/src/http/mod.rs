@@ -1,7 +1,9 @@
-//! The REST API v1 (docs/architecture.md §4): one module per resource, the shared extractors, and the
-//! router with its generated OpenAPI document.
+//! The REST API v1 (docs/architecture.md §4): one module per resource, the shared extractors
+//! (who is calling: `extract`), and the router with its generated OpenAPI document. Handlers
+//! parse, call one domain function and shape its answer; the store is the domain's business.
 
 mod auth;
+mod extract;
 mod health;
 mod media_auth;
 mod medias;

@@ -14,9 +14,9 @@ use uuid::Uuid;
 use super::responses::{Authed, BadQuery, JsonBody, NotFound};
 use super::{ApiJson, ApiQuery, list_options, parse_id};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiResult, ErrorBody};
 use crate::models::{Page, ProfileFilter, TransformProfile};
-use crate::profiles::{NewProfile, ProfilePatch};
+use crate::profiles::{self, NewProfile, ProfilePatch};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -91,8 +91,7 @@ async fn create_profile(
     caller: Caller,
     ApiJson(new): ApiJson<NewProfile>,
 ) -> ApiResult<(StatusCode, Json<TransformProfile>)> {
-    let profile = new.into_profile(caller.user_id())?;
-    state.store.create_profile(&profile).await?;
+    let profile = profiles::create(&state, &caller, new).await?;
     Ok((StatusCode::CREATED, Json(profile)))
 }
 
@@ -116,31 +115,7 @@ async fn list_profiles(
         encoder_name: query.encoder_name,
         user_id: query.user_id,
     };
-    Ok(Json(state.store.list_profiles(&filter, &opts).await?))
-}
-
-async fn find_profile(state: &AppState, raw_id: &str) -> ApiResult<TransformProfile> {
-    let id = parse_id("profile", raw_id)?;
-    state
-        .store
-        .get_profile(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("profile", id))
-}
-
-/// Owners change their profiles; admins change any, built-ins included.
-fn require_owner(caller: &Caller, profile: &TransformProfile) -> ApiResult<()> {
-    if caller.is_admin() || (profile.user_id.is_some() && profile.user_id == caller.user_id()) {
-        Ok(())
-    } else if profile.user_id.is_none() {
-        Err(ApiError::forbidden(
-            "built-in profiles are changed by admins only",
-        ))
-    } else {
-        Err(ApiError::forbidden(
-            "only the profile's owner or an admin may change it",
-        ))
-    }
+    Ok(Json(profiles::list(&state, &filter, &opts).await?))
 }
 
 /// Get a profile.
@@ -151,7 +126,8 @@ async fn get_profile(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TransformProfile>> {
-    Ok(Json(find_profile(&state, &id).await?))
+    let id = parse_id("profile", &id)?;
+    Ok(Json(profiles::get(&state, id).await?))
 }
 
 /// Change a profile.
@@ -165,13 +141,8 @@ async fn patch_profile(
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<ProfilePatch>,
 ) -> ApiResult<Json<TransformProfile>> {
-    let mut profile = find_profile(&state, &id).await?;
-    require_owner(&caller, &profile)?;
-    patch.apply(&mut profile)?;
-    if !state.store.update_profile(&profile).await? {
-        return Err(ApiError::not_found("profile", profile.id));
-    }
-    Ok(Json(profile))
+    let id = parse_id("profile", &id)?;
+    Ok(Json(profiles::update(&state, &caller, id, patch).await?))
 }
 
 /// Delete a profile.
@@ -182,8 +153,7 @@ async fn delete_profile(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let profile = find_profile(&state, &id).await?;
-    require_owner(&caller, &profile)?;
-    state.store.delete_profile(profile.id).await?;
+    let id = parse_id("profile", &id)?;
+    profiles::delete(&state, &caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

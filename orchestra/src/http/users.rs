@@ -12,10 +12,9 @@ use super::responses::{Authed, BadQuery, JsonBody, NotFound};
 use super::{ApiJson, ApiQuery, list_options, parse_id};
 use crate::auth::{Authenticated, Caller};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::models::{ListOptions, MediaFilter, Page, User, UserFilter, UserRecord};
+use crate::models::{Page, User};
 use crate::state::AppState;
-use crate::tokens;
-use crate::users::{NewUser, UserPatch};
+use crate::users::{self, NewUser, UserPatch};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -59,11 +58,8 @@ async fn create_user(
     caller: Caller,
     ApiJson(new): ApiJson<NewUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    caller.require_admin()?;
-    let record = new.into_record(&state.argon).await?;
-    state.store.create_user(&record).await?;
-    tracing::info!(user = %record.user.id, "user created");
-    Ok((StatusCode::CREATED, Json(record.user)))
+    let user = users::create(&state, &caller, new).await?;
+    Ok((StatusCode::CREATED, Json(user)))
 }
 
 /// List users: all of them for root and admins, oneself for others.
@@ -81,15 +77,7 @@ async fn list_users(
         SORTS,
         "created_at",
     )?;
-    let filter = UserFilter {
-        q: query.q,
-        id: if caller.is_admin() {
-            None
-        } else {
-            caller.user_id()
-        },
-    };
-    Ok(Json(state.store.list_users(&filter, &opts).await?))
+    Ok(Json(users::list(&state, &caller, query.q, &opts).await?))
 }
 
 /// The calling user.
@@ -102,19 +90,6 @@ async fn me(caller: Caller) -> ApiResult<Json<User>> {
     }
 }
 
-/// A user that the caller may see (itself, or any for admins).
-async fn visible_user(state: &AppState, caller: &Caller, raw_id: &str) -> ApiResult<UserRecord> {
-    let id = parse_id("user", raw_id)?;
-    if !caller.can_see(Some(id)) {
-        return Err(ApiError::not_found("user", id));
-    }
-    state
-        .store
-        .get_user(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("user", id))
-}
-
 /// Get a user.
 #[utoipa::path(get, path = "/users/{id}", tag = "users", params(("id" = String, Path)),
     responses(Authed, NotFound, (status = 200, description = "the user", body = User)))]
@@ -123,7 +98,8 @@ async fn get_user(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<User>> {
-    Ok(Json(visible_user(&state, &caller, &id).await?.user))
+    let id = parse_id("user", &id)?;
+    Ok(Json(users::get(&state, &caller, id).await?))
 }
 
 /// Change a user's names, mail or secret; admin_platform only by root or an admin. A new
@@ -138,16 +114,8 @@ async fn patch_user(
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<UserPatch>,
 ) -> ApiResult<Json<User>> {
-    let mut record = visible_user(&state, &auth.caller, &id).await?;
-    let new_secret = patch.apply(&auth, &state.argon, &mut record).await?;
-    if !state.store.update_user(&record).await? {
-        return Err(ApiError::not_found("user", record.user.id));
-    }
-    if new_secret {
-        // Already invalid by their stamp; this clears them from the store.
-        tokens::revoke_all(&state, record.user.id).await?;
-    }
-    Ok(Json(record.user))
+    let id = parse_id("user", &id)?;
+    Ok(Json(users::update(&state, &auth, id, patch).await?))
 }
 
 /// Delete a user that owns no medias.
@@ -158,33 +126,7 @@ async fn delete_user(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let record = visible_user(&state, &caller, &id).await?;
-    let filter = MediaFilter {
-        user_id: Some(record.user.id),
-        ..MediaFilter::default()
-    };
-    let owned = state
-        .store
-        .list_medias(&filter, &ListOptions::oldest_first(5))
-        .await?;
-    if owned.total > 0 {
-        // Named, so that whoever reads the refusal knows what to delete.
-        let mut named: Vec<String> = owned
-            .items
-            .iter()
-            .map(|m| format!("{:?} ({})", m.title(), m.id))
-            .collect();
-        if owned.total > named.len() as u64 {
-            named.push(format!("and {} more", owned.total - named.len() as u64));
-        }
-        return Err(ApiError::conflict(format!(
-            "user {} still owns {} media(s): {}; delete them first",
-            record.user.id,
-            owned.total,
-            named.join(", ")
-        )));
-    }
-    state.store.delete_user(record.user.id).await?;
-    tokens::revoke_all(&state, record.user.id).await?;
+    let id = parse_id("user", &id)?;
+    users::delete(&state, &caller, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
