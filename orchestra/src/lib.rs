@@ -3,13 +3,13 @@
 //!
 //! Where to look: a route in `http/<resource>.rs`, the rules it applies in `<resource>.rs`
 //! (a task kind's in `tasks/<kind>.rs`, the life every task shares in `tasks/mod.rs`), the
-//! store call in `store/`. Layers, each using only those below it: `http` → `loops` (only
-//! start-up spawns them) → `units`, `overview` → `tasks` → `medias`, `queues`, `outbox`,
-//! `lifecycle` → `state` and the components it holds → `store`, `models`. Who is calling
-//! (`auth`) and `tokens` sit just above `state`, `users`, `profiles` and `health` beside
-//! `medias`; `secrets` is a component under `state`. `http` reads the request (its extractors call `auth`) and calls
-//! one domain function per route, never the store. The test in `module_graph.rs` fails on
-//! any import cycle.
+//! store call in `store/`. Layers, each using only those below it: `startup` → `http` and
+//! `loops` (the background work; only start-up spawns it) → `units`, `overview` → `tasks` →
+//! `medias`, `users`, `profiles`, `health`, `queues`, `outbox`, `lifecycle` → `auth`,
+//! `tokens` → `state` and the components it holds (`secrets`, `logins`, `storage`,
+//! `thumbnails`) → `store`, `models`. `http` reads the request (its extractors call `auth`)
+//! and calls one domain function per route, never the store. The test in `module_graph.rs`
+//! fails on any import cycle.
 
 pub mod auth;
 pub mod config;
