@@ -60,6 +60,16 @@ impl ApiError {
         self
     }
 
+    /// [`Self::on`] for a 404 only: the field names the missing object; another error (the
+    /// store unreachable) is not the field's.
+    pub fn on_not_found(self, field: impl Into<String>) -> Self {
+        if self.status == StatusCode::NOT_FOUND {
+            self.on(field)
+        } else {
+            self
+        }
+    }
+
     /// A 422 `invalid_field` naming its field.
     pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::invalid(message).on(field)

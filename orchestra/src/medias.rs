@@ -373,7 +373,7 @@ pub async fn change(
             return Ok(media);
         }
         tracing::debug!(media = %id, round, "media changed underneath; deciding again");
-        tokio::time::sleep(crate::tasks::backoff(round)).await;
+        tokio::time::sleep(crate::store::backoff(round)).await;
     }
     Err(ApiError::conflict(format!(
         "media {id} kept changing while this request was applied; try again"

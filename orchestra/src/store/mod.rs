@@ -33,6 +33,13 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// How long to wait before deciding again after a fenced write lost its race: a short pause
+/// that grows with the round and is jittered, so that racers do not collide again in step.
+pub fn backoff(round: u32) -> std::time::Duration {
+    let jitter = u64::from(Uuid::new_v4().as_bytes()[0]) % 5;
+    std::time::Duration::from_millis(u64::from(round.min(10)) * 2 + jitter)
+}
+
 /// Every call is one round trip; replacing a record is whole-record (`update_*` returns false
 /// when the record is gone).
 ///

@@ -14,7 +14,6 @@ pub mod publish;
 pub mod transform;
 
 use std::ops::{Deref, DerefMut};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use oscied_protocol::node::{
@@ -181,18 +180,12 @@ pub async fn mutate<K: TaskKind, R: Send>(
             });
         }
         tracing::debug!(task = %id, round, "{} changed underneath; deciding again", K::WHAT);
-        tokio::time::sleep(backoff(round)).await;
+        tokio::time::sleep(crate::store::backoff(round)).await;
     }
     Err(ApiError::conflict(format!(
         "{} {id} kept changing while this request was applied; try again",
         K::WHAT
     )))
-}
-
-/// A short pause that grows and is jittered, so that racers do not collide again in step.
-pub(crate) fn backoff(round: u32) -> Duration {
-    let jitter = u64::from(Uuid::new_v4().as_bytes()[0]) % 5;
-    Duration::from_millis(u64::from(round.min(10)) * 2 + jitter)
 }
 
 /// [`mutate`], then what the change sets in motion ([`settle`]).

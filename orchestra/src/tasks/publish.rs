@@ -70,7 +70,7 @@ pub async fn create(
                 new.media_id
             )));
         }
-        tokio::time::sleep(tasks::backoff(round)).await;
+        tokio::time::sleep(crate::store::backoff(round)).await;
         round += 1;
     }
     let created = create_alone(state, caller, user.id, new.media_id, queue).await;
@@ -89,12 +89,9 @@ async fn create_alone(
     media_id: Uuid,
     queue: String,
 ) -> ApiResult<(PublisherTask, Outgoing)> {
-    let media = state
-        .store
-        .get_media(media_id)
-        .await?
-        .filter(|m| caller.can_see(Some(m.user_id)))
-        .ok_or_else(|| ApiError::not_found("media", media_id).on("media_id"))?;
+    let media = medias::visible(state, caller, media_id)
+        .await
+        .map_err(|e| e.on_not_found("media_id"))?;
     if media.status != MediaStatus::Ready {
         return Err(ApiError::illegal_state(format!(
             "media {} is {}: only a READY media can be published",

@@ -73,12 +73,9 @@ pub async fn create(
             format!("priority must be 0 to {MAX_PRIORITY}"),
         ));
     }
-    let media_in = state
-        .store
-        .get_media(new.media_in_id)
-        .await?
-        .filter(|m| caller.can_see(Some(m.user_id)))
-        .ok_or_else(|| ApiError::not_found("media", new.media_in_id).on("media_in_id"))?;
+    let media_in = medias::visible(state, caller, new.media_in_id)
+        .await
+        .map_err(|e| e.on_not_found("media_in_id"))?;
     if media_in.status != MediaStatus::Ready {
         return Err(ApiError::illegal_state(format!(
             "media {} is {}: only a READY media can be transformed",
