@@ -107,8 +107,19 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartupError::DataDir(data_dir.clone(), e))?;
     let root = config.storage_root();
-    let storage =
-        Storage::open(&root).map_err(|e| StartupError::Storage(root.display().to_string(), e))?;
+    let replica_id =
+        replica_id(&config.data_dir).map_err(|e| StartupError::DataDir(data_dir.clone(), e))?;
+    let storage = Storage::open(&root)
+        .map(|s| s.owned_by(&replica_id))
+        .map_err(|e| StartupError::Storage(root.display().to_string(), e))?;
+    match storage.sweep_own_scratch() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            removed = n,
+            "scratch files of this orchestra's last run removed"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not sweep this orchestra's scratch files"),
+    }
     let store: Arc<dyn Store> = match &config.mongodb_uri {
         Some(uri) => Arc::new(MongoStore::connect(uri).await?),
         None => Arc::new(SqliteStore::open(&config.data_dir.join("oscied.db"))?),
@@ -144,8 +155,11 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
     }
     let argon = Argon::new(config.argon2_permits()).map_err(|e| StartupError::Argon(e.message))?;
     let logins = LoginLimits::new(&config);
-    let replica =
-        replica_name(&config.data_dir).map_err(|e| StartupError::DataDir(data_dir.clone(), e))?;
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "orchestra".into());
+    let replica = format!("{host}:{replica_id}");
     Ok(AppState {
         store,
         outbox: Arc::new(Outbox::new(broker.clone())),
@@ -161,26 +175,20 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
     })
 }
 
-/// How this orchestra is named among the replicas (the holder of its leases, its logs): its
-/// host and an id kept in its data dir. A restart on the same data dir (whose lock keeps it
-/// one process) is the same holder, so it takes its leases back at once instead of waiting
-/// for them to lapse.
-fn replica_name(data_dir: &std::path::Path) -> std::io::Result<String> {
-    let host = hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "orchestra".into());
+/// This orchestra's id among the replicas (the holder of its leases, the owner of its
+/// scratch files): kept in its data dir. A restart on the same data dir (whose lock keeps it
+/// one process) is the same replica, so it takes its leases back at once instead of waiting
+/// for them to lapse, and removes what it left in `tmp/` when it died.
+fn replica_id(data_dir: &std::path::Path) -> std::io::Result<String> {
     let path = data_dir.join("replica_id");
-    let id = match std::fs::read_to_string(&path) {
-        Ok(kept) if !kept.trim().is_empty() => kept.trim().to_owned(),
+    match std::fs::read_to_string(&path) {
+        Ok(kept) if !kept.trim().is_empty() => return Ok(kept.trim().to_owned()),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {
-            let fresh = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-            std::fs::write(&path, format!("{fresh}\n"))?;
-            fresh
-        }
-    };
-    Ok(format!("{host}:{id}"))
+        _ => {}
+    }
+    let fresh = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    std::fs::write(&path, format!("{fresh}\n"))?;
+    Ok(fresh)
 }
 
 /// Bind `addr`; an error names the variable that set it.

@@ -14,6 +14,10 @@ use crate::error::ApiError;
 #[derive(Debug, Clone)]
 pub struct Storage {
     root: PathBuf,
+    /// Which orchestra writes the scratch files this handle names (its replica id): a
+    /// restarted orchestra removes what it left in `tmp/` when it died, and never another
+    /// replica's files in use.
+    owner: String,
 }
 
 impl Storage {
@@ -24,7 +28,39 @@ impl Storage {
         }
         Ok(Storage {
             root: root.canonicalize()?,
+            owner: "orchestra".into(),
         })
+    }
+
+    /// The same tree, its scratch files named for `owner` (letters and digits).
+    pub fn owned_by(mut self, owner: &str) -> Storage {
+        self.owner = owner.to_owned();
+        self
+    }
+
+    /// Remove the scratch files and dirs a previous run of this owner left in `tmp/` (killed
+    /// mid-upload or mid-thumbnail); how many there were. Call at start, before serving.
+    pub fn sweep_own_scratch(&self) -> io::Result<usize> {
+        let marker = format!("-{}-", self.owner);
+        let mut removed = 0;
+        for entry in std::fs::read_dir(self.root.join("tmp"))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = ["upload", "thumbnail"]
+                .iter()
+                .any(|what| name.starts_with(&format!("{what}{marker}")));
+            if !ours {
+                continue;
+            }
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     pub fn root(&self) -> &Path {
@@ -45,7 +81,7 @@ impl Storage {
     pub fn scratch_dir(&self, what: &str) -> PathBuf {
         self.root
             .join("tmp")
-            .join(format!("{what}-{}", Uuid::new_v4()))
+            .join(format!("{what}-{}-{}", self.owner, Uuid::new_v4()))
     }
 
     /// The regular file at `relative` (checked by `file::relative_path`) inside a media's
@@ -79,9 +115,11 @@ impl Storage {
             .extension()
             .map(|e| format!(".{}", e.to_string_lossy()))
             .unwrap_or_default();
-        self.root
-            .join("tmp")
-            .join(format!("upload-{}{extension}", Uuid::new_v4()))
+        self.root.join("tmp").join(format!(
+            "upload-{}-{}{extension}",
+            self.owner,
+            Uuid::new_v4()
+        ))
     }
 
     /// Resolve a client's `uploads/...` uri to a regular file inside `uploads/`.
@@ -272,6 +310,33 @@ mod tests {
         ] {
             assert!(check_filename(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_restart_sweeps_its_own_scratch_and_no_one_elses() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = Storage::open(dir.path()).unwrap().owned_by("aaaa");
+        let theirs = Storage::open(dir.path()).unwrap().owned_by("bbbb");
+        let (our_dir, their_dir) = (
+            ours.scratch_dir("thumbnail"),
+            theirs.scratch_dir("thumbnail"),
+        );
+        for d in [&our_dir, &their_dir] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("thumbnail.jpg"), b"x").unwrap();
+        }
+        let (our_file, their_file) = (ours.scratch_path("a.mp4"), theirs.scratch_path("a.mp4"));
+        std::fs::write(&our_file, b"x").unwrap();
+        std::fs::write(&their_file, b"x").unwrap();
+        // A unit's attempt dir and the health probe's file are nobody's scratch.
+        std::fs::create_dir_all(dir.path().join("tmp").join(Uuid::new_v4().to_string())).unwrap();
+        assert_eq!(ours.sweep_own_scratch().unwrap(), 2);
+        assert!(!our_dir.exists() && !our_file.exists());
+        assert!(their_dir.join("thumbnail.jpg").exists() && their_file.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            3
+        );
     }
 
     #[test]
