@@ -383,8 +383,56 @@ pub async fn progress<K: TaskKind>(
     })
 }
 
+/// A lease in the store held for one critical section across replicas (see
+/// `Store::acquire_lease`), named for what it guards; given up by [`Held::release`], or it
+/// lapses on its own if its holder dies.
+pub struct Held {
+    name: String,
+    holder: String,
+}
+
+/// How long a held section may last before another may take it over.
+const SECTION_TTL: i64 = 60;
+
+impl Held {
+    /// Take `name`, waiting up to `wait` for its holder to finish (None: still held).
+    pub async fn take(
+        state: &AppState,
+        name: String,
+        wait: std::time::Duration,
+    ) -> ApiResult<Option<Held>> {
+        let holder = Uuid::new_v4().to_string();
+        let ttl = chrono::Duration::seconds(SECTION_TTL);
+        let started = std::time::Instant::now();
+        let mut round = 0;
+        while !state.store.acquire_lease(&name, &holder, ttl).await? {
+            if started.elapsed() >= wait {
+                return Ok(None);
+            }
+            tokio::time::sleep(crate::store::backoff(round)).await;
+            round += 1;
+        }
+        Ok(Some(Held { name, holder }))
+    }
+
+    pub async fn release(self, state: &AppState) {
+        if let Err(e) = state.store.release_lease(&self.name, &self.holder).await {
+            tracing::debug!(lease = %self.name, error = %e, "lease not released; it lapses");
+        }
+    }
+}
+
+/// The section a task's completion and its take-back share: what a completion does before
+/// its decision (a transform moves its output in and marks it READY) must not meet a reaper
+/// taking the attempt back, nor a second copy of the same completion moving the same files.
+fn ending_section(id: Uuid) -> String {
+    format!("complete:{id}")
+}
+
 /// A unit's completion, fenced by attempt and unit; repeating an accepted one answers the
-/// same. What the kind accepts is its [`TaskKind::complete`].
+/// same. What the kind accepts is its [`TaskKind::complete`]. One completion of a task runs
+/// at a time on all replicas; a copy arriving meanwhile waits and then answers the same, and
+/// one that waits too long gets a 503 (the unit retries, on another replica if it has one).
 pub async fn complete<K: TaskKind>(
     state: &AppState,
     id: Uuid,
@@ -392,10 +440,29 @@ pub async fn complete<K: TaskKind>(
 ) -> ApiResult<CompleteAnswer> {
     let task: K = load(state, id).await?;
     check_holder(&task, &req.unit_id, req.attempt)?;
-    let prepared = K::prepare(state, &task, &req).await?;
+    let wait = std::time::Duration::from_secs(20);
+    let Some(held) = Held::take(state, ending_section(id), wait).await? else {
+        return Err(ApiError::unavailable(format!(
+            "{} {id} is being completed or taken back elsewhere; try again",
+            K::WHAT
+        )));
+    };
+    let answer = complete_alone::<K>(state, id, &req).await;
+    held.release(state).await;
+    answer
+}
+
+async fn complete_alone<K: TaskKind>(
+    state: &AppState,
+    id: Uuid,
+    req: &CompleteRequest,
+) -> ApiResult<CompleteAnswer> {
+    let task: K = load(state, id).await?;
+    check_holder(&task, &req.unit_id, req.attempt)?;
+    let prepared = K::prepare(state, &task, req).await?;
     let written = change::<K, ()>(state, id, |t| {
         check_holder(t, &req.unit_id, req.attempt)?;
-        Ok((K::complete(t, &req, &prepared)?, ()))
+        Ok((K::complete(t, req, &prepared)?, ()))
     })
     .await?;
     Ok(CompleteAnswer {
@@ -464,6 +531,16 @@ pub async fn release<K: TaskKind>(
 /// forgotten): re-queue with attempt + 1, or FAILURE past the last attempt; a REVOKING one
 /// is simply REVOKED (nothing runs any more). Whether it was taken back.
 pub async fn take_back<K: TaskKind>(state: &AppState, id: Uuid, now_: bool) -> ApiResult<bool> {
+    // A completion under way decides first; the next pass looks again.
+    let Some(held) = Held::take(state, ending_section(id), std::time::Duration::ZERO).await? else {
+        return Ok(false);
+    };
+    let taken = take_back_alone::<K>(state, id, now_).await;
+    held.release(state).await;
+    taken
+}
+
+async fn take_back_alone<K: TaskKind>(state: &AppState, id: Uuid, now_: bool) -> ApiResult<bool> {
     let (lease_secs, max_attempts) = (state.config.task_lease_secs, state.config.task_max_attempts);
     let written = change::<K, ()>(state, id, |t| {
         let lapsed = now_ || t.lease_expires_at.is_some_and(|at| at <= now());

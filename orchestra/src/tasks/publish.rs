@@ -4,7 +4,7 @@
 //! waits in the unit's durable queue, and is sent again when the unit's heartbeats resume
 //! after an absence. `media.public_uris` follows the publication: its URL while published.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use oscied_protocol::node::{
@@ -55,28 +55,16 @@ pub async fn create(
     queues::check_task_queue(state, UnitKind::Publisher, &queue)
         .await
         .map_err(|e| e.on("queue"))?;
-    let lease = format!("publish:{}", new.media_id);
-    let holder = Uuid::new_v4().to_string();
-    let started = Instant::now();
-    let mut round = 0;
-    while !state
-        .store
-        .acquire_lease(&lease, &holder, chrono::Duration::seconds(30))
-        .await?
-    {
-        if started.elapsed() > MEDIA_TURN {
-            return Err(ApiError::conflict(format!(
-                "media {} is being published by another request; try again",
-                new.media_id
-            )));
-        }
-        tokio::time::sleep(crate::store::backoff(round)).await;
-        round += 1;
-    }
+    let Some(held) =
+        tasks::Held::take(state, format!("publish:{}", new.media_id), MEDIA_TURN).await?
+    else {
+        return Err(ApiError::conflict(format!(
+            "media {} is being published by another request; try again",
+            new.media_id
+        )));
+    };
     let created = create_alone(state, caller, user.id, new.media_id, queue).await;
-    if let Err(e) = state.store.release_lease(&lease, &holder).await {
-        tracing::debug!(media = %new.media_id, error = %e, "publication lease not released; it lapses");
-    }
+    held.release(state).await;
     let (task, job) = created?;
     Ok(tasks::start(state, task, Some(job)).await)
 }
