@@ -35,6 +35,9 @@ pub struct Reply {
     pub exit: i32,
     /// From curl's start to its connection (`%{time_connect}`): when the request began.
     pub connect: std::time::Duration,
+    /// From curl's start to the end of the answer (`%{time_total}`, curl's own start-up
+    /// excluded): how long the request took.
+    pub total: std::time::Duration,
     /// The URL it went to.
     pub url: String,
 }
@@ -230,20 +233,66 @@ impl Api {
             command.args(["-m", &max, "-o", "/dev/null", "-w", "%{http_code}\n"]);
             command.args(["-X", method, "-u", auth, &url]);
         }
-        let output = command.stdin(Stdio::null()).output().expect("curl runs");
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|line| line.trim().parse().unwrap_or(0))
-            .collect()
+        statuses(command)
+    }
+
+    /// POST each of `bodies` (JSON) to `path`, as this caller, `parallel` at a time from one
+    /// curl process, spread round-robin over the replicas: the statuses, in no particular
+    /// order. The requests go in a curl config file (`-K`): thousands of them do not fit a
+    /// command line.
+    pub fn post_many(&self, path: &str, bodies: &[Value], parallel: usize) -> Vec<u16> {
+        let mut config = String::new();
+        for (n, body) in bodies.iter().enumerate() {
+            if n > 0 {
+                config.push_str("next\n");
+            }
+            let url = format!("{}{path}", self.bases[n % self.bases.len()]);
+            config.push_str(&format!("url = {}\n", config_quote(&url)));
+            if let Some(auth) = &self.auth {
+                config.push_str(&format!("user = {}\n", config_quote(auth)));
+            }
+            config.push_str(&format!("max-time = {}\n", self.max_secs));
+            config.push_str("header = \"Content-Type: application/json\"\n");
+            config.push_str(&format!("data = {}\n", config_quote(&body.to_string())));
+            config.push_str("output = /dev/null\nwrite-out = \"%{http_code}\\n\"\n");
+        }
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        std::io::Write::write_all(&mut file, config.as_bytes()).expect("curl config written");
+        let mut command = Command::new("curl");
+        command
+            .args(["-s", "--parallel", "--parallel-max"])
+            .arg(parallel.clamp(1, 300).to_string())
+            .arg("-K")
+            .arg(file.path());
+        statuses(command)
     }
 }
 
-/// Run `curl -s <args> <url>`: what it got. The status and connect time come from `-w`,
+/// Run a curl whose every transfer writes its status on a line: the statuses (0: none).
+fn statuses(mut command: Command) -> Vec<u16> {
+    let output = command.stdin(Stdio::null()).output().expect("curl runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.trim().parse().unwrap_or(0))
+        .collect()
+}
+
+/// A value of a curl config file: in double quotes, `\\` and `"` escaped.
+fn config_quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Run `curl -s <args> <url>`: what it got. The status and times come from `-w`,
 /// after the body; the headers from `-D`.
 pub fn run(url: &str, args: &[&str]) -> Reply {
     let headers = tempfile::NamedTempFile::new().expect("temp file");
     let output = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code} %{time_connect}", "-D"])
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code} %{time_connect} %{time_total}",
+            "-D",
+        ])
         .arg(headers.path())
         .args(args)
         .arg(url)
@@ -256,6 +305,7 @@ pub fn run(url: &str, args: &[&str]) -> Reply {
     let mut tail = tail.split_whitespace();
     let status = tail.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let connect = tail.next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    let total = tail.next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
     let text = std::fs::read_to_string(headers.path()).unwrap_or_default();
     // The last response's block (curl writes one per response: 100 Continue, redirects).
     let block = text
@@ -275,6 +325,7 @@ pub fn run(url: &str, args: &[&str]) -> Reply {
         headers,
         exit: output.status.code().unwrap_or(-1),
         connect: std::time::Duration::from_secs_f64(connect),
+        total: std::time::Duration::from_secs_f64(total),
         url: url.to_owned(),
     }
 }

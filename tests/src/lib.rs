@@ -241,6 +241,7 @@ pub fn wait_exit(
 }
 
 pub mod api;
+pub mod bench;
 pub mod orchestra;
 pub mod rabbit;
 pub mod units;
