@@ -36,6 +36,9 @@ const LIST: &str = "/transform/tasks?status=PENDING&limit=50";
 const PAGE: usize = 50;
 
 /// What one phase measured, in seconds, sorted.
+/// A table row: its label, which samples, which quantile.
+type Row = (&'static str, fn(&Phase) -> &[f64], f64);
+
 struct Phase {
     dispatch: Vec<f64>,
     list: Vec<f64>,
@@ -122,7 +125,7 @@ fn run(store: Store, queued: usize, samples: usize, idle: Duration) {
         "| | empty store | {page} queued | {queued} queued | {queued} / empty (target <= 2) | {queued} / {page} |"
     );
     println!("|---|---|---|---|---|---|");
-    let rows: [(&str, fn(&Phase) -> &[f64], f64); 5] = [
+    let rows: [Row; 5] = [
         ("(i) dispatch p50", |p| &p.dispatch, 0.5),
         ("(i) dispatch p90", |p| &p.dispatch, 0.9),
         ("(i) dispatch p99", |p| &p.dispatch, 0.99),
