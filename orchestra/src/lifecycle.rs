@@ -55,6 +55,44 @@ impl TaskHeader {
         self.lease_expires_at = None;
         self.dispatched_at = None;
     }
+
+    /// Whether the holder's lease has lapsed by `at` (a running task's only).
+    pub fn lease_lapsed(&self, at: DateTime<Utc>) -> bool {
+        self.lease_expires_at.is_some_and(|until| until <= at)
+    }
+
+    /// Fence a lapsed lease before taking the attempt back: from this write on, the holder's
+    /// late reports and hand-back are stale, so the take-back that follows (which may discard
+    /// the output first) can only lose its write to a change that also ends the task.
+    pub fn seal_lease(&mut self) {
+        self.lease_expires_at = Some(TAKEN_BACK);
+    }
+
+    /// Whether a reaper has fenced the lease ([`TaskHeader::seal_lease`]).
+    pub fn lease_sealed(&self) -> bool {
+        self.lease_expires_at == Some(TAKEN_BACK)
+    }
+}
+
+/// The lease of an attempt being taken back: a time every clock has passed, so that every
+/// replica sees it lapsed, and one no renewal writes.
+const TAKEN_BACK: DateTime<Utc> = DateTime::UNIX_EPOCH;
+
+/// The answer to a holder whose lease a reaper has fenced.
+fn sealed(task: &TaskHeader) -> ApiError {
+    stale(format!(
+        "the lease of task {} attempt {} lapsed and it is being taken back: stop",
+        task.id, task.attempt
+    ))
+}
+
+/// A holder's report renews its lease, unless a reaper has fenced it meanwhile.
+pub fn renew(task: &mut TaskHeader, lease_until: DateTime<Utc>) -> ApiResult<()> {
+    if task.lease_sealed() {
+        return Err(sealed(task));
+    }
+    task.lease_expires_at = Some(lease_until);
+    Ok(())
 }
 
 /// Is `from → to` a legal change?
@@ -158,6 +196,9 @@ pub fn release(task: &mut TaskHeader, req: &ReleaseRequest) -> ApiResult<TaskSta
             "task {} is {}: there is nothing to hand back",
             task.id, task.status
         )));
+    }
+    if task.lease_sealed() {
+        return Err(sealed(task));
     }
     if task.status == Revoking {
         move_to(task, Revoked, false)?;

@@ -488,8 +488,8 @@ async fn completion_revoke_progress(backend: Backend) {
 
 /// A claimed task whose unit said nothing for its lease: the unit's late completion and
 /// late progress race 14 reaper passes spread over 280 ms and split over the orchestras (as
-/// if each ran the loops), and the leader's background reaper. The task ends RETRY attempt 2, the late completion
-/// refused and the output still PENDING and empty; or SUCCESS, the reaper having done
+/// if each ran the loops), and the leader's background reaper. The task ends RETRY attempt
+/// 2, the late completion refused and the output still PENDING and empty; or SUCCESS, the reaper having done
 /// nothing. Never both, never attempt 3. (One completion: repeats are `completions`.)
 async fn lapsed_lease(backend: Backend) {
     let r = Replicas::start(backend, |c| {
@@ -590,9 +590,18 @@ async fn reap_pass(r: &Replicas, i: usize, n: usize) {
 }
 
 /// As [`lapsed_lease`], on the last attempt: the reaper's decision is FAILURE, which
-/// discards the output. Either FAILURE with the output DELETED and no files, or SUCCESS with
-/// it READY; never SUCCESS with its output discarded.
+/// discards the output before it is written. 15 reaper passes start 1 ms apart just after
+/// the lease lapsed; the unit's late report comes a little later, later each round, so that
+/// in some round it lands between a reaper's read and its write; the late completion comes
+/// last. Either FAILURE because the unit went silent, with the output DELETED and no files,
+/// or SUCCESS with it READY (the report came first and renewed the lease); never a running
+/// task whose output is gone, which its completion would then end FAILURE "discarded".
 async fn lapsed_last_attempt(backend: Backend) {
+    // How much later the report comes each round: about a tenth of a reaper's decision.
+    let step = match backend {
+        Backend::Sqlite => 1,
+        Backend::Nx => 4,
+    };
     let r = Replicas::start(backend, |c| {
         c.task_lease_secs = 2;
         c.task_max_attempts = 1;
@@ -601,15 +610,29 @@ async fn lapsed_last_attempt(backend: Backend) {
     let mut ends = vec![];
     for round in 0..ROUNDS {
         let (id, out) = r.running(round, "u1").await;
-        wait_lapse(&r, &id, round).await;
+        let task = r.task(0, &id).await;
+        let until: chrono::DateTime<chrono::Utc> =
+            task["lease_expires_at"].as_str().unwrap().parse().unwrap();
+        let left = (until + chrono::Duration::milliseconds(20) - chrono::Utc::now()).to_std();
+        tokio::time::sleep(left.unwrap_or_default()).await;
         let answers = at_once(RACERS, |i| {
             let (r, id) = (r.clone(), id.clone());
             async move {
-                if i == 0 {
-                    Some(r.complete(i, &id, "u1").await)
-                } else {
-                    reap_pass(&r, i, i - 1).await;
-                    None
+                match i {
+                    0 => {
+                        tokio::time::sleep(Duration::from_millis(400)).await;
+                        Some(r.complete(i, &id, "u1").await)
+                    }
+                    1 => {
+                        let late = step * (round as u64 + 1);
+                        tokio::time::sleep(Duration::from_millis(late)).await;
+                        Some(r.progress(i, &id, "u1", 60.0).await)
+                    }
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(i as u64 - 2)).await;
+                        orchestra::loops::reap(&r.app(i).running.state).await;
+                        None
+                    }
                 }
             }
         })
@@ -618,21 +641,29 @@ async fn lapsed_last_attempt(backend: Backend) {
         let task = r.task_everywhere(&id).await;
         let end = task["status"].as_str().unwrap().to_owned();
         assert_eq!(task["attempt"], 1, "{context}: {task}");
-        for answer in answers.iter().flatten() {
-            assert_eq!(answer.0, StatusCode::OK, "{context}");
-            assert_eq!(answer.1["status"], end.as_str(), "{context}");
+        let completion = answers[0].as_ref().unwrap();
+        assert_eq!(completion.0, StatusCode::OK, "{context}");
+        assert_eq!(completion.1["status"], end.as_str(), "{context}");
+        let report = answers[1].as_ref().unwrap();
+        match report.0 {
+            StatusCode::OK => assert_eq!(report.1["cancel"], false, "{context}"),
+            StatusCode::CONFLICT => assert_eq!(code(report), "stale_attempt", "{context}"),
+            other => panic!("{context}: the late report answered {other}"),
         }
         match end.as_str() {
             "SUCCESS" => r.assert_output_ready(&id, &out, &context).await,
             "FAILURE" => {
-                assert!(task["error"].is_string(), "says why: {task}");
+                let error = task["error"].as_str().unwrap_or_default();
+                assert!(error.contains("u1 went silent"), "{context}: {task}");
                 r.assert_output_deleted(&id, &out, &context).await;
             }
             other => panic!("{context}: the task is {other}: {task}"),
         }
-        ends.push(end);
+        ends.push(format!("{end}({})", report.0.as_u16()));
     }
-    eprintln!("{backend:?}: a lapsed last attempt against its late completion ended {ends:?}");
+    eprintln!(
+        "{backend:?}: a lapsed last attempt against its late report and completion ended {ends:?}"
+    );
 }
 
 /// 16 publications of one READY media at once over the orchestras: one is created, the

@@ -368,7 +368,7 @@ pub async fn progress<K: TaskKind>(
         if !t.status.is_running() || !t.leased() {
             return Err(stale(format!("{} {id} is {}: stop", K::WHAT, t.status)));
         }
-        t.lease_expires_at = Some(now() + lease);
+        lifecycle::renew(t, now() + lease)?;
         if let Some(report) = req.progress.clone() {
             if t.status == TaskStatus::Started {
                 move_to(t, TaskStatus::Progress, K::REVOCABLE_SUCCESS)?;
@@ -542,9 +542,25 @@ pub async fn take_back<K: TaskKind>(state: &AppState, id: Uuid, now_: bool) -> A
 
 async fn take_back_alone<K: TaskKind>(state: &AppState, id: Uuid, now_: bool) -> ApiResult<bool> {
     let (lease_secs, max_attempts) = (state.config.task_lease_secs, state.config.task_max_attempts);
+    // First the fence, a write that changes nothing else: once it lands, the holder's late
+    // report or hand-back is refused, so that the decision below, which may discard the
+    // output before its write, cannot lose that write to a renewal and leave a running task
+    // without its output.
+    let sealed = mutate::<K, ()>(state, id, |t| {
+        let lapsed = now_ || t.lease_lapsed(now());
+        if !t.status.is_running() || !lapsed || !t.leased() || t.lease_sealed() {
+            return Ok((false, ()));
+        }
+        t.seal_lease();
+        Ok((true, ()))
+    })
+    .await?;
+    if !sealed.task.lease_sealed() {
+        return Ok(false);
+    }
     let written = change::<K, ()>(state, id, |t| {
-        let lapsed = now_ || t.lease_expires_at.is_some_and(|at| at <= now());
-        if !t.status.is_running() || !lapsed || !t.leased() {
+        // Only what ends the task can have changed it since the fence.
+        if !t.status.is_running() || !t.leased() || !t.lease_sealed() {
             return Ok((false, ()));
         }
         let unit = t.unit_id.clone().unwrap_or_default();
