@@ -461,16 +461,16 @@ class Worker(ops.Object):
                 ops.BlockedStatus("needs an orchestra relation or api-url + node-secret")
             )
             return None, None
-        api_url = self._api_url(url_override, plan)
         if secret_id:
-            return api_url, self._user_node_secret(secret_id, plan)
-        # Always the latest revision: a rotation must reach the service (secret-changed).
-        node_secret = self.orchestra.node_secret(refresh=True)
-        if node_secret is None:
-            plan.problems.append(
-                ops.WaitingStatus("waiting for the orchestra leader to share the node secret")
-            )
-        return api_url, node_secret
+            node_secret = self._user_node_secret(secret_id, plan)
+        else:
+            # Always the latest revision: a rotation must reach the service (secret-changed).
+            node_secret = self.orchestra.node_secret(refresh=True)
+            if node_secret is None:
+                plan.problems.append(
+                    ops.WaitingStatus("waiting for the orchestra leader to share the node secret")
+                )
+        return self._api_url(url_override, plan), node_secret
 
     def _api_url(self, override: str, plan: Plan) -> str | None:
         text, source = override, "api-url"
