@@ -189,6 +189,12 @@ def test_install_with_everything_renders_and_starts(ctx, binary, host):
     assert ("enable", UNIT) in host.calls
     assert host.restarts(UNIT) == 1
     assert out.opened_ports == frozenset()
+    # Maintenance while the long steps run.
+    assert testing.MaintenanceStatus("installing worker-transform") in ctx.unit_status_history
+    assert (
+        testing.MaintenanceStatus("mounting 10.0.0.4:/srv/oscied at /srv/oscied")
+        in ctx.unit_status_history
+    )
 
 
 def test_a_hook_with_nothing_new_restarts_nothing(ctx, binary, host):

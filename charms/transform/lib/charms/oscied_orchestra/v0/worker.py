@@ -614,8 +614,9 @@ class Worker(ops.Object):
                     self._host_problems.append(ops.BlockedStatus(why))
                     return False
         try:
-            if storage.apply_mount(store):
-                self._on_progress(f"mounted {store.source} at {storage.MOUNT_POINT}")
+            if store.is_nfs and not storage.mounted():
+                self._on_progress(f"mounting {store.source} at {storage.MOUNT_POINT}")
+            storage.apply_mount(store)
         except systemd.SystemdError as e:
             logger.error("cannot mount %s: %s", store, e)
             self._host_problems.append(
