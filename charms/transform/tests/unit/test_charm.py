@@ -739,9 +739,14 @@ def test_a_failing_mount_blocks(ctx, binary, host):
     host.failing.add(("restart", MOUNT))
     out = ctx.run(ctx.on.install(), full_state(binary))
     assert out.unit_status == testing.BlockedStatus(
-        "cannot mount 10.0.0.4:/srv/oscied at /srv/oscied: see journalctl -u srv-oscied.mount"
+        "cannot mount 10.0.0.4:/srv/oscied: see journalctl -u srv-oscied.mount"
     )
     assert host.restarts(UNIT) == 0
+    # The server answers again: the next update-status mounts and starts.
+    host.failing.clear()
+    out = ctx.run(ctx.on.update_status(), out)
+    assert out.unit_status == testing.ActiveStatus("queues transform, concurrency 1")
+    assert host.calls.index(("start", MOUNT)) < host.calls.index(("restart", UNIT))
 
 
 # -- leadership ---------------------------------------------------------------------------------
@@ -782,7 +787,7 @@ def test_a_failing_start_blocks(ctx, binary, host):
     host.failing.add(("restart", UNIT))
     out = ctx.run(ctx.on.install(), full_state(binary))
     assert out.unit_status == testing.BlockedStatus(
-        f"cannot start {UNIT}: see journalctl -u {UNIT}"
+        f"{UNIT} did not start: see journalctl -u {UNIT}"
     )
 
 

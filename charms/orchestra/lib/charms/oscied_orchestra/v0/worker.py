@@ -617,14 +617,8 @@ class Worker(ops.Object):
             if store.is_nfs and not storage.mounted():
                 self._on_progress(f"mounting {store.source} at {storage.MOUNT_POINT}")
             storage.apply_mount(store)
-        except systemd.SystemdError as e:
-            logger.error("cannot mount %s: %s", store, e)
-            self._host_problems.append(
-                ops.BlockedStatus(
-                    f"cannot mount {store.source} at {storage.MOUNT_POINT}: see journalctl "
-                    f"-u {storage.MOUNT_UNIT}"
-                )
-            )
+        except service.ServiceError as e:
+            self._host_problems.append(ops.BlockedStatus(str(e)))
             return False
         return True
 
@@ -651,11 +645,8 @@ class Worker(ops.Object):
         files = service.ServiceFiles(env=env, unit=unit, binary_changed=binary_changed)
         try:
             service.apply(w.name, files, running=not self.drained)
-        except systemd.SystemdError as e:
-            logger.error("cannot start %s: %s", w.unit, e)
-            self._host_problems.append(
-                ops.BlockedStatus(f"cannot start {w.unit}: see journalctl -u {w.unit}")
-            )
+        except service.ServiceError as e:
+            self._host_problems.append(ops.BlockedStatus(str(e)))
             return
         self._charm.unit.set_ports(*plan.settings.extra.ports)
 
