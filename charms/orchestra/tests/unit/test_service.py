@@ -467,3 +467,9 @@ def test_start_and_restart_reset_the_start_limit_first(monkeypatch):
         ["/usr/bin/systemctl", "reset-failed", "oscied-transform.service"],
         ["restart", "oscied-transform.service"],
     ]
+
+
+def test_service_error_is_a_systemd_error():
+    from charmlibs import systemd
+
+    assert issubclass(service.ServiceError, systemd.SystemdError)

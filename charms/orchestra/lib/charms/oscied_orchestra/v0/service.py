@@ -230,8 +230,17 @@ def _reset_failed(unit: str) -> None:
 system = System()
 
 
-class ServiceError(Exception):
-    """The service could not be (re)started; the message is fit for a Blocked status."""
+try:
+    from charmlibs.systemd import SystemdError as _SystemdError
+except ImportError:  # rendering without charmlibs installed
+    _SystemdError = Exception
+
+
+class ServiceError(_SystemdError):
+    """The service (or the mount) could not be started; the message is fit for a status.
+
+    A `charmlibs.systemd.SystemdError`, so code catching that catches this too.
+    """
 
 
 def ensure_user() -> None:
