@@ -188,8 +188,8 @@ class OrchestraCharm(ops.CharmBase):
         return self.model.resources.fetch(orchestra.RESOURCE)
 
     def _storage(self, settings: orchestra.Settings, problems: list) -> str | None:
-        uri, source = settings.storage_uri, "storage-uri"
-        if not uri:
+        tree = settings.storage
+        if tree is None:
             rel = self.model.get_relation("storage")
             if rel is None:
                 problems.append(
@@ -200,12 +200,11 @@ class OrchestraCharm(ops.CharmBase):
             if not uri:
                 problems.append(ops.WaitingStatus("waiting for storage to publish its export"))
                 return None
-            source = "storage relation"
-        try:
-            tree = storage.parse_storage_uri(uri)
-        except ValueError as e:
-            problems.append(ops.BlockedStatus(f"{source}: {e}"))
-            return None
+            try:
+                tree = storage.parse_storage_uri(uri)
+            except ValueError as e:
+                problems.append(ops.BlockedStatus(f"storage relation: {e}"))
+                return None
         if tree.is_nfs:
             try:
                 if not service.host_path("/sbin/mount.nfs").exists():
@@ -293,7 +292,8 @@ class OrchestraCharm(ops.CharmBase):
         peers = self._peers
         if peers is None:
             return []
-        units = [self.unit, *(u for u in peers.units if not self._is_departing(u))]
+        # The departing unit may be this one (juju remove-unit on the leader): leave it out.
+        units = [u for u in (self.unit, *peers.units) if not self._is_departing(u)]
         return sorted({url for u in units if (url := peers.data[u].get("api-url"))})
 
     def _is_departing(self, unit: ops.Unit) -> bool:

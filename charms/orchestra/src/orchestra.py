@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from charms.oscied_orchestra.v0 import service
+from charms.oscied_orchestra.v0 import service, storage
 
 NAME = "orchestra"
 BINARY = "orchestra"
@@ -56,7 +56,8 @@ class Settings:
     mongodb_uri: str
     amqp_uri: str
     amqp_vhost: str
-    storage_uri: str
+    storage: storage.Storage | None
+    """The `storage-uri` override, parsed; None: the storage relation says."""
 
 
 def _whole(config: Mapping[str, object], key: str, bounds: tuple[int, int]) -> int:
@@ -118,6 +119,11 @@ def validate(config: Mapping[str, object]) -> Settings:
         raise ConfigError(
             f"amqp-vhost must be 1 to 255 letters, digits or . _ ~ / -, got {vhost[:32]!r}"
         )
+    storage_uri = _text(config, "storage-uri")
+    try:
+        tree = storage.parse_storage_uri(storage_uri) if storage_uri else None
+    except ValueError as e:
+        raise ConfigError(f"storage-uri: {e}") from None
     return Settings(
         port=_whole(config, "port", (1, 65535)),
         log_format=log_format,
@@ -128,7 +134,7 @@ def validate(config: Mapping[str, object]) -> Settings:
         mongodb_uri=_uri(config, "mongodb-uri", ("mongodb", "mongodb+srv")),
         amqp_uri=_uri(config, "amqp-uri", ("amqp", "amqps")),
         amqp_vhost=vhost,
-        storage_uri=_text(config, "storage-uri"),
+        storage=tree,
     )
 
 
@@ -234,7 +240,7 @@ def create_user(
     """Create a user through this unit's API as root; return its id and its (new) secret.
 
     Names default to the mail's parts (the API wants both non-empty): `ada@example.com` is
-    "ada example.com". `opener` is `urllib.request.urlopen` unless a test gives another.
+    "ada example.com". `opener` is `_open` unless a test gives another.
     """
     mail = mail.strip()
     local, at, domain = mail.partition("@")
@@ -258,7 +264,7 @@ def create_user(
             "Accept": "application/json",
         },
     )
-    opener = opener or urllib.request.urlopen
+    opener = opener or _open
     try:
         with opener(request, timeout=timeout) as response:
             answer = json.loads(response.read() or b"{}")
@@ -277,6 +283,12 @@ def create_user(
         name=str(answer.get("name", "")),
         secret=body["secret"],
     )
+
+
+def _open(request: urllib.request.Request, timeout: float):
+    # Straight to 127.0.0.1: never through an http_proxy the hook's environment may carry.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return opener.open(request, timeout=timeout)
 
 
 def _error_message(error: urllib.error.HTTPError) -> str:
