@@ -885,3 +885,35 @@ def test_remove_deletes_what_the_charm_wrote(host, binary):
     assert not (host.root / ENV).exists()
     assert not (host.root / UNIT).exists()
     assert not Path(host.root / "etc/systemd/system" / MOUNT).exists()
+
+
+def test_a_new_leader_keeps_the_secrets_and_publishes(host, binary):
+    transform = testing.Relation("transform", remote_app_name="transform")
+    old = leader_output(host, binary, extra=(transform,))
+    secrets = app_secrets(old)
+    # Unit 1 is elected: same app secrets and peer app bag, the old leader still a peer.
+    follower = as_non_leader(old, binary)
+    fresh_transform = dataclasses.replace(old.get_relation(transform.id), local_app_data={})
+    state = dataclasses.replace(_with(follower, fresh_transform), leader=True)
+    ctx = testing.Context(charm.OrchestraCharm, app_name="orchestra", unit_id=1)
+    out = ctx.run(ctx.on.leader_elected(), state)
+    assert app_secrets(out).keys() == {"root-secret", "node-secret"}
+    assert {s.id for s in app_secrets(out).values()} == {s.id for s in secrets.values()}
+    bag = out.get_relation(transform.id).local_app_data
+    assert bag["node-secret-id"] == secrets["node-secret"].id
+    assert bag["api-urls"] == "http://192.0.2.0:5000"
+    assert peer_of(out).local_app_data["node-secret-rev"] == "1"
+
+
+def test_the_leader_leaving_takes_its_url_out(host, binary):
+    transform = testing.Relation("transform", remote_app_name="transform")
+    peer = peers(units={1: {"api-url": "http://10.0.0.2:5000"}})
+    # Unit 2, since ops.testing reads departing_unit=2 as "not given".
+    ctx = testing.Context(charm.OrchestraCharm, app_name="orchestra", unit_id=2)
+    out = ctx.run(ctx.on.install(), full_state(binary, extra=(transform,), peer=peer))
+    assert out.get_relation(transform.id).local_app_data["api-urls"] == (
+        "http://10.0.0.2:5000,http://192.0.2.0:5000"
+    )
+    # juju remove-unit orchestra/2: this unit sees its own departure.
+    out = ctx.run(ctx.on.relation_departed(peer_of(out), remote_unit=1, departing_unit=2), out)
+    assert out.get_relation(transform.id).local_app_data["api-urls"] == "http://10.0.0.2:5000"
