@@ -96,7 +96,7 @@ def _uri(config: Mapping[str, object], key: str, schemes: tuple[str, ...]) -> st
     if value and not any(value.startswith(f"{s}://") and len(value) > len(s) + 3 for s in schemes):
         shown = " or ".join(f"{s}://..." for s in schemes)
         # Never echo the value: it may carry a password.
-        raise ConfigError(f"{key} must be a {shown} URI")
+        raise ConfigError(f"{key} must look like {shown}")
     return value
 
 
