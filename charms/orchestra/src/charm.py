@@ -45,8 +45,13 @@ SECRET_KEYS = {ROOT: "root-secret", NODE: NODE_SECRET_KEY}
 class OrchestraCharm(ops.CharmBase):
     """The orchestra: every unit serves the API; the leader owns the secrets."""
 
+    _stored = ops.StoredState()
+
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
+        # A binary installed in a hook that could not restart the service (bad config, a
+        # missing relation): the next apply restarts it even if the files did not change.
+        self._stored.set_default(binary_pending=False)
         self.database = DatabaseRequires(
             self, relation_name="database", database_name=DATABASE_NAME
         )
@@ -103,15 +108,16 @@ class OrchestraCharm(ops.CharmBase):
             self._share_api_url(settings.port)
         if self.unit.is_leader():
             self._leader_secrets(self._statuses)
-        binary_changed = self._install_binary(event, self._statuses)
+        if self._install_binary(event, self._statuses):
+            self._stored.binary_pending = True
         if settings is None:
             # Keep a running service on its last good config rather than take the API down
             # for a typo; the Blocked status says what to fix.
             self._publish()
             return
-        self._converge(settings, binary_changed)
+        self._converge(settings)
 
-    def _converge(self, settings: orchestra.Settings, binary_changed: bool) -> None:
+    def _converge(self, settings: orchestra.Settings) -> None:
         problems = self._statuses
         storage_root = self._storage(settings, problems)
         mongodb_uri = self._mongodb_uri(settings, problems)
@@ -132,7 +138,7 @@ class OrchestraCharm(ops.CharmBase):
             rotate_root_secret=self._rotates_root_secret(),
         )
         try:
-            files = orchestra.service_files(env, storage_root, binary_changed)
+            files = orchestra.service_files(env, storage_root, self._stored.binary_pending)
             service.ensure_user()
         except ValueError as e:
             # A relation value systemd cannot carry (the message names the key, never the
@@ -141,6 +147,7 @@ class OrchestraCharm(ops.CharmBase):
             return
         if service.apply(orchestra.NAME, files):
             logger.info("oscied-orchestra (re)started")
+        self._stored.binary_pending = False
         self.unit.set_ports(ops.Port("tcp", settings.port))
         self._active = self._active_message(settings.port)
 

@@ -270,6 +270,26 @@ def test_upgrade_installs_the_new_binary_and_restarts(host, binary, tmp_path):
     assert out.unit_status.name == "active"
 
 
+def test_a_binary_installed_while_blocked_is_started_later(host, binary, tmp_path):
+    ctx = testing.Context(charm.OrchestraCharm, app_name="orchestra")
+    out = ctx.run(ctx.on.install(), full_state(binary))
+    newer = tmp_path / "orchestra-v2"
+    newer.write_bytes(b"\x7fELF orchestra v2")
+    state = dataclasses.replace(
+        out,
+        config={"port": 0},
+        resources={testing.Resource(name="orchestra-binary", path=newer)},
+    )
+    out = ctx.run(ctx.on.upgrade_charm(), state)
+    assert out.unit_status.name == "blocked"
+    assert host.restarts() == 1
+    # The config is fixed back to what it was: same files, but the new binary must run.
+    out = ctx.run(ctx.on.config_changed(), dataclasses.replace(out, config={}))
+    assert host.restarts() == 2
+    out = ctx.run(ctx.on.update_status(), out)
+    assert host.restarts() == 2
+
+
 # --- Config ------------------------------------------------------------------------------------
 
 
