@@ -432,3 +432,38 @@ def test_module_ensure_user_uses_the_fixed_ids(fake, monkeypatch):
     monkeypatch.setattr(fake, "ensure_user", lambda *a: seen.append(a), raising=False)
     service.ensure_user()
     assert seen == [("oscied", 990, 990)]
+
+
+def test_apply_turns_a_refused_start_into_service_error(fake):
+    def refuse(unit):
+        raise RuntimeError("Job for oscied-transform.service failed")
+
+    fake.restart = refuse
+    with pytest.raises(service.ServiceError) as err:
+        service.apply("transform", files())
+    assert str(err.value) == (
+        "oscied-transform.service did not start: see journalctl -u oscied-transform.service"
+    )
+
+
+def test_apply_tightens_an_existing_env_dir(fake, tmp_path):
+    (tmp_path / "etc/oscied").mkdir(parents=True, mode=0o755)
+    service.apply("transform", files())
+    assert mode(tmp_path / "etc/oscied") == 0o700
+
+
+def test_start_and_restart_reset_the_start_limit_first(monkeypatch):
+    seen = []
+    monkeypatch.setattr(service.subprocess, "run", lambda args, **kw: seen.append(args))
+    from charmlibs import systemd
+
+    monkeypatch.setattr(systemd, "service_start", lambda unit: seen.append(["start", unit]))
+    monkeypatch.setattr(systemd, "service_restart", lambda unit: seen.append(["restart", unit]))
+    service.System().start("oscied-transform.service")
+    service.System().restart("oscied-transform.service")
+    assert seen == [
+        ["/usr/bin/systemctl", "reset-failed", "oscied-transform.service"],
+        ["start", "oscied-transform.service"],
+        ["/usr/bin/systemctl", "reset-failed", "oscied-transform.service"],
+        ["restart", "oscied-transform.service"],
+    ]

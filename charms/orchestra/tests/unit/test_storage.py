@@ -235,3 +235,13 @@ def test_local_storage_removes_an_earlier_mount(fake, tmp_path):
     ]
     assert not (tmp_path / "etc/systemd/system/srv-oscied.mount").exists()
     assert not storage.mounted()
+
+
+def test_apply_mount_failure_is_a_service_error(fake):
+    def refuse(unit):
+        raise RuntimeError("mount.nfs: Connection timed out")
+
+    fake.restart = refuse
+    with pytest.raises(service.ServiceError) as err:
+        storage.apply_mount(parse_storage_uri("nfs://10.0.0.5/export"))
+    assert str(err.value) == "cannot mount 10.0.0.5:/export: see journalctl -u srv-oscied.mount"

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import re
+import subprocess
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ LIBAPI = 0
 
 # Increment this PATCH version before using `charmcraft publish-lib` or reset
 # to 0 if you are raising the major API version
-LIBPATCH = 1
+LIBPATCH = 2
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ __all__ = [
     "SERVICE_UID",
     "SERVICE_USER",
     "STORAGE_MOUNT_POINT",
+    "ServiceError",
     "ServiceFiles",
     "System",
     "apply",
@@ -144,9 +146,10 @@ class System:
         systemd.service_disable(unit)
 
     def start(self, unit: str) -> None:
-        """Start `unit` (no-op when it runs)."""
+        """Start `unit` (no-op when it runs), even after systemd gave up on it."""
         from charmlibs import systemd
 
+        _reset_failed(unit)
         systemd.service_start(unit)
 
     def stop(self, unit: str) -> None:
@@ -156,9 +159,10 @@ class System:
         systemd.service_stop(unit)
 
     def restart(self, unit: str) -> None:
-        """Restart `unit` (starts it when stopped)."""
+        """Restart `unit` (starts it when stopped), even after systemd gave up on it."""
         from charmlibs import systemd
 
+        _reset_failed(unit)
         systemd.service_restart(unit)
 
     def running(self, unit: str) -> bool:
@@ -217,7 +221,17 @@ class System:
         os.chown(path, uid, gid)
 
 
+def _reset_failed(unit: str) -> None:
+    # After StartLimitBurst failures systemd refuses even a manual start until this; a new
+    # config (a fixed node secret) deserves a fresh try.
+    subprocess.run(["/usr/bin/systemctl", "reset-failed", unit], capture_output=True, check=False)
+
+
 system = System()
+
+
+class ServiceError(Exception):
+    """The service could not be (re)started; the message is fit for a Blocked status."""
 
 
 def ensure_user() -> None:
@@ -395,10 +409,11 @@ def apply(name: str, files: ServiceFiles, *, running: bool = True) -> bool:
     With `running=False` (a drained worker) the files are still written and the service is
     stopped and disabled, so it stays stopped across reboots until resumed.
 
-    Returns whether the service was (re)started.
+    Returns whether the service was (re)started; raises ServiceError if systemd refused.
     """
     unit = unit_name(name)
     env_changed = write_file(env_path(name), files.env, mode=0o600, dir_mode=0o700)
+    env_path(name).parent.chmod(0o700)
     unit_changed = write_file(unit_path(name), files.unit, mode=0o644)
     if unit_changed:
         system.daemon_reload()
@@ -408,14 +423,18 @@ def apply(name: str, files: ServiceFiles, *, running: bool = True) -> bool:
         system.disable(unit)
         return False
     system.enable(unit)
-    if env_changed or unit_changed or files.binary_changed:
-        logger.info("restarting %s: its configuration or binary changed", unit)
-        system.restart(unit)
-        return True
-    if not system.running(unit):
-        logger.info("starting %s: it was not running", unit)
-        system.start(unit)
-        return True
+    try:
+        if env_changed or unit_changed or files.binary_changed:
+            logger.info("restarting %s: its configuration or binary changed", unit)
+            system.restart(unit)
+            return True
+        if not system.running(unit):
+            logger.info("starting %s: it was not running", unit)
+            system.start(unit)
+            return True
+    except Exception as e:  # SystemdError, OSError: the journal has the reason
+        logger.error("%s did not start: %s", unit, e)
+        raise ServiceError(f"{unit} did not start: see journalctl -u {unit}") from None
     return False
 
 

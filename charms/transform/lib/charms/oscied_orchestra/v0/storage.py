@@ -37,7 +37,7 @@ LIBAPI = 0
 
 # Increment this PATCH version before using `charmcraft publish-lib` or reset
 # to 0 if you are raising the major API version
-LIBPATCH = 1
+LIBPATCH = 2
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,8 @@ def apply_mount(storage: Storage) -> bool:
     NFS: write `srv-oscied.mount`, enable it, and mount (or remount, when the unit changed).
     Services with `RequiresMountsFor=/srv/oscied` are restarted by systemd with the mount.
     file://: remove a mount unit left from an earlier NFS storage; nothing else.
-    Raises what `service.system` raises when the mount fails (the server is unreachable).
+    Raises `service.ServiceError` when the mount fails (the server is unreachable, the
+    export refuses this host), with a message fit for a status.
     """
     if not storage.is_nfs:
         remove_mount()
@@ -195,13 +196,19 @@ def apply_mount(storage: Storage) -> bool:
     if changed:
         service.system.daemon_reload()
     service.system.enable(MOUNT_UNIT)
-    if changed:
-        logger.info("mounting %s at %s", storage.source, MOUNT_POINT)
-        service.system.restart(MOUNT_UNIT)
-        return True
-    if not service.system.running(MOUNT_UNIT):
-        service.system.start(MOUNT_UNIT)
-        return True
+    try:
+        if changed:
+            logger.info("mounting %s at %s", storage.source, MOUNT_POINT)
+            service.system.restart(MOUNT_UNIT)
+            return True
+        if not service.system.running(MOUNT_UNIT):
+            service.system.start(MOUNT_UNIT)
+            return True
+    except Exception as e:  # SystemdError: the journal has mount.nfs's reason
+        logger.error("mounting %s failed: %s", storage.source, e)
+        raise service.ServiceError(
+            f"cannot mount {storage.source}: see journalctl -u {MOUNT_UNIT}"
+        ) from None
     return False
 
 
