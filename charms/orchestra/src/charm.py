@@ -145,8 +145,12 @@ class OrchestraCharm(ops.CharmBase):
             # value), or uid/gid 990 taken by another user.
             problems.append(ops.BlockedStatus(f"cannot set up oscied-orchestra: {e}"))
             return
-        if service.apply(orchestra.NAME, files):
-            logger.info("oscied-orchestra (re)started")
+        try:
+            if service.apply(orchestra.NAME, files):
+                logger.info("oscied-orchestra (re)started")
+        except service.ServiceError as e:
+            problems.append(ops.BlockedStatus(str(e)))
+            return
         self._stored.binary_pending = False
         self.unit.set_ports(ops.Port("tcp", settings.port))
         self._active = self._active_message(settings.port)
@@ -223,11 +227,14 @@ class OrchestraCharm(ops.CharmBase):
                 logger.error("installing nfs-common failed: %s", e)
                 problems.append(ops.BlockedStatus("cannot install nfs-common: see juju debug-log"))
                 return None
+            except service.ServiceError as e:
+                problems.append(ops.BlockedStatus(str(e)))
+                return None
             except (systemd.SystemdError, OSError) as e:
                 logger.error("mounting %s failed: %s", tree.source, e)
                 problems.append(
                     ops.BlockedStatus(
-                        f"cannot mount {tree.source}: journalctl -u {storage.MOUNT_UNIT}"
+                        f"cannot mount {tree.source}: see journalctl -u {storage.MOUNT_UNIT}"
                     )
                 )
                 return None

@@ -560,7 +560,7 @@ def test_a_failing_mount_blocks(host, binary, monkeypatch):
     ctx = testing.Context(charm.OrchestraCharm, app_name="orchestra")
     out = ctx.run(ctx.on.install(), full_state(binary))
     assert out.unit_status == testing.BlockedStatus(
-        "cannot mount 10.0.0.7:/srv/export: journalctl -u srv-oscied.mount"
+        "cannot mount 10.0.0.7:/srv/export: see journalctl -u srv-oscied.mount"
     )
 
 
@@ -909,6 +909,24 @@ def test_a_failing_service_is_reported(host, binary):
     assert out.unit_status == testing.BlockedStatus(
         "oscied-orchestra keeps failing: journalctl -u oscied-orchestra"
     )
+
+
+def test_a_service_systemd_refuses_to_start_blocks(host, binary, monkeypatch):
+    from charmlibs import systemd
+
+    real_restart = host.restart
+
+    def refuse(unit):
+        if unit == SERVICE:
+            raise systemd.SystemdError(f"failed to restart {unit}")
+        real_restart(unit)
+
+    monkeypatch.setattr(host, "restart", refuse)
+    out = leader_output(host, binary)
+    assert out.unit_status == testing.BlockedStatus(
+        "oscied-orchestra.service did not start: see journalctl -u oscied-orchestra.service"
+    )
+    assert out.opened_ports == frozenset()
 
 
 def test_remove_deletes_what_the_charm_wrote(host, binary):
