@@ -67,6 +67,9 @@ MAX_DRAIN_SECS = 86400
 MAX_TASK_SECS = 30 * 86400
 # systemd kills what is left this long after the drain (TimeoutStopSec = drain + margin).
 STOP_MARGIN_SECS = 30
+# What `verbose` turns RUST_LOG into, as the orchestra charm does (the binaries' default is
+# "info,lapin=off"; lapin's own lines repeat what the broker logs).
+VERBOSE_LOG_FILTER = "debug,lapin=info"
 # The NFS client's mount helper, from nfs-common.
 MOUNT_NFS = "/usr/sbin/mount.nfs"
 # systemd writes the container type here; NFS cannot be mounted inside an LXD container.
@@ -272,7 +275,7 @@ def _common_settings(kind: str, config: Mapping[str, Any], task_limits: bool) ->
 
 def _log_format(value: Any) -> str:
     if value not in ("human", "json"):
-        raise ValueError(f'log-format must be "human" or "json", got {str(value)[:32]!r}')
+        raise ValueError(f"log-format must be human or json, got {str(value)[:32]!r}")
     return value
 
 
@@ -317,7 +320,9 @@ class Worker(ops.Object):
         self._charm = charm
         self.workload = workload
         self._on_progress = on_progress or (lambda _message: None)
-        self._stored.set_default(drained=False)
+        # A binary installed in a hook that could not restart the service (waiting, a typo)
+        # is still due a restart once one can.
+        self._stored.set_default(drained=False, binary_pending=False)
         self.orchestra = node.NodeRequires(charm, endpoint=ORCHESTRA)
         self.amqp = amqp.AmqpRequires(charm, endpoint=AMQP)
         self.storage = FilesystemRequires(charm, STORAGE)
@@ -368,7 +373,8 @@ class Worker(ops.Object):
             service.ensure_user()
         except ValueError as e:
             self._host_problems.append(ops.BlockedStatus(f"service user: {e}"))
-        binary_changed = self._install_binary(fresh)
+        if self._install_binary(fresh):
+            self._stored.binary_pending = True
         if self.workload.install is not None:
             why = self.workload.install(fresh)
             if why:
@@ -386,7 +392,7 @@ class Worker(ops.Object):
             return
         if not self._mount(plan.store):
             return
-        self._apply(plan, binary_changed)
+        self._apply(plan)
 
     def plan(self) -> Plan:
         """What config and relations say, computed once per hook (no change to the host)."""
@@ -441,10 +447,7 @@ class Worker(ops.Object):
             if settings.task_max_secs:
                 env["OSCIED_TASK_MAX_SECS"] = str(settings.task_max_secs)
         if settings.verbose:
-            # Debug lines of OSCIED's own crates only; lapin stays off (it repeats each
-            # connection failure the broker already logs with its cause).
-            crate = self.workload.binary.replace("-", "_")
-            env["RUST_LOG"] = f"info,lapin=off,oscied_protocol=debug,{crate}=debug"
+            env["RUST_LOG"] = VERBOSE_LOG_FILTER
         env.update(settings.extra.env)
         return env
 
@@ -622,7 +625,7 @@ class Worker(ops.Object):
             return False
         return True
 
-    def _apply(self, plan: Plan, binary_changed: bool) -> None:
+    def _apply(self, plan: Plan) -> None:
         assert plan.settings is not None and plan.store is not None
         if not service.binary_path(self.workload.binary).exists():
             return
@@ -642,12 +645,16 @@ class Worker(ops.Object):
             writes_storage=w.writes_storage,
             timeout_stop_secs=plan.settings.drain_secs + STOP_MARGIN_SECS,
         )
-        files = service.ServiceFiles(env=env, unit=unit, binary_changed=binary_changed)
+        pending = bool(self._stored.binary_pending)
+        files = service.ServiceFiles(env=env, unit=unit, binary_changed=pending)
         try:
             service.apply(w.name, files, running=not self.drained)
         except service.ServiceError as e:
             self._host_problems.append(ops.BlockedStatus(str(e)))
             return
+        if not self.drained:
+            # Started on the binary now installed (a drained unit starts on it at resume).
+            self._stored.binary_pending = False
         self._charm.unit.set_ports(*plan.settings.extra.ports)
 
     def _halt(self) -> None:
