@@ -679,7 +679,10 @@ class Worker(ops.Object):
     # -- statuses ----------------------------------------------------------------------------
 
     def statuses(self) -> list[ops.StatusBase]:
-        """Every problem the unit has, most urgent first; else one Active with a short fact."""
+        """Every problem the unit has, else one status: Active with a short fact, or the service's.
+
+        The charm's collect-status handler adds them all; ops shows the most urgent.
+        """
         found: list[ops.StatusBase] = []
         if not service.binary_path(self.workload.binary).exists():
             found.append(self._missing_resource())
@@ -735,8 +738,10 @@ class Worker(ops.Object):
         if service.unit_path(self.workload.name).exists() and service.running(self.workload.name):
             event.set_results({"result": f"{unit} started"})
             return
-        waiting = [s.message for s in self.statuses() if s.message]
-        why = waiting[0] if waiting else "see juju status"
+        found = self.statuses()
+        # What collect-status shows: the first Blocked, else the first other.
+        worst = next((s for s in found if s.name == "blocked"), found[0] if found else None)
+        why = worst.message if worst is not None and worst.message else "see juju status"
         event.set_results({"result": f"resumed; {unit} is not running: {why}"})
 
 
