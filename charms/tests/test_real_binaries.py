@@ -554,6 +554,8 @@ def run(tools: dict, tmp: Path, stack: contextlib.ExitStack, services: list[Serv
     public_url = f"http://{LOOPBACK}:{publisher_port}"
     assert publisher.result["status"]["message"] == f"serving {public_url}, queues publisher"
 
+    for machine in machines.values():
+        check_sandbox_paths(machine, storage)
     broker_users(machines, passwords, vhost, stack)
 
     orchestra_service = start_service(orchestra, tools["orchestra"], stack)
@@ -662,6 +664,14 @@ def render_worker(
     assert facts["queues"] == machine.charm and facts["concurrency"] == "1", facts
 
 
+def check_sandbox_paths(machine: Machine, storage: Path) -> None:
+    """Check the unit waits for the storage tree, and may write it unless it is the publisher."""
+    svc_unit = parse_unit(machine.path(machine.service_file()).read_text())
+    assert svc_unit["Unit"]["RequiresMountsFor"] == [str(storage)], svc_unit["Unit"]
+    writes = svc_unit["Service"].get("ReadWritePaths", [])
+    assert writes == ([] if machine.charm == "publisher" else [str(storage)]), writes
+
+
 def broker_users(machines: dict, passwords: dict, vhost: str, stack) -> None:
     """Do what rabbitmq-server does with each charm's request: its user, on its vhost."""
     requests = {name: m.relation("amqp")["local_unit_data"] for name, m in machines.items()}
@@ -717,6 +727,10 @@ def exercise(orchestra: Machine, api_url, public_url, tools, services, tmp: Path
 
     unit = wait_for("the transform unit in GET /units", registered, START_TIMEOUT, services)
     assert unit["kind"] == "transform", unit
+    publisher_service = services[2]
+    www_root = Path(publisher_service.env["OSCIED_WWW_ROOT"])
+    assert www_root.is_relative_to(publisher_service.state_directory), www_root
+    publisher_id = (www_root / ".oscied" / "unit_id").read_text().strip()
 
     (profile,) = ada.get("/transform/profiles?q=force%20720p")["items"]
     task = ada.json(
@@ -737,6 +751,7 @@ def exercise(orchestra: Machine, api_url, public_url, tools, services, tmp: Path
         services,
         every=1,
     )
+    assert task["unit_id"] == unit_id, task
     out = ada.get(f"/medias/{task['media_out_id']}")
     assert out["status"] == "READY", out
     assert out["probe"]["streams"][0]["height"] == 720, out["probe"]
@@ -753,6 +768,7 @@ def exercise(orchestra: Machine, api_url, public_url, tools, services, tmp: Path
         TASK_TIMEOUT,
         services,
     )
+    assert publication["unit_id"] == publisher_id, publication
     uri = publication["publish_uri"]
     assert uri.startswith(public_url + "/"), uri
     status, played = Api(uri).call("GET", "")
