@@ -198,7 +198,12 @@ fn find_python() -> Result<PathBuf, String> {
         return Err(format!(
             "{} lacks the charms' test packages ({}): {how}",
             python.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
+            // The ImportError, not the whole traceback.
+            String::from_utf8_lossy(&output.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
         ));
     }
     Ok(python)
