@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import filecmp
 import json
 import os
 import random
@@ -307,7 +308,8 @@ def start_service(machine: Machine, binary: Path, stack: contextlib.ExitStack) -
     # The binary the charm installed from its resource, at ExecStart's path on this machine.
     executable = machine.path(argv[0])
     assert executable.is_file() and os.access(executable, os.X_OK), f"{argv[0]} not installed"
-    assert executable.read_bytes() == binary.read_bytes(), f"{argv[0]} is not the resource"
+    # filecmp, not ==: a failing == would print both binaries.
+    assert filecmp.cmp(executable, binary, shallow=False), f"{argv[0]} is not the resource"
     log = machine.root / "journal.log"
     with log.open("ab") as out:
         process = subprocess.Popen(
