@@ -23,9 +23,11 @@ const ENV_PYTHON: &str = "OSCIED_CHARMS_PYTHON";
 /// What the charms' tests import, and the line that installs it.
 const MODULES: &str = "import ops, ops.testing, pytest, ruff, yaml, charmlibs.systemd, \
                        charmlibs.apt, charmlibs.passwd";
+/// The same pins as `.ci/run`.
 const INSTALL: &str = "python3 -m venv .venv && .venv/bin/pip install 'ops[testing]==3.9.0' \
-                       pytest ruff pyyaml charmlibs-systemd==1.0.0.post0 \
-                       charmlibs-apt==1.0.0.post1 charmlibs-passwd==1.0.1.post0";
+                       ops-scenario==8.9.0 pytest==9.2.0 ruff==0.17.6 PyYAML==6.0.4 \
+                       charmlibs-systemd==1.0.0.post0 charmlibs-apt==1.0.0.post1 \
+                       charmlibs-passwd==1.0.1.post0";
 
 /// One `#[test]` per charm running its `tests/unit`, and the list of them.
 macro_rules! unit_tests {
