@@ -155,11 +155,13 @@ impl MongoStore {
                     .map_err(unavailable)?;
             }
             // A queue's page (`status=PENDING`, oldest or newest first) walks the first in
-            // order instead of sorting every match; the dispatch loop's undispatched scan
-            // finds its few documents in the second.
+            // order instead of sorting every match, and a user's page (every list but an
+            // admin's) the third; the dispatch loop's undispatched scan finds its few
+            // documents in the second.
             let compound = [
                 doc! { "status": 1, "created_at": 1 },
                 doc! { "status": 1, "dispatched_at": 1, "created_at": 1 },
+                doc! { "user_id": 1, "status": 1, "created_at": 1 },
             ];
             for keys in compound {
                 coll.create_index(IndexModel::builder().keys(keys).build())

@@ -35,8 +35,9 @@ pub struct SqliteStore {
 }
 
 // A queue's page (`status=PENDING`, by creation) walks `*_status_created` in order instead of
-// sorting every match, and the dispatch loop's undispatched scan (`dispatched_at` null) finds
-// its few rows in `*_status_dispatched` without reading the documents.
+// sorting every match (a user's page, every list but an admin's, `*_user_status_created`, which
+// also counts its total without reading the documents), and the dispatch loop's undispatched
+// scan (`dispatched_at` null) finds its few rows in `*_status_dispatched` the same way.
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
@@ -80,6 +81,9 @@ CREATE INDEX IF NOT EXISTS transform_tasks_created
     ON transform_tasks (json_extract(doc, '$.created_at'));
 CREATE INDEX IF NOT EXISTS transform_tasks_status_created ON transform_tasks
     (json_extract(doc, '$.status'), json_extract(doc, '$.created_at'), id);
+CREATE INDEX IF NOT EXISTS transform_tasks_user_status_created ON transform_tasks
+    (json_extract(doc, '$.user_id'), json_extract(doc, '$.status'),
+     json_extract(doc, '$.created_at'), id);
 CREATE INDEX IF NOT EXISTS transform_tasks_status_dispatched ON transform_tasks
     (json_extract(doc, '$.status'), json_extract(doc, '$.dispatched_at'),
      json_extract(doc, '$.created_at'), id);
@@ -98,6 +102,9 @@ CREATE INDEX IF NOT EXISTS publisher_tasks_created
     ON publisher_tasks (json_extract(doc, '$.created_at'));
 CREATE INDEX IF NOT EXISTS publisher_tasks_status_created ON publisher_tasks
     (json_extract(doc, '$.status'), json_extract(doc, '$.created_at'), id);
+CREATE INDEX IF NOT EXISTS publisher_tasks_user_status_created ON publisher_tasks
+    (json_extract(doc, '$.user_id'), json_extract(doc, '$.status'),
+     json_extract(doc, '$.created_at'), id);
 CREATE INDEX IF NOT EXISTS publisher_tasks_status_dispatched ON publisher_tasks
     (json_extract(doc, '$.status'), json_extract(doc, '$.dispatched_at'),
      json_extract(doc, '$.created_at'), id);

@@ -154,10 +154,25 @@ pub struct Written<K, R> {
 pub async fn mutate<K: TaskKind, R: Send>(
     state: &AppState,
     id: Uuid,
+    decide: impl FnMut(&mut K) -> ApiResult<(bool, R)> + Send,
+) -> ApiResult<Written<K, R>> {
+    mutate_from(state, id, None, decide).await
+}
+
+/// [`mutate`], deciding first on `read`, a copy the caller has just read (with its revision):
+/// one store read fewer on the hot paths (a dispatch's note, a completion). A copy that is
+/// no longer current only costs a lost write, after which the record is read again.
+async fn mutate_from<K: TaskKind, R: Send>(
+    state: &AppState,
+    id: Uuid,
+    mut read: Option<K>,
     mut decide: impl FnMut(&mut K) -> ApiResult<(bool, R)> + Send,
 ) -> ApiResult<Written<K, R>> {
     for round in 0..ROUNDS {
-        let mut task: K = load(state, id).await?;
+        let mut task: K = match read.take() {
+            Some(task) => task,
+            None => load(state, id).await?,
+        };
         let before = task.status;
         let (changed, answer) = decide(&mut task)?;
         if !changed {
@@ -194,7 +209,17 @@ pub async fn change<K: TaskKind, R: Send>(
     id: Uuid,
     decide: impl FnMut(&mut K) -> ApiResult<(bool, R)> + Send,
 ) -> ApiResult<Written<K, R>> {
-    let written = mutate(state, id, decide).await?;
+    change_from(state, id, None, decide).await
+}
+
+/// [`change`] deciding first on a copy just read ([`mutate_from`]).
+async fn change_from<K: TaskKind, R: Send>(
+    state: &AppState,
+    id: Uuid,
+    read: Option<K>,
+    decide: impl FnMut(&mut K) -> ApiResult<(bool, R)> + Send,
+) -> ApiResult<Written<K, R>> {
+    let written = mutate_from(state, id, read, decide).await?;
     if written.changed {
         settle(state, written.before, &written.task).await;
     }
@@ -279,7 +304,7 @@ async fn send_entered<K: TaskKind>(state: &AppState, task: K, out: Outgoing) -> 
         return None;
     }
     let (attempt, status) = (task.attempt, task.status);
-    let noted = mutate::<K, ()>(state, id, |t| {
+    let noted = mutate_from::<K, ()>(state, id, Some(task.clone()), |t| {
         let same = t.attempt == attempt && t.status == status && t.dispatched_at.is_none();
         if same {
             t.dispatched_at = Some(now());
@@ -438,8 +463,6 @@ pub async fn complete<K: TaskKind>(
     id: Uuid,
     req: CompleteRequest,
 ) -> ApiResult<CompleteAnswer> {
-    let task: K = load(state, id).await?;
-    check_holder(&task, &req.unit_id, req.attempt)?;
     let wait = std::time::Duration::from_secs(20);
     let Some(held) = Held::take(state, ending_section(id), wait).await? else {
         return Err(ApiError::unavailable(format!(
@@ -460,7 +483,7 @@ async fn complete_alone<K: TaskKind>(
     let task: K = load(state, id).await?;
     check_holder(&task, &req.unit_id, req.attempt)?;
     let prepared = K::prepare(state, &task, req).await?;
-    let written = change::<K, ()>(state, id, |t| {
+    let written = change_from::<K, ()>(state, id, Some(task), |t| {
         check_holder(t, &req.unit_id, req.attempt)?;
         Ok((K::complete(t, req, &prepared)?, ()))
     })
