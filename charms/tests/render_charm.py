@@ -15,8 +15,8 @@ secrets the unit can see. The charm then goes through a first deploy's hooks (in
 relation-created, leader-elected, config-changed, start, relation-joined/changed,
 update-status), each hook's output state feeding the next, then the spec's actions. Its
 files land under `$OSCIED_CHARM_ROOT` (set by the caller). The only fake is the host seam
-`service.system` (systemd, apt, users): a unit test's kind of recorder, whose apt "installs"
-ffmpeg by linking the host's own.
+`service.system` (systemd, apt, users): the unit tests' recorder (charms/testing/
+oscied_testing.py), whose apt "installs" ffmpeg by linking the host's own.
 
 The result (JSON): the final status, every relation's local bags, the secrets the charm
 owns (with content and grants), the action results, the host calls and opened ports.
@@ -31,64 +31,28 @@ import sys
 from pathlib import Path
 
 CHARMS = Path(__file__).resolve().parents[1]
+# The charms' shared test support (imports no charm library at module level).
+sys.path.insert(0, str(CHARMS / "testing"))
+
+import oscied_testing  # noqa: E402
 
 
-class Recorder:
-    """The host seam, recorded: what the charm asked of systemd, apt and the user database."""
+class Recorder(oscied_testing.FakeSystem):
+    """The unit tests' recorded host, whose apt "installs" ffmpeg by linking the host's own."""
 
-    def __init__(self, root: Path):
-        self.root = root
-        self.calls: list[list[str]] = []
-        self.active: set[str] = set()
-
-    def daemon_reload(self):
-        self.calls.append(["daemon-reload"])
-
-    def enable(self, unit):
-        self.calls.append(["enable", unit])
-
-    def disable(self, unit):
-        self.calls.append(["disable", unit])
-
-    def start(self, unit):
-        self.calls.append(["start", unit])
-        self.active.add(unit)
-
-    def stop(self, unit):
-        self.calls.append(["stop", unit])
-        self.active.discard(unit)
-
-    def restart(self, unit):
-        self.calls.append(["restart", unit])
-        self.active.add(unit)
-
-    def running(self, unit):
-        return unit in self.active
-
-    def failed(self, unit):
-        return False
-
-    def apt_install(self, *packages):
-        self.calls.append(["apt", *packages])
-        for package in packages:
-            if package != "ffmpeg":
-                raise RuntimeError(f"this test installs no {package}")
-            # The binaries run the host's ffmpeg (PATH): "installing" it links that one where
-            # the charm looks for it.
-            for tool in ("ffmpeg", "ffprobe"):
-                found = shutil.which(tool)
-                if found is None:
-                    raise RuntimeError(f"{tool} not found: apt-get install ffmpeg")
-                dest = self.root / "usr/bin" / tool
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if not dest.exists():
-                    dest.symlink_to(found)
-
-    def ensure_user(self, name, uid, gid):
-        self.calls.append(["user", name, str(uid), str(gid)])
-
-    def chown(self, path, uid, gid):
-        self.calls.append(["chown", str(path)])
+    def install_files(self, package):
+        if package != "ffmpeg":
+            raise RuntimeError(f"this test installs no {package}")
+        # The binaries run the host's ffmpeg (PATH): "installing" it links that one where
+        # the charm looks for it.
+        for tool in ("ffmpeg", "ffprobe"):
+            found = shutil.which(tool)
+            if found is None:
+                raise RuntimeError(f"{tool} not found: apt-get install ffmpeg")
+            dest = self.root / "usr/bin" / tool
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not dest.exists():
+                dest.symlink_to(found)
 
 
 def _relation(testing, spec: dict):

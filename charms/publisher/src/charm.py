@@ -4,9 +4,9 @@
 
 """The OSCIED publisher unit charm: worker-publisher as a sandboxed systemd service.
 
-The reconcile, the statuses and the drain/resume actions are the workers' shared library
-(`charms.oscied_orchestra.v0.worker`); `publisher` holds what is this unit's own (its port,
-public URL and web root).
+The charm class, the reconcile, the statuses and the drain/resume actions are the workers'
+shared library (`charms.oscied_orchestra.v0.worker`); `publisher` holds what is this unit's
+own (its port, public URL and web root).
 """
 
 from __future__ import annotations
@@ -35,20 +35,10 @@ WORKLOAD = worker.Workload(
 )
 
 
-class PublisherCharm(ops.CharmBase):
+class PublisherCharm(worker.WorkerCharm):
     """Publishes medias into its web root and serves them."""
 
-    def __init__(self, framework: ops.Framework):
-        super().__init__(framework)
-        self.worker = worker.Worker(self, WORKLOAD, on_progress=self._progress)
-        framework.observe(self.on.collect_unit_status, self._on_collect_status)
-
-    def _progress(self, message: str) -> None:
-        self.unit.status = ops.MaintenanceStatus(message)
-
-    def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
-        for status in self.worker.statuses():
-            event.add_status(status)
+    WORKLOAD = WORKLOAD
 
 
 if __name__ == "__main__":  # pragma: nocover

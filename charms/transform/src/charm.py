@@ -4,8 +4,9 @@
 
 """The OSCIED transform unit charm: worker-transform as a sandboxed systemd service.
 
-The reconcile, the statuses and the drain/resume actions are the workers' shared library
-(`charms.oscied_orchestra.v0.worker`); `transform` holds what is this unit's own (ffmpeg).
+The charm class, the reconcile, the statuses and the drain/resume actions are the workers'
+shared library (`charms.oscied_orchestra.v0.worker`); `transform` holds what is this unit's
+own (ffmpeg).
 """
 
 from __future__ import annotations
@@ -26,20 +27,10 @@ WORKLOAD = worker.Workload(
 )
 
 
-class TransformCharm(ops.CharmBase):
+class TransformCharm(worker.WorkerCharm):
     """Runs ffmpeg jobs from the orchestra's queues."""
 
-    def __init__(self, framework: ops.Framework):
-        super().__init__(framework)
-        self.worker = worker.Worker(self, WORKLOAD, on_progress=self._progress)
-        framework.observe(self.on.collect_unit_status, self._on_collect_status)
-
-    def _progress(self, message: str) -> None:
-        self.unit.status = ops.MaintenanceStatus(message)
-
-    def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
-        for status in self.worker.statuses():
-            event.add_status(status)
+    WORKLOAD = WORKLOAD
 
 
 if __name__ == "__main__":  # pragma: nocover

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import ops
 import pytest
-from charms.oscied_orchestra.v0 import service
 from ops import testing
 from scenario.errors import InconsistentScenarioError
 
@@ -27,66 +26,6 @@ UNIT = "etc/systemd/system/oscied-orchestra.service"
 SERVICE = "oscied-orchestra.service"
 MOUNT = "srv-oscied.mount"
 DB_URI = "mongodb://relation-3:dbpw@10.0.0.5:27017/oscied?replicaSet=mongodb&authSource=admin"
-
-
-class FakeSystem(service.System):
-    """Records the host calls instead of making them."""
-
-    def __init__(self):
-        self.calls: list[tuple[str, ...]] = []
-        self.active: set[str] = set()
-        self.failing: set[str] = set()
-        self.users: list[tuple[str, int, int]] = []
-
-    def daemon_reload(self):
-        self.calls.append(("daemon-reload",))
-
-    def enable(self, unit):
-        self.calls.append(("enable", unit))
-
-    def disable(self, unit):
-        self.calls.append(("disable", unit))
-
-    def start(self, unit):
-        self.calls.append(("start", unit))
-        self.active.add(unit)
-
-    def stop(self, unit):
-        self.calls.append(("stop", unit))
-        self.active.discard(unit)
-
-    def restart(self, unit):
-        self.calls.append(("restart", unit))
-        self.active.add(unit)
-
-    def running(self, unit):
-        return unit in self.active
-
-    def failed(self, unit):
-        return unit in self.failing
-
-    def apt_install(self, *packages):
-        self.calls.append(("apt", *packages))
-
-    def ensure_user(self, name, uid, gid):
-        self.users.append((name, uid, gid))
-
-    def chown(self, path, uid, gid):
-        pass
-
-    def restarts(self, unit=SERVICE):
-        return sum(1 for c in self.calls if c[0] in ("restart", "start") and c[1:] == (unit,))
-
-
-@pytest.fixture
-def host(tmp_path, monkeypatch):
-    root = tmp_path / "root"
-    root.mkdir()
-    monkeypatch.setenv("OSCIED_CHARM_ROOT", str(root))
-    system = FakeSystem()
-    monkeypatch.setattr(service, "system", system)
-    system.root = root
-    return system
 
 
 @pytest.fixture
@@ -195,8 +134,8 @@ def test_first_install_as_leader_renders_env_and_starts(host, binary):
     assert "NoNewPrivileges=yes\n" in unit and "ProtectSystem=strict\n" in unit
     assert "What=10.0.0.7:/srv/export\n" in (host.root / "etc/systemd/system" / MOUNT).read_text()
     assert ("apt", "nfs-common") in host.calls
-    assert host.users == [("oscied", 990, 990)]
-    assert host.restarts() == 1
+    assert [c for c in host.calls if c[0] == "user"] == [("user", "oscied", "990", "990")]
+    assert host.restarts(SERVICE) == 1
     assert out.opened_ports == {testing.TCPPort(5000)}
     bag = peer_of(out).local_app_data
     assert bag["root-secret-id"] == secrets["root-secret"].id
@@ -216,7 +155,7 @@ def test_nothing_changes_nothing_restarts(host, binary):
     env = (host.root / ENV).read_text()
     out = ctx.run(ctx.on.update_status(), out)
     out = ctx.run(ctx.on.config_changed(), out)
-    assert host.restarts() == 1
+    assert host.restarts(SERVICE) == 1
     assert (host.root / ENV).read_text() == env
     assert out.unit_status.name == "active"
 
@@ -233,7 +172,7 @@ def test_missing_resource_blocks_and_says_how(host, binary, monkeypatch):
         "orchestra-binary=./orchestra"
     )
     assert not (host.root / ENV).exists()
-    assert host.restarts() == 0
+    assert host.restarts(SERVICE) == 0
     # Still blocked on the next hook: the binary is not there.
     out = ctx.run(ctx.on.update_status(), out)
     assert out.unit_status.name == "blocked"
@@ -253,11 +192,11 @@ def test_an_empty_resource_is_a_missing_one(host, tmp_path):
 def test_upgrade_installs_the_new_binary_and_restarts(host, binary, tmp_path):
     ctx = testing.Context(charm.OrchestraCharm, app_name="orchestra")
     out = ctx.run(ctx.on.install(), full_state(binary))
-    assert host.restarts() == 1
+    assert host.restarts(SERVICE) == 1
 
     # Refresh with the same binary: nothing to restart.
     out = ctx.run(ctx.on.upgrade_charm(), out)
-    assert host.restarts() == 1
+    assert host.restarts(SERVICE) == 1
 
     newer = tmp_path / "orchestra-v2"
     newer.write_bytes(b"\x7fELF orchestra v2")
@@ -266,7 +205,7 @@ def test_upgrade_installs_the_new_binary_and_restarts(host, binary, tmp_path):
     )
     out = ctx.run(ctx.on.upgrade_charm(), state)
     assert (host.root / "usr/local/bin/orchestra").read_bytes() == newer.read_bytes()
-    assert host.restarts() == 2
+    assert host.restarts(SERVICE) == 2
     assert out.unit_status.name == "active"
 
 
@@ -282,12 +221,12 @@ def test_a_binary_installed_while_blocked_is_started_later(host, binary, tmp_pat
     )
     out = ctx.run(ctx.on.upgrade_charm(), state)
     assert out.unit_status.name == "blocked"
-    assert host.restarts() == 1
+    assert host.restarts(SERVICE) == 1
     # The config is fixed back to what it was: same files, but the new binary must run.
     out = ctx.run(ctx.on.config_changed(), dataclasses.replace(out, config={}))
-    assert host.restarts() == 2
+    assert host.restarts(SERVICE) == 2
     out = ctx.run(ctx.on.update_status(), out)
-    assert host.restarts() == 2
+    assert host.restarts(SERVICE) == 2
 
 
 # --- Config ------------------------------------------------------------------------------------
@@ -312,7 +251,7 @@ def test_good_config_change_renders_and_restarts(host, binary):
     assert env["OSCIED_TASK_LEASE_SECS"] == "60"
     assert env["OSCIED_TASK_MAX_ATTEMPTS"] == "5"
     assert env["OSCIED_MAX_UPLOAD_BYTES"] == "2GiB"
-    assert host.restarts() == 2
+    assert host.restarts(SERVICE) == 2
     assert out.opened_ports == {testing.TCPPort(8080)}
     assert peer_of(out).local_unit_data["api-url"] == "http://192.0.2.0:8080"
     assert out.unit_status == testing.ActiveStatus(
@@ -354,7 +293,7 @@ def test_bad_config_blocks_naming_the_option_and_keeps_the_service(host, binary,
     assert "secretpw" not in out.unit_status.message
     # A typo does not take the API down: the service keeps its last good config.
     assert (host.root / ENV).read_text() == env
-    assert host.restarts() == 1 and ("stop", SERVICE) not in host.calls
+    assert host.restarts(SERVICE) == 1 and ("stop", SERVICE) not in host.calls
 
 
 def test_bad_config_on_first_install_blocks_without_a_service(host, binary):
@@ -432,7 +371,7 @@ def test_database_missing_then_joined_then_changed_then_broken(host, binary):
     out = ctx.run(ctx.on.relation_changed(db, remote_unit=0), state)
     assert out.unit_status.name == "active"
     assert env_of(host)["OSCIED_MONGODB_URI"] == DB_URI
-    assert host.restarts() == 1
+    assert host.restarts(SERVICE) == 1
 
     # Broken: the credentials are gone, the service stops and the unit says why.
     out = ctx.run(ctx.on.relation_broken(out.get_relation(db.id)), out)
@@ -609,7 +548,7 @@ def test_a_peer_joining_and_leaving_updates_the_api_urls(host, binary):
     assert out.get_relation(transform.id).local_app_data["api-urls"] == "http://192.0.2.0:5000"
     assert "1 orchestra," in out.unit_status.message
     # The leader's own service is not restarted by a peer coming or going.
-    assert host.restarts() == 1
+    assert host.restarts(SERVICE) == 1
 
 
 def test_a_worker_unit_leaving_is_counted_out(host, binary):
@@ -688,7 +627,7 @@ def test_rotate_node_secret_on_the_leader(host, binary):
     assert new != old and len(new) >= 32
     assert env_of(host)["OSCIED_NODE_SECRET"] == new
     assert peer_of(out).local_app_data["node-secret-rev"] == "2"
-    assert host.restarts() == 2
+    assert host.restarts(SERVICE) == 2
     # Same secret id for the workers: they follow it through secret-changed.
     assert out.get_relation(transform.id).local_app_data["node-secret-id"] == node.id
 
@@ -710,7 +649,7 @@ def test_non_leader_restarts_when_the_leader_rotates(host, binary):
     follower = as_non_leader(leader, binary)
     ctx = testing.Context(charm.OrchestraCharm, app_name="orchestra", unit_id=1)
     out = ctx.run(ctx.on.relation_changed(peer_of(follower), remote_unit=0), follower)
-    restarts = host.restarts()
+    restarts = host.restarts(SERVICE)
 
     node = app_secrets(out)["node-secret"]
     rotated = dataclasses.replace(node, latest_content={"node-secret": "n" * 43})
@@ -722,7 +661,7 @@ def test_non_leader_restarts_when_the_leader_rotates(host, binary):
     )
     ctx.run(ctx.on.relation_changed(peer, remote_unit=0), state)
     assert env_of(host)["OSCIED_NODE_SECRET"] == "n" * 43
-    assert host.restarts() == restarts + 1
+    assert host.restarts(SERVICE) == restarts + 1
 
 
 # --- Root secret -------------------------------------------------------------------------------
@@ -903,7 +842,7 @@ def test_actions_take_only_their_declared_params():
 
 def test_a_failing_service_is_reported(host, binary):
     out = leader_output(host, binary)
-    host.failing.add(SERVICE)
+    host.failed_units.add(SERVICE)
     ctx = testing.Context(charm.OrchestraCharm, app_name="orchestra")
     out = ctx.run(ctx.on.update_status(), out)
     assert out.unit_status == testing.BlockedStatus(

@@ -11,54 +11,9 @@ from pathlib import Path
 
 import pytest
 from charms.oscied_orchestra.v0 import service
+from oscied_testing import FakeSystem
 
 README = Path(__file__).resolve().parents[4] / "README.md"
-
-
-class FakeSystem(service.System):
-    """Records the host calls instead of making them."""
-
-    def __init__(self):
-        self.calls: list[tuple[str, ...]] = []
-        self.active: set[str] = set()
-
-    def daemon_reload(self):
-        self.calls.append(("daemon-reload",))
-
-    def enable(self, unit):
-        self.calls.append(("enable", unit))
-
-    def disable(self, unit):
-        self.calls.append(("disable", unit))
-
-    def start(self, unit):
-        self.calls.append(("start", unit))
-        self.active.add(unit)
-
-    def stop(self, unit):
-        self.calls.append(("stop", unit))
-        self.active.discard(unit)
-
-    def restart(self, unit):
-        self.calls.append(("restart", unit))
-        self.active.add(unit)
-
-    def running(self, unit):
-        return unit in self.active
-
-    def failed(self, unit):
-        return False
-
-    def apt_install(self, *packages):
-        self.calls.append(("apt", *packages))
-
-
-@pytest.fixture
-def fake(tmp_path, monkeypatch):
-    monkeypatch.setenv("OSCIED_CHARM_ROOT", str(tmp_path))
-    system = FakeSystem()
-    monkeypatch.setattr(service, "system", system)
-    return system
 
 
 def mode(path: Path) -> int:
@@ -343,6 +298,14 @@ def test_stop_and_remove(fake, tmp_path):
     fake.calls.clear()
     service.remove("transform")  # idempotent
     assert fake.calls == []
+
+
+def test_the_shared_fake_covers_every_host_call():
+    # The fake does not inherit from System: a host call it lacked would fail, not run.
+    wanted = {name for name in vars(service.System) if not name.startswith("_")}
+    assert wanted, "service.System lost its methods"
+    missing = [name for name in wanted if not callable(vars(FakeSystem).get(name))]
+    assert not missing, f"oscied_testing.FakeSystem lacks {missing}"
 
 
 def test_install_packages_goes_through_system(fake):

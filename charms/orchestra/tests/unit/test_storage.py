@@ -8,47 +8,6 @@ from charms.filesystem_client.v0.filesystem_info import NfsInfo
 from charms.oscied_orchestra.v0 import service, storage
 from charms.oscied_orchestra.v0.storage import Storage, parse_storage_uri
 
-
-class FakeSystem(service.System):
-    """Records the systemd calls instead of making them."""
-
-    def __init__(self):
-        self.calls: list[tuple[str, ...]] = []
-        self.active: set[str] = set()
-
-    def daemon_reload(self):
-        self.calls.append(("daemon-reload",))
-
-    def enable(self, unit):
-        self.calls.append(("enable", unit))
-
-    def disable(self, unit):
-        self.calls.append(("disable", unit))
-
-    def start(self, unit):
-        self.calls.append(("start", unit))
-        self.active.add(unit)
-
-    def stop(self, unit):
-        self.calls.append(("stop", unit))
-        self.active.discard(unit)
-
-    def restart(self, unit):
-        self.calls.append(("restart", unit))
-        self.active.add(unit)
-
-    def running(self, unit):
-        return unit in self.active
-
-
-@pytest.fixture
-def fake(tmp_path, monkeypatch):
-    monkeypatch.setenv("OSCIED_CHARM_ROOT", str(tmp_path))
-    system = FakeSystem()
-    monkeypatch.setattr(service, "system", system)
-    return system
-
-
 # --- parse_storage_uri: accepted forms --------------------------------------------------------
 
 

@@ -5,6 +5,7 @@
 
 import subprocess
 
+import oscied_testing
 import pytest
 
 import nfs
@@ -55,7 +56,4 @@ class FakeHost(nfs.Host):
 
 @pytest.fixture
 def host(tmp_path, monkeypatch):
-    monkeypatch.setenv("OSCIED_CHARM_ROOT", str(tmp_path))
-    fake = FakeHost()
-    monkeypatch.setattr(nfs, "host", fake)
-    return fake
+    return oscied_testing.install_fake(monkeypatch, tmp_path, nfs, "host", FakeHost())

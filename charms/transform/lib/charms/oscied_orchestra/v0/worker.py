@@ -13,9 +13,14 @@ model (an override wins over its relation):
 - `storage` (`filesystem_info`): the shared tree, mounted at /srv/oscied for NFS; override
   `storage-uri`.
 
-Usage, in a worker charm::
+Usage, a worker charm::
 
-    self.worker = worker.Worker(self, worker.Workload(name="transform", ...))
+    class TransformCharm(worker.WorkerCharm):
+        WORKLOAD = worker.Workload(name="transform", ...)
+
+or, in a charm that does more, what `WorkerCharm` does::
+
+    self.worker = worker.Worker(self, WORKLOAD, on_progress=...)
     framework.observe(self.on.collect_unit_status, self._on_collect_status)
 
     def _on_collect_status(self, event):
@@ -37,7 +42,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import ops
 from charmlibs import apt, systemd
@@ -52,7 +57,7 @@ LIBAPI = 0
 
 # Increment this PATCH version before using `charmcraft publish-lib` or reset
 # to 0 if you are raising the major API version
-LIBPATCH = 1
+LIBPATCH = 2
 
 logger = logging.getLogger(__name__)
 
@@ -743,6 +748,27 @@ class Worker(ops.Object):
         worst = next((s for s in found if s.name == "blocked"), found[0] if found else None)
         why = worst.message if worst is not None and worst.message else "see juju status"
         event.set_results({"result": f"resumed; {unit} is not running: {why}"})
+
+
+class WorkerCharm(ops.CharmBase):
+    """A worker unit's whole charm: `Worker` on the subclass's `WORKLOAD`, its statuses added.
+
+    The long steps show as Maintenance while they run.
+    """
+
+    WORKLOAD: ClassVar[Workload]
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self.worker = Worker(self, self.WORKLOAD, on_progress=self._progress)
+        framework.observe(self.on.collect_unit_status, self._on_collect_status)
+
+    def _progress(self, message: str) -> None:
+        self.unit.status = ops.MaintenanceStatus(message)
+
+    def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
+        for status in self.worker.statuses():
+            event.add_status(status)
 
 
 def install_packages(packages: tuple[str, ...]) -> str | None:
