@@ -463,6 +463,9 @@ pub async fn complete<K: TaskKind>(
     id: Uuid,
     req: CompleteRequest,
 ) -> ApiResult<CompleteAnswer> {
+    // A stale attempt is answered at once, not after waiting for a section it has no part in.
+    let task: K = load(state, id).await?;
+    check_holder(&task, &req.unit_id, req.attempt)?;
     let wait = std::time::Duration::from_secs(20);
     let Some(held) = Held::take(state, ending_section(id), wait).await? else {
         return Err(ApiError::unavailable(format!(
@@ -581,7 +584,7 @@ async fn take_back_alone<K: TaskKind>(state: &AppState, id: Uuid, now_: bool) ->
     if !sealed.task.lease_sealed() {
         return Ok(false);
     }
-    let written = change::<K, ()>(state, id, |t| {
+    let written = change_from::<K, ()>(state, id, Some(sealed.task), |t| {
         // Only what ends the task can have changed it since the fence.
         if !t.status.is_running() || !t.leased() || !t.lease_sealed() {
             return Ok((false, ()));
