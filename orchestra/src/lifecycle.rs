@@ -78,19 +78,21 @@ impl TaskHeader {
 /// replica sees it lapsed, and one no renewal writes.
 const TAKEN_BACK: DateTime<Utc> = DateTime::UNIX_EPOCH;
 
-/// The answer to a holder whose lease a reaper has fenced.
-fn sealed(task: &TaskHeader) -> ApiError {
-    stale(format!(
-        "the lease of task {} attempt {} lapsed and it is being taken back: stop",
-        task.id, task.attempt
-    ))
+/// A holder's late word (a report, a hand-back, a completion) is stale once a reaper has
+/// fenced its lease ([`TaskHeader::seal_lease`]).
+pub fn check_unsealed(task: &TaskHeader) -> ApiResult<()> {
+    if task.lease_sealed() {
+        return Err(stale(format!(
+            "the lease of task {} attempt {} lapsed and it is being taken back: stop",
+            task.id, task.attempt
+        )));
+    }
+    Ok(())
 }
 
 /// A holder's report renews its lease, unless a reaper has fenced it meanwhile.
 pub fn renew(task: &mut TaskHeader, lease_until: DateTime<Utc>) -> ApiResult<()> {
-    if task.lease_sealed() {
-        return Err(sealed(task));
-    }
+    check_unsealed(task)?;
     task.lease_expires_at = Some(lease_until);
     Ok(())
 }
@@ -197,9 +199,7 @@ pub fn release(task: &mut TaskHeader, req: &ReleaseRequest) -> ApiResult<TaskSta
             task.id, task.status
         )));
     }
-    if task.lease_sealed() {
-        return Err(sealed(task));
-    }
+    check_unsealed(task)?;
     if task.status == Revoking {
         move_to(task, Revoked, false)?;
         return Ok(Revoked);

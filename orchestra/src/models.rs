@@ -310,6 +310,28 @@ pub struct TaskHeader {
     /// The store's fence: every write is conditional on it and bumps it (see [`Revised`]).
     #[serde(skip)]
     pub revision: u64,
+    /// A completion under way (see [`Hold`]); kept beside the document like the revision.
+    #[serde(skip)]
+    pub hold: Option<Hold>,
+}
+
+/// A writer's hold on a task record for a step done outside it that must not meet another
+/// writer's (a completion moving its output in, which a take-back would discard): who holds
+/// it and until when. Taking it is a fenced write, so of two racing takers one wins; the
+/// hold ends with its holder's next write, or lapses at `until` if the holder died. Not part
+/// of the API JSON: the stores keep it beside the document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hold {
+    pub by: String,
+    #[serde(with = "ts")]
+    pub until: DateTime<Utc>,
+}
+
+impl Hold {
+    /// Whether the hold still stands at `at` and is not `by`'s.
+    pub fn bars(&self, by: &str, at: DateTime<Utc>) -> bool {
+        self.by != by && self.until > at
+    }
 }
 
 impl TaskHeader {
@@ -330,6 +352,7 @@ impl TaskHeader {
             dispatched_at: None,
             lease_expires_at: None,
             revision: 0,
+            hold: None,
         }
     }
 }
@@ -341,6 +364,11 @@ impl TaskHeader {
 pub trait Revised {
     fn revision(&self) -> u64;
     fn set_revision(&mut self, revision: u64);
+    /// A task's [`Hold`], written and read with the revision; other records have none.
+    fn hold(&self) -> Option<&Hold> {
+        None
+    }
+    fn set_hold(&mut self, _hold: Option<Hold>) {}
 }
 
 impl Revised for Media {
@@ -399,6 +427,12 @@ macro_rules! revised_task {
             }
             fn set_revision(&mut self, revision: u64) {
                 self.header.revision = revision;
+            }
+            fn hold(&self) -> Option<&Hold> {
+                self.header.hold.as_ref()
+            }
+            fn set_hold(&mut self, hold: Option<Hold>) {
+                self.header.hold = hold;
             }
         }
     };

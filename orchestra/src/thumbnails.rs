@@ -2,9 +2,11 @@
 //! [`WIDTH`] pixels wide of the frame at 10 % of the duration (at 1 s when that is earlier, or
 //! the middle of a clip under 2 s), kept in `thumbnails/<id>.jpg`.
 //!
-//! Made once when a media becomes READY (upload, register, a transform's accepted output),
-//! by ffmpeg under the sandbox ffprobe runs in: it may read the media's directory and write a
-//! scratch directory under `tmp/` only; the result is renamed into place. A failure there
+//! Made once when a media becomes READY (upload and register before they answer; a
+//! transform's output just after its task's SUCCESS, in the background, so that no
+//! completion waits for a picture), by ffmpeg under the sandbox ffprobe runs in: it may read
+//! the media's directory and write a scratch directory under `tmp/` only; the result is
+//! renamed into place. A failure there
 //! never fails the upload or the completion (a warning); the first request for a missing
 //! thumbnail makes it then (a media from before thumbnails, or an earlier failure).
 

@@ -298,12 +298,16 @@ async fn transform_outputs_get_a_thumbnail_and_their_files_are_served() {
         "SUCCESS",
     )
     .await;
-    assert!(
-        app.storage()
-            .join(format!("thumbnails/{out}.jpg"))
-            .is_file(),
-        "made when the output was accepted, before the task said SUCCESS"
-    );
+    // Made unasked just after the SUCCESS (in the background: no completion waits for it).
+    let made = app.storage().join(format!("thumbnails/{out}.jpg"));
+    let asked = std::time::Instant::now();
+    while !made.is_file() {
+        assert!(
+            asked.elapsed() < std::time::Duration::from_secs(15),
+            "no thumbnail made for the output 15 s after its SUCCESS"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let answer = get_raw(&app, &format!("/medias/{out}/thumbnail"), ADA).await;
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(picture(&answer.bytes().await.unwrap()).await.1, 320);

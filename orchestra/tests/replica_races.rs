@@ -391,8 +391,9 @@ async fn completions(backend: Backend) {
         assert!(task["finished_at"].is_string(), "{task}");
         assert_eq!(
             r.revision(&id).await,
-            before + 1,
-            "{context}: one completion written, the repeats changed nothing"
+            before + 2,
+            "{context}: one completion written (its hold, then its decision), the repeats \
+             changed nothing"
         );
         r.assert_output_ready(&id, &out, &context).await;
         // Nothing moves afterwards.
@@ -422,9 +423,9 @@ async fn completion_revoke_progress(backend: Backend) {
             _ if i % 2 == 1 => Sent::Revoke,
             _ => Sent::Progress,
         };
-        // The revokes leave 0 to 675 ms after the others by round: a completion (its output
-        // taken in, its thumbnail made) takes a few hundred, so the revokes meet it at every
-        // step, before it starts to after it ends.
+        // The revokes leave 0 to 675 ms after the others by round: a completion (its hold,
+        // its output taken in, its decision) takes tens to hundreds, so the revokes meet it at
+        // every step, before it starts to after it ends.
         let revoke_delay = Duration::from_millis(75 * round as u64);
         let answers = at_once(RACERS, |i| {
             let (r, id) = (r.clone(), id.clone());
@@ -779,6 +780,58 @@ async fn metadata_patches(backend: Backend) {
 }
 
 /// Each race once per store, on a multi-threaded runtime.
+/// A completion's hold keeps every reaper off a task whose lease lapsed while it stands, and
+/// no longer once it lapsed (the replica completing died mid-way): the next pass takes the
+/// attempt back and clears it, and the dead completion's unit is then stale.
+async fn held_completion(backend: Backend) {
+    use orchestra::models::{Hold, Revised};
+    let r = Replicas::start(backend, |c| {
+        c.task_lease_secs = 2;
+        c.task_max_attempts = 3;
+    })
+    .await;
+    let (id, out) = r.running(0, "u1").await;
+    let store = r.apps[0].running.state.store.clone();
+    let uuid = id.parse().unwrap();
+    // What a completion's first write leaves, by a replica that then died: a hold until 4 s
+    // from now, past the lease.
+    let until = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let mut task = store.get_transform_task(uuid).await.unwrap().unwrap();
+    task.set_hold(Some(Hold {
+        by: "a-dead-completion".into(),
+        until,
+    }));
+    assert!(store.update_transform_task(&mut task).await.unwrap());
+    wait_lapse(&r, &id, 8).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..4 {
+        reap_pass(&r, i, 0).await;
+    }
+    let held = r.task_everywhere(&id).await;
+    assert_eq!(
+        (held["status"].as_str(), held["attempt"].as_u64()),
+        (Some("STARTED"), Some(1)),
+        "held, the lapsed task is left alone: {held}"
+    );
+    let left = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_millis(100)).await;
+    for i in 0..4 {
+        reap_pass(&r, i, 0).await;
+    }
+    let task = r.task_everywhere(&id).await;
+    assert_eq!(task["status"], "RETRY", "{task}");
+    assert_eq!(task["attempt"], 2, "taken back once: {task}");
+    let stored = store.get_transform_task(uuid).await.unwrap().unwrap();
+    assert_eq!(stored.hold(), None, "the lapsed hold is cleared");
+    let late = r.complete(1, &id, "u1").await;
+    assert_eq!(late.0, StatusCode::CONFLICT, "{late:?}");
+    assert_eq!(code(&late), "stale_attempt", "{late:?}");
+    for i in 0..r.apps.len() {
+        let media = r.media_of(i, &out).await;
+        assert_eq!(media["status"], "PENDING", "{media}");
+    }
+}
+
 macro_rules! races {
     ($($race:ident),* $(,)?) => {
         mod sqlite {
@@ -807,6 +860,7 @@ races!(
     completion_revoke_progress,
     lapsed_lease,
     lapsed_last_attempt,
+    held_completion,
     publications,
     metadata_patches,
 );

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use orchestra::models::{
-    Counted, ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress,
+    Counted, Hold, ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress,
     PublisherTask, Revised, TaskFilter, TaskHeader, Token, TransformProfile, TransformTask, Unit,
     User, UserFilter, UserRecord,
 };
@@ -151,6 +151,8 @@ contract!(
         media_stale_copy_is_refused,
         task_stale_copy_is_refused,
         publisher_task_stale_copy_is_refused,
+        task_hold_rides_with_the_revision,
+        publisher_task_hold_rides_with_the_revision,
         leases_are_apart,
     ],
     races: [
@@ -258,6 +260,7 @@ fn header(user_id: Uuid, queue: &str, minute: i64) -> TaskHeader {
         dispatched_at: None,
         lease_expires_at: None,
         revision: 0,
+        hold: None,
     }
 }
 
@@ -2892,6 +2895,79 @@ async fn task_stale_copy<T: StoredTask>(store: &dyn Store) {
     assert!(later.update(store).await.expect("update"));
     assert_eq!(later.revision(), 8);
     assert_eq!(T::get(store, later.id()).await.expect("get"), Some(later));
+}
+
+async fn task_hold_rides_with_the_revision(store: &dyn Store) {
+    hold_rides_with_the_revision::<TransformTask>(store).await;
+}
+
+async fn publisher_task_hold_rides_with_the_revision(store: &dyn Store) {
+    hold_rides_with_the_revision::<PublisherTask>(store).await;
+}
+
+/// A task's hold (a completion under way) is stored and read with the record, beside its
+/// JSON as the revision is: created with one, a get and a list give it back, an update
+/// replaces or clears it, a stale copy's hold is refused with the rest; the API JSON never
+/// shows it.
+async fn hold_rides_with_the_revision<T: StoredTask + serde::Serialize>(store: &dyn Store) {
+    let hold = |by: &str, minute| Hold {
+        by: by.to_owned(),
+        until: at(minute),
+    };
+    let mut held = T::fresh(Uuid::new_v4(), Uuid::new_v4(), T::QUEUE, 0);
+    held.set_hold(Some(hold("completion-1", 1)));
+    held.create(store).await.expect("create");
+    let plain = T::fresh(held.user_id, Uuid::new_v4(), T::QUEUE, 1);
+    plain.create(store).await.expect("create");
+    let got = T::get(store, held.id())
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(got.hold(), Some(&hold("completion-1", 1)));
+    assert_eq!(got, held);
+    let (_, listed) = T::list_all(store).await;
+    let holds: Vec<_> = listed.iter().map(|t| (t.id(), t.hold().cloned())).collect();
+    assert_eq!(
+        holds,
+        vec![
+            (held.id(), Some(hold("completion-1", 1))),
+            (plain.id(), None)
+        ]
+    );
+    let json = serde_json::to_value(&got).expect("json");
+    for key in ["hold", "_hold", "revision", "_rev"] {
+        assert!(json.get(key).is_none(), "{key} in the API JSON: {json}");
+    }
+
+    // A stale copy's hold is refused with the rest of it.
+    let mut stale = got.clone();
+    let mut current = got;
+    current.set_hold(Some(hold("completion-2", 2)));
+    assert!(current.update(store).await.expect("update"));
+    stale.set_hold(Some(hold("completion-3", 3)));
+    assert!(!stale.update(store).await.expect("update"), "a stale copy");
+    let got = T::get(store, held.id())
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(got.hold(), Some(&hold("completion-2", 2)));
+
+    // The holder's next write ends it.
+    let mut ended = got;
+    ended.set_hold(None);
+    ended.error = Some("decided".to_owned());
+    assert!(ended.update(store).await.expect("update"));
+    let got = T::get(store, held.id())
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(got.hold(), None);
+    assert_eq!(got, ended);
+    assert_eq!(
+        T::get(store, plain.id()).await.expect("get"),
+        Some(plain),
+        "the other record is untouched"
+    );
 }
 
 /// The fence, on `created` (stored at revision 0): a copy's update wins once and bumps the

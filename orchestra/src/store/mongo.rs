@@ -7,7 +7,9 @@
 //! token's `_id` is its hash, a unit's its unit id). Users also carry `mail_key` (the
 //! lowercased mail, unique) and `secret_hash`. Medias and tasks carry their fence
 //! ([`Revised`]) in `_rev` (an Int64; a document written before the fence has none and reads
-//! as revision 0): an update is one `replace_one({_id, _rev})` that stores `_rev + 1`.
+//! as revision 0): an update is one `replace_one({_id, _rev})` that stores `_rev + 1`. A
+//! task's hold (a completion under way, [`Hold`]) rides beside it in `_hold`, its JSON as a
+//! string, present only while held.
 //!
 //! Models go through `serde_json::Value`, never through bson's own serializer: that one is
 //! not human-readable, so it would store UUIDs as binary and interpret extended-JSON keys
@@ -39,7 +41,7 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    Counted, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, Revised,
+    Counted, Hold, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, Revised,
     TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
@@ -53,6 +55,8 @@ const SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 const DUPLICATE_KEY: i32 = 11000;
 /// The field of a fenced document holding its revision.
 const REV: &str = "_rev";
+/// The field of a held task holding its [`Hold`].
+const HOLD: &str = "_hold";
 
 #[derive(Clone)]
 pub struct MongoStore {
@@ -254,6 +258,7 @@ impl MongoStore {
     ) -> StoreResult<()> {
         let mut doc = to_doc(record, "id")?;
         doc.insert(REV, rev_bson(record.revision())?);
+        insert_hold(&mut doc, record.hold())?;
         Self::insert(coll, doc, "id").await
     }
 
@@ -268,6 +273,7 @@ impl MongoStore {
         let mut doc = to_doc(&*record, "id")?;
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         doc.insert(REV, rev_bson(revision.saturating_add(1))?);
+        insert_hold(&mut doc, record.hold())?;
         let fence = if revision == 0 {
             // Written before the fence: no `_rev` at all is revision 0 too (`null` matches
             // a missing field). Not an `$or`: NX-27017 drops the `_id` beside one.
@@ -820,14 +826,33 @@ macro_rules! stored_fenced {
                     Some(_) => None,
                 }
                 .ok_or_else(|| StoreError::Corrupt(format!("a bad {REV} in {doc}")))?;
+                let hold = match doc.remove(HOLD) {
+                    None | Some(Bson::Null) => None,
+                    Some(Bson::String(json)) => Some(
+                        serde_json::from_str::<Hold>(&json)
+                            .map_err(|e| StoreError::Corrupt(format!("a bad {HOLD}: {e}")))?,
+                    ),
+                    Some(other) => {
+                        return Err(StoreError::Corrupt(format!("a bad {HOLD}: {other}")));
+                    }
+                };
                 let mut record: Self = from_doc(doc, id_field)?;
                 record.set_revision(revision);
+                record.set_hold(hold);
                 Ok(record)
             }
         }
     )*};
 }
 stored_fenced!(Media, TransformTask, PublisherTask);
+
+fn insert_hold(doc: &mut Document, hold: Option<&Hold>) -> StoreResult<()> {
+    if let Some(hold) = hold {
+        let json = serde_json::to_string(hold).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        doc.insert(HOLD, json);
+    }
+    Ok(())
+}
 
 fn rev_bson(revision: u64) -> StoreResult<Bson> {
     i64::try_from(revision)

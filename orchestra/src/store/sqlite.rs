@@ -7,8 +7,9 @@
 //!
 //! Medias and tasks keep their fence ([`Revised`]) in a `rev` column beside the doc: an
 //! update is one `UPDATE ... WHERE id = ? AND rev = ?` that bumps it, so it holds across
-//! connections too, not only behind this store's mutex. Files made before the column existed
-//! get it on open (`rev` 0 for every record). The `leases` table holds the background loops'
+//! connections too, not only behind this store's mutex. A task's hold (a completion under
+//! way, [`Hold`]) is JSON in a `hold` column beside them, written and read with the revision.
+//! Files made before these columns existed get them on open (`rev` 0, no hold). The `leases` table holds the background loops'
 //! leases (`expires_at` in Unix microseconds).
 
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    Counted, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, Revised,
+    Counted, Hold, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, Revised,
     TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
@@ -51,7 +52,8 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS medias (
     id TEXT PRIMARY KEY,
     doc TEXT NOT NULL,
-    rev INTEGER NOT NULL DEFAULT 0
+    rev INTEGER NOT NULL DEFAULT 0,
+    hold TEXT
 );
 CREATE INDEX IF NOT EXISTS medias_user ON medias (json_extract(doc, '$.user_id'));
 CREATE INDEX IF NOT EXISTS medias_status ON medias (json_extract(doc, '$.status'));
@@ -67,7 +69,8 @@ CREATE INDEX IF NOT EXISTS tokens_user ON tokens (json_extract(doc, '$.user_id')
 CREATE TABLE IF NOT EXISTS transform_tasks (
     id TEXT PRIMARY KEY,
     doc TEXT NOT NULL,
-    rev INTEGER NOT NULL DEFAULT 0
+    rev INTEGER NOT NULL DEFAULT 0,
+    hold TEXT
 );
 CREATE INDEX IF NOT EXISTS transform_tasks_user ON transform_tasks (json_extract(doc, '$.user_id'));
 CREATE INDEX IF NOT EXISTS transform_tasks_status
@@ -90,7 +93,8 @@ CREATE INDEX IF NOT EXISTS transform_tasks_status_dispatched ON transform_tasks
 CREATE TABLE IF NOT EXISTS publisher_tasks (
     id TEXT PRIMARY KEY,
     doc TEXT NOT NULL,
-    rev INTEGER NOT NULL DEFAULT 0
+    rev INTEGER NOT NULL DEFAULT 0,
+    hold TEXT
 );
 CREATE INDEX IF NOT EXISTS publisher_tasks_user ON publisher_tasks (json_extract(doc, '$.user_id'));
 CREATE INDEX IF NOT EXISTS publisher_tasks_status
@@ -117,8 +121,11 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 ";
 
-/// The tables of fenced records, which older files lack the `rev` column of.
+/// The tables of fenced records, which older files lack the fence's columns of.
 const FENCED: [&str; 3] = ["medias", "transform_tasks", "publisher_tasks"];
+
+/// The fence's columns beside a fenced record's doc, as an older file is given them.
+const FENCE_COLUMNS: [(&str, &str); 2] = [("rev", "INTEGER NOT NULL DEFAULT 0"), ("hold", "TEXT")];
 
 impl SqliteStore {
     /// Open (or create) the database file and its schema.
@@ -127,7 +134,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
-        add_revisions(&mut conn)?;
+        add_fence_columns(&mut conn)?;
         // SQLite's lower() folds ASCII only; searches must fold like MongoDB's /i regex.
         conn.create_scalar_function(
             "unicode_lower",
@@ -202,8 +209,12 @@ impl SqliteStore {
         record: &T,
     ) -> StoreResult<()> {
         self.put_doc(
-            format!("INSERT INTO {table} (id, rev, doc) VALUES (?1, ?2, ?3)"),
-            vec![Value::Text(id.to_string()), rev_value(record.revision())?],
+            format!("INSERT INTO {table} (id, rev, hold, doc) VALUES (?1, ?2, ?3, ?4)"),
+            vec![
+                Value::Text(id.to_string()),
+                rev_value(record.revision())?,
+                hold_value(record.hold())?,
+            ],
             record,
             "id",
         )
@@ -223,8 +234,14 @@ impl SqliteStore {
         let revision = record.revision();
         let replaced = self
             .put_doc(
-                format!("UPDATE {table} SET doc = ?3, rev = rev + 1 WHERE id = ?1 AND rev = ?2"),
-                vec![Value::Text(id.to_string()), rev_value(revision)?],
+                format!(
+                    "UPDATE {table} SET hold = ?3, doc = ?4, rev = rev + 1 WHERE id = ?1 AND rev = ?2"
+                ),
+                vec![
+                    Value::Text(id.to_string()),
+                    rev_value(revision)?,
+                    hold_value(record.hold())?,
+                ],
                 &*record,
                 "id",
             )
@@ -384,11 +401,11 @@ impl Stored for TransformProfile {}
 impl Stored for Token {}
 impl Stored for Unit {}
 
-/// Fenced records read their revision from the `rev` column.
+/// Fenced records read their revision and hold from the `rev` and `hold` columns.
 macro_rules! stored_fenced {
     ($($record:ty),*) => {$(
         impl Stored for $record {
-            const COLUMNS: &'static str = "doc, rev";
+            const COLUMNS: &'static str = "doc, rev, hold";
 
             fn from_row(row: &rusqlite::Row<'_>) -> StoreResult<Self> {
                 let mut record: Self = decode(&row.get::<_, String>(0).map_err(unavailable)?)?;
@@ -396,6 +413,8 @@ macro_rules! stored_fenced {
                 let rev = u64::try_from(rev)
                     .map_err(|_| StoreError::Corrupt(format!("negative revision {rev}")))?;
                 record.set_revision(rev);
+                let hold: Option<String> = row.get(2).map_err(unavailable)?;
+                record.set_hold(hold.as_deref().map(decode).transpose()?);
                 Ok(record)
             }
         }
@@ -409,26 +428,35 @@ fn rev_value(revision: u64) -> StoreResult<Value> {
         .map_err(|_| StoreError::Corrupt(format!("revision {revision} out of range")))
 }
 
-/// Give the fenced tables of a file made before the fence their `rev` column (0: every
-/// record as it was). In one immediate transaction, so two processes opening the same old
-/// file cannot both add it.
-fn add_revisions(conn: &mut Connection) -> StoreResult<()> {
+fn hold_value(hold: Option<&Hold>) -> StoreResult<Value> {
+    Ok(match hold {
+        Some(hold) => Value::Text(encode(hold)?),
+        None => Value::Null,
+    })
+}
+
+/// Give the fenced tables of a file made before the fence the columns they lack (`rev` 0 and
+/// no hold: every record as it was). In one immediate transaction, so two processes opening
+/// the same old file cannot both add one.
+fn add_fence_columns(conn: &mut Connection) -> StoreResult<()> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(unavailable)?;
     for table in FENCED {
-        let has_rev: bool = tx
-            .query_row(
-                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = 'rev'",
-                [table],
-                |r| r.get(0),
-            )
-            .map_err(unavailable)?;
-        if !has_rev {
-            tx.execute_batch(&format!(
-                "ALTER TABLE {table} ADD COLUMN rev INTEGER NOT NULL DEFAULT 0"
-            ))
-            .map_err(unavailable)?;
+        for (column, declared) in FENCE_COLUMNS {
+            let has: bool = tx
+                .query_row(
+                    "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                    [table, column],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable)?;
+            if !has {
+                tx.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {declared}"
+                ))
+                .map_err(unavailable)?;
+            }
         }
     }
     tx.commit().map_err(unavailable)

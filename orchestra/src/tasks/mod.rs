@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{self, check_holder, move_to, out_of_attempts, stale};
-use crate::models::{ListOptions, Page, Revised, TaskFilter, TaskHeader, now};
+use crate::models::{Hold, ListOptions, Page, Revised, TaskFilter, TaskHeader, now};
 use crate::outbox::Outgoing;
 use crate::state::AppState;
 use crate::store::{Store, StoreResult};
@@ -447,53 +447,121 @@ impl Held {
     }
 }
 
-/// The section a task's completion and its take-back share: what a completion does before
-/// its decision (a transform moves its output in and marks it READY) must not meet a reaper
-/// taking the attempt back, nor a second copy of the same completion moving the same files.
-fn ending_section(id: Uuid) -> String {
-    format!("complete:{id}")
-}
+/// How long a completion's [`Hold`] on its task lasts: what it does outside the record (a
+/// transform moving its output in) takes well under a second; a hold left by a replica that
+/// died mid-way lapses after this, and the reaper may then take the attempt back.
+const HOLD_SECS: i64 = 60;
+
+/// How long a copy of a completion waits for another copy holding the task.
+const HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// A unit's completion, fenced by attempt and unit; repeating an accepted one answers the
-/// same. What the kind accepts is its [`TaskKind::complete`]. One completion of a task runs
-/// at a time on all replicas; a copy arriving meanwhile waits and then answers the same, and
-/// one that waits too long gets a 503 (the unit retries, on another replica if it has one).
+/// same. What the kind accepts is its [`TaskKind::complete`].
+///
+/// What a completion prepares outside the record (a transform moves its output in and marks
+/// it READY) must not meet a reaper taking the attempt back, nor a second copy of the same
+/// completion moving the same files. So it first takes a [`Hold`] on the task, a fenced write
+/// on the copy it read (on every replica, of two racers one wins); a take-back skips a held
+/// task, a copy arriving meanwhile waits for the hold to end, then answers the same (or a
+/// 503 after [`HOLD_WAIT`]: the unit retries, on another replica if it has one). The
+/// decision's own write ends the hold.
 pub async fn complete<K: TaskKind>(
     state: &AppState,
     id: Uuid,
     req: CompleteRequest,
 ) -> ApiResult<CompleteAnswer> {
-    // A stale attempt is answered at once, not after waiting for a section it has no part in.
-    let task: K = load(state, id).await?;
-    check_holder(&task, &req.unit_id, req.attempt)?;
-    let wait = std::time::Duration::from_secs(20);
-    let Some(held) = Held::take(state, ending_section(id), wait).await? else {
-        return Err(ApiError::unavailable(format!(
-            "{} {id} is being completed or taken back elsewhere; try again",
-            K::WHAT
-        )));
+    let me = Uuid::new_v4().to_string();
+    let Some(task) = hold::<K>(state, id, &req, &me).await? else {
+        // Over already (a repeated completion, a take-back that won): the answer is the same.
+        let task: K = load(state, id).await?;
+        return Ok(CompleteAnswer {
+            status: task.status,
+        });
     };
-    let answer = complete_alone::<K>(state, id, &req).await;
-    held.release(state).await;
+    let answer = complete_held::<K>(state, id, &req, task, &me).await;
+    if answer.is_err() {
+        unhold::<K>(state, id, &me).await;
+    }
     answer
 }
 
-async fn complete_alone<K: TaskKind>(
+/// Take the completion's hold on the task: the task as written with it, or None when it is
+/// over (nothing to hold). A stale attempt is answered at once.
+async fn hold<K: TaskKind>(
     state: &AppState,
     id: Uuid,
     req: &CompleteRequest,
+    me: &str,
+) -> ApiResult<Option<K>> {
+    let waited = std::time::Instant::now();
+    let mut round = 0;
+    loop {
+        let mut task: K = load(state, id).await?;
+        check_holder(&task, &req.unit_id, req.attempt)?;
+        if task.status.is_final() {
+            return Ok(None);
+        }
+        // A reaper fenced the lease first: this completion is too late to count.
+        lifecycle::check_unsealed(&task)?;
+        let at = now();
+        if task.hold.as_ref().is_some_and(|h| h.bars(me, at)) {
+            if waited.elapsed() >= HOLD_WAIT {
+                return Err(ApiError::unavailable(format!(
+                    "{} {id} is being completed elsewhere; try again",
+                    K::WHAT
+                )));
+            }
+        } else {
+            task.set_hold(Some(Hold {
+                by: me.to_owned(),
+                until: at + chrono::Duration::seconds(HOLD_SECS),
+            }));
+            if task.put(state.store.as_ref()).await? {
+                return Ok(Some(task));
+            }
+        }
+        tokio::time::sleep(crate::store::backoff(round)).await;
+        round += 1;
+    }
+}
+
+/// The completion under its hold: prepare, then decide on the copy just written (one read
+/// fewer), ending the hold in the same write.
+async fn complete_held<K: TaskKind>(
+    state: &AppState,
+    id: Uuid,
+    req: &CompleteRequest,
+    task: K,
+    me: &str,
 ) -> ApiResult<CompleteAnswer> {
-    let task: K = load(state, id).await?;
-    check_holder(&task, &req.unit_id, req.attempt)?;
     let prepared = K::prepare(state, &task, req).await?;
     let written = change_from::<K, ()>(state, id, Some(task), |t| {
         check_holder(t, &req.unit_id, req.attempt)?;
-        Ok((K::complete(t, req, &prepared)?, ()))
+        let mine = t.hold.as_ref().is_some_and(|h| h.by == me);
+        if mine {
+            t.set_hold(None);
+        }
+        Ok((K::complete(t, req, &prepared)? || mine, ()))
     })
     .await?;
     Ok(CompleteAnswer {
         status: written.task.status,
     })
+}
+
+/// Give the hold up after a completion that failed (best effort: it lapses anyway).
+async fn unhold<K: TaskKind>(state: &AppState, id: Uuid, me: &str) {
+    let given = mutate::<K, ()>(state, id, |t| {
+        let mine = t.hold.as_ref().is_some_and(|h| h.by == me);
+        if mine {
+            t.set_hold(None);
+        }
+        Ok((mine, ()))
+    })
+    .await;
+    if let Err(e) = given {
+        tracing::debug!(task = %id, error = %e.message, "hold not given up; it lapses");
+    }
 }
 
 /// Revoke: a queued task is REVOKED at once; a running one goes REVOKING and its unit is
@@ -557,27 +625,23 @@ pub async fn release<K: TaskKind>(
 /// forgotten): re-queue with attempt + 1, or FAILURE past the last attempt; a REVOKING one
 /// is simply REVOKED (nothing runs any more). Whether it was taken back.
 pub async fn take_back<K: TaskKind>(state: &AppState, id: Uuid, now_: bool) -> ApiResult<bool> {
-    // A completion under way decides first; the next pass looks again.
-    let Some(held) = Held::take(state, ending_section(id), std::time::Duration::ZERO).await? else {
-        return Ok(false);
-    };
-    let taken = take_back_alone::<K>(state, id, now_).await;
-    held.release(state).await;
-    taken
-}
-
-async fn take_back_alone<K: TaskKind>(state: &AppState, id: Uuid, now_: bool) -> ApiResult<bool> {
     let (lease_secs, max_attempts) = (state.config.task_lease_secs, state.config.task_max_attempts);
     // First the fence, a write that changes nothing else: once it lands, the holder's late
     // report or hand-back is refused, so that the decision below, which may discard the
     // output before its write, cannot lose that write to a renewal and leave a running task
-    // without its output.
+    // without its output. A completion under way (its hold) decides first; the next pass
+    // looks again. A hold that lapsed (its replica died) is cleared with the seal.
     let sealed = mutate::<K, ()>(state, id, |t| {
-        let lapsed = now_ || t.lease_lapsed(now());
+        let at = now();
+        let lapsed = now_ || t.lease_lapsed(at);
         if !t.status.is_running() || !lapsed || !t.leased() || t.lease_sealed() {
             return Ok((false, ()));
         }
+        if t.hold.as_ref().is_some_and(|h| h.until > at) {
+            return Ok((false, ()));
+        }
         t.seal_lease();
+        t.set_hold(None);
         Ok((true, ()))
     })
     .await?;

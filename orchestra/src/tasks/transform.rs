@@ -270,8 +270,6 @@ impl TaskKind for TransformTask {
                 ready.id
             )));
         }
-        // Before the task says SUCCESS, so that its output shows with its picture.
-        state.thumbnailer.make_for_ready(&ready).await;
         Ok(Output::Taken)
     }
 
@@ -343,6 +341,17 @@ impl TaskKind for TransformTask {
             }
             tracing::info!(task = %task.id, media = %task.media_out_id, attempt = task.attempt,
                 unit = task.unit_id.as_deref(), "transform task succeeded");
+            // After the SUCCESS and beside it, not before: the picture is no part of the
+            // output, and its ffmpeg run (0.2 s) held every completion and the unit waiting on
+            // it. A request for it meanwhile makes it then or waits for this one.
+            let (state, media_id) = (state.clone(), task.media_out_id);
+            tokio::spawn(async move {
+                match state.store.get_media(media_id).await {
+                    Ok(Some(media)) => state.thumbnailer.make_for_ready(&media).await,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(media = %media_id, error = %e, "no thumbnail made"),
+                }
+            });
             return;
         }
         if task.status == TaskStatus::Failure {
