@@ -206,7 +206,10 @@ impl Thumbnailer {
             .map_err(|e| e.to_string())?
             // A frame costs well under a second of CPU; a picture stays small.
             .cpu_secs(60)
-            .max_file_bytes(16 * 1024 * 1024);
+            .max_file_bytes(16 * 1024 * 1024)
+            // A picture can wait; encoders sharing the host should not (a tenth of a core
+            // under full load still makes one in a couple of seconds).
+            .niceness(10);
         let output = jail
             .command(self.sandbox)
             .map_err(|e| e.to_string())?

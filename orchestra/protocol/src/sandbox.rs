@@ -195,6 +195,7 @@ pub struct Jail {
     cwd: Option<PathBuf>,
     cpu_secs: Option<u64>,
     max_file_bytes: Option<u64>,
+    niceness: Option<i32>,
 }
 
 impl Jail {
@@ -210,6 +211,7 @@ impl Jail {
             cwd: None,
             cpu_secs: None,
             max_file_bytes: None,
+            niceness: None,
         })
     }
 
@@ -244,6 +246,13 @@ impl Jail {
         self
     }
 
+    /// Run at this niceness (0 to 19; higher yields more): work nobody waits for, such as a
+    /// thumbnail, gives the CPU to the encoders on a shared host.
+    pub fn niceness(mut self, niceness: i32) -> Jail {
+        self.niceness = Some(niceness.clamp(0, 19));
+        self
+    }
+
     pub fn program(&self) -> &Path {
         &self.program
     }
@@ -263,7 +272,7 @@ impl Jail {
             .or(self.cwd.as_deref())
             .unwrap_or(Path::new("/"));
         command.current_dir(cwd);
-        let limits = Limits::new(self.cpu_secs, self.max_file_bytes);
+        let limits = Limits::new(self.cpu_secs, self.max_file_bytes, self.niceness);
         let confine = match mode {
             SandboxMode::On => {
                 let mut reads: Vec<PathBuf> = vec![self.program.clone()];
@@ -520,11 +529,13 @@ fn build_filter() -> Result<Filters, seccompiler::Error> {
 struct Limits {
     cpu: Option<libc::rlimit>,
     fsize: Option<libc::rlimit>,
+    niceness: Option<libc::c_int>,
 }
 
 impl Limits {
-    fn new(cpu_secs: Option<u64>, max_file_bytes: Option<u64>) -> Limits {
+    fn new(cpu_secs: Option<u64>, max_file_bytes: Option<u64>, niceness: Option<i32>) -> Limits {
         Limits {
+            niceness,
             cpu: cpu_secs.map(|s| libc::rlimit {
                 rlim_cur: s as libc::rlim_t,
                 rlim_max: s.saturating_add(5) as libc::rlim_t,
@@ -536,8 +547,14 @@ impl Limits {
         }
     }
 
-    /// In the child: raw setrlimit calls only.
+    /// In the child: raw setrlimit and setpriority calls only.
     fn apply(&self) -> io::Result<()> {
+        if let Some(niceness) = self.niceness {
+            // SAFETY: plain syscall; 0 is this (single-threaded, just forked) process.
+            if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, niceness) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         let core = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,

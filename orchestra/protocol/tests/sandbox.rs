@@ -310,6 +310,24 @@ async fn the_environment_is_clean_and_no_privilege_is_left() {
     assert!(text.contains("Seccomp:\t0"), "{text}");
 }
 
+/// Work nobody waits for runs at the niceness asked, inside the sandbox and out; a run
+/// that asks none keeps this process's.
+#[tokio::test]
+async fn a_run_can_yield_the_cpu() {
+    supported();
+    let ours = run(&Jail::new("nice").unwrap(), SandboxMode::Off, &[]).await;
+    assert!(ours.0, "{}", ours.1);
+    for mode in [SandboxMode::On, SandboxMode::Off] {
+        let low = Jail::new("nice").unwrap().niceness(10);
+        let (ok, text) = run(&low, mode, &[]).await;
+        assert!(ok, "{text}");
+        assert_eq!(text.trim(), "10", "{mode:?}");
+        let (ok, text) = run(&Jail::new("nice").unwrap(), mode, &[]).await;
+        assert!(ok, "{text}");
+        assert_eq!(text.trim(), ours.1.trim(), "{mode:?}: unchanged");
+    }
+}
+
 #[tokio::test]
 async fn file_size_and_cpu_limits_hold() {
     use std::os::unix::process::ExitStatusExt;
