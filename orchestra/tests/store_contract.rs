@@ -153,6 +153,8 @@ contract!(
         publisher_task_stale_copy_is_refused,
         task_hold_rides_with_the_revision,
         publisher_task_hold_rides_with_the_revision,
+        task_totals_follow_every_change,
+        publisher_task_totals_follow_every_change,
         leases_are_apart,
     ],
     races: [
@@ -354,6 +356,8 @@ trait StoredTask: Fenced + std::ops::DerefMut<Target = TaskHeader> {
     const OTHER_QUEUE: &'static str;
     /// The host part of the kind's unit ids ([`unit_id`]).
     const HOST: &'static str;
+    /// What `count_by_status` calls this kind.
+    const COUNTED: Counted;
     /// A fresh PENDING task of `user_id` on `media_id`, as the API creates it.
     fn fresh(user_id: Uuid, media_id: Uuid, queue: &str, minute: i64) -> Self;
     fn state(&mut self) -> TaskState<'_>;
@@ -380,7 +384,7 @@ struct TaskState<'a> {
 
 macro_rules! stored_task {
     (
-        $ty:ty, $queues:expr, $host:literal, $fresh:ident,
+        $ty:ty, $queues:expr, $host:literal, $counted:expr, $fresh:ident,
         $create:ident, $get:ident, $list:ident, $update:ident
     ) => {
         impl Fenced for $ty {
@@ -410,6 +414,7 @@ macro_rules! stored_task {
             const QUEUE: &'static str = $queues.0;
             const OTHER_QUEUE: &'static str = $queues.1;
             const HOST: &'static str = $host;
+            const COUNTED: Counted = $counted;
 
             fn fresh(user_id: Uuid, media_id: Uuid, queue: &str, minute: i64) -> Self {
                 $fresh(user_id, media_id, queue, minute)
@@ -449,6 +454,7 @@ stored_task!(
     TransformTask,
     ("transform", "gpu"),
     "encoder",
+    Counted::TransformTasks,
     task,
     create_transform_task,
     get_transform_task,
@@ -459,6 +465,7 @@ stored_task!(
     PublisherTask,
     ("publisher", "cdn"),
     "publisher",
+    Counted::PublisherTasks,
     publication,
     create_publisher_task,
     get_publisher_task,
@@ -2472,8 +2479,9 @@ async fn unit_put_get_list(store: &dyn Store) {
 // SQLite only: data files of older versions.
 
 mod sqlite_file {
-    use orchestra::models::{MediaStatus, PublisherTask, TransformTask};
+    use orchestra::models::{Counted, MediaStatus, PublisherTask, TaskFilter, TransformTask};
     use orchestra::store::{SqliteStore, Store};
+    use oscied_protocol::TaskStatus;
     use rusqlite::params;
 
     use super::{
@@ -2520,6 +2528,29 @@ mod sqlite_file {
         }
 
         let store = SqliteStore::open(&path).expect("open an old file");
+        // Its counters are filled from its records.
+        for counted in [
+            Counted::Medias,
+            Counted::TransformTasks,
+            Counted::PublisherTasks,
+        ] {
+            let counts = store.count_by_status(counted, Some(owner)).await;
+            assert_eq!(
+                counts.expect("count"),
+                [("PENDING".to_owned(), 2)].into(),
+                "{counted:?}"
+            );
+        }
+        let mine = TaskFilter {
+            user_id: Some(owner),
+            statuses: vec![TaskStatus::Pending],
+            ..TaskFilter::default()
+        };
+        let page = store
+            .list_transform_tasks(&mine, &super::opts("created_at", false, 0, 1))
+            .await
+            .expect("list");
+        assert_eq!((page.total, page.items.len()), (2, 1));
         stale_copy_is_refused(&store, m.clone(), m2, make_ready).await;
         stale_copy_is_refused(&store, t.clone(), t2, start_on_unit::<TransformTask>).await;
         stale_copy_is_refused(&store, p.clone(), p2, start_on_unit::<PublisherTask>).await;
@@ -2895,6 +2926,92 @@ async fn task_stale_copy<T: StoredTask>(store: &dyn Store) {
     assert!(later.update(store).await.expect("update"));
     assert_eq!(later.revision(), 8);
     assert_eq!(T::get(store, later.id()).await.expect("get"), Some(later));
+}
+
+async fn task_totals_follow_every_change(store: &dyn Store) {
+    totals_follow_every_change::<TransformTask>(store).await;
+}
+
+async fn publisher_task_totals_follow_every_change(store: &dyn Store) {
+    totals_follow_every_change::<PublisherTask>(store).await;
+}
+
+/// A list's total by owner and status (which a store may keep as counters rather than count)
+/// is the number of matching records after creates, status changes, refused stale writes and
+/// changes that leave the status as it was: the same as the same filter narrowed by a queue
+/// every record is on (which is counted), and as `count_by_status`.
+async fn totals_follow_every_change<T: StoredTask>(store: &dyn Store) {
+    let (ada, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let statuses = [
+        TaskStatus::Pending,
+        TaskStatus::Started,
+        TaskStatus::Progress,
+        TaskStatus::Success,
+        TaskStatus::Failure,
+    ];
+    let mut records = vec![];
+    for i in 0..24 {
+        let owner = if i % 3 == 0 { bob } else { ada };
+        let t = T::fresh(owner, Uuid::new_v4(), T::QUEUE, i);
+        t.create(store).await.expect("create");
+        records.push(t);
+    }
+    for (i, t) in records.iter_mut().enumerate() {
+        for step in 0..=(i % 4) {
+            let stale = t.clone();
+            *t.state().status = statuses[(i + step) % statuses.len()];
+            assert!(t.update(store).await.expect("update"));
+            let mut late = stale;
+            *late.state().status = TaskStatus::Revoked;
+            assert!(!late.update(store).await.expect("update"), "a stale copy");
+        }
+        // A write that keeps the status.
+        t.error = Some(format!("note {i}"));
+        assert!(t.update(store).await.expect("update"));
+    }
+    let all = opts("created_at", false, 0, 1);
+    for user_id in [None, Some(ada), Some(bob)] {
+        let expected = |wanted: &[TaskStatus]| {
+            records
+                .iter()
+                .filter(|t| user_id.is_none_or(|u| t.user_id == u))
+                .filter(|t| wanted.is_empty() || wanted.contains(&t.status))
+                .count() as u64
+        };
+        let sets: Vec<Vec<TaskStatus>> = vec![
+            vec![],
+            vec![TaskStatus::Pending],
+            vec![TaskStatus::Started, TaskStatus::Progress],
+            vec![TaskStatus::Revoked],
+            statuses.to_vec(),
+        ];
+        for wanted in sets {
+            let filter = TaskFilter {
+                user_id,
+                statuses: wanted.clone(),
+                ..TaskFilter::default()
+            };
+            let total = T::list(store, &filter, &all).await.expect("list").total;
+            let narrowed = TaskFilter {
+                queue: Some(T::QUEUE.to_owned()),
+                ..filter
+            };
+            let counted = T::list(store, &narrowed, &all).await.expect("list").total;
+            let context = format!("{user_id:?} {wanted:?}");
+            assert_eq!(total, expected(&wanted), "{context}");
+            assert_eq!(counted, total, "{context}: counted");
+        }
+        let by_status = store
+            .count_by_status(T::COUNTED, user_id)
+            .await
+            .expect("count");
+        let expected: std::collections::BTreeMap<String, u64> = statuses
+            .iter()
+            .map(|s| (s.as_str().to_owned(), expected(&[*s])))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert_eq!(by_status, expected, "{user_id:?}");
+    }
 }
 
 async fn task_hold_rides_with_the_revision(store: &dyn Store) {
