@@ -44,7 +44,7 @@ pub async fn dispatch_pending(state: &AppState) {
 }
 
 async fn dispatch_kind<K: TaskKind>(state: &AppState, filter: &TaskFilter) {
-    match tasks::list::<K>(state, filter, &ListOptions::oldest_first(200)).await {
+    match tasks::list::<K>(state, filter, &ListOptions::scan(200)).await {
         Ok(page) => {
             for task in page.items {
                 tasks::dispatch::<K>(state, task.id).await;
@@ -69,7 +69,7 @@ async fn reap_kind<K: TaskKind>(state: &AppState) {
         lease_expired_before: Some(now()),
         ..TaskFilter::default()
     };
-    let lapsed = match tasks::list::<K>(state, &filter, &ListOptions::oldest_first(200)).await {
+    let lapsed = match tasks::list::<K>(state, &filter, &ListOptions::scan(200)).await {
         Ok(page) => page.items,
         Err(e) => {
             tracing::debug!(error = %e.message, "reaper: store unavailable");

@@ -204,6 +204,9 @@ pub struct ListOptions {
     pub skip: u64,
     pub sort: &'static str,
     pub descending: bool,
+    /// The page's `total` is not counted and reads as its number of items: a background pass
+    /// only walks what it finds, and a count over a long queue costs it as much again.
+    pub uncounted: bool,
 }
 
 impl ListOptions {
@@ -214,14 +217,23 @@ impl ListOptions {
             skip: 0,
             sort: "created_at",
             descending: false,
+            uncounted: false,
         }
     }
 
-    /// The `limit` oldest items, with the total (background passes and "in use" checks).
+    /// The `limit` oldest items, with the total ("in use" checks).
     pub fn oldest_first(limit: u64) -> ListOptions {
         ListOptions {
             limit,
             ..ListOptions::count_only()
+        }
+    }
+
+    /// The `limit` oldest items, uncounted (the background passes).
+    pub fn scan(limit: u64) -> ListOptions {
+        ListOptions {
+            uncounted: true,
+            ..ListOptions::oldest_first(limit)
         }
     }
 }

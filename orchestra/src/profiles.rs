@@ -232,6 +232,7 @@ async fn mark_legacy_builtins(store: &dyn Store) -> StoreResult<()> {
             skip: 0,
             sort: "title",
             descending: false,
+            uncounted: false,
         };
         for mut profile in store.list_profiles(&filter, &opts).await?.items {
             if !profile.builtin

@@ -521,6 +521,7 @@ async fn built_ins_of_an_older_store_are_flagged_at_start() {
         skip: 0,
         sort: "title",
         descending: false,
+        uncounted: false,
     };
     let first = orchestra::startup::build(config.clone()).await.unwrap();
     // As an older orchestra left them: no profile says builtin.

@@ -155,6 +155,7 @@ contract!(
         publisher_task_hold_rides_with_the_revision,
         task_totals_follow_every_change,
         publisher_task_totals_follow_every_change,
+        task_scans_are_uncounted,
         leases_are_apart,
     ],
     races: [
@@ -182,6 +183,7 @@ fn opts(sort: &'static str, descending: bool, skip: u64, limit: u64) -> ListOpti
         skip,
         sort,
         descending,
+        uncounted: false,
     }
 }
 
@@ -3012,6 +3014,31 @@ async fn totals_follow_every_change<T: StoredTask>(store: &dyn Store) {
             .collect();
         assert_eq!(by_status, expected, "{user_id:?}");
     }
+}
+
+/// A background pass's scan (`ListOptions::scan`) gets the oldest items, in order, without
+/// a count: its total is what it got. A counted list of the same filter counts them all.
+async fn task_scans_are_uncounted(store: &dyn Store) {
+    let owner = Uuid::new_v4();
+    let mut made = vec![];
+    for minute in 0..5 {
+        let t = task(owner, Uuid::new_v4(), "transform", minute);
+        store.create_transform_task(&t).await.expect("create");
+        made.push(t.id);
+    }
+    let filter = with(&[TaskStatus::Pending]);
+    let scanned = store
+        .list_transform_tasks(&filter, &ListOptions::scan(2))
+        .await
+        .expect("scan");
+    assert_eq!(task_ids(&scanned), made[..2].to_vec());
+    assert_eq!(scanned.total, 2, "uncounted: the items it got");
+    let counted = store
+        .list_transform_tasks(&filter, &ListOptions::oldest_first(2))
+        .await
+        .expect("list");
+    assert_eq!(task_ids(&counted), made[..2].to_vec());
+    assert_eq!(counted.total, 5);
 }
 
 async fn task_hold_rides_with_the_revision(store: &dyn Store) {

@@ -338,6 +338,7 @@ pub fn list_options(
         skip,
         sort: path,
         descending,
+        uncounted: false,
     })
 }
 

@@ -216,6 +216,11 @@ impl MongoStore {
             }
             Ok(items)
         };
+        if opts.uncounted {
+            let items = page.await?;
+            let total = items.len() as u64;
+            return Ok(Page { items, total });
+        }
         let (total, items) = tokio::try_join!(count(coll, filter.clone()), page)?;
         Ok(Page { items, total })
     }
@@ -533,6 +538,7 @@ impl Store for MongoStore {
             skip: 0,
             sort: "id",
             descending: false,
+            uncounted: true,
         };
         Ok(self
             .list(&self.units, Document::new(), &all, "id")

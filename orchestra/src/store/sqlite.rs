@@ -292,9 +292,11 @@ impl SqliteStore {
         let order = if opts.descending { "DESC" } else { "ASC" };
         let limit = i64::try_from(opts.limit).unwrap_or(i64::MAX);
         let skip = i64::try_from(opts.skip).unwrap_or(i64::MAX);
+        let uncounted = opts.uncounted;
         self.with(move |c| {
             let cond = where_.sql();
             let total: i64 = match &counted {
+                _ if uncounted => Ok(0),
                 Some(counters) => c.query_row(
                     &format!("SELECT COALESCE(SUM(n), 0) FROM counts {}", counters.sql()),
                     params_from_iter(counters.values.iter()),
@@ -317,10 +319,12 @@ impl SqliteStore {
                 .map_err(unavailable)?
                 .map(|row| row.map_err(unavailable)?)
                 .collect::<StoreResult<Vec<_>>>()?;
-            Ok(Page {
-                items,
-                total: u64::try_from(total).unwrap_or(0),
-            })
+            let total = if uncounted {
+                items.len() as u64
+            } else {
+                u64::try_from(total).unwrap_or(0)
+            };
+            Ok(Page { items, total })
         })
         .await
     }
@@ -1011,6 +1015,7 @@ impl Store for SqliteStore {
             skip: 0,
             sort: "id",
             descending: false,
+            uncounted: true,
         };
         Ok(self.list("units", Where::default(), &all).await?.items)
     }
