@@ -20,12 +20,21 @@ fn assert_ready_output(cluster: &Cluster, task: &Value, media_in: &str) -> Value
     let out = cluster.media(str_of(task, "media_out_id"));
     assert_eq!(out["status"], "READY", "{}", pretty(&out));
     assert_eq!(out["parent_id"], media_in, "{}", pretty(&out));
-    // The orchestra made its thumbnail from the shared storage when it accepted the output.
+    // The orchestra makes its thumbnail from the shared storage just after the SUCCESS, in
+    // the background, unasked.
     let thumbnail = cluster
         .storage()
         .join("thumbnails")
         .join(format!("{}.jpg", str_of(&out, "id")));
-    assert!(thumbnail.is_file(), "no {}", thumbnail.display());
+    let since = std::time::Instant::now();
+    while !thumbnail.is_file() {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "no {} 30 s after the SUCCESS",
+            thumbnail.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     out
 }
 
