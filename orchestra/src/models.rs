@@ -340,13 +340,27 @@ pub struct Hold {
 }
 
 impl Hold {
+    /// Whether the hold still stands at `at` (its holder may still be at work).
+    pub fn stands(&self, at: DateTime<Utc>) -> bool {
+        self.until > at
+    }
+
     /// Whether the hold still stands at `at` and is not `by`'s.
     pub fn bars(&self, by: &str, at: DateTime<Utc>) -> bool {
-        self.by != by && self.until > at
+        self.by != by && self.stands(at)
     }
 }
 
 impl TaskHeader {
+    /// End `by`'s hold on the task; whether it held it.
+    pub fn end_hold(&mut self, by: &str) -> bool {
+        let held = self.hold.as_ref().is_some_and(|h| h.by == by);
+        if held {
+            self.hold = None;
+        }
+        held
+    }
+
     /// A task just asked for: PENDING, attempt 1, on `queue`.
     pub fn new(user_id: Uuid, queue: String) -> TaskHeader {
         TaskHeader {

@@ -6,9 +6,9 @@
 //! transform's output just after its task's SUCCESS, in the background, so that no
 //! completion waits for a picture), by ffmpeg under the sandbox ffprobe runs in: it may read
 //! the media's directory and write a scratch directory under `tmp/` only; the result is
-//! renamed into place. A failure there
-//! never fails the upload or the completion (a warning); the first request for a missing
-//! thumbnail makes it then (a media from before thumbnails, or an earlier failure).
+//! renamed into place. A failure there never fails the upload or the completion (a warning);
+//! the first request for a missing thumbnail makes it then (a media from before thumbnails,
+//! or an earlier failure).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -193,7 +193,8 @@ impl MongoStore {
         // The total and the page at once, on two connections: the server runs them side by
         // side (NX-27017 each on a thread of its own), so a long queue's page waits for the
         // slower of the two, not for both.
-        let page = async {
+        let counted = (!opts.uncounted).then(|| filter.clone());
+        let page = async move {
             let mut items = Vec::new();
             // A zero limit is an empty page (as SQL's LIMIT 0), not MongoDB's "no limit".
             if opts.limit == 0 {
@@ -205,7 +206,7 @@ impl MongoStore {
             sort.insert(path, direction);
             sort.insert("_id", direction);
             let mut cursor = coll
-                .find(filter.clone())
+                .find(filter)
                 .sort(sort)
                 .skip(opts.skip)
                 .limit(i64::try_from(opts.limit).unwrap_or(i64::MAX))
@@ -216,12 +217,12 @@ impl MongoStore {
             }
             Ok(items)
         };
-        if opts.uncounted {
+        let Some(counted) = counted else {
             let items = page.await?;
             let total = items.len() as u64;
             return Ok(Page { items, total });
-        }
-        let (total, items) = tokio::try_join!(count(coll, filter.clone()), page)?;
+        };
+        let (total, items) = tokio::try_join!(count(coll, counted), page)?;
         Ok(Page { items, total })
     }
 

@@ -15,8 +15,8 @@
 //! the fenced tables, in the statement that changes a record: a page's `total` for a user's
 //! or a status filter (a queue's page, the overview) reads a few counters instead of counting
 //! every match (10,000 queued tasks: 1.5 ms a page). Files made before it get it filled on
-//! open. The `leases` table holds the background loops'
-//! leases (`expires_at` in Unix microseconds).
+//! open. The `leases` table holds the background loops' leases (`expires_at` in Unix
+//! microseconds).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -295,19 +295,20 @@ impl SqliteStore {
         let uncounted = opts.uncounted;
         self.with(move |c| {
             let cond = where_.sql();
-            let total: i64 = match &counted {
-                _ if uncounted => Ok(0),
-                Some(counters) => c.query_row(
+            let total: Option<i64> = match &counted {
+                _ if uncounted => None,
+                Some(counters) => Some(c.query_row(
                     &format!("SELECT COALESCE(SUM(n), 0) FROM counts {}", counters.sql()),
                     params_from_iter(counters.values.iter()),
                     |r| r.get(0),
-                ),
-                None => c.query_row(
+                )),
+                None => Some(c.query_row(
                     &format!("SELECT COUNT(*) FROM {table} {cond}"),
                     params_from_iter(where_.values.iter()),
                     |r| r.get(0),
-                ),
+                )),
             }
+            .transpose()
             .map_err(unavailable)?;
             let sql = format!(
                 "SELECT {} FROM {table} {cond} ORDER BY json_extract(doc, '{path}') {order}, id {order} LIMIT {limit} OFFSET {skip}",
@@ -319,10 +320,9 @@ impl SqliteStore {
                 .map_err(unavailable)?
                 .map(|row| row.map_err(unavailable)?)
                 .collect::<StoreResult<Vec<_>>>()?;
-            let total = if uncounted {
-                items.len() as u64
-            } else {
-                u64::try_from(total).unwrap_or(0)
+            let total = match total {
+                Some(n) => u64::try_from(n).unwrap_or(0),
+                None => items.len() as u64,
             };
             Ok(Page { items, total })
         })
@@ -339,11 +339,7 @@ struct Where {
 
 impl Where {
     fn eq(&mut self, path: &str, value: impl ToString) {
-        self.values.push(Value::Text(value.to_string()));
-        self.clauses.push(format!(
-            "json_extract(doc, '$.{path}') = ?{}",
-            self.values.len()
-        ));
+        self.column_eq(&format!("json_extract(doc, '$.{path}')"), value);
     }
 
     /// `value` equals any of `paths`.
@@ -400,7 +396,7 @@ impl Where {
         self.column_any_of(&format!("json_extract(doc, '$.{path}')"), values);
     }
 
-    /// A plain column (of `counts`) equals `value`.
+    /// `column` (an expression, or a plain column of `counts`) equals `value`.
     fn column_eq(&mut self, column: &str, value: impl ToString) {
         self.values.push(Value::Text(value.to_string()));
         self.clauses
@@ -531,11 +527,12 @@ fn add_counts(conn: &mut Connection) -> StoreResult<()> {
         for table in FENCED {
             tx.execute_batch(&counting_triggers(table))
                 .map_err(unavailable)?;
+            let (user, status) = counted_keys("doc");
             tx.execute(
                 &format!(
                     "INSERT INTO counts (tbl, user_id, status, n) \
-                     SELECT ?1, {USER}, {STATUS}, COUNT(*) FROM {table} \
-                     WHERE {USER} IS NOT NULL AND {STATUS} IS NOT NULL GROUP BY 2, 3"
+                     SELECT ?1, {user}, {status}, COUNT(*) FROM {table} \
+                     WHERE {user} IS NOT NULL AND {status} IS NOT NULL GROUP BY 2, 3"
                 ),
                 [table],
             )
@@ -545,44 +542,34 @@ fn add_counts(conn: &mut Connection) -> StoreResult<()> {
     tx.commit().map_err(unavailable)
 }
 
-/// A record's owner and status, as the counters key them.
-const USER: &str = "json_extract(doc, '$.user_id')";
-const STATUS: &str = "json_extract(doc, '$.status')";
+/// A record's owner and status in `doc` (the table's, or a trigger's `OLD.doc`/`NEW.doc`), as
+/// the counters key them.
+fn counted_keys(doc: &str) -> (String, String) {
+    (
+        format!("json_extract({doc}, '$.user_id')"),
+        format!("json_extract({doc}, '$.status')"),
+    )
+}
 
 /// The triggers keeping `table`'s counters: +1 for a new record, −1 for a deleted one, both
 /// when an update changes its owner or status.
 fn counting_triggers(table: &str) -> String {
-    let old = |e: &str| e.replace("doc", "OLD.doc");
-    let new = |e: &str| e.replace("doc", "NEW.doc");
-    let up = |row: &dyn Fn(&str) -> String| {
-        format!(
-            "INSERT INTO counts (tbl, user_id, status, n) \
-             SELECT '{table}', {u}, {s}, 1 WHERE {u} IS NOT NULL AND {s} IS NOT NULL \
-             ON CONFLICT (tbl, user_id, status) DO UPDATE SET n = n + 1;",
-            u = row(USER),
-            s = row(STATUS)
-        )
-    };
-    let down = |row: &dyn Fn(&str) -> String| {
-        format!(
-            "UPDATE counts SET n = n - 1 \
-             WHERE tbl = '{table}' AND user_id = {u} AND status = {s};",
-            u = row(USER),
-            s = row(STATUS)
-        )
-    };
+    let (old_u, old_s) = counted_keys("OLD.doc");
+    let (new_u, new_s) = counted_keys("NEW.doc");
+    let up_new = format!(
+        "INSERT INTO counts (tbl, user_id, status, n) \
+         SELECT '{table}', {new_u}, {new_s}, 1 WHERE {new_u} IS NOT NULL AND {new_s} IS NOT NULL \
+         ON CONFLICT (tbl, user_id, status) DO UPDATE SET n = n + 1;"
+    );
+    let down_old = format!(
+        "UPDATE counts SET n = n - 1 WHERE tbl = '{table}' AND user_id = {old_u} AND status = {old_s};"
+    );
     format!(
         "CREATE TRIGGER {table}_counted AFTER INSERT ON {table} BEGIN {up_new} END;
          CREATE TRIGGER {table}_uncounted AFTER DELETE ON {table} BEGIN {down_old} END;
          CREATE TRIGGER {table}_recounted AFTER UPDATE OF doc ON {table}
              WHEN {old_u} IS NOT {new_u} OR {old_s} IS NOT {new_s}
-             BEGIN {down_old} {up_new} END;",
-        up_new = up(&new),
-        down_old = down(&old),
-        old_u = old(USER),
-        new_u = new(USER),
-        old_s = old(STATUS),
-        new_s = new(STATUS),
+             BEGIN {down_old} {up_new} END;"
     )
 }
 

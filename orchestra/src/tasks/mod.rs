@@ -537,11 +537,8 @@ async fn complete_held<K: TaskKind>(
     let prepared = K::prepare(state, &task, req).await?;
     let written = change_from::<K, ()>(state, id, Some(task), |t| {
         check_holder(t, &req.unit_id, req.attempt)?;
-        let mine = t.hold.as_ref().is_some_and(|h| h.by == me);
-        if mine {
-            t.set_hold(None);
-        }
-        Ok((K::complete(t, req, &prepared)? || mine, ()))
+        let ended = t.end_hold(me);
+        Ok((K::complete(t, req, &prepared)? || ended, ()))
     })
     .await?;
     Ok(CompleteAnswer {
@@ -551,14 +548,7 @@ async fn complete_held<K: TaskKind>(
 
 /// Give the hold up after a completion that failed (best effort: it lapses anyway).
 async fn unhold<K: TaskKind>(state: &AppState, id: Uuid, me: &str) {
-    let given = mutate::<K, ()>(state, id, |t| {
-        let mine = t.hold.as_ref().is_some_and(|h| h.by == me);
-        if mine {
-            t.set_hold(None);
-        }
-        Ok((mine, ()))
-    })
-    .await;
+    let given = mutate::<K, ()>(state, id, |t| Ok((t.end_hold(me), ()))).await;
     if let Err(e) = given {
         tracing::debug!(task = %id, error = %e.message, "hold not given up; it lapses");
     }
@@ -637,7 +627,7 @@ pub async fn take_back<K: TaskKind>(state: &AppState, id: Uuid, now_: bool) -> A
         if !t.status.is_running() || !lapsed || !t.leased() || t.lease_sealed() {
             return Ok((false, ()));
         }
-        if t.hold.as_ref().is_some_and(|h| h.until > at) {
+        if t.hold.as_ref().is_some_and(|h| h.stands(at)) {
             return Ok((false, ()));
         }
         t.seal_lease();
