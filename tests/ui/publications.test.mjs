@@ -77,10 +77,17 @@ test('publish from the page, play the public URL, unpublish: REVOKED and the URL
   await dialog.getByRole('button', { name: 'Unpublish', exact: true }).click();
   const seen = new Set();
   await waitFor(async () => {
-    const status = await page.locator('.facts .badge').first().textContent();
+    // The badge and the note are drawn together: read them in one snapshot, or the page may
+    // move on to REVOKED between the two reads.
+    const { status, alerts } = await page.evaluate(() => ({
+      status: document.querySelector('.facts .badge')?.textContent,
+      alerts: [...document.querySelectorAll('.alert')].map((a) => a.textContent),
+    }));
     seen.add(status);
     if (status === 'REVOKING') {
-      assert.match(await page.locator('.alert', { hasText: 'REVOKING' }).textContent(), /removing/);
+      const note = alerts.find((a) => a.includes('REVOKING'));
+      assert.ok(note, `REVOKING without its note: ${alerts.join(' | ')}`);
+      assert.match(note, /removing/);
     }
     return status === 'REVOKED';
   }, { timeoutMs: 30_000, intervalMs: 100, what: 'REVOKED on the page' });
