@@ -236,6 +236,20 @@ impl ListOptions {
             ..ListOptions::oldest_first(limit)
         }
     }
+
+    /// The total, when a page of `items` items read with these options tells it without a
+    /// count: uncounted, or a page that ended before its limit (then nothing matches past
+    /// it), unless it is an empty page past the end, which does not say how far the end is.
+    /// The stores read the page first and count only when this is None: most lists are one
+    /// short page, and they then cost one query.
+    pub fn total_of_page(&self, items: usize) -> Option<u64> {
+        let items = items as u64;
+        if self.uncounted {
+            return Some(items);
+        }
+        let short = self.limit > 0 && items < self.limit;
+        (short && (items > 0 || self.skip == 0)).then(|| self.skip.saturating_add(items))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -156,6 +156,7 @@ contract!(
         task_totals_follow_every_change,
         publisher_task_totals_follow_every_change,
         task_scans_are_uncounted,
+        task_list_totals_of_short_and_full_pages,
         leases_are_apart,
     ],
     races: [
@@ -3039,6 +3040,78 @@ async fn task_scans_are_uncounted(store: &dyn Store) {
         .expect("list");
     assert_eq!(task_ids(&counted), made[..2].to_vec());
     assert_eq!(counted.total, 5);
+
+    // Over several statuses (the dispatch loop's queued ones), interleaved in time: still
+    // the oldest of them all, in order, however the store gathers them; past a skip too.
+    let owner = Uuid::new_v4();
+    let mut made = vec![];
+    for minute in 10..16 {
+        let mut t = task(owner, Uuid::new_v4(), "transform", minute);
+        if minute % 2 == 1 {
+            *t.state().status = TaskStatus::Retry;
+        }
+        store.create_transform_task(&t).await.expect("create");
+        made.push(t.id);
+    }
+    let queued = TaskFilter {
+        statuses: TaskStatus::QUEUED.to_vec(),
+        ..of_user(owner)
+    };
+    let scanned = store
+        .list_transform_tasks(&queued, &ListOptions::scan(3))
+        .await
+        .expect("scan");
+    assert_eq!(task_ids(&scanned), made[..3].to_vec());
+    assert_eq!(scanned.total, 3);
+    let past = ListOptions {
+        skip: 2,
+        ..ListOptions::scan(3)
+    };
+    let scanned = store
+        .list_transform_tasks(&queued, &past)
+        .await
+        .expect("scan");
+    assert_eq!(task_ids(&scanned), made[2..5].to_vec());
+    let newest = ListOptions {
+        descending: true,
+        ..ListOptions::scan(4)
+    };
+    let scanned = store
+        .list_transform_tasks(&queued, &newest)
+        .await
+        .expect("scan");
+    let mut expected = made[2..].to_vec();
+    expected.reverse();
+    assert_eq!(task_ids(&scanned), expected);
+}
+
+/// A page that ends before its limit tells its total, and a store may answer it without a
+/// count; a full page, or an empty one past the end, is counted. Either way the total is
+/// right.
+async fn task_list_totals_of_short_and_full_pages(store: &dyn Store) {
+    let owner = Uuid::new_v4();
+    for minute in 0..5 {
+        let t = task(owner, Uuid::new_v4(), "transform", minute);
+        store.create_transform_task(&t).await.expect("create");
+    }
+    let filter = of_user(owner);
+    for (skip, limit, items) in [
+        (0, 10, 5),
+        (0, 5, 5),
+        (0, 3, 3),
+        (3, 10, 2),
+        (4, 1, 1),
+        (5, 10, 0),
+        (9, 10, 0),
+        (0, 0, 0),
+    ] {
+        let page = store
+            .list_transform_tasks(&filter, &opts("created_at", false, skip, limit))
+            .await
+            .expect("list");
+        assert_eq!(page.items.len(), items, "skip {skip} limit {limit}");
+        assert_eq!(page.total, 5, "skip {skip} limit {limit}");
+    }
 }
 
 async fn task_hold_rides_with_the_revision(store: &dyn Store) {

@@ -292,24 +292,9 @@ impl SqliteStore {
         let order = if opts.descending { "DESC" } else { "ASC" };
         let limit = i64::try_from(opts.limit).unwrap_or(i64::MAX);
         let skip = i64::try_from(opts.skip).unwrap_or(i64::MAX);
-        let uncounted = opts.uncounted;
+        let opts = opts.clone();
         self.with(move |c| {
             let cond = where_.sql();
-            let total: Option<i64> = match &counted {
-                _ if uncounted => None,
-                Some(counters) => Some(c.query_row(
-                    &format!("SELECT COALESCE(SUM(n), 0) FROM counts {}", counters.sql()),
-                    params_from_iter(counters.values.iter()),
-                    |r| r.get(0),
-                )),
-                None => Some(c.query_row(
-                    &format!("SELECT COUNT(*) FROM {table} {cond}"),
-                    params_from_iter(where_.values.iter()),
-                    |r| r.get(0),
-                )),
-            }
-            .transpose()
-            .map_err(unavailable)?;
             let sql = format!(
                 "SELECT {} FROM {table} {cond} ORDER BY json_extract(doc, '{path}') {order}, id {order} LIMIT {limit} OFFSET {skip}",
                 T::COLUMNS
@@ -320,9 +305,25 @@ impl SqliteStore {
                 .map_err(unavailable)?
                 .map(|row| row.map_err(unavailable)?)
                 .collect::<StoreResult<Vec<_>>>()?;
-            let total = match total {
-                Some(n) => u64::try_from(n).unwrap_or(0),
-                None => items.len() as u64,
+            // The count only when the page does not tell the total (see `total_of_page`).
+            let total = match opts.total_of_page(items.len()) {
+                Some(total) => total,
+                None => {
+                    let n: i64 = match &counted {
+                        Some(counters) => c.query_row(
+                            &format!("SELECT COALESCE(SUM(n), 0) FROM counts {}", counters.sql()),
+                            params_from_iter(counters.values.iter()),
+                            |r| r.get(0),
+                        ),
+                        None => c.query_row(
+                            &format!("SELECT COUNT(*) FROM {table} {cond}"),
+                            params_from_iter(where_.values.iter()),
+                            |r| r.get(0),
+                        ),
+                    }
+                    .map_err(unavailable)?;
+                    u64::try_from(n).unwrap_or(0)
+                }
             };
             Ok(Page { items, total })
         })
