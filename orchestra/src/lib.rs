@@ -3,7 +3,8 @@
 //!
 //! Where to look: a route in `http/<resource>.rs`, the rules it applies in `<resource>.rs`
 //! (a task kind's in `tasks/<kind>.rs`, the life every task shares in `tasks/mod.rs`), the
-//! store call in `store/`. Layers, each using only those below it: `startup` → `http` and
+//! store call in `store/`. Layers, each using only those below it: `startup` and `diagram` (the
+//! state machines drawn for schematics/) → `http` and
 //! `loops` (the background work; only start-up spawns it) → `units`, `overview` → `tasks` →
 //! `medias`, `users`, `profiles`, `health`, `queues`, `outbox`, `lifecycle` → `auth`,
 //! `tokens` → `state` and the components it holds (`secrets`, `logins`, `storage`,
@@ -13,6 +14,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod diagram;
 pub mod error;
 pub mod health;
 pub mod http;

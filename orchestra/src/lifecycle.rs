@@ -97,15 +97,61 @@ pub fn renew(task: &mut TaskHeader, lease_until: DateTime<Utc>) -> ApiResult<()>
     Ok(())
 }
 
+/// A legal change of status and what makes it (the label of its arrow in the diagrams).
+pub struct Transition {
+    pub from: TaskStatus,
+    pub to: TaskStatus,
+    pub by: &'static str,
+}
+
+const fn rule(from: TaskStatus, to: TaskStatus, by: &'static str) -> Transition {
+    Transition { from, to, by }
+}
+
+/// The rule table: every legal change of every task kind. [`allowed`] reads it, and
+/// `orchestra diagram` draws it (schematics/), so the pictures cannot drift from the rules.
+pub const TRANSITIONS: &[Transition] = &[
+    rule(Pending, Started, "a unit claims it"),
+    rule(Retry, Started, "a unit claims the next attempt"),
+    rule(Pending, Revoked, "revoke"),
+    rule(Retry, Revoked, "revoke"),
+    rule(Pending, Failure, "its profile or media vanished"),
+    rule(Retry, Failure, "its profile or media vanished"),
+    rule(Started, Progress, "report"),
+    rule(Progress, Progress, "report"),
+    rule(Started, Success, "completion accepted"),
+    rule(Progress, Success, "completion accepted"),
+    rule(
+        Started,
+        Failure,
+        "the job failed, or the last attempt's lease lapsed",
+    ),
+    rule(
+        Progress,
+        Failure,
+        "the job failed, or the last attempt's lease lapsed",
+    ),
+    rule(Started, Retry, "lease lapsed, or its unit handed it back"),
+    rule(Progress, Retry, "lease lapsed, or its unit handed it back"),
+    rule(Started, Revoking, "revoke"),
+    rule(Progress, Revoking, "revoke"),
+    rule(Revoking, Revoked, "its unit confirms, or its lease lapsed"),
+];
+
+/// The change only a kind whose SUCCESS can be undone has (`TaskKind::REVOCABLE_SUCCESS`:
+/// a publication is unpublished); [`move_to`] allows it for those kinds.
+pub const UNDO_SUCCESS: Transition = rule(Success, Revoking, "unpublish");
+
 /// Is `from → to` a legal change?
 pub fn allowed(from: TaskStatus, to: TaskStatus) -> bool {
-    match from {
-        // FAILURE: the task cannot run at all (its profile or input vanished).
-        Pending | Retry => matches!(to, Started | Revoked | Failure),
-        Started | Progress => matches!(to, Progress | Success | Failure | Revoking | Retry),
-        Revoking => matches!(to, Revoked),
-        Success | Failure | Revoked => false,
-    }
+    TRANSITIONS.iter().any(|t| t.from == from && t.to == to)
+}
+
+/// Every legal change of a kind: the table, and undoing SUCCESS when `revocable_success`.
+pub fn transitions(revocable_success: bool) -> impl Iterator<Item = &'static Transition> {
+    TRANSITIONS
+        .iter()
+        .chain(revocable_success.then_some(&UNDO_SUCCESS))
 }
 
 pub fn check(from: TaskStatus, to: TaskStatus) -> ApiResult<()> {
@@ -125,7 +171,7 @@ pub fn check(from: TaskStatus, to: TaskStatus) -> ApiResult<()> {
 /// Change a task's status, stamping `started_at` and `finished_at`. `revocable_success`:
 /// the kind's SUCCESS can be undone (a publication is unpublished: SUCCESS → REVOKING).
 pub fn move_to(task: &mut TaskHeader, to: TaskStatus, revocable_success: bool) -> ApiResult<()> {
-    let unpublish = revocable_success && task.status == Success && to == Revoking;
+    let unpublish = revocable_success && task.status == UNDO_SUCCESS.from && to == UNDO_SUCCESS.to;
     if !unpublish {
         check(task.status, to)?;
     }

@@ -2,6 +2,13 @@
 //! (docs/architecture.md §9), each owned by a guard that stops it on drop.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+/// The workspace's root directory (this crate's parent).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
 
 /// A free TCP port on 127.0.0.1, as the OS hands it out. Nothing holds it after the call,
 /// so a server started on it may still lose a race; [`nx::NxServer::start`] retries.
@@ -22,6 +29,8 @@ pub mod nx {
     use std::time::{Duration, Instant};
 
     use tempfile::TempDir;
+
+    use crate::workspace_root;
 
     /// The environment variable naming the `nx-27017` executable to run.
     pub const ENV_EXECUTABLE: &str = "OSCIED_NX27017";
@@ -123,11 +132,6 @@ pub mod nx {
              (run in {})",
             workspace_root().display()
         );
-    }
-
-    fn workspace_root() -> PathBuf {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        manifest.parent().unwrap_or(manifest).to_path_buf()
     }
 
     fn on_path(name: &str) -> Option<PathBuf> {
@@ -248,7 +252,9 @@ pub mod units;
 
 /// Python tools the tests run (installed by `.ci/run` into `<workspace>/.venv`, pinned).
 pub mod tools {
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
+
+    use crate::workspace_root;
 
     /// `openapi-spec-validator`: checks the OpenAPI document.
     pub const SPEC_VALIDATOR: Tool = Tool {
@@ -300,11 +306,6 @@ pub mod tools {
             );
             venv
         }
-    }
-
-    fn workspace_root() -> PathBuf {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        manifest.parent().unwrap_or(manifest).to_path_buf()
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use oscied_e2e::orchestra::{binary, worker_publisher_binary, worker_transform_binary};
+use oscied_e2e::workspace_root;
 
 /// The environment variable naming the Python that has the charms' test packages.
 const ENV_PYTHON: &str = "OSCIED_CHARMS_PYTHON";
@@ -35,7 +36,7 @@ macro_rules! unit_tests {
         $(
             #[test]
             fn $name() {
-                let dir = workspace().join("charms").join($charm);
+                let dir = workspace_root().join("charms").join($charm);
                 run_python(
                     &format!("charms/{} unit tests", $charm),
                     &dir,
@@ -61,7 +62,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn every_charm_has_a_unit_test() {
-    let mut found: Vec<String> = std::fs::read_dir(workspace().join("charms"))
+    let mut found: Vec<String> = std::fs::read_dir(workspace_root().join("charms"))
         .expect("charms/")
         .flatten()
         .filter(|e| e.path().join("charmcraft.yaml").is_file())
@@ -80,7 +81,7 @@ fn every_charm_has_a_unit_test() {
 fn ruff_check() {
     run_python(
         "ruff check charms/",
-        &workspace(),
+        &workspace_root(),
         &["-m", "ruff", "check", "charms/"],
         &[],
         Duration::from_secs(300),
@@ -91,7 +92,7 @@ fn ruff_check() {
 fn ruff_format() {
     run_python(
         "ruff format --check charms/",
-        &workspace(),
+        &workspace_root(),
         &["-m", "ruff", "format", "--check", "charms/"],
         &[],
         Duration::from_secs(300),
@@ -102,7 +103,7 @@ fn ruff_format() {
 fn cross_charm() {
     run_python(
         "charms/tests (cross-charm)",
-        &workspace(),
+        &workspace_root(),
         &pytest(&[
             "charms/tests",
             "--ignore=charms/tests/test_real_binaries.py",
@@ -132,7 +133,7 @@ fn real_binaries() {
     ];
     run_python(
         "charms/tests/test_real_binaries.py",
-        &workspace(),
+        &workspace_root(),
         &pytest(&["charms/tests/test_real_binaries.py"]),
         &env,
         Duration::from_secs(900),
@@ -154,13 +155,6 @@ fn pytest<'a>(args: &[&'a str]) -> Vec<&'a str> {
     all
 }
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .to_path_buf()
-}
-
 /// `$OSCIED_CHARMS_PYTHON`, else `<workspace>/.venv/bin/python`, checked once to import what
 /// the tests need; panics with how to install it otherwise.
 fn python() -> PathBuf {
@@ -172,7 +166,7 @@ fn python() -> PathBuf {
 }
 
 fn find_python() -> Result<PathBuf, String> {
-    let root = workspace();
+    let root = workspace_root();
     let (python, named) = match std::env::var_os(ENV_PYTHON) {
         Some(path) => (PathBuf::from(path), true),
         None => (root.join(".venv/bin/python"), false),
