@@ -10,19 +10,30 @@ use crate::lifecycle;
 use crate::models::{PublisherTask, TransformTask};
 use crate::tasks::TaskKind;
 
-/// What `orchestra diagram` can draw, with the file each is kept in under `schematics/`.
-pub const DIAGRAMS: [(&str, &str); 2] = [
-    ("transform-tasks", "transform-task-states.dot"),
-    ("publisher-tasks", "publisher-task-states.dot"),
+/// A diagram `orchestra diagram <name>` draws, and the file it is kept in under `schematics/`.
+pub struct Diagram {
+    pub name: &'static str,
+    pub file: &'static str,
+    draw: fn() -> String,
+}
+
+/// Everything `orchestra diagram` can draw.
+pub const DIAGRAMS: [Diagram; 2] = [
+    Diagram {
+        name: "transform-tasks",
+        file: "transform-task-states.dot",
+        draw: || task_states::<TransformTask>("transform task"),
+    },
+    Diagram {
+        name: "publisher-tasks",
+        file: "publisher-task-states.dot",
+        draw: || task_states::<PublisherTask>("publisher task"),
+    },
 ];
 
 /// The Graphviz source of the diagram `name`; None for an unknown name.
 pub fn render(name: &str) -> Option<String> {
-    match name {
-        "transform-tasks" => Some(task_states::<TransformTask>("transform task")),
-        "publisher-tasks" => Some(task_states::<PublisherTask>("publisher task")),
-        _ => None,
-    }
+    DIAGRAMS.iter().find(|d| d.name == name).map(|d| (d.draw)())
 }
 
 /// A box of statuses in a state diagram: its name, fill colour, and which statuses it holds.
@@ -81,7 +92,7 @@ mod tests {
     #[test]
     fn committed_state_diagrams_match_the_rule_table() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schematics");
-        for (name, file) in DIAGRAMS {
+        for Diagram { name, file, .. } in DIAGRAMS {
             let committed = std::fs::read_to_string(dir.join(file))
                 .unwrap_or_else(|e| panic!("schematics/{file}: {e}"));
             let drawn = render(name).expect("a known diagram");

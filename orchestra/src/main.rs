@@ -50,7 +50,10 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::SUCCESS
             }
             None => {
-                let known: Vec<&str> = orchestra::diagram::DIAGRAMS.iter().map(|d| d.0).collect();
+                let known: Vec<&str> = orchestra::diagram::DIAGRAMS
+                    .iter()
+                    .map(|d| d.name)
+                    .collect();
                 eprintln!(
                     "orchestra: no diagram {name:?}; one of: {}",
                     known.join(", ")

@@ -767,7 +767,6 @@ fn task_query(filter: &TaskFilter, media_fields: &[&str]) -> Document {
     query
 }
 
-/// How many documents of `coll` match `filter` (see the module's notes).
 /// The documents of one page of `coll` matching `filter`, in the order of `opts`.
 async fn find_page(
     coll: &Collection<Document>,
@@ -817,6 +816,7 @@ fn bson_order(a: Option<&Bson>, b: Option<&Bson>) -> std::cmp::Ordering {
         .then_with(|| a.2.cmp(&b.2))
 }
 
+/// How many documents of `coll` match `filter` (see the module's notes).
 async fn count(coll: &Collection<Document>, filter: Document) -> StoreResult<u64> {
     let pipeline = [doc! { "$match": filter }, doc! { "$count": "n" }];
     let mut cursor = coll.aggregate(pipeline).await.map_err(unavailable)?;
