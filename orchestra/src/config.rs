@@ -134,6 +134,16 @@ pub struct Config {
     #[arg(long, env = "OSCIED_LOGIN_ADDRESS_REFILL_SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub login_address_refill_secs: u64,
 
+    /// Event streams (`GET /api/v1/events`) one account may hold open at once on each
+    /// orchestra; more answer 429.
+    #[arg(long, env = "OSCIED_EVENTS_MAX_STREAMS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    pub events_max_streams: u64,
+
+    /// Seconds between the keep-alive comments of an idle event stream (so that proxies keep
+    /// the connection).
+    #[arg(long, env = "OSCIED_EVENTS_KEEPALIVE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub events_keepalive_secs: u64,
+
     /// Log format.
     #[arg(long, env = "OSCIED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,

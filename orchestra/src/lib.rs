@@ -5,10 +5,11 @@
 //! (a task kind's in `tasks/<kind>.rs`, the life every task shares in `tasks/mod.rs`), the
 //! store call in `store/`. Layers, each using only those below it: `startup` and `diagram` (the
 //! state machines drawn for schematics/) → `http` and
-//! `loops` (the background work; only start-up spawns it) → `units`, `overview` → `tasks` →
+//! `loops` (the background work; only start-up spawns it) → `units`, `overview`, `live` →
+//! `tasks` →
 //! `medias`, `users`, `profiles`, `health`, `queues`, `outbox`, `lifecycle` → `auth`,
 //! `tokens` → `state` and the components it holds (`secrets`, `logins`, `storage`,
-//! `thumbnails`) → `store`, `models`. `http` reads the request (its extractors call `auth`)
+//! `thumbnails`, `events`) → `store`, `models`. `http` reads the request (its extractors call `auth`)
 //! and calls one domain function per route, never the store. The test in `module_graph.rs`
 //! fails on any import cycle.
 
@@ -16,9 +17,11 @@ pub mod auth;
 pub mod config;
 pub mod diagram;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod lifecycle;
+pub mod live;
 pub mod logins;
 pub mod loops;
 pub mod medias;

@@ -26,6 +26,8 @@ const SWEEP: Duration = Duration::from_secs(30);
 /// How often it looks for offline units to drop (`OSCIED_UNIT_FORGET_SECS`): at most this
 /// late, or the forget time when shorter.
 const UNIT_SWEEP: Duration = Duration::from_secs(60);
+/// How often the leader looks for units gone silent (their `unit.offline` event).
+const UNIT_WATCH: Duration = Duration::from_secs(5);
 /// The store lease the loops run under.
 const LEASE: &str = "loops";
 
@@ -100,6 +102,8 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
         let unit_sweep = UNIT_SWEEP.min(Duration::from_secs(state.config.unit_forget_secs.max(1)));
         let (mut last_sweep, mut last_reap) = (Instant::now(), Instant::now());
         let mut last_unit_sweep = Instant::now();
+        let mut last_unit_watch = Instant::now();
+        let mut online = None;
         let mut leading: Option<Instant> = None;
         loop {
             tick.tick().await;
@@ -107,6 +111,8 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
                 leading = hold_lease(&state, ttl, leading.is_some()).await;
             }
             if leading.is_none() {
+                // Whoever leads next compares with what it sees then.
+                online = None;
                 continue;
             }
             if state.outbox.take_failed() || last_sweep.elapsed() >= SWEEP {
@@ -116,6 +122,10 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
             if last_reap.elapsed() >= reap_every {
                 last_reap = Instant::now();
                 reap(&state).await;
+            }
+            if online.is_none() || last_unit_watch.elapsed() >= UNIT_WATCH {
+                last_unit_watch = Instant::now();
+                units::notice_offline(&state, &mut online).await;
             }
             if last_unit_sweep.elapsed() >= unit_sweep {
                 last_unit_sweep = Instant::now();

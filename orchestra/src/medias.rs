@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::events::{Event, EventType};
 use crate::models::{
     ListOptions, Media, MediaFilter, MediaStatus, Page, PublisherTask, TaskFilter, now,
 };
@@ -351,6 +352,7 @@ async fn ingest(
         return Err(e.into());
     }
     tracing::info!(media = %id, size, "media ingested");
+    emit_changes(state, None, &media);
     state.thumbnailer.make_for_ready(&media).await;
     Ok(media)
 }
@@ -369,7 +371,12 @@ pub async fn change(
             .get_media(id)
             .await?
             .ok_or_else(|| ApiError::not_found("media", id))?;
-        if !decide(&mut media)? || state.store.update_media(&mut media).await? {
+        let before = media.clone();
+        if !decide(&mut media)? {
+            return Ok(media);
+        }
+        if state.store.update_media(&mut media).await? {
+            emit_changes(state, Some(&before), &media);
             return Ok(media);
         }
         tracing::debug!(media = %id, round, "media changed underneath; deciding again");
@@ -378,6 +385,36 @@ pub async fn change(
     Err(ApiError::conflict(format!(
         "media {id} kept changing while this request was applied; try again"
     )))
+}
+
+/// The events of a media just written: its status (`before` None: it is new), and each
+/// publication URL added or removed.
+pub fn emit_changes(state: &AppState, before: Option<&Media>, media: &Media) {
+    let event = |kind: EventType, data: serde_json::Value| {
+        let mut event = Event::new(kind, data);
+        event.user_id = Some(media.user_id);
+        event.media_id = Some(media.id);
+        event
+    };
+    let from = before.map(|b| b.status);
+    if from != Some(media.status) {
+        let data = serde_json::json!({"from": from, "media": media});
+        state.events.emit(event(EventType::MediaStatus, data));
+    }
+    let empty = Default::default();
+    let was = before.map_or(&empty, |b| &b.public_uris);
+    for (task, url) in &media.public_uris {
+        if was.get(task) != Some(url) {
+            let data = serde_json::json!({"publisher_task_id": task, "url": url, "media": media});
+            state.events.emit(event(EventType::MediaPublished, data));
+        }
+    }
+    for (task, url) in was {
+        if !media.public_uris.contains_key(task) {
+            let data = serde_json::json!({"publisher_task_id": task, "url": url, "media": media});
+            state.events.emit(event(EventType::MediaUnpublished, data));
+        }
+    }
 }
 
 /// A page of medias (the filter says whose: the caller's own, or any for admins).

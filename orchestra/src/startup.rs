@@ -160,8 +160,15 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "orchestra".into());
     let replica = format!("{host}:{replica_id}");
+    // Replicas share their events through RabbitMQ; standalone has no one to share with.
+    let events = if broker.durable() {
+        crate::events::Hub::shared(broker.clone())
+    } else {
+        Arc::new(crate::events::Hub::local())
+    };
     Ok(AppState {
         store,
+        events,
         outbox: Arc::new(Outbox::new(broker.clone())),
         broker,
         thumbnailer: Arc::new(Thumbnailer::new(storage.clone(), config.run.sandbox)),
@@ -321,6 +328,7 @@ impl Running {
         self.background.stop_units().await;
         self.background.loops.abort();
         loops::release(&self.state).await;
+        self.state.events.close();
         self.stop_server.send_replace(true);
         match (&mut self.server).await {
             Ok(served) => served,

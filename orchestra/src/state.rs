@@ -5,6 +5,7 @@ use std::sync::Arc;
 use oscied_protocol::Broker;
 
 use crate::config::Config;
+use crate::events::Hub;
 use crate::logins::{Argon, LoginLimits};
 use crate::outbox::Outbox;
 use crate::secrets::{Secrets, VerifiedCache};
@@ -28,6 +29,8 @@ pub struct AppState {
     pub outbox: Arc<Outbox>,
     /// This process among the replicas sharing the store: the holder name of its leases.
     pub replica: Arc<str>,
+    /// Live events: emitted after each winning write, streamed, shared with the replicas.
+    pub events: Arc<Hub>,
     /// Thumbnail making: bounded runs, one per media, recent failures.
     pub thumbnailer: Arc<Thumbnailer>,
 }

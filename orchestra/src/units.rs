@@ -1,6 +1,6 @@
 //! Worker units as their heartbeats register them, and the live view of the queues.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use oscied_protocol::TaskStatus;
 use oscied_protocol::node::{UnitHeartbeat, UnitKind};
@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::events::{Event, EventType};
 use crate::models::TransformTask;
 use crate::models::{ListOptions, TaskFilter, Unit, now};
 use crate::state::AppState;
@@ -53,11 +54,11 @@ pub async fn heartbeat(state: &AppState, id: String, beat: UnitHeartbeat) -> Api
     }
     let at = now();
     let known = state.store.get_unit(&id).await?;
+    let came_online = known
+        .as_ref()
+        .is_none_or(|k| !with_online(k.clone()).online);
     // Back after an absence (or new): a publisher is sent again what it has to unpublish.
-    let returning = beat.kind == UnitKind::Publisher
-        && known
-            .as_ref()
-            .is_none_or(|k| !with_online(k.clone()).online);
+    let returning = beat.kind == UnitKind::Publisher && came_online;
     let registered_at = match known {
         Some(known) => known.registered_at,
         None => {
@@ -81,6 +82,9 @@ pub async fn heartbeat(state: &AppState, id: String, beat: UnitHeartbeat) -> Api
         registered_at,
     };
     state.store.put_unit(&unit).await?;
+    if came_online {
+        emit(state, EventType::UnitOnline, &unit);
+    }
     if returning {
         let (state, id) = (state.clone(), unit.id.clone());
         tokio::spawn(async move { publish::resend_unpublish(&state, &id).await });
@@ -219,6 +223,36 @@ pub async fn listed(state: &AppState) -> ApiResult<Vec<Unit>> {
         .into_iter()
         .map(|unit| with_running(unit, &mut running))
         .collect())
+}
+
+fn emit(state: &AppState, kind: EventType, unit: &Unit) {
+    let mut event = Event::new(kind, serde_json::json!({ "unit": unit }));
+    event.unit_id = Some(unit.id.clone());
+    state.events.emit(event);
+}
+
+/// One pass of the orchestra's loop: a `unit.offline` event for each unit that was online at
+/// the last pass (`online`, None at the first: nothing to compare with) and no longer is.
+pub async fn notice_offline(state: &AppState, online: &mut Option<HashSet<String>>) {
+    let units = match list(state).await {
+        Ok(units) => units,
+        Err(e) => {
+            tracing::debug!(error = %e, "unit watch: store unavailable");
+            return;
+        }
+    };
+    let now_online: HashSet<String> = units
+        .iter()
+        .filter(|u| u.online)
+        .map(|u| u.id.clone())
+        .collect();
+    if let Some(was) = online.as_ref() {
+        for unit in units.iter().filter(|u| !u.online && was.contains(&u.id)) {
+            tracing::info!(unit = %unit.id, last_heartbeat = %unit.last_heartbeat.to_rfc3339(), "unit went offline");
+            emit(state, EventType::UnitOffline, unit);
+        }
+    }
+    *online = Some(now_online);
 }
 
 /// One pass of the orchestra's loop: forget the units offline for longer than

@@ -145,6 +145,26 @@ impl Api {
         &self.bases
     }
 
+    /// `user:secret` of this caller, if it has one.
+    pub fn auth(&self) -> Option<&str> {
+        self.auth.as_deref()
+    }
+
+    /// `GET /events` (`query` with its `?`, or empty) on the first base, resuming after
+    /// `last_id` when given: the open stream, or the status and JSON of its refusal.
+    pub fn events(
+        &self,
+        query: &str,
+        last_id: Option<&str>,
+    ) -> Result<crate::sse::EventStream, (u16, Value)> {
+        let url = format!("{}/events{query}", self.base());
+        let mut headers = Vec::new();
+        if let Some(id) = last_id {
+            headers.push(format!("Last-Event-ID: {id}"));
+        }
+        crate::sse::EventStream::open(&url, self.auth.as_deref(), &headers)
+    }
+
     /// A call with an optional JSON body: the status and the JSON answer (Null when not JSON).
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         let text;

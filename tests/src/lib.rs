@@ -248,6 +248,7 @@ pub mod api;
 pub mod bench;
 pub mod orchestra;
 pub mod rabbit;
+pub mod sse;
 pub mod units;
 
 /// Python tools the tests run (installed by `.ci/run` into `<workspace>/.venv`, pinned).

@@ -43,6 +43,8 @@ const OSCIED_VARS: &[&str] = &[
     "OSCIED_LOGIN_ADDRESS_BURST",
     "OSCIED_LOGIN_ADDRESS_REFILL_SECS",
     "OSCIED_DRAIN_SECS",
+    "OSCIED_EVENTS_MAX_STREAMS",
+    "OSCIED_EVENTS_KEEPALIVE_SECS",
 ];
 
 /// A running orchestra process, killed on drop. Its working directory holds `oscied-data/`

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oscied_e2e::rabbit::{Vhost, rabbitmqctl};
-use oscied_protocol::broker::{AmqpBroker, Broker, Consumer, Delivery, QueueStats};
+use oscied_protocol::broker::{
+    AmqpBroker, Broadcast, Broker, Consumer, Delivery, QueueStats, Subscriber,
+};
 
 /// Generates, for each suite function, one test per broker.
 macro_rules! suite {
@@ -47,6 +49,7 @@ suite!(
     one_consumer_of_two_queues,
     consumers_share_messages,
     queue_stats_counts_waiting_messages_and_consumers,
+    broadcasts_reach_every_subscriber_of_their_topic,
 );
 
 /// How long a consumer waits before we conclude no message is coming.
@@ -241,6 +244,31 @@ async fn queue_stats_counts_waiting_messages_and_consumers(broker: Arc<dyn Broke
     assert_eq!(stats(&broker, "idle").await, QueueStats::default());
 }
 
+async fn broadcasts_reach_every_subscriber_of_their_topic(broker: Arc<dyn Broker>) {
+    let mut first = broker.subscribe("events");
+    let mut second = broker.subscribe("events");
+    let mut elsewhere = broker.subscribe("other");
+    live(&broker, "events", &mut first).await;
+    live(&broker, "events", &mut second).await;
+    live(&broker, "other", &mut elsewhere).await;
+    for subscriber in [&mut first, &mut second, &mut elsewhere] {
+        drain_warm_ups(subscriber).await;
+    }
+
+    for i in 0..20u8 {
+        broker.broadcast("events", &[i]).await.expect("broadcast");
+    }
+    // Each subscriber gets every message, in order, and nothing of another topic.
+    for subscriber in [&mut first, &mut second] {
+        let got: Vec<u8> = messages(subscriber, 20).await.concat();
+        assert_eq!(got, (0..20u8).collect::<Vec<_>>());
+    }
+    broker.broadcast("other", b"o").await.expect("broadcast");
+    assert_eq!(messages(&mut elsewhere, 1).await, vec![b"o".to_vec()]);
+    // Broadcasts are not queued: none of them reached a work queue of the same name.
+    assert_eq!(stats(&broker, "events").await.messages, 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // RabbitMQ only.
 
@@ -342,6 +370,42 @@ async fn nothing(consumer: &mut Box<dyn Consumer>) {
     if let Ok(delivery) = tokio::time::timeout(NOTHING, consumer.next()).await {
         panic!("unexpected message {delivery:?}");
     }
+}
+
+/// Waits until `subscriber` receives broadcasts on `topic` (it binds inside its first `next`);
+/// the other subscribers of the topic get warm-up messages too ([`drain_warm_ups`]).
+async fn live(broker: &Arc<dyn Broker>, topic: &str, subscriber: &mut Box<dyn Subscriber>) {
+    let deadline = Instant::now() + SOON;
+    loop {
+        broker
+            .broadcast(topic, b"warm-up")
+            .await
+            .expect("broadcast");
+        if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), subscriber.next()).await {
+            assert_eq!(got, Broadcast::Message(b"warm-up".to_vec()));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the subscriber never went live");
+    }
+}
+
+async fn drain_warm_ups(subscriber: &mut Box<dyn Subscriber>) {
+    while let Ok(got) = tokio::time::timeout(NOTHING, subscriber.next()).await {
+        assert_eq!(got, Broadcast::Message(b"warm-up".to_vec()));
+    }
+}
+
+/// The next `n` broadcasts (a gap fails the test).
+async fn messages(subscriber: &mut Box<dyn Subscriber>, n: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match tokio::time::timeout(SOON, subscriber.next()).await {
+            Ok(Broadcast::Message(m)) => got.push(m),
+            Ok(Broadcast::Gap) => panic!("a gap after {got:?}"),
+            Err(_) => panic!("only {} of {n} broadcasts arrived: {got:?}", got.len()),
+        }
+    }
+    got
 }
 
 /// Polls `check` for up to 10 s.

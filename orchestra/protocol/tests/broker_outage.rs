@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oscied_e2e::rabbit::{Outage, Vhost};
-use oscied_protocol::broker::{AmqpBroker, Broker};
+use oscied_protocol::broker::{AmqpBroker, Broadcast, Broker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_consumer_and_publish_survive_a_rabbitmq_outage() {
@@ -23,6 +23,30 @@ async fn amqp_consumer_and_publish_survive_a_rabbitmq_outage() {
         .publish("transform", b"before the outage", 5)
         .await
         .expect("publish while RabbitMQ is up");
+
+    // A broadcast subscriber, live before the outage.
+    let mut subscriber = broker.subscribe("events");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        broker
+            .broadcast("events", b"before")
+            .await
+            .expect("broadcast");
+        let got = tokio::time::timeout(Duration::from_millis(200), subscriber.next()).await;
+        if got.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the subscriber never went live");
+    }
+    let subscribed = tokio::spawn(async move {
+        // Drain what came before the outage; the first thing after it must be the gap.
+        loop {
+            match subscriber.next().await {
+                Broadcast::Message(m) if m == b"before" => continue,
+                other => return (other, subscriber),
+            }
+        }
+    });
 
     // Declared after the vhost, so dropped (RabbitMQ restarted) before the vhost is deleted.
     let outage = Outage::begin();
@@ -60,6 +84,20 @@ async fn amqp_consumer_and_publish_survive_a_rabbitmq_outage() {
     delivery.ack().await.expect("ack after the reconnect");
 
     broker.ping().await.expect("connected again");
+    // The subscriber was told of the gap, and is live again.
+    let (gap, mut subscriber) = tokio::time::timeout(Duration::from_secs(30), subscribed)
+        .await
+        .expect("the subscriber noticed the outage")
+        .expect("the subscriber task");
+    assert_eq!(gap, Broadcast::Gap);
+    broker
+        .broadcast("events", b"after")
+        .await
+        .expect("broadcast after the reconnect");
+    let got = tokio::time::timeout(Duration::from_secs(10), subscriber.next())
+        .await
+        .expect("a broadcast after the reconnect");
+    assert_eq!(got, Broadcast::Message(b"after".to_vec()));
     broker
         .publish("transform", b"after the outage", 0)
         .await

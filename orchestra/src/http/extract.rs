@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 
 use crate::auth::{self, Authenticated, Caller, Credentials, Node, NodeCall};
 use crate::error::ApiError;
+use crate::live::Watcher;
 use crate::state::AppState;
 
 /// The credentials of the Authorization header.
@@ -86,6 +87,21 @@ impl FromRequestParts<AppState> for Caller {
         Authenticated::from_request_parts(parts, state)
             .await
             .map(|a| a.caller)
+    }
+}
+
+impl FromRequestParts<AppState> for Watcher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let credentials = credentials(&parts.headers)?;
+        let ip = client_ip(parts);
+        let authenticated = auth::authenticate(state, credentials.clone(), ip).await?;
+        Ok(Watcher {
+            caller: authenticated.caller,
+            credentials,
+            ip,
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! parse, call one domain function and shape its answer; the store is the domain's business.
 
 mod auth;
+mod events;
 mod extract;
 mod health;
 mod media_auth;
@@ -87,6 +88,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(units::routes())
         .merge(node::routes())
         .merge(overview::routes())
+        .merge(events::routes())
 }
 
 /// The OpenAPI document, generated from the routes and types above.

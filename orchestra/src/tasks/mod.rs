@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::events::{Event, EventType};
 use crate::lifecycle::{self, check_holder, move_to, out_of_attempts, stale};
 use crate::models::{Hold, ListOptions, Page, Revised, TaskFilter, TaskHeader, now};
 use crate::outbox::Outgoing;
@@ -39,10 +40,20 @@ const ROUNDS: u32 = 24;
 /// the kind's own fields.
 #[async_trait]
 pub trait TaskKind:
-    Revised + Deref<Target = TaskHeader> + DerefMut + Clone + Send + Sync + Sized + 'static
+    Revised
+    + Deref<Target = TaskHeader>
+    + DerefMut
+    + Clone
+    + serde::Serialize
+    + Send
+    + Sync
+    + Sized
+    + 'static
 {
     /// How messages and errors name it: `transform task`, `publisher task`.
     const WHAT: &'static str;
+    /// How events name its kind: `transform`, `publisher`.
+    const KIND: &'static str;
     /// How its lapsed holder is named in the task's error: `unit`, `publisher unit`.
     const HOLDER: &'static str;
     /// Whether SUCCESS can still be undone (a publication is unpublished).
@@ -61,6 +72,12 @@ pub trait TaskKind:
         opts: &ListOptions,
     ) -> StoreResult<Page<Self>>;
 
+    /// The media its events are about, and the input media (a transform's) if any.
+    fn medias(&self) -> (Uuid, Option<Uuid>);
+    /// The progress its progress events carry.
+    fn progress_view(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
     /// What a claim, a hand-back or a take-back clears: the last attempt's traces.
     fn clear_attempt(&mut self) {}
     /// Whether a unit's lease applies: a publication whose files are out runs no job.
@@ -226,9 +243,38 @@ async fn change_from<K: TaskKind, R: Send>(
     Ok(written)
 }
 
-/// After a winning write: a task that has just ended is cleaned up (once: only the writer
-/// that ended it gets here), and one waiting for a message is sent it.
+/// An event about `task`, as it is now.
+fn event<K: TaskKind>(kind: EventType, task: &K, data: serde_json::Value) -> Event {
+    let mut event = Event::new(kind, data);
+    let (media, media_in) = task.medias();
+    event.user_id = Some(task.user_id);
+    event.task_id = Some(task.id);
+    event.task_kind = Some(K::KIND.to_owned());
+    event.media_id = Some(media);
+    event.media_in_id = media_in;
+    event.unit_id = task.unit_id.clone();
+    event
+}
+
+/// The event of a status change that `task` has just been written with.
+fn emit_status<K: TaskKind>(state: &AppState, before: TaskStatus, task: &K) {
+    let kind = if task.status.is_final() {
+        state.events.task_over(task.id);
+        EventType::TaskFinished
+    } else {
+        EventType::TaskStatus
+    };
+    let data = serde_json::json!({"from": before, "task": task});
+    state.events.emit(event(kind, task, data));
+}
+
+/// After a winning write: its event if the status changed; a task that has just ended is
+/// cleaned up (once: only the writer that ended it gets here), and one waiting for a message
+/// is sent it.
 pub async fn settle<K: TaskKind>(state: &AppState, before: TaskStatus, task: &K) {
+    if before != task.status {
+        emit_status(state, before, task);
+    }
     if !before.is_final() && task.status.is_final() {
         K::finished(state, task).await;
     }
@@ -252,6 +298,10 @@ pub async fn create<K: TaskKind>(
 /// Send the message of a task just stored ([`create`] does both).
 pub async fn start<K: TaskKind>(state: &AppState, task: K, ready: Option<Outgoing>) -> K {
     tracing::info!(task = %task.id, queue = %task.queue, "{} created", K::WHAT);
+    let data = serde_json::json!({ "task": &task });
+    state
+        .events
+        .emit(event(EventType::TaskCreated, &task, data));
     let id = task.id;
     let sent = match ready {
         Some(out) => send(state, task.clone(), out).await,
@@ -403,8 +453,15 @@ pub async fn progress<K: TaskKind>(
         Ok((true, ()))
     })
     .await?;
+    let task = &written.task;
+    if req.progress.is_some() && task.status.is_running() && state.events.progress_due(id) {
+        let data = serde_json::json!({"status": task.status, "progress": task.progress_view()});
+        state
+            .events
+            .emit(event(EventType::TaskProgress, task, data));
+    }
     Ok(ProgressAnswer {
-        cancel: written.task.status == TaskStatus::Revoking,
+        cancel: task.status == TaskStatus::Revoking,
     })
 }
 

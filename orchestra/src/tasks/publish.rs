@@ -129,9 +129,14 @@ fn publish_job(task: &PublisherTask, action: PublishAction, uri: &str, queue: St
 #[async_trait]
 impl TaskKind for PublisherTask {
     const WHAT: &'static str = "publisher task";
+    const KIND: &'static str = "publisher";
     const HOLDER: &'static str = "publisher unit";
     const REVOCABLE_SUCCESS: bool = true;
     type Prepared = ();
+
+    fn medias(&self) -> (Uuid, Option<Uuid>) {
+        (self.media_id, None)
+    }
 
     async fn insert(&self, store: &dyn Store) -> StoreResult<()> {
         store.create_publisher_task(self).await

@@ -120,15 +120,18 @@ pub async fn create(
         progress: None,
     };
     state.store.create_media(&media_out).await?;
+    medias::emit_changes(state, None, &media_out);
     let job = job_for(&task, &media_in, &media_out, &profile);
     tracing::info!(task = %task.id, media_in = %task.media_in_id, media_out = %media_out_id,
         profile = %profile.title, "transform task asked for");
     match tasks::create(state, task, Some(job)).await {
         Ok(task) => Ok(task),
         Err(e) => {
-            let mut orphan = media_out;
+            let mut orphan = media_out.clone();
             orphan.status = MediaStatus::Deleted;
-            let _ = state.store.update_media(&mut orphan).await;
+            if let Ok(true) = state.store.update_media(&mut orphan).await {
+                medias::emit_changes(state, Some(&media_out), &orphan);
+            }
             Err(e)
         }
     }
@@ -166,6 +169,7 @@ pub enum Output {
 #[async_trait]
 impl TaskKind for TransformTask {
     const WHAT: &'static str = "transform task";
+    const KIND: &'static str = "transform";
     const HOLDER: &'static str = "unit";
     const REVOCABLE_SUCCESS: bool = false;
     type Prepared = Output;
@@ -189,6 +193,14 @@ impl TaskKind for TransformTask {
 
     fn clear_attempt(&mut self) {
         self.progress = None;
+    }
+
+    fn medias(&self) -> (Uuid, Option<Uuid>) {
+        (self.media_out_id, Some(self.media_in_id))
+    }
+
+    fn progress_view(&self) -> serde_json::Value {
+        serde_json::to_value(&self.progress).unwrap_or_default()
     }
 
     fn on_progress(&mut self, report: ProgressReport) {

@@ -13,6 +13,11 @@
 //!
 //! Queues are durable classic queues with `x-max-priority` = [`MAX_PRIORITY`]; every
 //! declaration uses the same arguments (RabbitMQ refuses a redeclaration with others).
+//!
+//! Broadcasts go through one fanout exchange per topic (`oscied.broadcast.<topic>`), as
+//! transient messages confirmed like the others. Each [`Subscriber`] binds its own exclusive,
+//! auto-deleted, server-named queue to it and consumes without acks; after a lost connection
+//! it binds a new one and reports the [`Broadcast::Gap`].
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,14 +28,19 @@ use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, SelectAll};
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event, ExchangeKind,
+};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use super::{Acker, Broker, BrokerError, Consumer, Delivery, MAX_PRIORITY, QueueStats};
+use super::{
+    Acker, Broadcast, Broker, BrokerError, Consumer, Delivery, MAX_PRIORITY, QueueStats, Subscriber,
+};
 
 /// First delay between connection (or consume) attempts, doubled up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -138,6 +148,27 @@ impl Link {
         Ok(declared)
     }
 
+    /// Declares a topic's fanout exchange once per connection.
+    async fn declare_exchange(&self, channel: &Channel, exchange: &str) -> lapin::Result<()> {
+        let key = format!("exchange:{exchange}");
+        if self.declared().contains(&key) {
+            return Ok(());
+        }
+        channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        self.declared().insert(key);
+        Ok(())
+    }
+
     fn forget(&self, queues: &[String]) {
         let mut declared = self.declared();
         for q in queues {
@@ -237,6 +268,34 @@ impl AmqpBroker {
         )))
     }
 
+    async fn broadcast_connected(&self, topic: &str, payload: &[u8]) -> Result<(), BrokerError> {
+        let exchange = exchange_of(topic);
+        let link = self.inner.connected().await?;
+        let channel = link.publisher().await.map_err(unavailable)?;
+        link.declare_exchange(&channel, &exchange)
+            .await
+            .map_err(unavailable)?;
+        let confirm = channel
+            .basic_publish(
+                exchange.as_str().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                payload,
+                BasicProperties::default(),
+            )
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)?;
+        match confirm {
+            Confirmation::Ack(_) => Ok(()),
+            Confirmation::Nack(_) => Err(unavailable("RabbitMQ refused the broadcast")),
+            Confirmation::NotRequested => {
+                Err(unavailable("the publishing channel is not in confirm mode"))
+            }
+        }
+    }
+
     fn timed_out(&self, what: &str) -> BrokerError {
         if self.inner.current().is_some() {
             unavailable(format!(
@@ -299,6 +358,123 @@ impl Broker for AmqpBroker {
         tokio::time::timeout(PUBLISH_TIMEOUT, stats)
             .await
             .unwrap_or_else(|_| Err(self.timed_out("the queue declaration")))
+    }
+
+    async fn broadcast(&self, topic: &str, payload: &[u8]) -> Result<(), BrokerError> {
+        tokio::time::timeout(PUBLISH_TIMEOUT, self.broadcast_connected(topic, payload))
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out("the broadcast")))
+    }
+
+    fn subscribe(&self, topic: &str) -> Box<dyn Subscriber> {
+        Box::new(AmqpSubscriber {
+            broker: self.inner.clone(),
+            exchange: exchange_of(topic),
+            live: None,
+            started: false,
+        })
+    }
+}
+
+/// The fanout exchange of a broadcast topic.
+fn exchange_of(topic: &str) -> String {
+    format!("oscied.broadcast.{topic}")
+}
+
+/// A topic's subscriber: its own queue bound to the topic's exchange, on its own channel.
+struct AmqpSubscriber {
+    broker: Arc<Inner>,
+    exchange: String,
+    live: Option<(Channel, lapin::Consumer)>,
+    /// Whether it was live before: a new binding after that is a gap.
+    started: bool,
+}
+
+impl AmqpSubscriber {
+    async fn bind(&self) -> Result<(Channel, lapin::Consumer), String> {
+        let link = self.broker.connected().await.map_err(|e| e.to_string())?;
+        Self::bind_on(&link, &self.exchange)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn bind_on(link: &Link, exchange: &str) -> lapin::Result<(Channel, lapin::Consumer)> {
+        let channel = link.conn.create_channel().await?;
+        link.declare_exchange(&channel, exchange).await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                format!("oscied-{}", uuid::Uuid::new_v4()).into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
+    }
+}
+
+#[async_trait]
+impl Subscriber for AmqpSubscriber {
+    async fn next(&mut self) -> Broadcast {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if let Some((channel, consumer)) = &mut self.live {
+                let mut watch = tokio::time::interval(WATCH_INTERVAL);
+                let lost = loop {
+                    tokio::select! {
+                        delivery = consumer.next() => match delivery {
+                            Some(Ok(delivery)) => return Broadcast::Message(delivery.data),
+                            Some(Err(e)) => break e.to_string(),
+                            None => break "the consumer was cancelled".to_string(),
+                        },
+                        _ = watch.tick() => {
+                            if !channel.status().connected() {
+                                break "the channel closed".to_string();
+                            }
+                        }
+                    }
+                };
+                warn!(exchange = %self.exchange, reason = %lost, "broadcast subscription lost, binding again");
+                self.live = None;
+                continue;
+            }
+            match self.bind().await {
+                Ok(live) => {
+                    self.live = Some(live);
+                    if std::mem::replace(&mut self.started, true) {
+                        return Broadcast::Gap;
+                    }
+                }
+                Err(e) => {
+                    warn!(exchange = %self.exchange, error = %e, retry_in = ?backoff, "subscribing to RabbitMQ failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
     }
 }
 

@@ -12,7 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{Acker, Broker, BrokerError, Consumer, Delivery, MAX_PRIORITY, QueueStats};
+use super::{
+    Acker, Broadcast, Broker, BrokerError, Consumer, Delivery, MAX_PRIORITY, QueueStats, Subscriber,
+};
+
+/// How many broadcasts a subscriber may fall behind before it is told of a gap.
+const BROADCAST_BACKLOG: usize = 4096;
 
 const BANDS: usize = MAX_PRIORITY as usize + 1;
 
@@ -29,6 +34,8 @@ struct Inner {
     available: Notify,
     /// Publish counter, to order messages of equal priority across queues.
     seq: AtomicU64,
+    /// One fan-out channel per broadcast topic.
+    topics: Mutex<HashMap<String, tokio::sync::broadcast::Sender<Arc<Vec<u8>>>>>,
 }
 
 #[derive(Default)]
@@ -96,6 +103,14 @@ impl MemoryBroker {
     pub fn new() -> MemoryBroker {
         MemoryBroker::default()
     }
+
+    fn topic(&self, topic: &str) -> tokio::sync::broadcast::Sender<Arc<Vec<u8>>> {
+        let mut topics = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner());
+        topics
+            .entry(topic.to_string())
+            .or_insert_with(|| tokio::sync::broadcast::channel(BROADCAST_BACKLOG).0)
+            .clone()
+    }
 }
 
 #[async_trait]
@@ -144,6 +159,31 @@ impl Broker for MemoryBroker {
                 consumers: q.waiting,
             })
             .unwrap_or_default())
+    }
+
+    async fn broadcast(&self, topic: &str, payload: &[u8]) -> Result<(), BrokerError> {
+        // No subscriber is not an error: the message is simply nobody's.
+        let _ = self.topic(topic).send(Arc::new(payload.to_vec()));
+        Ok(())
+    }
+
+    fn subscribe(&self, topic: &str) -> Box<dyn Subscriber> {
+        Box::new(MemorySubscriber(self.topic(topic).subscribe()))
+    }
+}
+
+struct MemorySubscriber(tokio::sync::broadcast::Receiver<Arc<Vec<u8>>>);
+
+#[async_trait]
+impl Subscriber for MemorySubscriber {
+    async fn next(&mut self) -> Broadcast {
+        use tokio::sync::broadcast::error::RecvError;
+        match self.0.recv().await {
+            Ok(payload) => Broadcast::Message(payload.as_ref().clone()),
+            Err(RecvError::Lagged(_)) => Broadcast::Gap,
+            // The broker holds a sender as long as this receiver can be reached.
+            Err(RecvError::Closed) => std::future::pending().await,
+        }
     }
 }
 

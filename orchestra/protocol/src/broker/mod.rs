@@ -10,6 +10,11 @@
 //! a consumer holds at most one message and only while its `next` call waits. A busy unit
 //! therefore holds no message another, idle unit could start (units ack right after the
 //! claim, so a classic prefetch-N consumer would keep receiving while all its slots run).
+//!
+//! Besides the work queues, a broker fans transient messages out ([`Broker::broadcast`],
+//! [`Broker::subscribe`]): every live subscriber of a topic gets each one, on any connection.
+//! The orchestra's replicas share their live events this way (no persistence, no redelivery:
+//! a subscriber that lost its connection is told of the [`Broadcast::Gap`]).
 
 pub mod amqp;
 pub mod memory;
@@ -53,6 +58,27 @@ pub trait Broker: Send + Sync + 'static {
     /// [`Consumer::next`], so creating one never fails.
     fn consumer(&self, queues: &[String]) -> Box<dyn Consumer>;
     async fn queue_stats(&self, queue: &str) -> Result<QueueStats, BrokerError>;
+    /// Send one transient message to every current subscriber of `topic` (none: it is
+    /// dropped), waiting for the broker to take it.
+    async fn broadcast(&self, topic: &str, payload: &[u8]) -> Result<(), BrokerError>;
+    /// A subscriber of `topic`: it sees what is broadcast once it is live (inside its first
+    /// [`Subscriber::next`]), and reconnects on its own.
+    fn subscribe(&self, topic: &str) -> Box<dyn Subscriber>;
+}
+
+/// What a [`Subscriber`] receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broadcast {
+    Message(Vec<u8>),
+    /// Messages may have been missed since the last one (a reconnect, or this subscriber
+    /// fell behind); the subscription is live again.
+    Gap,
+}
+
+#[async_trait]
+pub trait Subscriber: Send {
+    /// The next broadcast, waiting (and reconnecting with backoff) as long as it takes.
+    async fn next(&mut self) -> Broadcast;
 }
 
 #[async_trait]
