@@ -231,9 +231,17 @@ fn emit(state: &AppState, kind: EventType, unit: &Unit) {
     state.events.emit(event);
 }
 
-/// One pass of the orchestra's loop: a `unit.offline` event for each unit that was online at
-/// the last pass (`online`, None at the first: nothing to compare with) and no longer is.
-pub async fn notice_offline(state: &AppState, online: &mut Option<HashSet<String>>) {
+/// What the loop saw online at its last pass, and when it looked.
+pub struct SeenOnline {
+    units: HashSet<String>,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One pass of the orchestra's loop: a `unit.offline` event for each unit that is offline now
+/// and was online since the last pass (`seen`; None at the first: nothing to compare with):
+/// seen online then, or heard from after it (online and gone between two passes).
+pub async fn notice_offline(state: &AppState, seen: &mut Option<SeenOnline>) {
+    let at = now();
     let units = match list(state).await {
         Ok(units) => units,
         Err(e) => {
@@ -246,13 +254,18 @@ pub async fn notice_offline(state: &AppState, online: &mut Option<HashSet<String
         .filter(|u| u.online)
         .map(|u| u.id.clone())
         .collect();
-    if let Some(was) = online.as_ref() {
-        for unit in units.iter().filter(|u| !u.online && was.contains(&u.id)) {
+    if let Some(was) = seen.as_ref() {
+        let gone =
+            |u: &&Unit| !u.online && (was.units.contains(&u.id) || u.last_heartbeat > was.at);
+        for unit in units.iter().filter(gone) {
             tracing::info!(unit = %unit.id, last_heartbeat = %unit.last_heartbeat.to_rfc3339(), "unit went offline");
             emit(state, EventType::UnitOffline, unit);
         }
     }
-    *online = Some(now_online);
+    *seen = Some(SeenOnline {
+        units: now_online,
+        at,
+    });
 }
 
 /// One pass of the orchestra's loop: forget the units offline for longer than

@@ -35,6 +35,7 @@ browser_tests! {
     tasks => "tasks.test.mjs",
     profiles => "profiles.test.mjs",
     publications => "publications.test.mjs",
+    live => "live.test.mjs",
 }
 
 /// OSCIED_MAX_UPLOAD_BYTES of the browser tests' orchestras (64 MiB; every clip is smaller).

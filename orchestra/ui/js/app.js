@@ -2,6 +2,7 @@
 
 import { events } from './api.js';
 import { h, replace } from './dom.js';
+import * as live from './live.js';
 import * as router from './router.js';
 import * as session from './session.js';
 import { button, field, messageSlot, showFormError, busy, toast } from './ui.js';
@@ -45,11 +46,35 @@ function drawNav() {
   replace(nav, h('ul', {}, NAV.filter(([, , adminOnly]) => admin || !adminOnly)
     .map(([path, label]) => h('li', {}, h('a', { href: `#${path}`, dataset: { path }, text: label })))));
   const account = session.me();
-  replace(whoami,
+  replace(whoami, badge,
     h('a', { href: '#/account', class: 'account-link', dataset: { path: '/account' } },
       h('span', { class: 'sr-only', text: 'Signed in as ' }), account?.name || account?.mail || ''),
     button('Sign out', (e) => busy(e.currentTarget, () => signOut()), { kind: 'ghost' }));
 }
+
+const LIVE_LABELS = {
+  live: ['Live', 'Changes show as they happen (event stream connected).'],
+  connecting: ['Connecting', 'Opening the event stream; pages refresh by polling meanwhile.'],
+  down: ['Polling', 'The event stream dropped: pages refresh every few seconds while it reconnects.'],
+  off: ['Polling', 'Pages refresh every few seconds.'],
+};
+
+/** Whether pages follow the event stream or poll, in the top bar. */
+function liveBadge() {
+  const badge = h('span', { class: 'live-badge', role: 'status', id: 'live-state' });
+  const show = (state) => {
+    const [text, title] = LIVE_LABELS[state] || LIVE_LABELS.off;
+    badge.textContent = text;
+    badge.title = title;
+    badge.dataset.state = state;
+  };
+  show(live.current());
+  live.subscribe({ onState: show });
+  return badge;
+}
+
+// One badge, listening once, put back in the bar at each redraw.
+const badge = liveBadge();
 
 function markNav(path) {
   for (const a of document.querySelectorAll('[data-path]')) {
@@ -72,6 +97,7 @@ async function signOut({ everywhere = false } = {}) {
 function showApp({ focus = false } = {}) {
   topbar.hidden = false;
   drawNav();
+  live.start();
   app?.stop();
   app = router.start({
     routes: ROUTES,
@@ -86,6 +112,7 @@ function showApp({ focus = false } = {}) {
 function showSignIn(message) {
   app?.stop();
   app = null;
+  live.stop();
   topbar.hidden = true;
   const slot = messageSlot();
   const mail = field({ label: 'Mail', name: 'mail', type: 'text', required: true, attrs: { autocomplete: 'username', autocapitalize: 'off', spellcheck: 'false' } });

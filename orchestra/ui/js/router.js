@@ -2,6 +2,7 @@
 // server-side fallback. Each route loads a page module whose `render(ctx)` fills `ctx.main`.
 
 import { h, replace } from './dom.js';
+import * as live from './live.js';
 import { errorBox, spinner } from './ui.js';
 
 /** Split `#/medias/abc?x=1` into the path and its query. */
@@ -22,6 +23,11 @@ function match(pattern, path) {
   }
   return params;
 }
+
+/** With the event stream up, a page still reloads this often (an event could be missed). */
+const SAFETY_MS = 30000;
+/** Events this close together make one reload. */
+const COALESCE_MS = 300;
 
 export function navigate(path) {
   location.hash = `#${path}`;
@@ -74,25 +80,64 @@ export function start({ routes, main, allowed, onRoute, context, focus = false }
         const text = q.toString();
         history.replaceState(null, '', `#${path}${text ? `?${text}` : ''}`);
       },
-      /** Call `fn` every `ms` while this page is shown and visible; calls never overlap. */
-      every(ms, fn) {
+      /**
+       * Keep the page live with `fn` (it reloads what the page shows); calls never overlap.
+       * While the event stream is up, `fn` runs when an event `wants(event)` says concerns
+       * the page (several close together make one call), after a reset, and every
+       * `SAFETY_MS`; while it is down, every `ms` (polling). `poll: true` polls every `ms`
+       * anyway (what the page shows changes without events: heartbeat ages). Only while
+       * the page is visible.
+       */
+      every(ms, fn, wants = () => true, { poll = false } = {}) {
         let running = false;
-        const tick = async () => {
-          if (running || document.hidden || signal.aborted) return;
+        let again = false;
+        let timer = null;
+        let soon = null;
+        // `fn({ live: true })` when an event asked for it: a page that skips its quiet polls
+        // (nothing running) reloads then.
+        let byEvent = false;
+        const tick = async (fromEvent = false) => {
+          byEvent = byEvent || fromEvent === true;
+          if (document.hidden || signal.aborted) return;
+          if (running) {
+            again = true;
+            return;
+          }
           running = true;
+          const live = byEvent;
+          byEvent = false;
           try {
-            await fn();
+            await fn({ live });
           } catch (e) {
             if (e.name !== 'AbortError') console.warn('refresh failed', e);
           } finally {
             running = false;
+            if (again) {
+              again = false;
+              tick(byEvent);
+            }
           }
         };
-        const timer = setInterval(tick, ms);
-        const onVisible = () => { if (!document.hidden) tick(); };
+        const coalesce = () => {
+          if (!soon) soon = setTimeout(() => { soon = null; tick(true); }, COALESCE_MS);
+        };
+        const pace = () => {
+          clearInterval(timer);
+          timer = setInterval(tick, live.connected() && !poll ? Math.max(ms, SAFETY_MS) : ms);
+        };
+        const off = live.subscribe({
+          onEvent: (event) => { if (wants(event)) coalesce(); },
+          onReset: coalesce,
+          // Back from a drop: what happened meanwhile is fetched at once.
+          onState: () => { pace(); if (live.connected()) coalesce(); },
+        });
+        pace();
+        const onVisible = () => { if (!document.hidden) tick(true); };
         document.addEventListener('visibilitychange', onVisible);
         signal.addEventListener('abort', () => {
           clearInterval(timer);
+          clearTimeout(soon);
+          off();
           document.removeEventListener('visibilitychange', onVisible);
         }, { once: true });
       },

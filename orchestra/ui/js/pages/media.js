@@ -365,8 +365,8 @@ export async function render(ctx) {
     throw e;
   }
   // Live while anything runs: tasks, publications, and a PENDING media turning READY.
-  ctx.every(3000, async () => {
-    if (!anyActive && media.status !== 'PENDING') return;
+  ctx.every(3000, async ({ live }) => {
+    if (!live && !anyActive && media.status !== 'PENDING') return;
     const fresh = await api(path(media.id), { signal: ctx.signal });
     if (fresh.status !== media.status) {
       media = fresh;
@@ -374,5 +374,5 @@ export async function render(ctx) {
       fingerprints = { tasks: '', pubs: '' };
     }
     await loadTasks();
-  });
+  }, (e) => e.media_id === media.id || e.media_in_id === media.id);
 }

@@ -202,7 +202,7 @@ export async function render(ctx) {
   drawChips();
   await load();
   // Transform outputs turn READY by themselves: while the page shows a PENDING one, look again.
-  ctx.every(4000, async () => {
-    if (pending) await load({ quiet: true });
-  });
+  ctx.every(4000, async ({ live }) => {
+    if (pending || live) await load({ quiet: true });
+  }, (e) => e.type.startsWith('media.'));
 }

@@ -111,9 +111,9 @@ export async function render(ctx) {
   // Live while something is under way; a published one is checked less often (someone
   // else may unpublish it).
   let quiet = 0;
-  ctx.every(REFRESH_MS, async () => {
+  ctx.every(REFRESH_MS, async ({ live }) => {
     if (task.status === 'REVOKED' || task.status === 'FAILURE') return;
-    if (SETTLED.includes(task.status) && (quiet = (quiet + 1) % 5) !== 0) return;
+    if (!live && SETTLED.includes(task.status) && (quiet = (quiet + 1) % 5) !== 0) return;
     try {
       task = await api(`/publisher/tasks/${task.id}`, { signal: ctx.signal });
       refreshSlot.clear();
@@ -123,5 +123,5 @@ export async function render(ctx) {
     } catch (e) {
       if (e.name !== 'AbortError') refreshSlot.show(e, { title: 'The publication could not refresh' });
     }
-  });
+  }, (e) => e.task_id === task.id);
 }

@@ -219,5 +219,5 @@ export async function render(ctx) {
     } catch (e) {
       if (e.name !== 'AbortError') refreshSlot.show(e, { title: 'The task could not refresh' });
     }
-  });
+  }, (e) => e.task_id === task.id);
 }

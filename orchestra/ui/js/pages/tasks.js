@@ -160,6 +160,8 @@ export function taskList(ctx, { path, queuesPath, noun, sorts, columns, mediaIds
   };
   const medias = mediaCache(ctx.signal);
   const listId = `${noun}-queues`;
+  // The events that change this list: its kind's tasks (`transform`, `publisher`).
+  const kind = path.startsWith('/transform') ? 'transform' : 'publisher';
   const status = field({ label: 'Status', name: 'status', type: 'select', value: state.status, options: statusOptions(state.status) });
   const queue = field({ label: 'Queue', name: 'queue', type: 'search', value: state.queue, attrs: { list: listId, placeholder: 'any queue', autocomplete: 'off' } });
   const queues = h('datalist', { id: listId });
@@ -272,7 +274,7 @@ export function taskList(ctx, { path, queuesPath, noun, sorts, columns, mediaIds
       } catch (e) {
         if (e.name !== 'AbortError') slot.show(e, { title: `The ${noun}s could not refresh` });
       }
-    });
+    }, (e) => e.type.startsWith('unit.') || (e.type.startsWith('task.') && e.task_kind === kind));
   }
 
   return { el, setup, start };

@@ -88,5 +88,6 @@ export async function render(ctx) {
     if (e.name === 'AbortError') return;
     replace(body, errorBox(e, { title: 'The units could not load' }));
   }
-  ctx.every(2000, load);
+  // Heartbeat ages change with no event: polled even with the stream up.
+  ctx.every(2000, load, (e) => e.type.startsWith('unit.') || e.type === 'task.status' || e.type === 'task.finished', { poll: true });
 }
