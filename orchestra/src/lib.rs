@@ -7,7 +7,7 @@
 //! state machines drawn for schematics/) → `http` and
 //! `loops` (the background work; only start-up spawns it) → `units`, `overview`, `live` →
 //! `tasks` →
-//! `medias`, `users`, `profiles`, `health`, `queues`, `outbox`, `lifecycle` → `auth`,
+//! `medias`, `users`, `profiles`, `health`, `queues`, `outbox`, `lifecycle`, `idempotency` → `auth`,
 //! `tokens` → `state` and the components it holds (`secrets`, `logins`, `storage`,
 //! `thumbnails`, `events`) → `store`, `models`. `http` reads the request (its extractors call `auth`)
 //! and calls one domain function per route, never the store. The test in `module_graph.rs`
@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod http;
+pub mod idempotency;
 pub mod lifecycle;
 pub mod live;
 pub mod logins;

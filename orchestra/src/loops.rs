@@ -28,6 +28,8 @@ const SWEEP: Duration = Duration::from_secs(30);
 const UNIT_SWEEP: Duration = Duration::from_secs(60);
 /// How often the leader looks for units gone silent (their `unit.offline` event).
 const UNIT_WATCH: Duration = Duration::from_secs(5);
+/// How often expired idempotency keys are forgotten.
+const IDEMPOTENCY_SWEEP: Duration = Duration::from_secs(600);
 /// The store lease the loops run under.
 const LEASE: &str = "loops";
 
@@ -103,6 +105,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
         let (mut last_sweep, mut last_reap) = (Instant::now(), Instant::now());
         let mut last_unit_sweep = Instant::now();
         let mut last_unit_watch = Instant::now();
+        let mut last_idempotency_sweep = Instant::now();
         let mut online = None;
         let mut leading: Option<Instant> = None;
         loop {
@@ -126,6 +129,10 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
             if online.is_none() || last_unit_watch.elapsed() >= UNIT_WATCH {
                 last_unit_watch = Instant::now();
                 units::notice_offline(&state, &mut online).await;
+            }
+            if last_idempotency_sweep.elapsed() >= IDEMPOTENCY_SWEEP {
+                last_idempotency_sweep = Instant::now();
+                crate::idempotency::sweep(&state).await;
             }
             if last_unit_sweep.elapsed() >= unit_sweep {
                 last_unit_sweep = Instant::now();

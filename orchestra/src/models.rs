@@ -180,6 +180,28 @@ pub struct Token {
     pub secret_stamp: String,
 }
 
+/// A request made with an `Idempotency-Key` (`crate::idempotency`), kept 24 h: in progress
+/// while `status` is None, then the answer it got, to be answered again to a repeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Idempotency {
+    /// A digest of the caller, the route and the key: one key per caller and route.
+    pub id: String,
+    /// A digest of the request body: a repeat with another body is refused.
+    pub fingerprint: String,
+    /// The request that runs it (random per request).
+    pub holder: String,
+    /// The answer's status and JSON body, once there is one.
+    pub status: Option<u16>,
+    pub body: Option<String>,
+    #[serde(with = "ts")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "ts")]
+    pub expires_at: DateTime<Utc>,
+    /// A request in progress whose holder died lets another take the key after this.
+    #[serde(with = "ts")]
+    pub lease_until: DateTime<Utc>,
+}
+
 /// One page of a list: `{"items": [...], "total": N}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Page<T> {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use orchestra::models::{
-    Counted, Hold, ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress,
-    PublisherTask, Revised, TaskFilter, TaskHeader, Token, TransformProfile, TransformTask, Unit,
-    User, UserFilter, UserRecord,
+    Counted, Hold, Idempotency, ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter,
+    Progress, PublisherTask, Revised, TaskFilter, TaskHeader, Token, TransformProfile,
+    TransformTask, Unit, User, UserFilter, UserRecord,
 };
 use orchestra::store::{Store, StoreError};
 use oscied_protocol::node::UnitKind;
@@ -158,12 +158,14 @@ contract!(
         task_scans_are_uncounted,
         task_list_totals_of_short_and_full_pages,
         leases_are_apart,
+        idempotency_records_are_kept_and_changed_by_their_holder,
     ],
     races: [
         media_races,
         task_races,
         publisher_task_races,
         lease_races,
+        idempotency_races,
     ],
 );
 
@@ -3736,4 +3738,122 @@ async fn lease_round(
         "exactly one of {n} racers takes {name}: {won:?}"
     );
     won[0]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency keys.
+
+fn idempotency(id: &str, holder: &str, expires_at: DateTime<Utc>) -> Idempotency {
+    Idempotency {
+        id: id.to_owned(),
+        fingerprint: "body-digest".to_owned(),
+        holder: holder.to_owned(),
+        status: None,
+        body: None,
+        created_at: at(0),
+        expires_at,
+        lease_until: at(2),
+    }
+}
+
+async fn idempotency_records_are_kept_and_changed_by_their_holder(store: &dyn Store) {
+    let first = idempotency("key-a", "request-1", at(60));
+    assert!(store.insert_idempotency(&first).await.expect("insert"));
+    assert_eq!(
+        store.get_idempotency("key-a").await.expect("get"),
+        Some(first.clone())
+    );
+    // The id is taken: a second insert writes nothing.
+    let second = idempotency("key-a", "request-2", at(90));
+    assert!(
+        !store
+            .insert_idempotency(&second)
+            .await
+            .expect("insert again")
+    );
+    assert_eq!(
+        store.get_idempotency("key-a").await.expect("get"),
+        Some(first.clone())
+    );
+    assert_eq!(store.get_idempotency("key-b").await.expect("get"), None);
+
+    // Only the holder finishes it, or removes it.
+    let mut done = first.clone();
+    done.status = Some(201);
+    done.body = Some(r#"{"id":"x","é":[1,2]}"#.to_owned());
+    let mut foreign = done.clone();
+    foreign.holder = "request-2".to_owned();
+    assert!(!store.finish_idempotency(&foreign).await.expect("finish"));
+    assert!(store.finish_idempotency(&done).await.expect("finish"));
+    assert_eq!(
+        store.get_idempotency("key-a").await.expect("get"),
+        Some(done.clone())
+    );
+    assert!(
+        !store
+            .delete_idempotency("key-a", "request-2")
+            .await
+            .expect("delete")
+    );
+    assert!(
+        store
+            .delete_idempotency("key-a", "request-1")
+            .await
+            .expect("delete")
+    );
+    assert_eq!(store.get_idempotency("key-a").await.expect("get"), None);
+    assert!(
+        !store
+            .finish_idempotency(&done)
+            .await
+            .expect("finish a gone one")
+    );
+
+    // Expired ones are forgotten, the others kept.
+    for (id, expires) in [("old-1", at(10)), ("old-2", at(19)), ("young", at(30))] {
+        assert!(
+            store
+                .insert_idempotency(&idempotency(id, "r", expires))
+                .await
+                .expect("insert")
+        );
+    }
+    assert_eq!(
+        store
+            .delete_expired_idempotency(at(20))
+            .await
+            .expect("sweep"),
+        2
+    );
+    assert_eq!(store.get_idempotency("old-1").await.expect("get"), None);
+    assert!(store.get_idempotency("young").await.expect("get").is_some());
+}
+
+/// Racing requests with one key, on every handle: exactly one inserts it.
+async fn idempotency_races(stores: Vec<Arc<dyn Store>>) {
+    for round in 0..5 {
+        let id = format!("raced-{round}");
+        let tries = (0..RACERS).map(|n| {
+            let store = stores[n % stores.len()].clone();
+            let record = idempotency(&id, &format!("request-{n}"), at(60));
+            tokio::spawn(async move { store.insert_idempotency(&record).await.expect("insert") })
+        });
+        let won: Vec<bool> = futures_util::future::join_all(tries)
+            .await
+            .into_iter()
+            .map(|joined| joined.expect("the racer ran"))
+            .collect();
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: {won:?}"
+        );
+        let kept = stores[0]
+            .get_idempotency(&id)
+            .await
+            .expect("get")
+            .expect("kept");
+        let winner = won.iter().position(|w| *w).expect("a winner");
+        assert_eq!(kept.holder, format!("request-{winner}"));
+    }
 }

@@ -16,11 +16,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::idempotent;
 use super::media_auth::MediaCaller;
 use super::responses::{Authed, BadQuery, JsonBody, NotFound, StoredFile};
 use super::{ApiJson, ApiQuery, list_options, list_owner, parse_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::idempotency;
 use crate::medias::{self, MediaPatch, RegisterMedia, UploadForm};
 use crate::models::{Media, MediaFilter, MediaStatus, Page};
 use crate::state::AppState;
@@ -103,6 +105,7 @@ fn parse_statuses(raw: &str) -> ApiResult<Vec<MediaStatus>> {
         (RegisterMedia = "application/json"),
         (UploadForm = "multipart/form-data")
     )),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Registering (JSON) only: the same key and body within 24 h answer the first answer again (`Idempotent-Replayed: true`) and adopt nothing; another body is a 422. Refused on uploads.")),
     responses(Authed, JsonBody, (status = 201, description = "the media, READY", body = Media),
         (status = 400, description = "malformed JSON or multipart body", body = ErrorBody),
         (status = 403, description = "root owns no medias: upload as a user", body = ErrorBody),
@@ -113,7 +116,7 @@ async fn create_media(
     State(state): State<AppState>,
     caller: Caller,
     request: Request,
-) -> ApiResult<(StatusCode, Json<Media>)> {
+) -> ApiResult<Response> {
     let owner = caller.require_user()?.id;
     let content_type = request
         .headers()
@@ -126,7 +129,15 @@ async fn create_media(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let media = if content_type.starts_with("multipart/form-data") {
+    let raw_key = idempotent::raw_key(request.headers())?;
+    if content_type.starts_with("multipart/form-data") {
+        if raw_key.is_some() {
+            return Err(ApiError::invalid_field(
+                "Idempotency-Key",
+                "Idempotency-Key applies to registering a file (JSON), not to uploads: an \
+                 upload that fails leaves nothing, so send it again without the key",
+            ));
+        }
         // Refuse a body that announces itself too large before reading any of it.
         let limit = state.config.max_upload_bytes;
         if declared.is_some_and(|len| len > limit.saturating_add(1024 * 1024)) {
@@ -137,28 +148,27 @@ async fn create_media(
         let multipart = Multipart::from_request(request, &state)
             .await
             .map_err(|e| ApiError::bad_request("malformed_multipart", e.body_text()))?;
-        medias::upload(&state, owner, multipart).await?
+        let media = medias::upload(&state, owner, multipart).await?;
+        Ok((StatusCode::CREATED, Json(media)).into_response())
     } else if content_type.starts_with("application/json") {
         // JSON stays bounded even though this route lifts axum's body limit for uploads.
         let (parts, body) = request.into_parts();
-        let bytes =
-            axum::body::to_bytes(body, 1024 * 1024).await.map_err(
-                |e| match ApiError::stalled_body(&e) {
-                    Some(stalled) => stalled,
-                    None => ApiError::too_large("a JSON body must be at most 1 MiB"),
-                },
-            )?;
+        let bytes = idempotent::json_bytes(body).await?;
+        let key = idempotent::key_of(raw_key.as_deref(), &bytes)?;
         let request = Request::from_parts(parts, Body::from(bytes));
         let ApiJson(register) = ApiJson::<RegisterMedia>::from_request(request, &state).await?;
-        medias::register(&state, owner, register).await?
+        let answer = idempotency::once(&state, &caller, "POST /medias", key, || async {
+            idempotent::created(&medias::register(&state, owner, register).await?)
+        })
+        .await?;
+        Ok(idempotent::answered(answer))
     } else {
-        return Err(ApiError::new(
+        Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send multipart/form-data (upload) or application/json (register a file under uploads/)",
-        ));
-    };
-    Ok((StatusCode::CREATED, Json(media)))
+        ))
+    }
 }
 
 /// List medias: one's own, or all for admins.

@@ -6,6 +6,7 @@ mod auth;
 mod events;
 mod extract;
 mod health;
+mod idempotent;
 mod media_auth;
 mod medias;
 mod node;

@@ -3,16 +3,19 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 
 use oscied_protocol::node::UnitKind;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::ApiQuery;
+use super::idempotent::{Submitted, answered, created};
 use super::responses::{Authed, BadQuery, JsonBody, NotFound};
 use super::task_lists::{self, TaskListQuery};
-use super::{ApiJson, ApiQuery};
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
+use crate::idempotency;
 use crate::models::{Page, PublisherTask};
 use crate::state::AppState;
 
@@ -39,6 +42,7 @@ const SORTS: &[(&str, &str)] = &[
 /// root, checks the URL answers, and the task ends SUCCESS with `publish_uri`; the media's
 /// `public_uris` then holds it.
 #[utoipa::path(post, path = "/publisher/tasks", tag = "publisher", operation_id = "create_publisher_task", request_body = NewPublisherTask,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Make retries safe: the same key and body within 24 h answer the first answer again (`Idempotent-Replayed: true`) and create nothing; another body is a 422.")),
     responses(Authed, JsonBody, (status = 201, description = "the task, queued", body = PublisherTask),
         (status = 403, description = "root owns no tasks: launch as a user", body = ErrorBody),
         (status = 404, description = "no such media", body = ErrorBody),
@@ -47,10 +51,13 @@ const SORTS: &[(&str, &str)] = &[
 async fn create_task(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(new): ApiJson<NewPublisherTask>,
-) -> ApiResult<(StatusCode, Json<PublisherTask>)> {
-    let task = publish::create(&state, &caller, new).await?;
-    Ok((StatusCode::CREATED, Json(task)))
+    Submitted { body: new, key }: Submitted<NewPublisherTask>,
+) -> ApiResult<Response> {
+    let answer = idempotency::once(&state, &caller, "POST /publisher/tasks", key, || async {
+        created(&publish::create(&state, &caller, new).await?)
+    })
+    .await?;
+    Ok(answered(answer))
 }
 
 /// List publisher tasks: one's own, or all for admins.

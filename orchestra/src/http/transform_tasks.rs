@@ -3,15 +3,18 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use oscied_protocol::node::UnitKind;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::ApiQuery;
+use super::idempotent::{Submitted, answered, created};
 use super::responses::{Authed, BadQuery, JsonBody, NotFound};
 use super::task_lists::{self, TaskListQuery};
-use super::{ApiJson, ApiQuery};
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
+use crate::idempotency;
 use crate::models::{Page, TransformTask};
 use crate::state::AppState;
 
@@ -38,6 +41,7 @@ const SORTS: &[(&str, &str)] = &[
 /// Launch a transform: creates the PENDING output media (parent_id = media_in_id) and queues
 /// the task.
 #[utoipa::path(post, path = "/transform/tasks", tag = "transform", operation_id = "create_transform_task", request_body = NewTransformTask,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Make retries safe: the same key and body within 24 h answer the first answer again (`Idempotent-Replayed: true`) and create nothing; another body is a 422.")),
     responses(Authed, JsonBody, (status = 201, description = "the task, queued", body = TransformTask),
         (status = 403, description = "root owns no tasks: launch as a user", body = ErrorBody),
         (status = 404, description = "no such media or profile", body = ErrorBody),
@@ -46,10 +50,13 @@ const SORTS: &[(&str, &str)] = &[
 async fn create_task(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(new): ApiJson<NewTransformTask>,
-) -> ApiResult<(StatusCode, Json<TransformTask>)> {
-    let task = transform::create(&state, &caller, new).await?;
-    Ok((StatusCode::CREATED, Json(task)))
+    Submitted { body: new, key }: Submitted<NewTransformTask>,
+) -> ApiResult<Response> {
+    let answer = idempotency::once(&state, &caller, "POST /transform/tasks", key, || async {
+        created(&transform::create(&state, &caller, new).await?)
+    })
+    .await?;
+    Ok(answered(answer))
 }
 
 /// List transform tasks: one's own, or all for admins.

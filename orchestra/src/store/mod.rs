@@ -11,8 +11,8 @@ use uuid::Uuid;
 #[cfg(doc)]
 use crate::models::Revised;
 use crate::models::{
-    Counted, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, TaskFilter,
-    Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
+    Counted, Idempotency, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask,
+    TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
 };
 
 pub use mongo::MongoStore;
@@ -135,6 +135,20 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_root_secret_hash(&self, hash: &str) -> StoreResult<bool>;
     /// Replace root's hash (a rotation).
     async fn set_root_secret_hash(&self, hash: &str) -> StoreResult<()>;
+
+    /// Keep `record` unless a record has its id already (then false, and that one stays): of
+    /// requests racing on one key, on any replica, exactly one wins.
+    async fn insert_idempotency(&self, record: &Idempotency) -> StoreResult<bool>;
+    async fn get_idempotency(&self, id: &str) -> StoreResult<Option<Idempotency>>;
+    /// Replace the record if `record.holder` still holds it (false, writing nothing, else).
+    async fn finish_idempotency(&self, record: &Idempotency) -> StoreResult<bool>;
+    /// Remove the record if `holder` holds it.
+    async fn delete_idempotency(&self, id: &str, holder: &str) -> StoreResult<bool>;
+    /// Forget every record that expired before `t`; how many there were.
+    async fn delete_expired_idempotency(
+        &self,
+        t: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<u64>;
 
     /// Take or renew the lease `name` for `holder` until now + `ttl`: true when `holder` has
     /// it now (nobody had it, it lapsed, or `holder` had it already), false when another

@@ -41,8 +41,9 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    Counted, Hold, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, Revised,
-    TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
+    Counted, Hold, Idempotency, ListOptions, Media, MediaFilter, Page, ProfileFilter,
+    PublisherTask, Revised, TaskFilter, Token, TransformProfile, TransformTask, Unit, User,
+    UserFilter, UserRecord,
 };
 
 /// The database when the URI names none.
@@ -72,6 +73,8 @@ pub struct MongoStore {
     secrets: Collection<Document>,
     /// `{_id: name, holder, expires_at}`: who runs the background loops.
     leases: Collection<Document>,
+    /// Requests made with an `Idempotency-Key`, `_id` the digest of caller, route and key.
+    idempotency: Collection<Document>,
 }
 
 impl MongoStore {
@@ -105,6 +108,7 @@ impl MongoStore {
             units: db.collection("units"),
             secrets: db.collection("secrets"),
             leases: db.collection("leases"),
+            idempotency: db.collection("idempotency"),
             client,
         };
         store.create_indexes().await?;
@@ -648,6 +652,54 @@ impl Store for MongoStore {
         Ok(())
     }
 
+    async fn insert_idempotency(&self, record: &Idempotency) -> StoreResult<bool> {
+        // The unique `_id` lets one racer in.
+        match Self::insert(&self.idempotency, to_doc(record, "id")?, "idempotency key").await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get_idempotency(&self, id: &str) -> StoreResult<Option<Idempotency>> {
+        Self::get(&self.idempotency, id, "id").await
+    }
+
+    async fn finish_idempotency(&self, record: &Idempotency) -> StoreResult<bool> {
+        let result = self
+            .idempotency
+            .replace_one(
+                doc! { "_id": &record.id, "holder": &record.holder },
+                to_doc(record, "id")?,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(result.matched_count > 0)
+    }
+
+    async fn delete_idempotency(&self, id: &str, holder: &str) -> StoreResult<bool> {
+        let result = self
+            .idempotency
+            .delete_one(doc! { "_id": id, "holder": holder })
+            .await
+            .map_err(unavailable)?;
+        Ok(result.deleted_count > 0)
+    }
+
+    async fn delete_expired_idempotency(&self, t: DateTime<Utc>) -> StoreResult<u64> {
+        // As for tokens: `$expr` on the timestamp string.
+        let query = doc! { "$and": [
+            { "expires_at": { "$type": "string" } },
+            { "$expr": { "$lt": ["$expires_at", ts_bound(t)] } },
+        ] };
+        let result = self
+            .idempotency
+            .delete_many(query)
+            .await
+            .map_err(unavailable)?;
+        Ok(result.deleted_count)
+    }
+
     async fn acquire_lease(
         &self,
         name: &str,
@@ -911,6 +963,7 @@ impl Stored for User {}
 impl Stored for TransformProfile {}
 impl Stored for Token {}
 impl Stored for Unit {}
+impl Stored for Idempotency {}
 
 macro_rules! stored_fenced {
     ($($record:ty),*) => {$(

@@ -32,8 +32,9 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    Counted, Hold, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask, Revised,
-    TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
+    Counted, Hold, Idempotency, ListOptions, Media, MediaFilter, Page, ProfileFilter,
+    PublisherTask, Revised, TaskFilter, Token, TransformProfile, TransformTask, Unit, User,
+    UserFilter, UserRecord,
 };
 
 #[derive(Clone)]
@@ -119,6 +120,7 @@ CREATE INDEX IF NOT EXISTS publisher_tasks_status_dispatched ON publisher_tasks
     (json_extract(doc, '$.status'), json_extract(doc, '$.dispatched_at'),
      json_extract(doc, '$.created_at'), id);
 CREATE TABLE IF NOT EXISTS units (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY,
@@ -437,6 +439,7 @@ impl Stored for User {}
 impl Stored for TransformProfile {}
 impl Stored for Token {}
 impl Stored for Unit {}
+impl Stored for Idempotency {}
 
 /// Fenced records read their revision and hold from the `rev` and `hold` columns.
 macro_rules! stored_fenced {
@@ -1042,6 +1045,66 @@ impl Store for SqliteStore {
                 params![hash],
             )
             .map(drop)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn insert_idempotency(&self, record: &Idempotency) -> StoreResult<bool> {
+        let inserted = self
+            .put_doc(
+                "INSERT INTO idempotency (id, doc) VALUES (?1, ?2)",
+                vec![Value::Text(record.id.clone())],
+                record,
+                "idempotency key",
+            )
+            .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get_idempotency(&self, id: &str) -> StoreResult<Option<Idempotency>> {
+        self.get_doc("idempotency", "id", id.to_owned()).await
+    }
+
+    async fn finish_idempotency(&self, record: &Idempotency) -> StoreResult<bool> {
+        self.put_doc(
+            "UPDATE idempotency SET doc = ?3 WHERE id = ?1 AND json_extract(doc, '$.holder') = ?2",
+            vec![
+                Value::Text(record.id.clone()),
+                Value::Text(record.holder.clone()),
+            ],
+            record,
+            "idempotency key",
+        )
+        .await
+        .map(|n| n > 0)
+    }
+
+    async fn delete_idempotency(&self, id: &str, holder: &str) -> StoreResult<bool> {
+        let (id, holder) = (id.to_owned(), holder.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM idempotency WHERE id = ?1 AND json_extract(doc, '$.holder') = ?2",
+                params![id, holder],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn delete_expired_idempotency(&self, t: DateTime<Utc>) -> StoreResult<u64> {
+        let bound = ts_bound(t);
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM idempotency WHERE json_extract(doc, '$.expires_at') < ?1",
+                [bound],
+            )
+            .map(|n| n as u64)
             .map_err(unavailable)
         })
         .await
