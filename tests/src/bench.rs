@@ -76,6 +76,16 @@ impl BenchCluster {
     /// go round-robin over the replicas. Returns once the units are online and the user
     /// exists.
     pub fn start(store: Store, replicas: usize, units: usize) -> BenchCluster {
+        BenchCluster::start_with(store, replicas, units, &[])
+    }
+
+    /// [`BenchCluster::start`] with `extra` variables on top of the orchestras'.
+    pub fn start_with(
+        store: Store,
+        replicas: usize,
+        units: usize,
+        extra: &[(&str, &str)],
+    ) -> BenchCluster {
         assert!(
             replicas == 1 || store == Store::Nx,
             "SQLite has one data dir: one replica"
@@ -99,6 +109,7 @@ impl BenchCluster {
         if let Some(uri) = &mongo {
             env.push(("OSCIED_MONGODB_URI", uri));
         }
+        env.extend_from_slice(extra);
         // Spawned together, as a deployment starts them; then each must become healthy.
         let mut orchestras: Vec<Orchestra> =
             (0..replicas).map(|_| Orchestra::spawn(&env)).collect();

@@ -18,6 +18,8 @@ pub struct SseEvent {
     /// The `event:` field (`message` when absent).
     pub event: String,
     pub data: String,
+    /// When the client read its last line.
+    pub received: std::time::SystemTime,
 }
 
 impl SseEvent {
@@ -219,6 +221,7 @@ fn read_lines(reader: impl BufRead, tx: std::sync::mpsc::Sender<Line>) {
                 id: id.take(),
                 event: event.take().unwrap_or_else(|| "message".to_owned()),
                 data: std::mem::take(&mut data).join("\n"),
+                received: std::time::SystemTime::now(),
             };
             tx.send(Line::Event(done))
         } else if let Some(comment) = line.strip_prefix(':') {
