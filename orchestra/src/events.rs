@@ -379,11 +379,6 @@ impl Hub {
             owner,
         })
     }
-
-    /// How many streams are open on this process.
-    pub fn open_streams(&self) -> usize {
-        locked(&self.streams).values().sum()
-    }
 }
 
 /// One open stream, counted against its owner's limit while alive.

@@ -18,7 +18,7 @@ pub const HEADER: &str = "idempotency-key";
 /// Set on an answer given again to a repeated request.
 const REPLAYED: &str = "idempotent-replayed";
 /// A submit's JSON body is at most this large.
-pub const MAX_JSON: usize = 1024 * 1024;
+const MAX_JSON: usize = 1024 * 1024;
 
 /// A JSON body with the request's idempotency key, if it sent one.
 pub struct Submitted<T> {
@@ -39,7 +39,7 @@ pub fn raw_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 }
 
 /// The key of a request with `raw` key and `bytes` of JSON body.
-pub fn key_of(raw: Option<&str>, bytes: &[u8]) -> ApiResult<Option<Key>> {
+fn key_of(raw: Option<&str>, bytes: &[u8]) -> ApiResult<Option<Key>> {
     raw.map(|raw| {
         let body = serde_json::from_slice(bytes).unwrap_or(Value::Null);
         Key::new(raw, &body)
@@ -48,7 +48,7 @@ pub fn key_of(raw: Option<&str>, bytes: &[u8]) -> ApiResult<Option<Key>> {
 }
 
 /// The body of `request`, at most [`MAX_JSON`] bytes.
-pub async fn json_bytes(body: Body) -> ApiResult<Bytes> {
+async fn json_bytes(body: Body) -> ApiResult<Bytes> {
     axum::body::to_bytes(body, MAX_JSON)
         .await
         .map_err(|e| match ApiError::stalled_body(&e) {

@@ -2,7 +2,6 @@
 //! media's bytes (download, files, thumbnail), which also take the media cookie.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{
     DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Path, Request, State,
 };
@@ -16,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::idempotent;
+use super::idempotent::{self, Submitted};
 use super::media_auth::MediaCaller;
 use super::responses::{Authed, BadQuery, JsonBody, NotFound, StoredFile};
 use super::{ApiJson, ApiQuery, list_options, list_owner, parse_id};
@@ -151,12 +150,12 @@ async fn create_media(
         let media = medias::upload(&state, owner, multipart).await?;
         Ok((StatusCode::CREATED, Json(media)).into_response())
     } else if content_type.starts_with("application/json") {
-        // JSON stays bounded even though this route lifts axum's body limit for uploads.
-        let (parts, body) = request.into_parts();
-        let bytes = idempotent::json_bytes(body).await?;
-        let key = idempotent::key_of(raw_key.as_deref(), &bytes)?;
-        let request = Request::from_parts(parts, Body::from(bytes));
-        let ApiJson(register) = ApiJson::<RegisterMedia>::from_request(request, &state).await?;
+        // JSON stays bounded (`Submitted` reads at most 1 MiB) even though this route lifts
+        // axum's body limit for uploads.
+        let Submitted {
+            body: register,
+            key,
+        } = Submitted::<RegisterMedia>::from_request(request, &state).await?;
         let answer = idempotency::once(&state, &caller, "POST /medias", key, || async {
             idempotent::created(&medias::register(&state, owner, register).await?)
         })

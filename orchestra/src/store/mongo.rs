@@ -342,6 +342,17 @@ impl MongoStore {
         Ok(replaced)
     }
 
+    /// Remove every document whose `expires_at` is before `t`; how many there were. As for
+    /// leases: `$expr` on the timestamp string (see `task_query`).
+    async fn delete_expired(coll: &Collection<Document>, t: DateTime<Utc>) -> StoreResult<u64> {
+        let query = doc! { "$and": [
+            { "expires_at": { "$type": "string" } },
+            { "$expr": { "$lt": ["$expires_at", ts_bound(t)] } },
+        ] };
+        let result = coll.delete_many(query).await.map_err(unavailable)?;
+        Ok(result.deleted_count)
+    }
+
     async fn delete(coll: &Collection<Document>, id: &str) -> StoreResult<bool> {
         let result = coll
             .delete_one(doc! { "_id": id })
@@ -493,13 +504,7 @@ impl Store for MongoStore {
     }
 
     async fn delete_expired_tokens(&self, t: DateTime<Utc>) -> StoreResult<u64> {
-        // As for leases: `$expr` on the timestamp string (see `task_query`).
-        let query = doc! { "$and": [
-            { "expires_at": { "$type": "string" } },
-            { "$expr": { "$lt": ["$expires_at", ts_bound(t)] } },
-        ] };
-        let result = self.tokens.delete_many(query).await.map_err(unavailable)?;
-        Ok(result.deleted_count)
+        Self::delete_expired(&self.tokens, t).await
     }
 
     async fn delete_user_tokens(&self, user_id: Uuid) -> StoreResult<u64> {
@@ -687,17 +692,7 @@ impl Store for MongoStore {
     }
 
     async fn delete_expired_idempotency(&self, t: DateTime<Utc>) -> StoreResult<u64> {
-        // As for tokens: `$expr` on the timestamp string.
-        let query = doc! { "$and": [
-            { "expires_at": { "$type": "string" } },
-            { "$expr": { "$lt": ["$expires_at", ts_bound(t)] } },
-        ] };
-        let result = self
-            .idempotency
-            .delete_many(query)
-            .await
-            .map_err(unavailable)?;
-        Ok(result.deleted_count)
+        Self::delete_expired(&self.idempotency, t).await
     }
 
     async fn acquire_lease(

@@ -262,6 +262,20 @@ impl SqliteStore {
         Ok(replaced)
     }
 
+    /// Remove every record of `table` whose doc's `expires_at` is before `t`; how many.
+    async fn delete_expired(&self, table: &'static str, t: DateTime<Utc>) -> StoreResult<u64> {
+        let bound = ts_bound(t);
+        self.with(move |c| {
+            c.execute(
+                &format!("DELETE FROM {table} WHERE json_extract(doc, '$.expires_at') < ?1"),
+                [bound],
+            )
+            .map(|n| n as u64)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
     async fn delete(&self, table: &'static str, id: String) -> StoreResult<bool> {
         self.with(move |c| {
             c.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])
@@ -870,16 +884,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_expired_tokens(&self, t: DateTime<Utc>) -> StoreResult<u64> {
-        let bound = ts_bound(t);
-        self.with(move |c| {
-            c.execute(
-                "DELETE FROM tokens WHERE json_extract(doc, '$.expires_at') < ?1",
-                [bound],
-            )
-            .map(|n| n as u64)
-            .map_err(unavailable)
-        })
-        .await
+        self.delete_expired("tokens", t).await
     }
 
     async fn delete_user_tokens(&self, user_id: Uuid) -> StoreResult<u64> {
@@ -1098,16 +1103,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_expired_idempotency(&self, t: DateTime<Utc>) -> StoreResult<u64> {
-        let bound = ts_bound(t);
-        self.with(move |c| {
-            c.execute(
-                "DELETE FROM idempotency WHERE json_extract(doc, '$.expires_at') < ?1",
-                [bound],
-            )
-            .map(|n| n as u64)
-            .map_err(unavailable)
-        })
-        .await
+        self.delete_expired("idempotency", t).await
     }
 
     async fn acquire_lease(
