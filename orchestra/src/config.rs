@@ -144,6 +144,25 @@ pub struct Config {
     #[arg(long, env = "OSCIED_EVENTS_KEEPALIVE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub events_keepalive_secs: u64,
 
+    /// Address ranges webhooks may point at although they are loopback, link-local or
+    /// private (comma-separated CIDRs, `10.0.0.0/8,127.0.0.1/32`); by default none is.
+    #[arg(long, env = "OSCIED_WEBHOOK_ALLOWED_NETS", value_delimiter = ',')]
+    pub webhook_allowed_nets: Vec<ipnet::IpNet>,
+
+    /// A webhook that failed this many attempts in a row is disabled (with the reason) until
+    /// a PATCH enables it again.
+    #[arg(long, env = "OSCIED_WEBHOOK_MAX_FAILURES", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub webhook_max_failures: u32,
+
+    /// Seconds before a failed delivery's first retry; each next waits twice as long (at
+    /// most an hour, with jitter) until the delivery is a day old.
+    #[arg(long, env = "OSCIED_WEBHOOK_RETRY_SECS", default_value_t = 10.0, value_parser = retry_secs)]
+    pub webhook_retry_secs: f64,
+
+    /// Seconds a receiver has to answer a delivery before the attempt counts as failed.
+    #[arg(long, env = "OSCIED_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub webhook_timeout_secs: u64,
+
     /// Log format.
     #[arg(long, env = "OSCIED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -161,6 +180,14 @@ pub use oscied_protocol::unit::cli::LogFormat;
 
 /// Sizes as the units take them (`500M`, `16GiB`).
 pub use oscied_protocol::unit::cli::parse_size;
+
+/// 0.05 s to one hour.
+fn retry_secs(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(secs) if (0.05..=3600.0).contains(&secs) => Ok(secs),
+        _ => Err(format!("`{raw}`: seconds from 0.05 to 3600")),
+    }
+}
 
 impl Config {
     /// The HTTP server's timeouts, shared with the in-process publisher.

@@ -251,6 +251,9 @@ pub struct Hub {
     /// Set when the orchestra stops: streams end, so that the server's graceful stop does
     /// not wait for clients that never hang up.
     closing: tokio::sync::watch::Sender<bool>,
+    /// This process's own events, for whoever acts on each event once (the webhooks): each
+    /// is emitted by one replica only, so each is taken here once in the cluster.
+    own: std::sync::OnceLock<mpsc::Sender<Arc<Event>>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -270,7 +273,15 @@ impl Hub {
             progress: Mutex::default(),
             streams: Mutex::default(),
             closing: tokio::sync::watch::Sender::new(false),
+            own: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The events this process emits from now on, up to `backlog` waiting (more are dropped,
+    /// with a warning); one taker only (None for the next).
+    pub fn take_own(&self, backlog: usize) -> Option<mpsc::Receiver<Arc<Event>>> {
+        let (tx, rx) = mpsc::channel(backlog);
+        self.own.set(tx).ok().map(|()| rx)
     }
 
     /// End every stream (the orchestra is stopping).
@@ -307,6 +318,11 @@ impl Hub {
             && fan_out.try_send(event.clone()).is_err()
         {
             tracing::warn!(event = %event.id, "event not shared with the other replicas: the broker is away and the backlog is full");
+        }
+        if let Some(own) = self.own.get()
+            && own.try_send(event.clone()).is_err()
+        {
+            tracing::warn!(event = %event.id, "event not handed to the webhooks: their backlog is full (the store is slow or away)");
         }
         self.accept(event);
     }

@@ -43,3 +43,4 @@ pub mod thumbnails;
 pub mod tokens;
 pub mod units;
 pub mod users;
+pub mod webhooks;

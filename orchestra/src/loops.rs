@@ -16,7 +16,7 @@ use oscied_protocol::TaskStatus;
 use crate::models::{ListOptions, PublisherTask, TaskFilter, TransformTask, now};
 use crate::state::AppState;
 use crate::tasks::{self, TaskKind};
-use crate::units;
+use crate::{units, webhooks};
 
 /// How often the loops wake up.
 const TICK: Duration = Duration::from_secs(1);
@@ -130,9 +130,12 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
                 last_unit_watch = Instant::now();
                 units::notice_offline(&state, &mut online).await;
             }
+            // Retries due (a delivery's first attempt is made at once where its event was).
+            webhooks::send::deliver_due(&state).await;
             if last_idempotency_sweep.elapsed() >= IDEMPOTENCY_SWEEP {
                 last_idempotency_sweep = Instant::now();
                 crate::idempotency::sweep(&state).await;
+                webhooks::sweep(&state).await;
             }
             if last_unit_sweep.elapsed() >= unit_sweep {
                 last_unit_sweep = Instant::now();

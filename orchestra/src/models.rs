@@ -355,6 +355,14 @@ pub struct TaskHeader {
     /// A running task whose unit has not reported by then is taken back.
     #[serde(with = "ts::option")]
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Where this task's events are POSTed (a webhook limited to it: `GET
+    /// /webhooks?task_id=`).
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// The callback's signing secret when the orchestra generated it: answered once, by the
+    /// request that created the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_secret: Option<String>,
     /// The store's fence: every write is conditional on it and bumps it (see [`Revised`]).
     #[serde(skip)]
     pub revision: u64,
@@ -413,6 +421,8 @@ impl TaskHeader {
             finished_at: None,
             dispatched_at: None,
             lease_expires_at: None,
+            callback_url: None,
+            callback_secret: None,
             revision: 0,
             hold: None,
         }
@@ -548,4 +558,145 @@ pub struct Unit {
     pub online: bool,
     #[serde(with = "ts")]
     pub registered_at: DateTime<Utc>,
+}
+
+/// A webhook subscription (`crate::webhooks`): the events of `events` its owner may see are
+/// POSTed to `url`, signed with its secret. A task's `callback_url` is one too, limited to
+/// that task (`task_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Webhook {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// `http(s)://…`; never a loopback, link-local or private address unless the operator
+    /// allows its range (`OSCIED_WEBHOOK_ALLOWED_NETS`).
+    pub url: String,
+    /// Event types (`task.finished`) or subjects (`task`, `media`, `unit`); empty: all.
+    pub events: Vec<String>,
+    /// Set for a task's `callback_url`: only that task's events.
+    pub task_id: Option<Uuid>,
+    /// False once it failed `OSCIED_WEBHOOK_MAX_FAILURES` attempts in a row (or by a PATCH);
+    /// a PATCH with `enabled: true` starts it again.
+    pub enabled: bool,
+    /// Why it was disabled.
+    pub disabled_reason: Option<String>,
+    /// Failed attempts since the last delivered one.
+    pub failures: u32,
+    #[serde(with = "ts")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "ts")]
+    pub updated_at: DateTime<Utc>,
+    /// The HMAC-SHA256 key of its signatures: answered once, when created; never again.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub secret: Option<String>,
+    #[serde(skip)]
+    pub revision: u64,
+}
+
+/// A webhook as stored: with its secret, which the API answers only once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookRecord {
+    #[serde(flatten)]
+    pub webhook: Webhook,
+    pub signing_key: String,
+}
+
+/// `pending` (to be sent, or sent again at `next_at`), `delivered` (a 2xx), `failed` (a
+/// final answer, or retried until it expired), `cancelled` (its webhook was disabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Failed,
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One POST of a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryAttempt {
+    #[serde(with = "ts")]
+    pub at: DateTime<Utc>,
+    /// The receiver's HTTP status; null when there was no answer.
+    pub status: Option<u16>,
+    /// From the request sent to the answer's head (or the error).
+    pub latency_ms: u64,
+    /// Why it did not count as delivered.
+    pub error: Option<String>,
+}
+
+/// One event to send to one webhook, and how it went (`GET /webhooks/{id}/deliveries`).
+/// Receivers see its id as `X-OSCIED-Delivery`, the same on every attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub webhook_id: Uuid,
+    pub user_id: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<DeliveryAttempt>,
+    /// When a pending delivery is sent (again).
+    #[serde(with = "ts::option")]
+    pub next_at: Option<DateTime<Utc>>,
+    /// The delivery this one sends again (`POST …/replay`).
+    pub replay_of: Option<Uuid>,
+    /// The exact JSON body POSTed: the event.
+    pub body: String,
+    #[serde(with = "ts")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "ts::option")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Forgotten after this (three days after it was made).
+    #[serde(with = "ts")]
+    pub expires_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub revision: u64,
+}
+
+/// Which webhooks a list returns.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookFilter {
+    pub user_id: Option<Uuid>,
+    /// Some(None): subscriptions only (no task's callback); Some(Some(id)): that task's.
+    pub task_id: Option<Option<Uuid>>,
+    pub enabled: Option<bool>,
+}
+
+/// Which deliveries a list returns.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub webhook_id: Option<Uuid>,
+    pub status: Option<DeliveryStatus>,
+    /// Pending ones due before this.
+    pub due_before: Option<DateTime<Utc>>,
+}
+
+impl Revised for WebhookRecord {
+    fn revision(&self) -> u64 {
+        self.webhook.revision
+    }
+    fn set_revision(&mut self, revision: u64) {
+        self.webhook.revision = revision;
+    }
+}
+
+impl Revised for Delivery {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+    fn set_revision(&mut self, revision: u64) {
+        self.revision = revision;
+    }
 }

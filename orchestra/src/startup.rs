@@ -46,6 +46,8 @@ pub enum StartupError {
     Units(String),
     #[error("argon2: {0}")]
     Argon(String),
+    #[error("webhooks: {0}")]
+    Webhooks(String),
     #[error("cannot listen on {1} ({0}): {2}")]
     Listen(&'static str, SocketAddr, std::io::Error),
     #[error("{0}")]
@@ -166,9 +168,11 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
     } else {
         Arc::new(crate::events::Hub::local())
     };
+    let webhooks = crate::webhooks::Webhooks::new(&config).map_err(StartupError::Webhooks)?;
     Ok(AppState {
         store,
         events,
+        webhooks: Arc::new(webhooks),
         outbox: Arc::new(Outbox::new(broker.clone())),
         broker,
         thumbnailer: Arc::new(Thumbnailer::new(storage.clone(), config.run.sandbox)),
@@ -327,6 +331,9 @@ impl Running {
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         self.background.stop_units().await;
         self.background.loops.abort();
+        if let Some(webhooks) = &self.background.webhooks {
+            webhooks.abort();
+        }
         loops::release(&self.state).await;
         self.state.events.close();
         self.stop_server.send_replace(true);
@@ -342,6 +349,8 @@ impl Running {
 /// stops the units cleanly first).
 pub struct Background {
     loops: tokio::task::JoinHandle<()>,
+    /// Matching this replica's events to the webhooks.
+    webhooks: Option<tokio::task::JoinHandle<()>>,
     units: Option<LocalUnits>,
 }
 
@@ -367,6 +376,9 @@ impl Background {
 impl Drop for Background {
     fn drop(&mut self) {
         self.loops.abort();
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.abort();
+        }
         if let Some(units) = &self.units {
             units.task.abort();
         }
@@ -477,6 +489,7 @@ pub async fn spawn(config: Config) -> Result<Running, StartupError> {
     };
     loops::recover(&state, local_units).await;
     let loops = loops::spawn(state.clone());
+    let webhooks = crate::webhooks::spawn(state.clone());
     let (units, public_url) = match publisher_listener {
         Some(publisher_listener) => {
             let (units, url) = start_local_units(&state, addr, publisher_listener).await?;
@@ -489,7 +502,11 @@ pub async fn spawn(config: Config) -> Result<Running, StartupError> {
         public_url,
         state,
         server,
-        background: Background { loops, units },
+        background: Background {
+            loops,
+            webhooks,
+            units,
+        },
         stop_server,
         _data_lock: data_lock,
     })

@@ -12,6 +12,7 @@ use crate::secrets::{Secrets, VerifiedCache};
 use crate::storage::Storage;
 use crate::store::Store;
 use crate::thumbnails::Thumbnailer;
+use crate::webhooks::Webhooks;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -31,6 +32,8 @@ pub struct AppState {
     pub replica: Arc<str>,
     /// Live events: emitted after each winning write, streamed, shared with the replicas.
     pub events: Arc<Hub>,
+    /// Webhook subscriptions as matched, and the sender of their deliveries.
+    pub webhooks: Arc<Webhooks>,
     /// Thumbnail making: bounded runs, one per media, recent failures.
     pub thumbnailer: Arc<Thumbnailer>,
 }

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use orchestra::models::{
-    Counted, Hold, Idempotency, ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter,
-    Progress, PublisherTask, Revised, TaskFilter, TaskHeader, Token, TransformProfile,
-    TransformTask, Unit, User, UserFilter, UserRecord,
+    Counted, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, Hold, Idempotency,
+    ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress, PublisherTask,
+    Revised, TaskFilter, TaskHeader, Token, TransformProfile, TransformTask, Unit, User,
+    UserFilter, UserRecord, Webhook, WebhookFilter, WebhookRecord,
 };
 use orchestra::store::{Store, StoreError};
 use oscied_protocol::node::UnitKind;
@@ -159,6 +160,8 @@ contract!(
         task_list_totals_of_short_and_full_pages,
         leases_are_apart,
         idempotency_records_are_kept_and_changed_by_their_holder,
+        webhooks_round_trip_and_filter,
+        deliveries_round_trip_filter_and_expire,
     ],
     races: [
         media_races,
@@ -166,6 +169,7 @@ contract!(
         publisher_task_races,
         lease_races,
         idempotency_races,
+        delivery_claim_races,
     ],
 );
 
@@ -266,6 +270,8 @@ fn header(user_id: Uuid, queue: &str, minute: i64) -> TaskHeader {
         finished_at: None,
         dispatched_at: None,
         lease_expires_at: None,
+        callback_url: None,
+        callback_secret: None,
         revision: 0,
         hold: None,
     }
@@ -3855,5 +3861,278 @@ async fn idempotency_races(stores: Vec<Arc<dyn Store>>) {
             .expect("kept");
         let winner = won.iter().position(|w| *w).expect("a winner");
         assert_eq!(kept.holder, format!("request-{winner}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks and deliveries.
+
+fn webhook(user_id: Uuid, task_id: Option<Uuid>, enabled: bool, minute: i64) -> WebhookRecord {
+    WebhookRecord {
+        webhook: Webhook {
+            id: Uuid::new_v4(),
+            user_id,
+            url: "https://example.com/hooks/oscied?x=é".to_owned(),
+            events: vec!["task.finished".to_owned(), "media".to_owned()],
+            task_id,
+            enabled,
+            disabled_reason: (!enabled).then(|| "20 attempts failed in a row".to_owned()),
+            failures: if enabled { 0 } else { 20 },
+            created_at: at(minute),
+            updated_at: at(minute),
+            secret: None,
+            revision: 0,
+        },
+        signing_key: "whsec_0123456789abcdef".to_owned(),
+    }
+}
+
+fn delivery(
+    webhook_id: Uuid,
+    status: DeliveryStatus,
+    next_at: Option<i64>,
+    minute: i64,
+) -> Delivery {
+    Delivery {
+        id: Uuid::new_v4(),
+        webhook_id,
+        user_id: Uuid::new_v4(),
+        event_id: format!("1700000000000-abcdefghij-{minute}"),
+        event_type: "task.finished".to_owned(),
+        status,
+        attempts: vec![DeliveryAttempt {
+            at: at(minute),
+            status: Some(503),
+            latency_ms: 12,
+            error: Some("the receiver answered 503 Service Unavailable".to_owned()),
+        }],
+        next_at: next_at.map(at),
+        replay_of: None,
+        body: r#"{"id":"e","type":"task.finished","data":{"n":1.5,"s":"é"}}"#.to_owned(),
+        created_at: at(minute),
+        finished_at: None,
+        expires_at: at(minute + 100),
+        revision: 0,
+    }
+}
+
+async fn webhooks_round_trip_and_filter(store: &dyn Store) {
+    let (alice, bob, task) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let a = webhook(alice, None, true, 1);
+    let b = webhook(alice, Some(task), true, 2);
+    let c = webhook(bob, None, false, 3);
+    for hook in [&a, &b, &c] {
+        store.create_webhook(hook).await.expect("create");
+    }
+    assert_conflict(store.create_webhook(&a).await, "id");
+    assert_eq!(
+        store.get_webhook(a.webhook.id).await.expect("get"),
+        Some(a.clone())
+    );
+    assert_eq!(store.get_webhook(Uuid::new_v4()).await.expect("get"), None);
+    let listed = |filter: WebhookFilter| async move {
+        let page = store
+            .list_webhooks(&filter, &opts("created_at", false, 0, 100))
+            .await
+            .expect("list");
+        let ids: Vec<Uuid> = page.items.iter().map(|h| h.webhook.id).collect();
+        assert_eq!(page.total, ids.len() as u64);
+        ids
+    };
+    let all = WebhookFilter::default();
+    assert_eq!(
+        listed(all.clone()).await,
+        [a.webhook.id, b.webhook.id, c.webhook.id]
+    );
+    let alices = WebhookFilter {
+        user_id: Some(alice),
+        ..all.clone()
+    };
+    assert_eq!(listed(alices).await, [a.webhook.id, b.webhook.id]);
+    let subscriptions = WebhookFilter {
+        task_id: Some(None),
+        ..all.clone()
+    };
+    assert_eq!(listed(subscriptions).await, [a.webhook.id, c.webhook.id]);
+    let callbacks = WebhookFilter {
+        task_id: Some(Some(task)),
+        ..all.clone()
+    };
+    assert_eq!(listed(callbacks).await, [b.webhook.id]);
+    let enabled = WebhookFilter {
+        task_id: Some(None),
+        enabled: Some(true),
+        ..all.clone()
+    };
+    assert_eq!(listed(enabled).await, [a.webhook.id]);
+    let disabled = WebhookFilter {
+        enabled: Some(false),
+        ..all.clone()
+    };
+    assert_eq!(listed(disabled).await, [c.webhook.id]);
+
+    // Fenced: a stale copy is refused.
+    let mut fresh = a.clone();
+    fresh.webhook.failures = 3;
+    assert!(store.update_webhook(&mut fresh).await.expect("update"));
+    assert_eq!(fresh.webhook.revision, 1);
+    let mut stale = a.clone();
+    assert!(
+        !store
+            .update_webhook(&mut stale)
+            .await
+            .expect("update stale")
+    );
+    assert_eq!(
+        store.get_webhook(a.webhook.id).await.expect("get"),
+        Some(fresh.clone())
+    );
+
+    // Deleting one takes its deliveries along, and no one else's.
+    let mine = delivery(a.webhook.id, DeliveryStatus::Pending, Some(5), 5);
+    let theirs = delivery(c.webhook.id, DeliveryStatus::Pending, Some(5), 5);
+    store.create_delivery(&mine).await.expect("create delivery");
+    store
+        .create_delivery(&theirs)
+        .await
+        .expect("create delivery");
+    assert!(store.delete_webhook(a.webhook.id).await.expect("delete"));
+    assert!(
+        !store
+            .delete_webhook(a.webhook.id)
+            .await
+            .expect("delete again")
+    );
+    assert_eq!(store.get_webhook(a.webhook.id).await.expect("get"), None);
+    assert_eq!(store.get_delivery(mine.id).await.expect("get"), None);
+    assert_eq!(
+        store.get_delivery(theirs.id).await.expect("get"),
+        Some(theirs)
+    );
+}
+
+async fn deliveries_round_trip_filter_and_expire(store: &dyn Store) {
+    let (hook, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let due = delivery(hook, DeliveryStatus::Pending, Some(10), 1);
+    let later = delivery(hook, DeliveryStatus::Pending, Some(30), 2);
+    let mut done = delivery(hook, DeliveryStatus::Delivered, None, 3);
+    done.finished_at = Some(at(3));
+    done.replay_of = Some(due.id);
+    let elsewhere = delivery(other, DeliveryStatus::Pending, Some(5), 4);
+    for d in [&due, &later, &done, &elsewhere] {
+        store.create_delivery(d).await.expect("create");
+    }
+    assert_eq!(
+        store.get_delivery(done.id).await.expect("get"),
+        Some(done.clone())
+    );
+    let listed = |filter: DeliveryFilter, sort: &'static str, descending: bool| async move {
+        let page = store
+            .list_deliveries(&filter, &opts(sort, descending, 0, 100))
+            .await
+            .expect("list");
+        page.items.iter().map(|d| d.id).collect::<Vec<Uuid>>()
+    };
+    let of_hook = DeliveryFilter {
+        webhook_id: Some(hook),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(
+        listed(of_hook.clone(), "created_at", true).await,
+        [done.id, later.id, due.id]
+    );
+    let delivered = DeliveryFilter {
+        status: Some(DeliveryStatus::Delivered),
+        ..of_hook.clone()
+    };
+    assert_eq!(listed(delivered, "created_at", false).await, [done.id]);
+    // Due: pending with `next_at` before the bound, to the millisecond.
+    let due_at = |t: DateTime<Utc>| DeliveryFilter {
+        due_before: Some(t),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(
+        listed(due_at(at(10)), "next_at", false).await,
+        [elsewhere.id]
+    );
+    assert_eq!(
+        listed(due_at(at(10) + Duration::milliseconds(1)), "next_at", false).await,
+        [elsewhere.id, due.id]
+    );
+    assert_eq!(
+        listed(due_at(at(60)), "next_at", false).await,
+        [elsewhere.id, due.id, later.id]
+    );
+
+    // Fenced, and an update keeps every field.
+    let mut sent = due.clone();
+    sent.status = DeliveryStatus::Delivered;
+    sent.next_at = None;
+    sent.finished_at = Some(at(11));
+    sent.attempts.push(DeliveryAttempt {
+        at: at(11),
+        status: Some(204),
+        latency_ms: 3,
+        error: None,
+    });
+    assert!(store.update_delivery(&mut sent).await.expect("update"));
+    assert!(
+        !store
+            .update_delivery(&mut due.clone())
+            .await
+            .expect("update stale")
+    );
+    assert_eq!(store.get_delivery(due.id).await.expect("get"), Some(sent));
+    assert_eq!(
+        listed(due_at(at(60)), "next_at", false).await,
+        [elsewhere.id, later.id]
+    );
+
+    // Expired ones are forgotten (`expires_at` = created + 100 minutes here).
+    assert_eq!(
+        store
+            .delete_expired_deliveries(at(102) + Duration::seconds(1))
+            .await
+            .expect("sweep"),
+        2
+    );
+    assert_eq!(store.get_delivery(due.id).await.expect("get"), None);
+    assert!(store.get_delivery(done.id).await.expect("get").is_some());
+}
+
+/// N senders claim one due delivery from the same read: exactly one wins.
+async fn delivery_claim_races(stores: Vec<Arc<dyn Store>>) {
+    for round in 0..5 {
+        let first = delivery(Uuid::new_v4(), DeliveryStatus::Pending, Some(1), round);
+        stores[0].create_delivery(&first).await.expect("create");
+        let read = stores[0]
+            .get_delivery(first.id)
+            .await
+            .expect("get")
+            .expect("kept");
+        let tries = (0..RACERS).map(|n| {
+            let store = stores[n % stores.len()].clone();
+            let mut claim = read.clone();
+            claim.next_at = Some(at(100 + n as i64));
+            tokio::spawn(async move { store.update_delivery(&mut claim).await.expect("claim") })
+        });
+        let won: Vec<bool> = futures_util::future::join_all(tries)
+            .await
+            .into_iter()
+            .map(|joined| joined.expect("the racer ran"))
+            .collect();
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: {won:?}"
+        );
+        let winner = won.iter().position(|w| *w).expect("a winner") as i64;
+        let kept = stores[0]
+            .get_delivery(first.id)
+            .await
+            .expect("get")
+            .expect("kept");
+        assert_eq!(kept.next_at, Some(at(100 + winner)));
+        assert_eq!(kept.revision, 1);
     }
 }

@@ -19,6 +19,7 @@ mod transform_tasks;
 pub(crate) mod ui;
 mod units;
 mod users;
+mod webhooks;
 
 use axum::Json;
 use axum::Router;
@@ -90,6 +91,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(node::routes())
         .merge(overview::routes())
         .merge(events::routes())
+        .merge(webhooks::routes())
 }
 
 /// The OpenAPI document, generated from the routes and types above.

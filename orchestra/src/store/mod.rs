@@ -11,8 +11,9 @@ use uuid::Uuid;
 #[cfg(doc)]
 use crate::models::Revised;
 use crate::models::{
-    Counted, Idempotency, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask,
-    TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
+    Counted, Delivery, DeliveryFilter, Idempotency, ListOptions, Media, MediaFilter, Page,
+    ProfileFilter, PublisherTask, TaskFilter, Token, TransformProfile, TransformTask, Unit, User,
+    UserFilter, UserRecord, WebhookFilter, WebhookRecord,
 };
 
 pub use mongo::MongoStore;
@@ -149,6 +150,32 @@ pub trait Store: Send + Sync + 'static {
         &self,
         t: chrono::DateTime<chrono::Utc>,
     ) -> StoreResult<u64>;
+
+    /// Webhooks and their deliveries are fenced like tasks (`update_*` as described above).
+    async fn create_webhook(&self, webhook: &WebhookRecord) -> StoreResult<()>;
+    async fn get_webhook(&self, id: Uuid) -> StoreResult<Option<WebhookRecord>>;
+    /// Sortable on `created_at`.
+    async fn list_webhooks(
+        &self,
+        filter: &WebhookFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<WebhookRecord>>;
+    async fn update_webhook(&self, webhook: &mut WebhookRecord) -> StoreResult<bool>;
+    /// Remove a webhook and every delivery of it (false when it was not there).
+    async fn delete_webhook(&self, id: Uuid) -> StoreResult<bool>;
+
+    async fn create_delivery(&self, delivery: &Delivery) -> StoreResult<()>;
+    async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>>;
+    /// Sortable on `created_at` and `next_at`.
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<Delivery>>;
+    async fn update_delivery(&self, delivery: &mut Delivery) -> StoreResult<bool>;
+    /// Forget every delivery that expired before `t`; how many there were.
+    async fn delete_expired_deliveries(&self, t: chrono::DateTime<chrono::Utc>)
+    -> StoreResult<u64>;
 
     /// Take or renew the lease `name` for `holder` until now + `ttl`: true when `holder` has
     /// it now (nobody had it, it lapsed, or `holder` had it already), false when another

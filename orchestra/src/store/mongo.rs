@@ -41,9 +41,9 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    Counted, Hold, Idempotency, ListOptions, Media, MediaFilter, Page, ProfileFilter,
-    PublisherTask, Revised, TaskFilter, Token, TransformProfile, TransformTask, Unit, User,
-    UserFilter, UserRecord,
+    Counted, Delivery, DeliveryFilter, DeliveryStatus, Hold, Idempotency, ListOptions, Media,
+    MediaFilter, Page, ProfileFilter, PublisherTask, Revised, TaskFilter, Token, TransformProfile,
+    TransformTask, Unit, User, UserFilter, UserRecord, WebhookFilter, WebhookRecord,
 };
 
 /// The database when the URI names none.
@@ -75,6 +75,9 @@ pub struct MongoStore {
     leases: Collection<Document>,
     /// Requests made with an `Idempotency-Key`, `_id` the digest of caller, route and key.
     idempotency: Collection<Document>,
+    webhooks: Collection<Document>,
+    /// One per event and webhook, with its attempts.
+    deliveries: Collection<Document>,
 }
 
 impl MongoStore {
@@ -109,6 +112,8 @@ impl MongoStore {
             secrets: db.collection("secrets"),
             leases: db.collection("leases"),
             idempotency: db.collection("idempotency"),
+            webhooks: db.collection("webhooks"),
+            deliveries: db.collection("deliveries"),
             client,
         };
         store.create_indexes().await?;
@@ -176,6 +181,19 @@ impl MongoStore {
                     .await
                     .map_err(unavailable)?;
             }
+        }
+        // Webhooks by owner and by task (the callbacks); deliveries by webhook (its list)
+        // and the due ones (the sender's pass).
+        let hook_keys = [
+            (&self.webhooks, doc! { "user_id": 1 }),
+            (&self.webhooks, doc! { "task_id": 1 }),
+            (&self.deliveries, doc! { "webhook_id": 1, "created_at": 1 }),
+            (&self.deliveries, doc! { "status": 1, "next_at": 1 }),
+        ];
+        for (coll, keys) in hook_keys {
+            coll.create_index(IndexModel::builder().keys(keys).build())
+                .await
+                .map_err(unavailable)?;
         }
         // Tokens are found by `_id` (their hash), which is always indexed, and revoked by
         // owner.
@@ -695,6 +713,89 @@ impl Store for MongoStore {
         Self::delete_expired(&self.idempotency, t).await
     }
 
+    async fn create_webhook(&self, webhook: &WebhookRecord) -> StoreResult<()> {
+        Self::insert_fenced(&self.webhooks, webhook).await
+    }
+
+    async fn get_webhook(&self, id: Uuid) -> StoreResult<Option<WebhookRecord>> {
+        Self::get(&self.webhooks, &id.to_string(), "id").await
+    }
+
+    async fn list_webhooks(
+        &self,
+        filter: &WebhookFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<WebhookRecord>> {
+        let mut query = Document::new();
+        if let Some(user_id) = filter.user_id {
+            query.insert("user_id", user_id.to_string());
+        }
+        match filter.task_id {
+            None => {}
+            // An explicit `$eq`: NX-27017 matches a bare `null` wrong (see `task_query`).
+            Some(None) => {
+                query.insert("task_id", doc! { "$eq": Bson::Null });
+            }
+            Some(Some(task_id)) => {
+                query.insert("task_id", task_id.to_string());
+            }
+        }
+        if let Some(enabled) = filter.enabled {
+            query.insert("enabled", enabled);
+        }
+        self.list(&self.webhooks, query, opts, "id").await
+    }
+
+    async fn update_webhook(&self, webhook: &mut WebhookRecord) -> StoreResult<bool> {
+        Self::replace_fenced(&self.webhooks, webhook).await
+    }
+
+    async fn delete_webhook(&self, id: Uuid) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.deliveries
+            .delete_many(doc! { "webhook_id": &id })
+            .await
+            .map_err(unavailable)?;
+        Self::delete(&self.webhooks, &id).await
+    }
+
+    async fn create_delivery(&self, delivery: &Delivery) -> StoreResult<()> {
+        Self::insert_fenced(&self.deliveries, delivery).await
+    }
+
+    async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>> {
+        Self::get(&self.deliveries, &id.to_string(), "id").await
+    }
+
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<Delivery>> {
+        let mut query = Document::new();
+        if let Some(webhook_id) = filter.webhook_id {
+            query.insert("webhook_id", webhook_id.to_string());
+        }
+        if let Some(status) = filter.status {
+            query.insert("status", status.as_str());
+        }
+        if let Some(t) = filter.due_before {
+            // The one-comparison form of `task_query`, which NX-27017 runs in SQL.
+            query.insert("status", DeliveryStatus::Pending.as_str());
+            query.insert("next_at", doc! { "$gt": "" });
+            query.insert("$expr", doc! { "$lt": ["$next_at", ts_bound(t)] });
+        }
+        self.list(&self.deliveries, query, opts, "id").await
+    }
+
+    async fn update_delivery(&self, delivery: &mut Delivery) -> StoreResult<bool> {
+        Self::replace_fenced(&self.deliveries, delivery).await
+    }
+
+    async fn delete_expired_deliveries(&self, t: DateTime<Utc>) -> StoreResult<u64> {
+        Self::delete_expired(&self.deliveries, t).await
+    }
+
     async fn acquire_lease(
         &self,
         name: &str,
@@ -989,7 +1090,7 @@ macro_rules! stored_fenced {
         }
     )*};
 }
-stored_fenced!(Media, TransformTask, PublisherTask);
+stored_fenced!(Media, TransformTask, PublisherTask, WebhookRecord, Delivery);
 
 fn insert_hold(doc: &mut Document, hold: Option<&Hold>) -> StoreResult<()> {
     if let Some(hold) = hold {

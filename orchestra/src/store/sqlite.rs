@@ -32,9 +32,9 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    Counted, Hold, Idempotency, ListOptions, Media, MediaFilter, Page, ProfileFilter,
-    PublisherTask, Revised, TaskFilter, Token, TransformProfile, TransformTask, Unit, User,
-    UserFilter, UserRecord,
+    Counted, Delivery, DeliveryFilter, DeliveryStatus, Hold, Idempotency, ListOptions, Media,
+    MediaFilter, Page, ProfileFilter, PublisherTask, Revised, TaskFilter, Token, TransformProfile,
+    TransformTask, Unit, User, UserFilter, UserRecord, WebhookFilter, WebhookRecord,
 };
 
 #[derive(Clone)]
@@ -122,6 +122,24 @@ CREATE INDEX IF NOT EXISTS publisher_tasks_status_dispatched ON publisher_tasks
 CREATE TABLE IF NOT EXISTS units (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    rev INTEGER NOT NULL DEFAULT 0,
+    hold TEXT,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhooks_user ON webhooks (json_extract(doc, '$.user_id'));
+CREATE INDEX IF NOT EXISTS webhooks_task ON webhooks (json_extract(doc, '$.task_id'));
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    rev INTEGER NOT NULL DEFAULT 0,
+    hold TEXT,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_webhook_created ON deliveries
+    (json_extract(doc, '$.webhook_id'), json_extract(doc, '$.created_at'));
+CREATE INDEX IF NOT EXISTS deliveries_status_next ON deliveries
+    (json_extract(doc, '$.status'), json_extract(doc, '$.next_at'));
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
@@ -474,7 +492,7 @@ macro_rules! stored_fenced {
         }
     )*};
 }
-stored_fenced!(Media, TransformTask, PublisherTask);
+stored_fenced!(Media, TransformTask, PublisherTask, WebhookRecord, Delivery);
 
 fn rev_value(revision: u64) -> StoreResult<Value> {
     i64::try_from(revision)
@@ -1104,6 +1122,96 @@ impl Store for SqliteStore {
 
     async fn delete_expired_idempotency(&self, t: DateTime<Utc>) -> StoreResult<u64> {
         self.delete_expired("idempotency", t).await
+    }
+
+    async fn create_webhook(&self, webhook: &WebhookRecord) -> StoreResult<()> {
+        self.insert_fenced("webhooks", webhook.webhook.id, webhook)
+            .await
+    }
+
+    async fn get_webhook(&self, id: Uuid) -> StoreResult<Option<WebhookRecord>> {
+        self.get_doc("webhooks", "id", id.to_string()).await
+    }
+
+    async fn list_webhooks(
+        &self,
+        filter: &WebhookFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<WebhookRecord>> {
+        let mut w = Where::default();
+        if let Some(user_id) = filter.user_id {
+            w.eq("user_id", user_id);
+        }
+        match filter.task_id {
+            None => {}
+            Some(None) => w.is_null("task_id"),
+            Some(Some(task_id)) => w.eq("task_id", task_id),
+        }
+        if let Some(enabled) = filter.enabled {
+            // JSON booleans read as 1 and 0.
+            w.clauses.push(format!(
+                "json_extract(doc, '$.enabled') = {}",
+                i32::from(enabled)
+            ));
+        }
+        self.list("webhooks", w, opts).await
+    }
+
+    async fn update_webhook(&self, webhook: &mut WebhookRecord) -> StoreResult<bool> {
+        let id = webhook.webhook.id;
+        self.replace_fenced("webhooks", id, webhook).await
+    }
+
+    async fn delete_webhook(&self, id: Uuid) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM deliveries WHERE json_extract(doc, '$.webhook_id') = ?1",
+                [&id],
+            )
+            .map_err(unavailable)?;
+            c.execute("DELETE FROM webhooks WHERE id = ?1", [&id])
+                .map(|n| n > 0)
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_delivery(&self, delivery: &Delivery) -> StoreResult<()> {
+        self.insert_fenced("deliveries", delivery.id, delivery)
+            .await
+    }
+
+    async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>> {
+        self.get_doc("deliveries", "id", id.to_string()).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        opts: &ListOptions,
+    ) -> StoreResult<Page<Delivery>> {
+        let mut w = Where::default();
+        if let Some(webhook_id) = filter.webhook_id {
+            w.eq("webhook_id", webhook_id);
+        }
+        if let Some(status) = filter.status {
+            w.eq("status", status.as_str());
+        }
+        if let Some(t) = filter.due_before {
+            w.eq("status", DeliveryStatus::Pending.as_str());
+            w.before("next_at", t);
+        }
+        self.list("deliveries", w, opts).await
+    }
+
+    async fn update_delivery(&self, delivery: &mut Delivery) -> StoreResult<bool> {
+        let id = delivery.id;
+        self.replace_fenced("deliveries", id, delivery).await
+    }
+
+    async fn delete_expired_deliveries(&self, t: DateTime<Utc>) -> StoreResult<u64> {
+        self.delete_expired("deliveries", t).await
     }
 
     async fn acquire_lease(

@@ -25,7 +25,7 @@ use crate::models::{ListOptions, MediaStatus, Page, PublisherTask, TaskFilter, T
 use crate::outbox::Outgoing;
 use crate::state::AppState;
 use crate::store::{Store, StoreResult};
-use crate::{queues, tasks};
+use crate::{queues, tasks, webhooks};
 
 /// `POST /publisher/tasks`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -37,6 +37,14 @@ pub struct NewPublisherTask {
     /// `publisher-…`) or a named one that no transform unit consumes.
     #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$")]
     pub queue: Option<String>,
+    /// Where this task's events (created, status, finished) are POSTed, signed: `http(s)://`,
+    /// not a loopback, link-local or private address unless the operator allows it.
+    #[schema(max_length = 2048)]
+    pub callback_url: Option<String>,
+    /// The callback's signing secret (16 to 256 visible ASCII characters); absent: one is
+    /// generated and answered once, as the created task's `callback_secret`.
+    #[schema(min_length = 16, max_length = 256)]
+    pub callback_secret: Option<String>,
 }
 
 /// How long a request waits for another one publishing the same media.
@@ -55,6 +63,7 @@ pub async fn create(
     queues::check_task_queue(state, UnitKind::Publisher, &queue)
         .await
         .map_err(|e| e.on("queue"))?;
+    let callback = webhooks::callback(state, new.callback_url, new.callback_secret).await?;
     let Some(held) =
         tasks::Held::take(state, format!("publish:{}", new.media_id), MEDIA_TURN).await?
     else {
@@ -63,10 +72,18 @@ pub async fn create(
             new.media_id
         )));
     };
-    let created = create_alone(state, caller, user.id, new.media_id, queue).await;
+    let callback_url = callback.as_ref().map(|c| c.url().to_owned());
+    let created = create_alone(state, caller, user.id, new.media_id, queue, callback_url).await;
     held.release(state).await;
     let (task, job) = created?;
-    Ok(tasks::start(state, task, Some(job)).await)
+    // Before the task's first event, so that the callback is sent it.
+    let shown = match callback {
+        Some(callback) => callback.register(state, user.id, task.id).await?,
+        None => None,
+    };
+    let mut task = tasks::start(state, task, Some(job)).await;
+    task.header.callback_secret = shown;
+    Ok(task)
 }
 
 /// The check of [`create`], under the media's lease.
@@ -76,6 +93,7 @@ async fn create_alone(
     user_id: Uuid,
     media_id: Uuid,
     queue: String,
+    callback_url: Option<String>,
 ) -> ApiResult<(PublisherTask, Outgoing)> {
     let media = medias::visible(state, caller, media_id)
         .await
@@ -100,7 +118,10 @@ async fn create_alone(
         )));
     }
     let task = PublisherTask {
-        header: TaskHeader::new(user_id, queue),
+        header: TaskHeader {
+            callback_url,
+            ..TaskHeader::new(user_id, queue)
+        },
         media_id: media.id,
         publish_uri: None,
     };

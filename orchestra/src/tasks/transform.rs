@@ -27,7 +27,7 @@ use crate::outbox::Outgoing;
 use crate::state::AppState;
 use crate::storage::Storage;
 use crate::store::{Store, StoreResult};
-use crate::{queues, tasks};
+use crate::{queues, tasks, webhooks};
 
 /// `POST /transform/tasks`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -51,6 +51,14 @@ pub struct NewTransformTask {
     /// 0 (default) to 9; higher runs first.
     #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<u8>,
+    /// Where this task's events (created, status, finished) are POSTed, signed: `http(s)://`,
+    /// not a loopback, link-local or private address unless the operator allows it.
+    #[schema(max_length = 2048)]
+    pub callback_url: Option<String>,
+    /// The callback's signing secret (16 to 256 visible ASCII characters); absent: one is
+    /// generated and answered once, as the created task's `callback_secret`.
+    #[schema(min_length = 16, max_length = 256)]
+    pub callback_secret: Option<String>,
 }
 
 /// Create the PENDING output media and the task, then queue it (or leave it to the dispatch
@@ -92,6 +100,7 @@ pub async fn create(
     // The unit checks the same rule again before it runs anything.
     check_output_filename(&new.filename, profile.encoder_name)
         .map_err(|e| ApiError::invalid_field("filename", e))?;
+    let callback = webhooks::callback(state, new.callback_url, new.callback_secret).await?;
 
     let at = now();
     let media_out_id = Uuid::new_v4();
@@ -119,13 +128,24 @@ pub async fn create(
         priority,
         progress: None,
     };
+    let mut task = task;
+    let shown = match callback {
+        Some(callback) => {
+            task.header.callback_url = Some(callback.url().to_owned());
+            callback.register(state, user.id, task.id).await?
+        }
+        None => None,
+    };
     state.store.create_media(&media_out).await?;
     medias::emit_changes(state, None, &media_out);
     let job = job_for(&task, &media_in, &media_out, &profile);
     tracing::info!(task = %task.id, media_in = %task.media_in_id, media_out = %media_out_id,
         profile = %profile.title, "transform task asked for");
     match tasks::create(state, task, Some(job)).await {
-        Ok(task) => Ok(task),
+        Ok(mut task) => {
+            task.header.callback_secret = shown;
+            Ok(task)
+        }
         Err(e) => {
             let mut orphan = media_out.clone();
             orphan.status = MediaStatus::Deleted;
