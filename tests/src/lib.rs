@@ -248,6 +248,7 @@ pub mod api;
 pub mod bench;
 pub mod orchestra;
 pub mod rabbit;
+pub mod receiver;
 pub mod sse;
 pub mod units;
 

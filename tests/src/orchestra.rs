@@ -45,6 +45,10 @@ const OSCIED_VARS: &[&str] = &[
     "OSCIED_DRAIN_SECS",
     "OSCIED_EVENTS_MAX_STREAMS",
     "OSCIED_EVENTS_KEEPALIVE_SECS",
+    "OSCIED_WEBHOOK_ALLOWED_NETS",
+    "OSCIED_WEBHOOK_MAX_FAILURES",
+    "OSCIED_WEBHOOK_RETRY_SECS",
+    "OSCIED_WEBHOOK_TIMEOUT_SECS",
 ];
 
 /// A running orchestra process, killed on drop. Its working directory holds `oscied-data/`

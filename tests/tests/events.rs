@@ -28,16 +28,6 @@ fn refused(api: &Api, query: &str) -> (u16, Value) {
     }
 }
 
-/// A second user, and its client.
-fn other_user(cluster: &Cluster, mail: &str) -> Api {
-    let (status, user) = cluster.root_api().post(
-        "/users",
-        &json!({"first_name": "Eve", "last_name": "Other", "mail": mail, "secret": "eve-secret-1"}),
-    );
-    assert_eq!(status, 201, "{user}");
-    cluster.api().as_user(mail, "eve-secret-1")
-}
-
 fn of_task<'a>(events: &'a [SseEvent], id: &str) -> Vec<&'a SseEvent> {
     events
         .iter()
@@ -62,7 +52,7 @@ fn millis(event: &SseEvent) -> i64 {
 #[test]
 fn a_stream_shows_a_tasks_whole_life_in_order_and_nothing_of_other_users() {
     let mut cluster = Cluster::standalone_with(&[("OSCIED_EVENTS_KEEPALIVE_SECS", "1")]);
-    let eve = other_user(&cluster, "eve@example.com");
+    let eve = cluster.other_user("eve@example.com");
     let mut mine = open(cluster.api(), "?types=task,media", None);
     let mut hers = open(&eve, "", None);
     let mut root = open(
@@ -211,7 +201,7 @@ fn a_stream_shows_a_tasks_whole_life_in_order_and_nothing_of_other_users() {
 #[test]
 fn a_client_resuming_with_last_event_id_gets_what_it_missed() {
     let cluster = Cluster::standalone_with(&[("OSCIED_EVENTS_MAX_STREAMS", "3")]);
-    let eve = other_user(&cluster, "eve@example.com");
+    let eve = cluster.other_user("eve@example.com");
     let api = cluster.api();
 
     let mut first = open(api, "?types=media.status", None);

@@ -12,14 +12,19 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use axum::http::{HeaderMap, Request, StatusCode, Uri};
 use chrono::{DateTime, Utc};
 use hmac::{KeyInit, Mac};
-use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::target::Targets;
+use super::target::{Guarded, Targets};
 use crate::models::{
     Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, ListOptions, WebhookRecord, now,
 };
@@ -36,9 +41,13 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(15);
 /// The most due deliveries one pass starts.
 const PASS: u64 = 500;
 
+type Https = hyper_rustls::HttpsConnector<HttpConnector<Guarded>>;
+
 /// The webhooks' HTTP client and what is in flight here.
 pub struct Sender {
-    client: reqwest::Client,
+    /// HTTP/1.1 and HTTPS (webpki roots), every name resolved through [`Guarded`], no
+    /// proxy, and no redirect followed (this client follows none).
+    client: Client<Https, Full<Bytes>>,
     targets: Targets,
     timeout: Duration,
     permits: Semaphore,
@@ -104,16 +113,19 @@ impl Sender {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         })
         .with_no_client_auth();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(targets.resolver())
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .timeout(timeout)
+        let mut http = HttpConnector::new_with_resolver(targets.resolver());
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(4)
-            .build()
-            .map_err(|e| format!("the webhooks' HTTP client: {e}"))?;
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https);
         Ok(Sender {
             client,
             targets,
@@ -147,10 +159,9 @@ impl Sender {
         let at = now();
         let started = Instant::now();
         let (status, outcome, error) = match self.try_post(hook, delivery).await {
-            Ok(answer) => {
-                let status = answer.status();
+            Ok((status, headers)) => {
                 let outcome = match judge(status) {
-                    Outcome::Retry(_) => Outcome::Retry(retry_after(&answer)),
+                    Outcome::Retry(_) => Outcome::Retry(retry_after(&headers)),
                     other => other,
                 };
                 let error = (outcome != Outcome::Delivered).then(|| {
@@ -180,17 +191,19 @@ impl Sender {
         &self,
         hook: &WebhookRecord,
         delivery: &Delivery,
-    ) -> Result<reqwest::Response, (Outcome, String)> {
-        let url = reqwest::Url::parse(&hook.webhook.url)
+    ) -> Result<(StatusCode, HeaderMap), (Outcome, String)> {
+        let url = url::Url::parse(&hook.webhook.url)
             .map_err(|e| (Outcome::Final, format!("the URL is invalid: {e}")))?;
         self.targets
             .check_literal(&url)
             .map_err(|why| (Outcome::Final, why))?;
+        let uri: Uri = url
+            .as_str()
+            .parse()
+            .map_err(|e| (Outcome::Final, format!("the URL is invalid: {e}")))?;
         let timestamp = now().timestamp();
-        let request = self
-            .client
-            .post(url)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        let request = Request::post(uri)
+            .header(CONTENT_TYPE, "application/json")
             .header(
                 USER_AGENT,
                 concat!("OSCIED-Webhooks/", env!("CARGO_PKG_VERSION")),
@@ -202,11 +215,17 @@ impl Sender {
                 "X-OSCIED-Signature",
                 signature(&hook.signing_key, timestamp, &delivery.body),
             )
-            .body(delivery.body.clone());
-        request.send().await.map_err(|e| {
-            let why = if e.is_timeout() {
-                format!("no answer within {} s", self.timeout.as_secs())
-            } else {
+            .body(Full::new(Bytes::from(delivery.body.clone())))
+            .map_err(|e| (Outcome::Final, format!("the request: {e}")))?;
+        let answer = tokio::time::timeout(self.timeout, self.client.request(request)).await;
+        match answer {
+            Err(_) => Err((
+                Outcome::Retry(None),
+                format!("no answer within {} s", self.timeout.as_secs()),
+            )),
+            // The answer's head is all it takes; its body is not read.
+            Ok(Ok(answer)) => Ok((answer.status(), answer.headers().clone())),
+            Ok(Err(e)) => {
                 // The whole chain: the resolver's refusal, the refused connection.
                 let mut why = e.to_string();
                 let mut source = std::error::Error::source(&e);
@@ -214,25 +233,20 @@ impl Sender {
                     why = format!("{why}: {cause}");
                     source = cause.source();
                 }
-                why
-            };
-            let refused = why.contains("OSCIED_WEBHOOK_ALLOWED_NETS");
-            (
-                if refused {
+                let outcome = if why.contains("OSCIED_WEBHOOK_ALLOWED_NETS") {
                     Outcome::Final
                 } else {
                     Outcome::Retry(None)
-                },
-                why,
-            )
-        })
+                };
+                Err((outcome, why))
+            }
+        }
     }
 }
 
 /// `Retry-After` in seconds (the date form is not worth it here), at most [`MAX_DELAY`].
-fn retry_after(answer: &reqwest::Response) -> Option<Duration> {
-    let secs: u64 = answer
-        .headers()
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
         .get(RETRY_AFTER)?
         .to_str()
         .ok()?

@@ -8,11 +8,15 @@
 //! DNS rebinding): the HTTP client resolves through [`Guarded`], which drops refused
 //! addresses, and literal addresses are checked before sending. Redirects are not followed.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use hyper_util::client::legacy::connect::dns::Name;
 use ipnet::IpNet;
-use reqwest::Url;
+use url::Url;
 
 /// The longest URL taken.
 const MAX_URL: usize = 2048;
@@ -98,7 +102,9 @@ impl Targets {
         if raw.len() > MAX_URL {
             return Err(format!("a URL of at most {MAX_URL} bytes"));
         }
-        let url = Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+        let mut url = Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+        // Never sent anyway.
+        url.set_fragment(None);
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
                 "the scheme must be http or https, not {}",
@@ -140,16 +146,21 @@ impl Targets {
     }
 
     /// The resolver of the webhooks' HTTP client.
-    pub fn resolver(&self) -> Arc<Guarded> {
-        Arc::new(Guarded {
+    pub fn resolver(&self) -> Guarded {
+        Guarded {
             targets: self.clone(),
-        })
+        }
     }
 }
 
 fn refusal(host: &str, ip: IpAddr, reason: &str) -> String {
+    let named = if host.trim_matches(['[', ']']) == ip.to_string() {
+        String::new()
+    } else {
+        format!(" ({ip})")
+    };
     format!(
-        "{host} is {ip}, {reason}: webhooks may not point into the orchestra's own network \
+        "{host}{named} is {reason}: webhooks may not point into the orchestra's own network \
          (an operator may allow a range with OSCIED_WEBHOOK_ALLOWED_NETS)"
     )
 }
@@ -165,13 +176,23 @@ fn literal(url: &Url) -> Option<IpAddr> {
         .ok()
 }
 
-/// Resolves like the system does, then keeps only addresses a webhook may reach.
+/// Resolves like the system does, then keeps only addresses a webhook may reach (the
+/// webhooks' HTTP connector resolves every name through it).
+#[derive(Clone)]
 pub struct Guarded {
     targets: Targets,
 }
 
-impl reqwest::dns::Resolve for Guarded {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+impl tower::Service<Name> for Guarded {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let targets = self.targets.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
@@ -192,9 +213,12 @@ impl reqwest::dns::Resolve for Guarded {
                 let why = refusals
                     .pop()
                     .unwrap_or_else(|| format!("{host} resolves to no address"));
-                return Err(why.into());
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    why,
+                ));
             }
-            Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
+            Ok(kept.into_iter())
         })
     }
 }

@@ -163,6 +163,16 @@ impl Cluster {
         &self.api
     }
 
+    /// A second user (Eve, `eve-secret-1`), and its client.
+    pub fn other_user(&self, mail: &str) -> Api {
+        let (status, user) = self.root_api().post(
+            "/users",
+            &json!({"first_name": "Eve", "last_name": "Other", "mail": mail, "secret": "eve-secret-1"}),
+        );
+        assert_eq!(status, 201, "{user}");
+        self.api().as_user(mail, "eve-secret-1")
+    }
+
     /// root's client, likewise.
     pub fn root_api(&self) -> &Api {
         &self.root
