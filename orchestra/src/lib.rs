@@ -43,4 +43,5 @@ pub mod thumbnails;
 pub mod tokens;
 pub mod units;
 pub mod users;
+pub mod webhook_client;
 pub mod webhooks;

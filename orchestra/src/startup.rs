@@ -168,7 +168,8 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
     } else {
         Arc::new(crate::events::Hub::local())
     };
-    let webhooks = crate::webhooks::Webhooks::new(&config).map_err(StartupError::Webhooks)?;
+    let webhooks =
+        crate::webhook_client::WebhookClient::new(&config).map_err(StartupError::Webhooks)?;
     Ok(AppState {
         store,
         events,

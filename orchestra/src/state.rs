@@ -12,7 +12,7 @@ use crate::secrets::{Secrets, VerifiedCache};
 use crate::storage::Storage;
 use crate::store::Store;
 use crate::thumbnails::Thumbnailer;
-use crate::webhooks::Webhooks;
+use crate::webhook_client::WebhookClient;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -33,7 +33,7 @@ pub struct AppState {
     /// Live events: emitted after each winning write, streamed, shared with the replicas.
     pub events: Arc<Hub>,
     /// Webhook subscriptions as matched, and the sender of their deliveries.
-    pub webhooks: Arc<Webhooks>,
+    pub webhooks: Arc<WebhookClient>,
     /// Thumbnail making: bounded runs, one per media, recent failures.
     pub thumbnailer: Arc<Thumbnailer>,
 }

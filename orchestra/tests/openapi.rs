@@ -74,6 +74,12 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404",
 include-operation-id = ["create_transform_task", "create_publisher_task"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
 
+# url: a public address (not loopback, private...) the name resolves to now; events: known
+# types; an account's count of webhooks.
+[[operations]]
+include-operation-id = ["create_webhook", "patch_webhook"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
+
 # queues: not reserved to the other kind; complete: the output a SUCCESS must carry.
 [[operations]]
 include-operation-id = ["heartbeat", "complete"]

@@ -5,24 +5,23 @@
 //! receiver takes it or a day has passed.
 //!
 //! Events are matched on the replica that emitted them ([`Hub::take_own`]), each once in
-//! the cluster. The enabled subscriptions are cached here for [`FRESH`]: a subscription
+//! the cluster. The enabled subscriptions are kept in the webhook client for [`FRESH`]: one
 //! made or changed on another replica is matched there within that much.
 //!
 //! [`Hub::take_own`]: crate::events::Hub::take_own
+//! [`FRESH`]: crate::webhook_client::FRESH
 
 pub mod send;
-pub mod target;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::events::{Event, EventFilter, EventType};
 use crate::models::{
@@ -31,9 +30,8 @@ use crate::models::{
 };
 use crate::state::AppState;
 use crate::store::backoff;
+use crate::webhook_client::Sub;
 
-/// How long the enabled subscriptions are matched from memory before they are read again.
-pub const FRESH: Duration = Duration::from_secs(5);
 /// Subscriptions per account (a task's callback does not count).
 const MAX_PER_USER: u64 = 50;
 /// Deliveries are forgotten this long after they were made.
@@ -53,6 +51,7 @@ const CALLBACK_EVENTS: [EventType; 3] = [
 pub struct NewWebhook {
     /// Where events are POSTed: `http(s)://`, not a loopback, link-local or private address
     /// (unless the operator allows it), at most 2048 bytes. Redirects are not followed.
+    #[schema(min_length = 1, max_length = 2048)]
     pub url: String,
     /// Event types (`task.finished`) or subjects (`task`, `media`, `unit`); empty or absent:
     /// every event.
@@ -68,67 +67,11 @@ pub struct NewWebhook {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookPatch {
+    #[schema(min_length = 1, max_length = 2048)]
     pub url: Option<String>,
     pub events: Option<Vec<String>>,
     /// `true` starts a disabled webhook again (its failure count back to 0); `false` stops it.
     pub enabled: Option<bool>,
-}
-
-/// A subscription as matched.
-#[derive(Clone)]
-struct Sub {
-    id: Uuid,
-    owner: Uuid,
-    /// Its owner is an admin, who sees everyone's events.
-    sees_all: bool,
-    filter: EventFilter,
-}
-
-impl Sub {
-    fn wants(&self, event: &Event) -> bool {
-        self.filter.matches(event)
-            && event
-                .user_id
-                .is_none_or(|owner| self.sees_all || owner == self.owner)
-    }
-}
-
-type Cached = (Instant, Arc<Vec<Sub>>);
-
-/// The webhooks' part of the orchestra's state.
-pub struct Webhooks {
-    pub(crate) sender: send::Sender,
-    /// The users' subscriptions, read at most [`FRESH`] ago (None: read them again).
-    subscriptions: Mutex<Option<Cached>>,
-    /// Tasks' callbacks, by task, as last read.
-    callbacks: Mutex<HashMap<Uuid, Cached>>,
-}
-
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Webhooks {
-    pub fn new(config: &Config) -> Result<Webhooks, String> {
-        Ok(Webhooks {
-            sender: send::Sender::new(
-                target::Targets::new(&config.webhook_allowed_nets),
-                Duration::from_secs(config.webhook_timeout_secs),
-            )?,
-            subscriptions: Mutex::default(),
-            callbacks: Mutex::default(),
-        })
-    }
-
-    /// A subscription changed here: match from the store again.
-    fn changed(&self, task_id: Option<Uuid>) {
-        match task_id {
-            Some(task) => {
-                locked(&self.callbacks).remove(&task);
-            }
-            None => *locked(&self.subscriptions) = None,
-        }
-    }
 }
 
 fn event_types(words: &[String]) -> ApiResult<Vec<String>> {
@@ -171,7 +114,6 @@ fn filter_of(webhook: &Webhook) -> EventFilter {
 async fn check_url(state: &AppState, field: &str, url: &str) -> ApiResult<String> {
     state
         .webhooks
-        .sender
         .targets()
         .check(url)
         .await
@@ -538,30 +480,22 @@ pub(crate) async fn attempted(state: &AppState, id: Uuid, delivered: bool, error
 
 /// The subscriptions that may want `event`: every user's (cached), and its task's callbacks.
 async fn candidates(state: &AppState, event: &Event) -> Vec<Sub> {
-    let hooks = &state.webhooks;
-    let mut found = Vec::new();
-    let fresh = |cached: &Cached| cached.0.elapsed() < FRESH;
-    let subscriptions = locked(&hooks.subscriptions).clone().filter(fresh);
-    let subscriptions = match subscriptions {
-        Some((_, subs)) => subs,
+    let client = &state.webhooks;
+    let subscriptions = match client.subscriptions() {
+        Some(subs) => subs,
         None => {
             let subs = Arc::new(load(state, Some(None)).await);
-            *locked(&hooks.subscriptions) = Some((Instant::now(), subs.clone()));
+            client.keep_subscriptions(subs.clone());
             subs
         }
     };
-    found.extend(subscriptions.iter().cloned());
+    let mut found: Vec<Sub> = subscriptions.iter().cloned().collect();
     if let Some(task) = event.task_id {
-        let cached = locked(&hooks.callbacks).get(&task).cloned().filter(fresh);
-        let callbacks = match cached {
-            Some((_, subs)) => subs,
+        let callbacks = match client.callbacks(task) {
+            Some(subs) => subs,
             None => {
                 let subs = Arc::new(load(state, Some(Some(task))).await);
-                let mut map = locked(&hooks.callbacks);
-                if map.len() > 10_000 {
-                    map.retain(|_, cached| fresh(cached));
-                }
-                map.insert(task, (Instant::now(), subs.clone()));
+                client.keep_callbacks(task, subs.clone());
                 subs
             }
         };

@@ -8,253 +8,19 @@
 //! sender that dies mid-attempt lets another retry after that. At least once: a receiver
 //! dedupes on `X-OSCIED-Delivery`.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use axum::http::{HeaderMap, Request, StatusCode, Uri};
 use chrono::{DateTime, Utc};
-use hmac::{KeyInit, Mac};
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::target::{Guarded, Targets};
-use crate::models::{
-    Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, ListOptions, WebhookRecord, now,
-};
+use crate::models::{Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, ListOptions, now};
 use crate::state::AppState;
+use crate::webhook_client::{Outcome, backoff};
 
-/// Attempts in flight at once per orchestra.
-const PARALLEL: usize = 32;
-/// The longest wait between two attempts.
-const MAX_DELAY: Duration = Duration::from_secs(3600);
 /// A delivery is retried until it is this old.
 pub const RETRY_FOR: chrono::Duration = chrono::Duration::hours(24);
-/// How far past its timeout a claimed attempt is left to its sender.
-const CLAIM_MARGIN: Duration = Duration::from_secs(15);
 /// The most due deliveries one pass starts.
 const PASS: u64 = 500;
-
-type Https = hyper_rustls::HttpsConnector<HttpConnector<Guarded>>;
-
-/// The webhooks' HTTP client and what is in flight here.
-pub struct Sender {
-    /// HTTP/1.1 and HTTPS (webpki roots), every name resolved through [`Guarded`], no
-    /// proxy, and no redirect followed (this client follows none).
-    client: Client<Https, Full<Bytes>>,
-    targets: Targets,
-    timeout: Duration,
-    permits: Semaphore,
-    in_flight: Mutex<HashSet<Uuid>>,
-}
-
-/// How an attempt ended.
-#[derive(Debug, PartialEq)]
-pub enum Outcome {
-    /// A 2xx.
-    Delivered,
-    /// A timeout, a connection error, a 5xx, 408 or 429: again later (the receiver's
-    /// `Retry-After` when it gave one, at most an hour).
-    Retry(Option<Duration>),
-    /// Any other answer, or a target refused: not again.
-    Final,
-}
-
-/// An attempt's signature header: HMAC-SHA256 of `{timestamp}.{body}` under the webhook's
-/// secret, in hex.
-pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body.as_bytes());
-    let digest = mac.finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
-}
-
-/// The wait before retry number `failures` (1 for the first): `base` doubled each time, at
-/// most [`MAX_DELAY`], ±25 % so that a receiver back up is not hit by everything at once.
-pub fn backoff(base: Duration, failures: u32) -> Duration {
-    let doubled = base.saturating_mul(1 << failures.saturating_sub(1).min(20));
-    let capped = doubled.min(MAX_DELAY);
-    let jitter = 0.75 + f64::from(Uuid::new_v4().as_bytes()[0]) / 510.0;
-    capped.mul_f64(jitter)
-}
-
-/// What an answer's status means for the delivery.
-pub fn judge(status: StatusCode) -> Outcome {
-    if status.is_success() {
-        Outcome::Delivered
-    } else if status.is_server_error()
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-    {
-        Outcome::Retry(None)
-    } else {
-        Outcome::Final
-    }
-}
-
-impl Sender {
-    pub fn new(targets: Targets, timeout: Duration) -> Result<Sender, String> {
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
-        .with_no_client_auth();
-        let mut http = HttpConnector::new_with_resolver(targets.resolver());
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(4)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https);
-        Ok(Sender {
-            client,
-            targets,
-            timeout,
-            permits: Semaphore::new(PARALLEL),
-            in_flight: Mutex::default(),
-        })
-    }
-
-    pub fn targets(&self) -> &Targets {
-        &self.targets
-    }
-
-    /// Mark `id` in flight here; false when it is already.
-    fn enter(&self, id: Uuid) -> bool {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id)
-    }
-
-    fn leave(&self, id: Uuid) {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-    }
-
-    /// POST one attempt.
-    async fn post(&self, hook: &WebhookRecord, delivery: &Delivery) -> (DeliveryAttempt, Outcome) {
-        let at = now();
-        let started = Instant::now();
-        let (status, outcome, error) = match self.try_post(hook, delivery).await {
-            Ok((status, headers)) => {
-                let outcome = match judge(status) {
-                    Outcome::Retry(_) => Outcome::Retry(retry_after(&headers)),
-                    other => other,
-                };
-                let error = (outcome != Outcome::Delivered).then(|| {
-                    format!(
-                        "the receiver answered {status}{}",
-                        if outcome == Outcome::Final {
-                            ": not retried (only timeouts, connection errors, 5xx, 408 and 429 are)"
-                        } else {
-                            ""
-                        }
-                    )
-                });
-                (Some(status.as_u16()), outcome, error)
-            }
-            Err((outcome, why)) => (None, outcome, Some(why)),
-        };
-        let attempt = DeliveryAttempt {
-            at,
-            status,
-            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            error,
-        };
-        (attempt, outcome)
-    }
-
-    async fn try_post(
-        &self,
-        hook: &WebhookRecord,
-        delivery: &Delivery,
-    ) -> Result<(StatusCode, HeaderMap), (Outcome, String)> {
-        let url = url::Url::parse(&hook.webhook.url)
-            .map_err(|e| (Outcome::Final, format!("the URL is invalid: {e}")))?;
-        self.targets
-            .check_literal(&url)
-            .map_err(|why| (Outcome::Final, why))?;
-        let uri: Uri = url
-            .as_str()
-            .parse()
-            .map_err(|e| (Outcome::Final, format!("the URL is invalid: {e}")))?;
-        let timestamp = now().timestamp();
-        let request = Request::post(uri)
-            .header(CONTENT_TYPE, "application/json")
-            .header(
-                USER_AGENT,
-                concat!("OSCIED-Webhooks/", env!("CARGO_PKG_VERSION")),
-            )
-            .header("X-OSCIED-Event", &delivery.event_type)
-            .header("X-OSCIED-Delivery", delivery.id.to_string())
-            .header("X-OSCIED-Timestamp", timestamp.to_string())
-            .header(
-                "X-OSCIED-Signature",
-                signature(&hook.signing_key, timestamp, &delivery.body),
-            )
-            .body(Full::new(Bytes::from(delivery.body.clone())))
-            .map_err(|e| (Outcome::Final, format!("the request: {e}")))?;
-        let answer = tokio::time::timeout(self.timeout, self.client.request(request)).await;
-        match answer {
-            Err(_) => Err((
-                Outcome::Retry(None),
-                format!("no answer within {} s", self.timeout.as_secs()),
-            )),
-            // The answer's head is all it takes; its body is not read.
-            Ok(Ok(answer)) => Ok((answer.status(), answer.headers().clone())),
-            Ok(Err(e)) => {
-                // The whole chain: the resolver's refusal, the refused connection.
-                let mut why = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    why = format!("{why}: {cause}");
-                    source = cause.source();
-                }
-                let outcome = if why.contains("OSCIED_WEBHOOK_ALLOWED_NETS") {
-                    Outcome::Final
-                } else {
-                    Outcome::Retry(None)
-                };
-                Err((outcome, why))
-            }
-        }
-    }
-}
-
-/// `Retry-After` in seconds (the date form is not worth it here), at most [`MAX_DELAY`].
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs).min(MAX_DELAY))
-}
 
 /// Start every due delivery not in flight here (the loops' leader, each second).
 pub async fn deliver_due(state: &AppState) {
@@ -278,18 +44,18 @@ pub async fn deliver_due(state: &AppState) {
 
 /// Send delivery `id` in the background if it is due and not in flight here.
 pub fn spawn_attempt(state: &AppState, id: Uuid) {
-    if !state.webhooks.sender.enter(id) {
+    if !state.webhooks.enter(id) {
         return;
     }
     let state = state.clone();
     tokio::spawn(async move {
-        let sender = &state.webhooks.sender;
-        if let Ok(_permit) = sender.permits.acquire().await
+        let client = &state.webhooks;
+        if let Some(_permit) = client.permit().await
             && let Err(e) = attempt(&state, id).await
         {
             tracing::debug!(delivery = %id, error = %e, "webhook delivery attempt not made");
         }
-        sender.leave(id);
+        client.leave(id);
     });
 }
 
@@ -316,13 +82,13 @@ async fn attempt(state: &AppState, id: Uuid) -> Result<(), crate::store::StoreEr
         store.update_delivery(&mut delivery).await?;
         return Ok(());
     }
-    let claim = state.webhooks.sender.timeout + CLAIM_MARGIN;
+    let claim = state.webhooks.claim();
     delivery.next_at = Some(at + chrono::Duration::from_std(claim).unwrap_or_default());
     if !store.update_delivery(&mut delivery).await? {
         // Another sender claimed it.
         return Ok(());
     }
-    let (tried, outcome) = state.webhooks.sender.post(&hook, &delivery).await;
+    let (tried, outcome) = state.webhooks.post(&hook, &delivery).await;
     let delivered = outcome == Outcome::Delivered;
     let error = tried.error.clone();
     tracing::debug!(delivery = %id, webhook = %hook.webhook.id, status = ?tried.status, ?outcome, "webhook attempt");
@@ -385,44 +151,7 @@ pub fn cancel(delivery: &mut Delivery, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signatures_are_hmac_sha256_of_timestamp_dot_body() {
-        // Computed with Python's hmac module (as README's verification script does).
-        assert_eq!(
-            signature("s3cret", 1_700_000_000, r#"{"a":1}"#),
-            "sha256=1698a50bc74d1ff1db85c4e0a5297c2ad9fdba245d5737cdb789e4cc6e098940"
-        );
-    }
-
-    #[test]
-    fn answers_are_judged() {
-        assert_eq!(judge(StatusCode::OK), Outcome::Delivered);
-        assert_eq!(judge(StatusCode::NO_CONTENT), Outcome::Delivered);
-        assert_eq!(
-            judge(StatusCode::INTERNAL_SERVER_ERROR),
-            Outcome::Retry(None)
-        );
-        assert_eq!(judge(StatusCode::BAD_GATEWAY), Outcome::Retry(None));
-        assert_eq!(judge(StatusCode::REQUEST_TIMEOUT), Outcome::Retry(None));
-        assert_eq!(judge(StatusCode::TOO_MANY_REQUESTS), Outcome::Retry(None));
-        assert_eq!(judge(StatusCode::NOT_FOUND), Outcome::Final);
-        assert_eq!(judge(StatusCode::GONE), Outcome::Final);
-        assert_eq!(judge(StatusCode::MOVED_PERMANENTLY), Outcome::Final);
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_an_hour() {
-        let base = Duration::from_secs(10);
-        for failures in 1..40 {
-            let expected = (base * (1 << (failures - 1).min(20))).min(MAX_DELAY);
-            let got = backoff(base, failures);
-            assert!(
-                got >= expected.mul_f64(0.75) && got <= expected.mul_f64(1.25),
-                "{failures}: {got:?}"
-            );
-        }
-    }
+    use crate::webhook_client::MAX_DELAY;
 
     #[test]
     fn retries_stop_after_a_day() {
