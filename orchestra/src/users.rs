@@ -10,7 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::logins::Argon;
 use crate::models::{ListOptions, MediaFilter, Page, User, UserFilter, UserRecord, now};
 use crate::state::AppState;
-use crate::tokens;
+use crate::{tokens, webhooks};
 
 pub const MIN_SECRET_LEN: usize = 8;
 
@@ -277,5 +277,6 @@ pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<()
     }
     state.store.delete_user(record.user.id).await?;
     tokens::revoke_all(state, record.user.id).await?;
+    webhooks::forget_user(state, record.user.id).await?;
     Ok(())
 }

@@ -213,6 +213,16 @@ fn a_receiver_gets_every_event_of_a_task_signed_once_per_delivery_although_it_fa
         assert_ne!(r.json()["user_id"], owner, "{}", r.body);
     }
 
+    // Deleting Eve deletes her webhooks.
+    let (_, me) = eve.get("/users/me");
+    let eve_id = str_of(&me, "id").to_owned();
+    let (status, _) = cluster
+        .root_api()
+        .call("DELETE", &format!("/users/{eve_id}"), None);
+    assert_eq!(status, 204);
+    let (_, left) = cluster.root_api().get(&format!("/webhooks?user_id={eve_id}"));
+    assert_eq!(left["total"], 0, "{}", pretty(&left));
+
     // The README's verification script agrees.
     let sample = &received[received.len() - 1];
     assert!(readme_verifies(SECRET, sample));

@@ -370,6 +370,23 @@ pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<()
     Ok(())
 }
 
+/// A deleted user's webhooks go with it, their deliveries too.
+pub async fn forget_user(state: &AppState, user_id: Uuid) -> ApiResult<()> {
+    let filter = WebhookFilter {
+        user_id: Some(user_id),
+        ..WebhookFilter::default()
+    };
+    let hooks = state
+        .store
+        .list_webhooks(&filter, &ListOptions::scan(100_000))
+        .await?;
+    for hook in hooks.items {
+        state.store.delete_webhook(hook.webhook.id).await?;
+        state.webhooks.changed(hook.webhook.task_id);
+    }
+    Ok(())
+}
+
 /// A webhook's deliveries, newest first by default.
 pub async fn deliveries(
     state: &AppState,
