@@ -220,7 +220,9 @@ fn a_receiver_gets_every_event_of_a_task_signed_once_per_delivery_although_it_fa
         .root_api()
         .call("DELETE", &format!("/users/{eve_id}"), None);
     assert_eq!(status, 204);
-    let (_, left) = cluster.root_api().get(&format!("/webhooks?user_id={eve_id}"));
+    let (_, left) = cluster
+        .root_api()
+        .get(&format!("/webhooks?user_id={eve_id}"));
     assert_eq!(left["total"], 0, "{}", pretty(&left));
 
     // The README's verification script agrees.

@@ -13,7 +13,9 @@
 //!      read by a `curl -N` client: on replica 0 (the writer's own) and on replica 1 (through
 //!      the RabbitMQ fanout), p50/p90/p99;
 //! (ii) the cost of `BENCH_CLIENTS` (default 100) idle streams on replica 0: its CPU while
-//!      idle for 10 s and while the revocations run, and its memory, with and without them.
+//!      idle for 10 s and while the revocations run, and its memory, with and without them;
+//! (iii) latency to a webhook receiver (a subscription to `task.finished` made on replica 0,
+//!      a local HTTP server answering 204), from the event's `at` to the request's arrival.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,6 +23,7 @@ use oscied_e2e::bench::{
     BenchCluster, Store, cores, cpu_seconds, load_average, percentile, rss_mb,
 };
 use oscied_e2e::media::clip;
+use oscied_e2e::receiver::Receiver;
 use oscied_e2e::sse::EventStream;
 use serde_json::Value;
 
@@ -51,7 +54,10 @@ fn main() {
         Store::Nx,
         2,
         0,
-        &[("OSCIED_EVENTS_MAX_STREAMS", max.as_str())],
+        &[
+            ("OSCIED_EVENTS_MAX_STREAMS", max.as_str()),
+            ("OSCIED_WEBHOOK_ALLOWED_NETS", "127.0.0.1/32"),
+        ],
     );
     let input = clip(cluster.work(), "tiny.mp4", 1, 160, 90);
     let media = cluster.upload(&input);
@@ -106,6 +112,30 @@ fn main() {
     println!("| CPU for {events} creates + revocations (s) | {work_without:.2} | {work_with:.2} |");
     table(&[("same replica, with the streams open", &with_ms)]);
     drop(streams);
+
+    println!("\n## (iii) latency: status change in the store → webhook receiver, {events} events");
+    let receiver = Receiver::scripted(Box::new(|_, _| (204, vec![])));
+    let (status, hook) = user.on(0).post(
+        "/webhooks",
+        &serde_json::json!({"url": receiver.url("/bench"), "events": ["task.finished"]}),
+    );
+    assert_eq!(status, 201, "{hook}");
+    let ids = make_and_revoke(&cluster, &media, &profile, events);
+    let got = receiver.wait_until(Duration::from_secs(120), |got| got.len() >= ids.len());
+    let mut ms: Vec<f64> = got
+        .iter()
+        .filter(|r| ids.iter().any(|id| r.json()["task_id"] == id.as_str()))
+        .map(|r| {
+            let at: SystemTime =
+                chrono::DateTime::parse_from_rfc3339(r.json()["at"].as_str().unwrap_or_default())
+                    .expect("an RFC 3339 `at`")
+                    .into();
+            r.at.duration_since(at).unwrap_or_default().as_secs_f64() * 1000.0
+        })
+        .collect();
+    assert_eq!(ms.len(), events, "every event was delivered");
+    ms.sort_by(f64::total_cmp);
+    table(&[("webhook receiver (same machine)", &ms)]);
 }
 
 fn open(api: &oscied_e2e::api::Api) -> EventStream {
@@ -129,18 +159,7 @@ fn revocations(
     local: &mut EventStream,
     remote: &mut EventStream,
 ) -> (Vec<f64>, Vec<f64>) {
-    let api = cluster.user().on(0);
-    let mut ids = Vec::with_capacity(n);
-    for i in 0..n {
-        let body = BenchCluster::task_body(media, profile, &format!("e{i}.mp4"), Some(COLD));
-        let (status, task) = api.post("/transform/tasks", &body);
-        assert_eq!(status, 201, "{task}");
-        ids.push(task["id"].as_str().expect("id").to_owned());
-    }
-    for id in &ids {
-        let (status, task) = api.call("DELETE", &format!("/transform/tasks/{id}"), None);
-        assert_eq!(status, 200, "{task}");
-    }
+    let ids = make_and_revoke(cluster, media, profile, n);
     let collect = |stream: &mut EventStream| -> Vec<f64> {
         let mut ms: Vec<f64> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -164,6 +183,24 @@ fn revocations(
         ms
     };
     (collect(local), collect(remote))
+}
+
+/// Make `n` tasks on the cold queue, then revoke each on replica 0; their ids.
+fn make_and_revoke(cluster: &BenchCluster, media: &str, profile: &str, n: usize) -> Vec<String> {
+    let api = cluster.user().on(0);
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = format!("e{}.mp4", uuid::Uuid::new_v4().simple());
+        let body = BenchCluster::task_body(media, profile, &name, Some(COLD));
+        let (status, task) = api.post("/transform/tasks", &body);
+        assert_eq!(status, 201, "{task}");
+        ids.push(task["id"].as_str().expect("id").to_owned());
+    }
+    for id in &ids {
+        let (status, task) = api.call("DELETE", &format!("/transform/tasks/{id}"), None);
+        assert_eq!(status, 200, "{task}");
+    }
+    ids
 }
 
 fn table(rows: &[(&str, &Vec<f64>)]) {

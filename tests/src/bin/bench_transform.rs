@@ -16,6 +16,10 @@
 //! `BENCH_PARTS` (letters, default `abc`) and `BENCH_ROUNDS` (rounds of (c), default 5)
 //! narrow a run while working on one part; BENCHMARKS.md reports full runs.
 //!
+//! `BENCH_ATTACH=1` (issue 15) runs (c) twice as many rounds, every other one with a webhook
+//! subscription to every event (a local receiver answering 204) and 20 open event streams,
+//! and reports the medians of both halves: what the integrations cost a batch.
+//!
 //! With two replicas each unit lists both (its own first) and the benchmark's calls go
 //! round-robin to both, so a task is often created on one replica, claimed and completed
 //! through the other, and polled on either.
@@ -31,6 +35,8 @@ use oscied_e2e::bench::{
     seconds_until,
 };
 use oscied_e2e::media::clip;
+use oscied_e2e::receiver::Receiver;
+use oscied_e2e::sse::EventStream;
 use oscied_protocol::encoder::{ffmpeg_args, validate_encoder_string};
 
 /// The overhead and batch profile: a real transcode.
@@ -79,7 +85,15 @@ fn run(store: Store, replicas: usize, parts: &str, rounds: usize) {
         load_average()
     );
     let bench = Bench {
-        cluster: BenchCluster::start(store, replicas, 2),
+        cluster: BenchCluster::start_with(
+            store,
+            replicas,
+            2,
+            &[
+                ("OSCIED_WEBHOOK_ALLOWED_NETS", "127.0.0.1/32"),
+                ("OSCIED_EVENTS_MAX_STREAMS", "64"),
+            ],
+        ),
     };
     let overhead = parts.contains('a').then(|| bench.overhead());
     let dispatch = parts.contains('b').then(|| bench.dispatch());
@@ -250,8 +264,15 @@ impl Bench {
             let input = clip(self.cluster.work(), &format!("batch-{i}.mp4"), 6, 960, 540);
             medias.push(self.cluster.upload(&input));
         }
-        let mut ratios = vec![];
+        let attach = std::env::var("BENCH_ATTACH").is_ok_and(|v| v == "1");
+        let attached = attach.then(|| Attached::new(self.cluster.user()));
+        let (mut ratios, mut with) = (vec![], vec![]);
+        let rounds = if attach { rounds * 2 } else { rounds };
         for round in 0..rounds {
+            // Odd rounds with the webhook and the streams, even ones without.
+            let streams = attached
+                .as_ref()
+                .map(|a| a.switch(self.cluster.user(), round % 2 == 1));
             // xargs: one line of arguments per clip, the exact command line a unit runs.
             let out_dir = self.cluster.work().join(format!("xargs-{round}"));
             std::fs::create_dir_all(&out_dir).expect("xargs dir");
@@ -307,14 +328,73 @@ impl Bench {
                 .zip(&cpu_before)
                 .map(|((name, after), (_, before))| format!("{name} {:.2} s", after - before))
                 .collect();
+            let attached_now = streams.as_ref().is_some_and(|s| !s.is_empty());
             println!(
-                "round {round}: xargs -P 2 {xargs:.2} s, pipeline {last:.2} s, ratio {:.3}; CPU of the system's own processes meanwhile: {}",
+                "round {round}{}: xargs -P 2 {xargs:.2} s, pipeline {last:.2} s, ratio {:.3}; CPU of the system's own processes meanwhile: {}",
+                if attached_now {
+                    " (webhook + 20 streams)"
+                } else {
+                    ""
+                },
                 last / xargs,
                 cpu.join(", ")
             );
-            ratios.push(last / xargs);
+            if attached_now {
+                with.push(last / xargs);
+            } else {
+                ratios.push(last / xargs);
+            }
+            drop(streams);
+        }
+        if let Some(attached) = attached {
+            let (without, with) = (median(&mut ratios), median(&mut with));
+            println!(
+                "(c) with the webhook and 20 streams: median ratio {with:.3} against {without:.3} without ({:+.1} %); the receiver got {} deliveries",
+                (with / without - 1.0) * 100.0,
+                attached.receiver.received().len()
+            );
         }
         median(&mut ratios)
+    }
+}
+
+/// A webhook subscription to every event and the event streams of `BENCH_ATTACH`.
+struct Attached {
+    receiver: Receiver,
+    hook: String,
+}
+
+impl Attached {
+    fn new(api: &oscied_e2e::api::Api) -> Attached {
+        let receiver = Receiver::scripted(Box::new(|_, _| (204, vec![])));
+        let (status, hook) = api.post(
+            "/webhooks",
+            &serde_json::json!({"url": receiver.url("/bench")}),
+        );
+        assert_eq!(status, 201, "{hook}");
+        Attached {
+            receiver,
+            hook: hook["id"].as_str().expect("id").to_owned(),
+        }
+    }
+
+    /// Enable the webhook and open 20 streams, or disable it; the streams.
+    fn switch(&self, api: &oscied_e2e::api::Api, on: bool) -> Vec<EventStream> {
+        let (status, hook) = api.call(
+            "PATCH",
+            &format!("/webhooks/{}", self.hook),
+            Some(&serde_json::json!({"enabled": on})),
+        );
+        assert_eq!(status, 200, "{hook}");
+        if !on {
+            return vec![];
+        }
+        (0..20)
+            .map(|_| {
+                api.events("", None)
+                    .unwrap_or_else(|(status, body)| panic!("GET /events: {status} {body}"))
+            })
+            .collect()
     }
 }
 
