@@ -101,9 +101,6 @@ fn filter_of(webhook: &Webhook) -> EventFilter {
         .collect();
     types.sort_by_key(|t| t.as_str());
     types.dedup();
-    if webhook.task_id.is_some() && types.is_empty() {
-        types = CALLBACK_EVENTS.to_vec();
-    }
     EventFilter {
         types,
         task_id: webhook.task_id,
@@ -250,7 +247,8 @@ impl Callback {
         user_id: Uuid,
         task_id: Uuid,
     ) -> ApiResult<Option<String>> {
-        let record = record(user_id, self.url, vec![], Some(task_id), self.key);
+        let events = CALLBACK_EVENTS.iter().map(|t| t.as_str().to_owned());
+        let record = record(user_id, self.url, events.collect(), Some(task_id), self.key);
         state.store.create_webhook(&record).await?;
         state.webhooks.changed(Some(task_id));
         Ok(self.generated.then_some(record.signing_key))
@@ -507,7 +505,10 @@ async fn candidates(state: &AppState, event: &Event) -> Vec<Sub> {
         }
     };
     let mut found: Vec<Sub> = subscriptions.iter().cloned().collect();
-    if let Some(task) = event.task_id {
+    // Callbacks take the events that carry the task, which says whether it has one: no
+    // lookup for the tasks (nearly all) that have none.
+    let has_callback = event.data["task"]["callback_url"].is_string();
+    if let Some(task) = event.task_id.filter(|_| has_callback) {
         let callbacks = match client.callbacks(task) {
             Some(subs) => subs,
             None => {
