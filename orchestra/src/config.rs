@@ -144,6 +144,11 @@ pub struct Config {
     #[arg(long, env = "OSCIED_EVENTS_KEEPALIVE_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub events_keepalive_secs: u64,
 
+    /// When set, `GET /metrics` answers only `Authorization: Bearer <this>` (401 otherwise);
+    /// unset, it is open to anyone who reaches the listener: firewall it.
+    #[arg(long, env = "OSCIED_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Log format.
     #[arg(long, env = "OSCIED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,

@@ -388,6 +388,12 @@ impl Hold {
 }
 
 impl TaskHeader {
+    /// Seconds from its (last) start to its end, once it ended after starting.
+    pub fn ran_secs(&self) -> Option<f64> {
+        let (started, finished) = self.started_at.zip(self.finished_at)?;
+        Some((finished - started).num_milliseconds() as f64 / 1000.0)
+    }
+
     /// End `by`'s hold on the task; whether it held it.
     pub fn end_hold(&mut self, by: &str) -> bool {
         let held = self.hold.as_ref().is_some_and(|h| h.by == by);
@@ -526,6 +532,19 @@ pub enum Counted {
     Medias,
     TransformTasks,
     PublisherTasks,
+}
+
+/// Tasks of one kind that are not over, alike in queue, status and holder (the store's
+/// `active_task_groups`): how many, and when the oldest was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskGroup {
+    pub queue: String,
+    /// As stored (`PENDING`, `STARTED`...).
+    pub status: String,
+    /// The unit holding them (or that last held a retried one).
+    pub unit_id: Option<String>,
+    pub count: u64,
+    pub oldest_created_at: Option<DateTime<Utc>>,
 }
 
 /// A worker unit as registered by its heartbeats.

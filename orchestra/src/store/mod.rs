@@ -6,13 +6,15 @@ mod mongo;
 mod sqlite;
 
 use async_trait::async_trait;
+use oscied_protocol::node::UnitKind;
 use uuid::Uuid;
 
 #[cfg(doc)]
 use crate::models::Revised;
 use crate::models::{
     Counted, Idempotency, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask,
-    TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord,
+    TaskFilter, TaskGroup, Token, TransformProfile, TransformTask, Unit, User, UserFilter,
+    UserRecord,
 };
 
 pub use mongo::MongoStore;
@@ -119,6 +121,11 @@ pub trait Store: Send + Sync + 'static {
         counted: Counted,
         user_id: Option<Uuid>,
     ) -> StoreResult<std::collections::BTreeMap<String, u64>>;
+
+    /// The tasks of `kind` that are not over (`TaskStatus::ACTIVE`), grouped by queue,
+    /// status and unit, in one grouped query on the status index (never the finished ones,
+    /// which only grow): what `GET /metrics` reports.
+    async fn active_task_groups(&self, kind: UnitKind) -> StoreResult<Vec<TaskGroup>>;
 
     /// Insert or replace the unit with this id.
     async fn put_unit(&self, unit: &Unit) -> StoreResult<()>;

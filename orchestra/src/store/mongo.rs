@@ -28,6 +28,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use oscied_protocol::TaskStatus;
+use oscied_protocol::node::UnitKind;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
@@ -42,8 +44,8 @@ use uuid::Uuid;
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
     Counted, Hold, Idempotency, ListOptions, Media, MediaFilter, Page, ProfileFilter,
-    PublisherTask, Revised, TaskFilter, Token, TransformProfile, TransformTask, Unit, User,
-    UserFilter, UserRecord,
+    PublisherTask, Revised, TaskFilter, TaskGroup, Token, TransformProfile, TransformTask, Unit,
+    User, UserFilter, UserRecord,
 };
 
 /// The database when the URI names none.
@@ -623,6 +625,48 @@ impl Store for MongoStore {
             counts.insert(status.to_owned(), n);
         }
         Ok(counts)
+    }
+
+    async fn active_task_groups(&self, kind: UnitKind) -> StoreResult<Vec<TaskGroup>> {
+        let coll = match kind {
+            UnitKind::Transform => &self.transform_tasks,
+            UnitKind::Publisher => &self.publisher_tasks,
+        };
+        let statuses: Vec<&str> = TaskStatus::ACTIVE.iter().map(|s| s.as_str()).collect();
+        let pipeline = [
+            doc! { "$match": { "status": { "$in": statuses } } },
+            doc! { "$group": {
+                "_id": { "queue": "$queue", "status": "$status", "unit_id": "$unit_id" },
+                "n": { "$sum": 1 },
+                "oldest": { "$min": "$created_at" },
+            } },
+        ];
+        let mut cursor = coll.aggregate(pipeline).await.map_err(unavailable)?;
+        let mut groups = vec![];
+        while let Some(group) = cursor.try_next().await.map_err(unavailable)? {
+            let Ok(id) = group.get_document("_id") else {
+                continue;
+            };
+            let text = |key: &str| id.get_str(key).ok().map(str::to_owned);
+            let count = match group.get("n") {
+                Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+                Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+                Some(Bson::Double(n)) => *n as u64,
+                _ => return Err(StoreError::Corrupt(format!("task group count: {group}"))),
+            };
+            groups.push(TaskGroup {
+                queue: text("queue").unwrap_or_default(),
+                status: text("status").unwrap_or_default(),
+                unit_id: text("unit_id"),
+                count,
+                oldest_created_at: group
+                    .get_str("oldest")
+                    .ok()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc)),
+            });
+        }
+        Ok(groups)
     }
 
     async fn root_secret_hash(&self) -> StoreResult<Option<String>> {

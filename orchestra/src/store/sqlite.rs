@@ -23,6 +23,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use oscied_protocol::TaskStatus;
+use oscied_protocol::node::UnitKind;
 use chrono::{DateTime, Utc};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter, types::Value};
@@ -33,8 +35,8 @@ use uuid::Uuid;
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
     Counted, Hold, Idempotency, ListOptions, Media, MediaFilter, Page, ProfileFilter,
-    PublisherTask, Revised, TaskFilter, Token, TransformProfile, TransformTask, Unit, User,
-    UserFilter, UserRecord,
+    PublisherTask, Revised, TaskFilter, TaskGroup, Token, TransformProfile, TransformTask, Unit,
+    User, UserFilter, UserRecord,
 };
 
 #[derive(Clone)]
@@ -980,6 +982,54 @@ impl Store for SqliteStore {
             Ok(rows
                 .into_iter()
                 .filter_map(|(status, n)| Some((status?, u64::try_from(n).unwrap_or(0))))
+                .collect())
+        })
+        .await
+    }
+
+    async fn active_task_groups(&self, kind: UnitKind) -> StoreResult<Vec<TaskGroup>> {
+        let table = match kind {
+            UnitKind::Transform => "transform_tasks",
+            UnitKind::Publisher => "publisher_tasks",
+        };
+        let statuses: Vec<Value> = TaskStatus::ACTIVE
+            .iter()
+            .map(|s| Value::Text(s.as_str().to_owned()))
+            .collect();
+        self.with(move |c| {
+            let marks = vec!["?"; statuses.len()].join(", ");
+            let sql = format!(
+                "SELECT json_extract(doc, '$.queue'), json_extract(doc, '$.status'), \
+                 json_extract(doc, '$.unit_id'), COUNT(*), MIN(json_extract(doc, '$.created_at')) \
+                 FROM {table} WHERE json_extract(doc, '$.status') IN ({marks}) GROUP BY 1, 2, 3"
+            );
+            let mut stmt = c.prepare(&sql).map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params_from_iter(statuses.iter()), |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                })
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            Ok(rows
+                .into_iter()
+                .map(|(queue, status, unit_id, n, oldest)| TaskGroup {
+                    queue: queue.unwrap_or_default(),
+                    status: status.unwrap_or_default(),
+                    unit_id,
+                    count: u64::try_from(n).unwrap_or(0),
+                    oldest_created_at: oldest.and_then(|t| {
+                        DateTime::parse_from_rfc3339(&t)
+                            .ok()
+                            .map(|t| t.with_timezone(&Utc))
+                    }),
+                })
                 .collect())
         })
         .await
