@@ -125,10 +125,12 @@ pub fn store_error(error: &StoreError) {
 /// What the store says at one scrape, gathered by the caller (`crate::overview::metrics`).
 #[derive(Debug, Default)]
 pub struct StoreView {
-    /// Tasks not over: kind, queue, status, holder, how many, the oldest one's age in seconds.
+    /// Tasks not over, by kind, queue and status.
     pub tasks: Vec<TaskCount>,
     /// Every registered unit: kind, id, online.
     pub units: Vec<(&'static str, String, bool)>,
+    /// Running tasks by holder: the task kind, the unit, how many.
+    pub running: Vec<(&'static str, String, u64)>,
 }
 
 #[derive(Debug)]
@@ -136,8 +138,8 @@ pub struct TaskCount {
     pub kind: &'static str,
     pub queue: String,
     pub status: TaskStatus,
-    pub unit_id: Option<String>,
     pub count: u64,
+    /// The oldest one's age in seconds.
     pub oldest_age_secs: Option<f64>,
 }
 
@@ -448,14 +450,15 @@ impl Metrics {
                 {
                     oldest.set(age);
                 }
-            } else if let Some(unit) = &t.unit_id {
-                self.unit_running
-                    .get_or_create(&UnitLabels {
-                        kind: t.kind,
-                        unit: unit.clone(),
-                    })
-                    .inc_by(count);
             }
+        }
+        for (kind, unit, n) in &view.running {
+            self.unit_running
+                .get_or_create(&UnitLabels {
+                    kind,
+                    unit: unit.clone(),
+                })
+                .inc_by(i64::try_from(*n).unwrap_or(i64::MAX));
         }
     }
 }
@@ -467,7 +470,12 @@ pub fn failure_reason(error: &str) -> &'static str {
     let has = |needles: &[&str]| needles.iter().any(|n| e.contains(n));
     if has(&["went silent", "was forgotten"]) {
         "lease_lost"
-    } else if has(&["exceeded its", "limit of", "max_output_bytes", "task_max_secs"]) {
+    } else if has(&[
+        "exceeded its",
+        "limit of",
+        "max_output_bytes",
+        "task_max_secs",
+    ]) {
         "limit"
     } else if has(&["is gone", "was deleted", "does not exist"]) {
         "input_gone"
@@ -536,7 +544,6 @@ mod tests {
                         kind: "transform",
                         queue: "transform".into(),
                         status: TaskStatus::Pending,
-                        unit_id: None,
                         count: 2,
                         oldest_age_secs: Some(12.5),
                     },
@@ -544,12 +551,12 @@ mod tests {
                         kind: "transform",
                         queue: "transform".into(),
                         status: TaskStatus::Progress,
-                        unit_id: Some("unit-1".into()),
                         count: 1,
                         oldest_age_secs: Some(40.0),
                     },
                 ],
                 units: vec![("transform", "unit-1".into(), true)],
+                running: vec![("transform", "unit-1".into(), 1)],
             })
         };
         let text = metrics.encode(0, view).await;

@@ -534,17 +534,23 @@ pub enum Counted {
     PublisherTasks,
 }
 
-/// Tasks of one kind that are not over, alike in queue, status and holder (the store's
-/// `active_task_groups`): how many, and when the oldest was created.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Tasks of one kind that are not over, alike in queue and status (the store's
+/// `active_tasks`): how many, and when the oldest was created.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TaskGroup {
     pub queue: String,
     /// As stored (`PENDING`, `STARTED`...).
     pub status: String,
-    /// The unit holding them (or that last held a retried one).
-    pub unit_id: Option<String>,
     pub count: u64,
     pub oldest_created_at: Option<DateTime<Utc>>,
+}
+
+/// What the store's `active_tasks` answers: the tasks not over by queue and status, and how
+/// many running ones (STARTED, PROGRESS, REVOKING) each unit holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActiveTasks {
+    pub groups: Vec<TaskGroup>,
+    pub running_by_unit: BTreeMap<String, u64>,
 }
 
 /// A worker unit as registered by its heartbeats.

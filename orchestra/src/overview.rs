@@ -139,34 +139,39 @@ pub async fn metrics(state: &AppState) -> String {
         .await
 }
 
-/// The tasks not over and the units, as the gauges show them: one grouped query per task
-/// kind and the unit list.
+/// The tasks not over and the units, as the gauges show them: a few grouped queries per
+/// task kind and the unit list.
 async fn store_view(state: &AppState) -> ApiResult<StoreView> {
     let at = now();
-    let mut tasks = vec![];
+    let mut view = StoreView::default();
     for kind in [UnitKind::Transform, UnitKind::Publisher] {
-        let groups = state
+        let active = state
             .store
-            .active_task_groups(kind)
+            .active_tasks(kind)
             .await
             .map_err(ApiError::from)?;
-        tasks.extend(groups.into_iter().filter_map(|g| {
+        view.tasks.extend(active.groups.into_iter().filter_map(|g| {
             Some(TaskCount {
                 kind: kind.as_str(),
                 status: TaskStatus::parse(&g.status)?,
                 queue: g.queue,
-                unit_id: g.unit_id,
                 count: g.count,
                 oldest_age_secs: g
                     .oldest_created_at
                     .map(|t| (at - t).num_milliseconds().max(0) as f64 / 1000.0),
             })
         }));
+        view.running.extend(
+            active
+                .running_by_unit
+                .into_iter()
+                .map(|(unit, n)| (kind.as_str(), unit, n)),
+        );
     }
-    let units = units::list(state)
+    view.units = units::list(state)
         .await?
         .into_iter()
         .map(|u| (u.kind.as_str(), u.id, u.online))
         .collect();
-    Ok(StoreView { tasks, units })
+    Ok(view)
 }

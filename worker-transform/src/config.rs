@@ -115,7 +115,12 @@ mod tests {
     #[test]
     fn metrics_listener() {
         let mut args = REQUIRED.to_vec();
-        args.extend(["--metrics-listen", "127.0.0.1:9102", "--metrics-token", "t0ken"]);
+        args.extend([
+            "--metrics-listen",
+            "127.0.0.1:9102",
+            "--metrics-token",
+            "t0ken",
+        ]);
         let c = Config::try_parse_from(args).unwrap();
         assert_eq!(c.metrics_listen, Some(([127, 0, 0, 1], 9102).into()));
         assert_eq!(c.unit.metrics_token.as_deref(), Some("t0ken"));

@@ -214,12 +214,7 @@ fn watch_cpu(pid: u32) -> Option<oneshot::Receiver<Option<f64>>> {
             // SAFETY: waitid writes only into the zeroed siginfo it is given.
             let waited = unsafe {
                 let mut info: libc::siginfo_t = std::mem::zeroed();
-                libc::waitid(
-                    libc::P_PID,
-                    id,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                )
+                libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT)
             };
             let seconds = (waited == 0)
                 .then(|| oscied_protocol::unit::metrics::cpu_seconds(pid))

@@ -24,9 +24,10 @@ pub(crate) fn routes() -> Router<AppState> {
 /// The Prometheus exposition; with `OSCIED_METRICS_TOKEN` set, only for its bearer.
 async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !authorized(&headers, state.config.metrics_token.as_deref()) {
-        let mut response =
-            ApiError::unauthorized("GET /metrics needs Authorization: Bearer <OSCIED_METRICS_TOKEN>")
-                .into_response();
+        let mut response = ApiError::unauthorized(
+            "GET /metrics needs Authorization: Bearer <OSCIED_METRICS_TOKEN>",
+        )
+        .into_response();
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"OSCIED metrics\""),
@@ -61,6 +62,11 @@ pub(crate) async fn track(
     };
     let started = Instant::now();
     let response = next.run(request).await;
-    metrics.request(method, &route, response.status().as_u16(), started.elapsed());
+    metrics.request(
+        method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }

@@ -12,8 +12,8 @@ use uuid::Uuid;
 #[cfg(doc)]
 use crate::models::Revised;
 use crate::models::{
-    Counted, Idempotency, ListOptions, Media, MediaFilter, Page, ProfileFilter, PublisherTask,
-    TaskFilter, TaskGroup, Token, TransformProfile, TransformTask, Unit, User, UserFilter,
+    ActiveTasks, Counted, Idempotency, ListOptions, Media, MediaFilter, Page, ProfileFilter,
+    PublisherTask, TaskFilter, Token, TransformProfile, TransformTask, Unit, User, UserFilter,
     UserRecord,
 };
 
@@ -122,10 +122,10 @@ pub trait Store: Send + Sync + 'static {
         user_id: Option<Uuid>,
     ) -> StoreResult<std::collections::BTreeMap<String, u64>>;
 
-    /// The tasks of `kind` that are not over (`TaskStatus::ACTIVE`), grouped by queue,
-    /// status and unit, in one grouped query on the status index (never the finished ones,
-    /// which only grow): what `GET /metrics` reports.
-    async fn active_task_groups(&self, kind: UnitKind) -> StoreResult<Vec<TaskGroup>>;
+    /// The tasks of `kind` that are not over (`TaskStatus::ACTIVE`) grouped by queue and
+    /// status, and the running ones counted by unit: grouped queries bounded by the status
+    /// index (never over the finished tasks, which only grow). What `GET /metrics` reports.
+    async fn active_tasks(&self, kind: UnitKind) -> StoreResult<ActiveTasks>;
 
     /// Insert or replace the unit with this id.
     async fn put_unit(&self, unit: &Unit) -> StoreResult<()>;

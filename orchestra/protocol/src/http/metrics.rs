@@ -40,7 +40,9 @@ pub fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, value) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(value.trim())
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(value.trim())
         })
         .is_some_and(|given| same_bytes(given.as_bytes(), token.as_bytes()))
 }
@@ -64,7 +66,10 @@ pub fn unauthorized() -> Response {
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
-        let (x, y) = (a.get(i).copied().unwrap_or(0), b.get(i).copied().unwrap_or(0));
+        let (x, y) = (
+            a.get(i).copied().unwrap_or(0),
+            b.get(i).copied().unwrap_or(0),
+        );
         diff |= usize::from(x ^ y);
     }
     std::hint::black_box(diff) == 0

@@ -105,7 +105,10 @@ impl UnitArgs {
             .field("refused_exit_secs", &self.refused_exit_secs)
             .field("log_format", &self.log_format)
             .field("drain_secs", &self.drain_secs)
-            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<hidden>"))
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<hidden>"),
+            )
     }
 }
 

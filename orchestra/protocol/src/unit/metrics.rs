@@ -219,8 +219,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("oscied_unit_ffmpeg_processes 1"), "{text}");
-        assert!(text.contains("oscied_unit_bytes_written_total 1234"), "{text}");
-        assert!(text.contains("oscied_unit_task_cpu_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("oscied_unit_bytes_written_total 1234"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oscied_unit_task_cpu_seconds_count 1"),
+            "{text}"
+        );
         drop(running);
         assert!(metrics.encode().contains("oscied_unit_ffmpeg_processes 0"));
     }
