@@ -45,6 +45,8 @@ const OSCIED_VARS: &[&str] = &[
     "OSCIED_DRAIN_SECS",
     "OSCIED_EVENTS_MAX_STREAMS",
     "OSCIED_EVENTS_KEEPALIVE_SECS",
+    "OSCIED_METRICS_TOKEN",
+    "OSCIED_METRICS_LISTEN",
 ];
 
 /// A running orchestra process, killed on drop. Its working directory holds `oscied-data/`
