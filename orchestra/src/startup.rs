@@ -414,7 +414,7 @@ async fn start_local_units(
         drain_secs: state.config.drain_secs,
         refused_exit_secs: oscied_protocol::unit::DEFAULT_REFUSED_EXIT_SECS,
     };
-    let units_metrics = state.metrics.local_units().unwrap_or_else(UnitMetrics::new);
+    let units_metrics = state.metrics.local_units().unwrap_or_default();
     let transform =
         worker_transform::TransformUnit::new(config, state.broker.clone(), client.clone())
             .with_metrics(units_metrics.clone());
