@@ -575,6 +575,42 @@ mod tests {
         assert_eq!(reads.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
+    /// Every metric the sample dashboard charts is one this code defines.
+    #[tokio::test]
+    async fn the_dashboard_charts_defined_metrics() {
+        let metrics = Metrics::new(Some(UnitMetrics::new()));
+        let text = metrics
+            .encode(0, || async { Err::<StoreView, _>("none") })
+            .await;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/grafana-dashboard.json"
+        );
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut charted = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    let Some(name) = word.strip_prefix("oscied_") else {
+                        continue;
+                    };
+                    let base = ["_total", "_bucket", "_count", "_sum"]
+                        .iter()
+                        .find_map(|suffix| name.strip_suffix(suffix))
+                        .unwrap_or(name);
+                    assert!(
+                        text.contains(&format!("# TYPE oscied_{base} ")),
+                        "the dashboard charts oscied_{name}, which is not defined"
+                    );
+                    charted += 1;
+                }
+            }
+        }
+        assert!(charted > 20, "{charted}");
+    }
+
     #[tokio::test]
     async fn counters_move() {
         let metrics = Metrics::new(None);
