@@ -578,10 +578,31 @@ mod tests {
     /// Every metric the sample dashboard charts is one this code defines.
     #[tokio::test]
     async fn the_dashboard_charts_defined_metrics() {
-        let metrics = Metrics::new(Some(UnitMetrics::new()));
-        let text = metrics
-            .encode(0, || async { Err::<StoreView, _>("none") })
-            .await;
+        let units = UnitMetrics::new();
+        let metrics = Metrics::new(Some(units.clone()));
+        // A family shows once it has a series: give each one.
+        units.task_ended(oscied_protocol::node::UnitKind::Transform, "success");
+        units.bytes_written(1);
+        units.task_cpu(1.0);
+        let error = Some("went silent");
+        metrics.task_finished("transform", "q", TaskStatus::Failure, Some(1.0), error);
+        metrics.request("GET", "/metrics", 200, Duration::from_millis(1));
+        metrics.webhook_delivery("delivered");
+        metrics.publish_failed();
+        metrics.encode_speed(1.0, 1.0);
+        store_error(&StoreError::Unavailable("down".into()));
+        let view = StoreView {
+            tasks: vec![TaskCount {
+                kind: "transform",
+                queue: "q".into(),
+                status: TaskStatus::Pending,
+                count: 1,
+                oldest_age_secs: Some(1.0),
+            }],
+            units: vec![("transform", "u".into(), true)],
+            running: vec![],
+        };
+        let text = metrics.encode(0, || async { Ok::<_, String>(view) }).await;
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../docs/grafana-dashboard.json"

@@ -218,7 +218,8 @@ fn replicas_and_a_unit_expose_metrics_that_move_as_a_task_runs() {
 
 #[test]
 fn standalone_metrics_include_the_in_process_units() {
-    let cluster = Cluster::standalone();
+    let publisher = format!("127.0.0.1:{}", oscied_e2e::free_port());
+    let cluster = Cluster::standalone_with(&[("OSCIED_PUBLISHER_LISTEN", &publisher)]);
     let base = cluster.orchestra().url();
     // No OSCIED_METRICS_TOKEN: open.
     let before = metrics(&base, None);
@@ -251,6 +252,15 @@ fn standalone_metrics_include_the_in_process_units() {
         value(&after, "oscied_units_online", &[("kind", "publisher")]),
         Some(1.0),
         "the in-process publisher"
+    );
+    // The in-process publisher serves its /metrics too: the in-process units' (shared).
+    let served = metrics(&format!("http://{publisher}"), None);
+    assert!(
+        or_zero(
+            &served,
+            "oscied_unit_tasks_total",
+            &[("kind", "transform"), ("outcome", "success")],
+        ) >= 1.0
     );
     // In-process queues: no reconnect ever.
     assert_eq!(
