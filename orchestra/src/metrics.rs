@@ -388,22 +388,21 @@ impl Metrics {
         // The broker counts its reconnects itself: the counter follows it.
         self.broker_reconnects
             .inc_by(reconnects.saturating_sub(self.broker_reconnects.get()));
-        {
-            let mut read_at = self.read_at.lock().await;
-            if read_at.is_none_or(|at| at.elapsed() >= STORE_TTL) {
-                match read().await {
-                    Ok(view) => {
-                        self.show(&view);
-                        self.store_up.set(1);
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "metrics: the store gauges could not be read");
-                        self.store_up.set(0);
-                    }
+        let mut read_at = self.read_at.lock().await;
+        if read_at.is_none_or(|at| at.elapsed() >= STORE_TTL) {
+            match read().await {
+                Ok(view) => {
+                    self.show(&view);
+                    self.store_up.set(1);
                 }
-                *read_at = Some(Instant::now());
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics: the store gauges could not be read");
+                    self.store_up.set(0);
+                }
             }
+            *read_at = Some(Instant::now());
         }
+        // Under the lock too: no scrape sees the gauges half replaced by another's reading.
         oscied_protocol::http::metrics::encode(&[&self.registry])
     }
 
