@@ -162,6 +162,10 @@ pub struct Config {
     /// Seconds a receiver has to answer a delivery before the attempt counts as failed.
     #[arg(long, env = "OSCIED_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
     pub webhook_timeout_secs: u64,
+    /// When set, `GET /metrics` answers only `Authorization: Bearer <this>` (401 otherwise);
+    /// unset, it is open to anyone who reaches the listener: firewall it.
+    #[arg(long, env = "OSCIED_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 
     /// Log format.
     #[arg(long, env = "OSCIED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]

@@ -186,6 +186,8 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        // Every store error that reaches a caller passes here: the one place to count them.
+        crate::metrics::store_error(&e);
         match e {
             StoreError::Conflict(field) => {
                 let conflict = ApiError::conflict(format!("{field} is already taken"));

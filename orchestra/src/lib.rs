@@ -9,7 +9,7 @@
 //! `tasks` →
 //! `medias`, `users`, `profiles`, `health`, `queues`, `outbox`, `lifecycle`, `idempotency` → `auth`,
 //! `tokens` → `state` and the components it holds (`secrets`, `logins`, `storage`,
-//! `thumbnails`, `events`) → `store`, `models`. `http` reads the request (its extractors call `auth`)
+//! `thumbnails`, `events`, `metrics`) → `store`, `models`. `http` reads the request (its extractors call `auth`)
 //! and calls one domain function per route, never the store. The test in `module_graph.rs`
 //! fails on any import cycle.
 
@@ -26,6 +26,7 @@ pub mod live;
 pub mod logins;
 pub mod loops;
 pub mod medias;
+pub mod metrics;
 pub mod models;
 #[cfg(test)]
 mod module_graph;

@@ -396,6 +396,12 @@ impl Hold {
 }
 
 impl TaskHeader {
+    /// Seconds from its (last) start to its end, once it ended after starting.
+    pub fn ran_secs(&self) -> Option<f64> {
+        let (started, finished) = self.started_at.zip(self.finished_at)?;
+        Some((finished - started).num_milliseconds() as f64 / 1000.0)
+    }
+
     /// End `by`'s hold on the task; whether it held it.
     pub fn end_hold(&mut self, by: &str) -> bool {
         let held = self.hold.as_ref().is_some_and(|h| h.by == by);
@@ -536,6 +542,25 @@ pub enum Counted {
     Medias,
     TransformTasks,
     PublisherTasks,
+}
+
+/// Tasks of one kind that are not over, alike in queue and status (the store's
+/// `active_tasks`): how many, and when the oldest was created.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TaskGroup {
+    pub queue: String,
+    /// As stored (`PENDING`, `STARTED`...).
+    pub status: String,
+    pub count: u64,
+    pub oldest_created_at: Option<DateTime<Utc>>,
+}
+
+/// What the store's `active_tasks` answers: the tasks not over by queue and status, and how
+/// many running ones (STARTED, PROGRESS, REVOKING) each unit holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActiveTasks {
+    pub groups: Vec<TaskGroup>,
+    pub running_by_unit: BTreeMap<String, u64>,
 }
 
 /// A worker unit as registered by its heartbeats.

@@ -1,6 +1,7 @@
 //! The way out to the broker (docs/architecture.md §5): one message with the broker's
 //! confirm, bounded in time, and the bookkeeping that keeps one process from publishing a
-//! task twice at once. A leaf: it knows the broker and nothing of tasks; the engine
+//! task twice at once (each failure counted in [`crate::metrics`]). A leaf: it knows the
+//! broker and nothing of tasks; the engine
 //! (`crate::tasks`) decides what to send and records `dispatched_at` with a fenced write.
 
 use std::collections::HashSet;
@@ -10,6 +11,8 @@ use std::time::Duration;
 
 use oscied_protocol::Broker;
 use uuid::Uuid;
+
+use crate::metrics::Metrics;
 
 /// A publication that takes longer is left to the dispatch loop.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +42,7 @@ impl Outgoing {
 /// anyway (a claim is fenced by attempt).
 pub struct Outbox {
     broker: Arc<dyn Broker>,
+    metrics: Arc<Metrics>,
     in_flight: Mutex<HashSet<Uuid>>,
     /// Whether a publication failed since the dispatch loop's last pass (so an idle
     /// orchestra does not query the store every second for nothing).
@@ -49,9 +53,10 @@ pub struct Outbox {
 pub struct InFlight<'a>(&'a Outbox, Uuid);
 
 impl Outbox {
-    pub fn new(broker: Arc<dyn Broker>) -> Outbox {
+    pub fn new(broker: Arc<dyn Broker>, metrics: Arc<Metrics>) -> Outbox {
         Outbox {
             broker,
+            metrics,
             in_flight: Mutex::default(),
             // The first pass looks: the last run may have left undispatched tasks.
             failed: AtomicBool::new(true),
@@ -95,6 +100,7 @@ impl Outbox {
             }
         };
         if !sent {
+            self.metrics.publish_failed();
             self.failed.store(true, Ordering::Relaxed);
         }
         sent
@@ -124,7 +130,10 @@ mod tests {
 
     #[test]
     fn a_task_is_published_by_one_caller_at_a_time() {
-        let outbox = Outbox::new(Arc::new(oscied_protocol::broker::MemoryBroker::new()));
+        let outbox = Outbox::new(
+            Arc::new(oscied_protocol::broker::MemoryBroker::new()),
+            Arc::new(Metrics::new(None)),
+        );
         let id = Uuid::new_v4();
         let first = outbox.enter(id);
         assert!(first.is_some());

@@ -1,15 +1,18 @@
 //! `GET /overview`: the counts of the web UI's first page, as the caller may see them (a user
 //! counts their own medias and tasks, admins and root everyone's). Grouped counts in the
-//! store (`Store::count_by_status`), never rows loaded to be counted.
+//! store (`Store::count_by_status`), never rows loaded to be counted. Also what the store
+//! gives `GET /metrics` ([`metrics`]).
 
 use std::collections::BTreeMap;
 
 use oscied_protocol::TaskStatus;
+use oscied_protocol::node::UnitKind;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::{StoreView, TaskCount};
 use crate::models::{Counted, ListOptions, MediaStatus, TaskFilter, now};
 use crate::state::AppState;
 use crate::units;
@@ -125,4 +128,50 @@ pub async fn overview(state: &AppState, caller: &Caller) -> ApiResult<Overview> 
             offline: units.len() as u64 - online,
         },
     })
+}
+
+/// The exposition of `GET /metrics`: this process's counters, and the store's gauges read
+/// again when they are older than `crate::metrics::STORE_TTL`.
+pub async fn metrics(state: &AppState) -> String {
+    state
+        .metrics
+        .encode(state.broker.reconnects(), || store_view(state))
+        .await
+}
+
+/// The tasks not over and the units, as the gauges show them: a few grouped queries per
+/// task kind and the unit list.
+async fn store_view(state: &AppState) -> ApiResult<StoreView> {
+    let at = now();
+    let mut view = StoreView::default();
+    for kind in [UnitKind::Transform, UnitKind::Publisher] {
+        let active = state
+            .store
+            .active_tasks(kind)
+            .await
+            .map_err(ApiError::from)?;
+        view.tasks.extend(active.groups.into_iter().filter_map(|g| {
+            Some(TaskCount {
+                kind: kind.as_str(),
+                status: TaskStatus::parse(&g.status)?,
+                queue: g.queue,
+                count: g.count,
+                oldest_age_secs: g
+                    .oldest_created_at
+                    .map(|t| (at - t).num_milliseconds().max(0) as f64 / 1000.0),
+            })
+        }));
+        view.running.extend(
+            active
+                .running_by_unit
+                .into_iter()
+                .map(|(unit, n)| (kind.as_str(), unit, n)),
+        );
+    }
+    view.units = units::list(state)
+        .await?
+        .into_iter()
+        .map(|u| (u.kind.as_str(), u.id, u.online))
+        .collect();
+    Ok(view)
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use oscied_protocol::Broker;
 use oscied_protocol::broker::{AmqpBroker, MemoryBroker};
+use oscied_protocol::unit::metrics::UnitMetrics;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -16,6 +17,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::logins::{Argon, LoginLimits};
 use crate::loops;
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::profiles::seed_builtins;
 use crate::secrets::{RootSecret, Secrets, VerifiedCache};
@@ -168,13 +170,17 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
     } else {
         Arc::new(crate::events::Hub::local())
     };
+    // Standalone mode's in-process units count into the orchestra's own /metrics.
+    let local_units = config.amqp_uri.is_none().then(UnitMetrics::new);
+    let metrics = Arc::new(Metrics::new(local_units));
     let webhooks =
         crate::webhook_client::WebhookClient::new(&config).map_err(StartupError::Webhooks)?;
     Ok(AppState {
         store,
         events,
         webhooks: Arc::new(webhooks),
-        outbox: Arc::new(Outbox::new(broker.clone())),
+        outbox: Arc::new(Outbox::new(broker.clone(), metrics.clone())),
+        metrics,
         broker,
         thumbnailer: Arc::new(Thumbnailer::new(storage.clone(), config.run.sandbox)),
         storage,
@@ -224,9 +230,11 @@ async fn warn_without_ffprobe() {
 }
 
 pub fn app(state: AppState) -> axum::Router {
-    // Router::layer wraps each route, so the matched route is known to the trace layer.
-    // Outermost last: a client's id is checked, kept or made, copied to the answer, then the
-    // request is traced (its span holds the id, so a handler's own log lines name it).
+    let metrics = state.metrics.clone();
+    // Router::layer wraps each route, so the matched route is known to the trace layer and
+    // the request counter. Outermost last: a client's id is checked, kept or made, copied to
+    // the answer, then the request is traced (its span holds the id, so a handler's own log
+    // lines name it).
     crate::http::router(state)
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
@@ -238,6 +246,11 @@ pub fn app(state: AppState) -> axum::Router {
         // After the panic catcher, so its 500 says nosniff too.
         .layer(axum::middleware::map_response(crate::http::ui::nosniff))
         .layer(axum::middleware::from_fn(crate::http::browser_challenge))
+        // Outside the panic catcher: its 500s are counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::http::metrics::track,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -414,8 +427,10 @@ async fn start_local_units(
         drain_secs: state.config.drain_secs,
         refused_exit_secs: oscied_protocol::unit::DEFAULT_REFUSED_EXIT_SECS,
     };
+    let units_metrics = state.metrics.local_units().unwrap_or_default();
     let transform =
-        worker_transform::TransformUnit::new(config, state.broker.clone(), client.clone());
+        worker_transform::TransformUnit::new(config, state.broker.clone(), client.clone())
+            .with_metrics(units_metrics.clone());
     let mut config = worker_publisher::PublisherConfig::new(
         state.storage.root().to_path_buf(),
         state.config.www_root(),
@@ -432,7 +447,9 @@ async fn start_local_units(
         publisher_listener,
     )
     .await
-    .map_err(|e| StartupError::Units(format!("publisher: {e}")))?;
+    .map_err(|e| StartupError::Units(format!("publisher: {e}")))?
+    .with_metrics(units_metrics)
+    .with_metrics_token(state.config.metrics_token.clone());
     let public_url = publisher.public_url().to_owned();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = move || {

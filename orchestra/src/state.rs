@@ -7,6 +7,7 @@ use oscied_protocol::Broker;
 use crate::config::Config;
 use crate::events::Hub;
 use crate::logins::{Argon, LoginLimits};
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::secrets::{Secrets, VerifiedCache};
 use crate::storage::Storage;
@@ -36,4 +37,6 @@ pub struct AppState {
     pub webhooks: Arc<WebhookClient>,
     /// Thumbnail making: bounded runs, one per media, recent failures.
     pub thumbnailer: Arc<Thumbnailer>,
+    /// What `GET /metrics` shows: this process's counters, the store's gauges.
+    pub metrics: Arc<Metrics>,
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use orchestra::models::{
-    Counted, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, Hold, Idempotency,
-    ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress, PublisherTask,
-    Revised, TaskFilter, TaskHeader, Token, TransformProfile, TransformTask, Unit, User,
-    UserFilter, UserRecord, Webhook, WebhookFilter, WebhookRecord,
+    ActiveTasks, Counted, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, Hold,
+    Idempotency, ListOptions, Media, MediaFilter, MediaStatus, Page, ProfileFilter, Progress,
+    PublisherTask, Revised, TaskFilter, TaskGroup, TaskHeader, Token, TransformProfile,
+    TransformTask, Unit, User, UserFilter, UserRecord, Webhook, WebhookFilter, WebhookRecord,
 };
 use orchestra::store::{Store, StoreError};
 use oscied_protocol::node::UnitKind;
@@ -147,6 +147,7 @@ contract!(
         publisher_task_list_sort_and_paging,
         publisher_task_list_finished_after,
         counts_by_status,
+        active_tasks_by_queue_status_and_unit,
         unit_put_get_list,
         root_secret_hash_is_kept_once,
         media_stale_copy_is_refused,
@@ -1914,6 +1915,75 @@ async fn finished_after_filter<T: StoredTask>(store: &dyn Store) {
         (total, page),
         (3, vec![failed_late.id(), succeeded.id()]),
         "paged and sorted by finished_at"
+    );
+}
+
+/// The tasks not over of one kind grouped by queue and status (how many, the oldest
+/// creation), and the running ones by unit; the finished ones and the other kind's are not
+/// there.
+async fn active_tasks_by_queue_status_and_unit(store: &dyn Store) {
+    let active = |kind| async move {
+        let mut active = store.active_tasks(kind).await.expect("active tasks");
+        active.groups.sort();
+        active
+    };
+    assert_eq!(active(UnitKind::Transform).await, ActiveTasks::default());
+    let (user, media_id) = (Uuid::new_v4(), Uuid::new_v4());
+    for (queue, status, unit, minute) in [
+        ("transform", TaskStatus::Pending, None, 3),
+        ("transform", TaskStatus::Pending, None, 2),
+        ("transform", TaskStatus::Retry, Some("u1"), 4),
+        ("transform", TaskStatus::Progress, Some("u1"), 5),
+        ("transform", TaskStatus::Started, Some("u2"), 6),
+        ("gpu", TaskStatus::Revoking, Some("u1"), 7),
+        ("gpu", TaskStatus::Pending, None, 8),
+        ("transform", TaskStatus::Success, Some("u1"), 1),
+        ("transform", TaskStatus::Failure, Some("u2"), 1),
+    ] {
+        let mut t = task(user, media_id, queue, minute);
+        t.status = status;
+        t.unit_id = unit.map(str::to_owned);
+        store.create_transform_task(&t).await.expect("create task");
+    }
+    let mut p = publication(user, media_id, "publisher", 9);
+    p.status = TaskStatus::Revoking;
+    p.unit_id = Some("p1".into());
+    store
+        .create_publisher_task(&p)
+        .await
+        .expect("create publication");
+    let group = |queue: &str, status: &str, count, minute| TaskGroup {
+        queue: queue.to_owned(),
+        status: status.to_owned(),
+        count,
+        oldest_created_at: Some(at(minute)),
+    };
+    let by_unit = |pairs: &[(&str, u64)]| {
+        pairs
+            .iter()
+            .map(|(u, n)| ((*u).to_owned(), *n))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(
+        active(UnitKind::Transform).await,
+        ActiveTasks {
+            groups: vec![
+                group("gpu", "PENDING", 1, 8),
+                group("gpu", "REVOKING", 1, 7),
+                group("transform", "PENDING", 2, 2),
+                group("transform", "PROGRESS", 1, 5),
+                group("transform", "RETRY", 1, 4),
+                group("transform", "STARTED", 1, 6),
+            ],
+            running_by_unit: by_unit(&[("u1", 2), ("u2", 1)]),
+        }
+    );
+    assert_eq!(
+        active(UnitKind::Publisher).await,
+        ActiveTasks {
+            groups: vec![group("publisher", "REVOKING", 1, 9)],
+            running_by_unit: by_unit(&[("p1", 1)]),
+        }
     );
 }
 

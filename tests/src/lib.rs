@@ -247,6 +247,7 @@ pub fn wait_exit(
 pub mod api;
 pub mod bench;
 pub mod orchestra;
+pub mod prometheus;
 pub mod rabbit;
 pub mod receiver;
 pub mod sse;
@@ -270,6 +271,14 @@ pub mod tools {
         env: "OSCIED_SCHEMATHESIS",
         executable: "schemathesis",
         package: "schemathesis==4.32.5",
+    };
+
+    /// A Python with `prometheus-client`: its OpenMetrics parser reads the `/metrics`
+    /// expositions (`crate::prometheus`).
+    pub const PROMETHEUS_PYTHON: Tool = Tool {
+        env: "OSCIED_PROMETHEUS_PYTHON",
+        executable: "python",
+        package: "prometheus-client==0.26.0",
     };
 
     pub struct Tool {

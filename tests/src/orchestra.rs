@@ -49,6 +49,8 @@ const OSCIED_VARS: &[&str] = &[
     "OSCIED_WEBHOOK_MAX_FAILURES",
     "OSCIED_WEBHOOK_RETRY_SECS",
     "OSCIED_WEBHOOK_TIMEOUT_SECS",
+    "OSCIED_METRICS_TOKEN",
+    "OSCIED_METRICS_LISTEN",
 ];
 
 /// A running orchestra process, killed on drop. Its working directory holds `oscied-data/`

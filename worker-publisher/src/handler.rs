@@ -48,6 +48,8 @@ pub(crate) struct Publisher {
     pub listener: Mutex<Option<TcpListener>>,
     /// Asks the reconcile loop for a reconcile now.
     pub reconcile_now: Notify,
+    /// `OSCIED_METRICS_TOKEN`: what the server's `GET /metrics` asks for, if anything.
+    pub metrics_token: Option<String>,
 }
 
 impl JobHandler for Publisher {
@@ -90,7 +92,12 @@ impl JobHandler for Publisher {
             self.clone(),
             unit.clone(),
         )));
-        let app = serve::router(self.www_root.clone(), unit.spec.unit_id.clone());
+        let app = serve::router(self.www_root.clone(), unit.spec.unit_id.clone()).merge(
+            oscied_protocol::unit::metrics::routes(
+                unit.metrics.clone(),
+                self.metrics_token.clone(),
+            ),
+        );
         let link = unit.link.clone();
         let limits = self.serve_limits;
         let server = tokio::spawn(async move {

@@ -92,6 +92,7 @@ use oscied_protocol::Broker;
 use oscied_protocol::client::NodeClient;
 use oscied_protocol::http::ServeLimits;
 use oscied_protocol::queue::{PUBLISHER_QUEUE, unit_queue};
+use oscied_protocol::unit::metrics::UnitMetrics;
 use oscied_protocol::unit::{self, UnitError, UnitSpec, run_unit};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -162,6 +163,8 @@ pub struct PublisherUnit {
     listener: TcpListener,
     local_addr: SocketAddr,
     public_url: String,
+    metrics: Arc<UnitMetrics>,
+    metrics_token: Option<String>,
 }
 
 impl PublisherUnit {
@@ -224,7 +227,21 @@ impl PublisherUnit {
             listener,
             local_addr,
             public_url,
+            metrics: UnitMetrics::new(),
+            metrics_token: None,
         })
+    }
+
+    /// Count into `metrics` (the standalone orchestra's, say) rather than into its own.
+    pub fn with_metrics(mut self, metrics: Arc<UnitMetrics>) -> PublisherUnit {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Answer `GET /metrics` only with `Authorization: Bearer <token>` (`OSCIED_METRICS_TOKEN`).
+    pub fn with_metrics_token(mut self, token: Option<String>) -> PublisherUnit {
+        self.metrics_token = token;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -274,7 +291,16 @@ impl PublisherUnit {
             local_addr: self.local_addr,
             listener: Mutex::new(Some(self.listener)),
             reconcile_now: Notify::new(),
+            metrics_token: self.metrics_token,
         };
-        run_unit(handler, spec, self.broker, self.client, shutdown).await
+        run_unit(
+            handler,
+            spec,
+            self.broker,
+            self.client,
+            self.metrics,
+            shutdown,
+        )
+        .await
     }
 }

@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
     unit_config.unit_id = state.unit_id().to_owned();
     // Creates the www root when missing, and fails on a taken port.
     let unit = match PublisherUnit::bind(unit_config, broker, client).await {
-        Ok(unit) => unit,
+        Ok(unit) => unit.with_metrics_token(config.unit.metrics_token.clone()),
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::FAILURE;

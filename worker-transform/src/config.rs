@@ -17,6 +17,10 @@ pub struct Config {
     pub unit: UnitArgs,
     #[command(flatten)]
     pub run: RunArgs,
+    /// Where the unit serves its `GET /metrics` (e.g. 0.0.0.0:9102); unset: nowhere. The
+    /// unit has no other HTTP server.
+    #[arg(long, env = "OSCIED_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// How ffmpeg is confined and bounded: the flags this binary shares with the orchestra, which
@@ -69,6 +73,7 @@ impl std::fmt::Debug for Config {
         self.unit
             .debug_fields(&mut f.debug_struct("Config"))
             .field("run", &self.run)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
@@ -103,6 +108,23 @@ mod tests {
         assert_eq!(unit.sandbox, SandboxMode::On);
         assert_eq!(unit.limits, TaskLimits::default());
         assert_eq!(unit.limits.max_output_bytes, 16 << 30);
+        assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.unit.metrics_token, None);
+    }
+
+    #[test]
+    fn metrics_listener() {
+        let mut args = REQUIRED.to_vec();
+        args.extend([
+            "--metrics-listen",
+            "127.0.0.1:9102",
+            "--metrics-token",
+            "t0ken",
+        ]);
+        let c = Config::try_parse_from(args).unwrap();
+        assert_eq!(c.metrics_listen, Some(([127, 0, 0, 1], 9102).into()));
+        assert_eq!(c.unit.metrics_token.as_deref(), Some("t0ken"));
+        assert!(!format!("{c:?}").contains("t0ken"));
     }
 
     #[test]

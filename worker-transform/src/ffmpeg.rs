@@ -12,7 +12,7 @@ use oscied_protocol::ProgressReport;
 use oscied_protocol::sandbox::{Jail, SandboxMode};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Child;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// The program run; found on `PATH`.
@@ -40,6 +40,9 @@ pub struct Ffmpeg {
     progress: watch::Receiver<Option<ProgressReport>>,
     stdout_task: Option<JoinHandle<()>>,
     stderr_task: Option<JoinHandle<String>>,
+    /// ffmpeg's CPU seconds, read by [`watch_cpu`] once it exited and before it is reaped.
+    cpu_reading: Option<oneshot::Receiver<Option<f64>>>,
+    cpu: Option<f64>,
 }
 
 impl Ffmpeg {
@@ -85,6 +88,7 @@ impl Ffmpeg {
             .id()
             .ok_or_else(|| io::Error::other("ffmpeg exited before it could be watched"))?;
         let pgid = i32::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+        let cpu_reading = watch_cpu(pid);
         let started = Instant::now();
         let (tx, progress) = watch::channel(None);
         let stdout_task = child.stdout.take().map(|out| {
@@ -103,7 +107,15 @@ impl Ffmpeg {
             progress,
             stdout_task,
             stderr_task,
+            cpu_reading,
+            cpu: None,
         })
+    }
+
+    /// The CPU seconds (user + system) ffmpeg used, once [`Ffmpeg::exited`] saw it end; None
+    /// before, or when it could not be read (ffmpeg killed and reaped at once).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.cpu
     }
 
     /// The signal that killed ffmpeg, once it was reaped.
@@ -126,6 +138,11 @@ impl Ffmpeg {
     pub async fn exited(&mut self) -> io::Result<ExitStatus> {
         if let Some(status) = self.status {
             return Ok(status);
+        }
+        // Reaping removes ffmpeg's /proc entry: its CPU time is read first.
+        if let Some(reading) = self.cpu_reading.as_mut() {
+            self.cpu = reading.await.ok().flatten();
+            self.cpu_reading = None;
         }
         let status = self.child.wait().await?;
         self.status = Some(status);
@@ -182,6 +199,29 @@ impl Ffmpeg {
             task.abort();
         }
     }
+}
+
+/// A thread that waits for `pid` to exit without reaping it (`waitid` with `WNOWAIT`), then
+/// reads its CPU time from the zombie's `/proc` entry: the exact total, which no sampling of
+/// a running process gives. Tokio reaps ffmpeg only after this answered ([`Ffmpeg::exited`]).
+/// A plain thread, not the blocking pool: it waits as long as the encode lasts.
+fn watch_cpu(pid: u32) -> Option<oneshot::Receiver<Option<f64>>> {
+    let (tx, rx) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("oscied-ffmpeg-cpu".into())
+        .spawn(move || {
+            let id = libc::id_t::from(pid);
+            // SAFETY: waitid writes only into the zeroed siginfo it is given.
+            let waited = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT)
+            };
+            let seconds = (waited == 0)
+                .then(|| oscied_protocol::unit::metrics::cpu_seconds(pid))
+                .flatten();
+            let _ = tx.send(seconds);
+        });
+    spawned.ok().map(|_| rx)
 }
 
 /// Spawns children from one thread that lives as long as the process.

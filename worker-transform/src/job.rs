@@ -12,6 +12,7 @@ use oscied_protocol::filename::check_output_filename;
 use oscied_protocol::job::tmp_dir;
 use oscied_protocol::node::{TransformOutput, UnitKind};
 use oscied_protocol::sandbox::{Jail, SandboxMode};
+use oscied_protocol::unit::metrics::UnitMetrics;
 use oscied_protocol::unit::{
     Attempt, Interrupted, JobHandler, Output, Ran, Services, Unit, UnitError, hide_root,
 };
@@ -108,6 +109,15 @@ impl Work {
         }
     }
 
+    /// The CPU time ffmpeg took, once it ended, into the CPU-seconds histogram.
+    fn count_cpu(&self, metrics: &UnitMetrics) {
+        if let Work::Ffmpeg(f) = self
+            && let Some(seconds) = f.cpu_seconds()
+        {
+            metrics.task_cpu(seconds);
+        }
+    }
+
     /// Kill ffmpeg's process group (or stop the copy) and wait until it let go of the files.
     async fn stop(&mut self) {
         match self {
@@ -142,6 +152,8 @@ impl Transform {
             Err(message) => return Ran::Failure(message),
         };
         attempt.follow(work.progress());
+        let metrics = attempt.unit().metrics.clone();
+        let counted = matches!(work, Work::Ffmpeg(_)).then(|| metrics.ffmpeg_running());
         let outcome = tokio::select! {
             result = work.finished() => match result {
                 Ok(()) => Outcome::Done,
@@ -152,10 +164,19 @@ impl Transform {
         };
         match outcome {
             Outcome::Done => {
-                drop(work);
+                work.count_cpu(&metrics);
+                drop((work, counted));
                 attempt.free_slot();
                 tracing::debug!(%task, attempt = attempt_no, "encoder finished");
-                self.succeed(job, &work_dir, &bounds).await
+                let ran = self.succeed(job, &work_dir, &bounds).await;
+                if let Ran::Success(Output {
+                    output: Some(output),
+                    ..
+                }) = &ran
+                {
+                    metrics.bytes_written(output.size);
+                }
+                ran
             }
             Outcome::Failed(message) => {
                 // Past RLIMIT_FSIZE (a file larger than the whole output may be) or RLIMIT_CPU.
@@ -166,12 +187,14 @@ impl Transform {
                 };
                 // The whole process group; the files go with the attempt's discard.
                 work.stop().await;
-                drop(work);
+                work.count_cpu(&metrics);
+                drop((work, counted));
                 attempt.free_slot();
                 Ran::Failure(message)
             }
             Outcome::Stopped(stopped) => {
                 work.stop().await;
+                drop(counted);
                 Ran::Stopped(stopped)
             }
         }

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use oscied_protocol::Broker;
 use oscied_protocol::client::NodeClient;
 use oscied_protocol::sandbox::SandboxMode;
+use oscied_protocol::unit::metrics::UnitMetrics;
 use oscied_protocol::unit::{UnitError, UnitSpec, run_unit};
 use uuid::Uuid;
 
@@ -114,6 +115,7 @@ pub struct TransformUnit {
     config: UnitConfig,
     broker: Arc<dyn Broker>,
     client: NodeClient,
+    metrics: Arc<UnitMetrics>,
 }
 
 impl TransformUnit {
@@ -122,7 +124,20 @@ impl TransformUnit {
             config,
             broker,
             client,
+            metrics: UnitMetrics::new(),
         }
+    }
+
+    /// Count into `metrics` (shared with a server, or with the standalone orchestra) rather
+    /// than into metrics of its own.
+    pub fn with_metrics(mut self, metrics: Arc<UnitMetrics>) -> TransformUnit {
+        self.metrics = metrics;
+        self
+    }
+
+    /// What the unit counts (its `/metrics`).
+    pub fn metrics(&self) -> Arc<UnitMetrics> {
+        self.metrics.clone()
     }
 
     /// Consume and run jobs until `shutdown` resolves; then take no new job, let the running
@@ -153,6 +168,14 @@ impl TransformUnit {
             sandbox: config.sandbox,
             limits: config.limits,
         };
-        run_unit(handler, spec, self.broker, self.client, shutdown).await
+        run_unit(
+            handler,
+            spec,
+            self.broker,
+            self.client,
+            self.metrics,
+            shutdown,
+        )
+        .await
     }
 }

@@ -27,7 +27,30 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let unit = TransformUnit::new(unit_config, broker, client);
+    // Bound before any job, so a taken port stops the unit at start.
+    let metrics = match config.metrics_listen {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(%addr, "serving the unit's metrics at http://{addr}/metrics");
+                let serve = oscied_protocol::unit::metrics::serve(
+                    listener,
+                    unit.metrics(),
+                    config.unit.metrics_token.clone(),
+                    std::future::pending(),
+                );
+                Some(tokio::spawn(serve))
+            }
+            Err(e) => {
+                tracing::error!("cannot listen on {addr} (OSCIED_METRICS_LISTEN): {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let ended = unit.run(shutdown_signal()).await;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     // The state dir stays locked until the unit has stopped.
     drop(state);
     exit_code(ended)

@@ -9,6 +9,7 @@ mod health;
 mod idempotent;
 mod media_auth;
 mod medias;
+pub(crate) mod metrics;
 mod node;
 mod overview;
 mod profiles;
@@ -64,14 +65,15 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// The whole application: `/api/v1/...`, the web UI's files at `/...`, JSON errors for
-/// unknown routes and methods.
+/// The whole application: `/api/v1/...`, the web UI's files at `/...`, `/metrics`, JSON
+/// errors for unknown routes and methods.
 pub fn router(state: AppState) -> Router {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api_routes())
         .split_for_parts()
         .0
         .merge(ui::routes())
+        .merge(metrics::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

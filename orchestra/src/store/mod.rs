@@ -6,14 +6,15 @@ mod mongo;
 mod sqlite;
 
 use async_trait::async_trait;
+use oscied_protocol::node::UnitKind;
 use uuid::Uuid;
 
 #[cfg(doc)]
 use crate::models::Revised;
 use crate::models::{
-    Counted, Delivery, DeliveryFilter, Idempotency, ListOptions, Media, MediaFilter, Page,
-    ProfileFilter, PublisherTask, TaskFilter, Token, TransformProfile, TransformTask, Unit, User,
-    UserFilter, UserRecord, WebhookFilter, WebhookRecord,
+    ActiveTasks, Counted, Delivery, DeliveryFilter, Idempotency, ListOptions, Media, MediaFilter,
+    Page, ProfileFilter, PublisherTask, TaskFilter, Token, TransformProfile, TransformTask, Unit,
+    User, UserFilter, UserRecord, WebhookFilter, WebhookRecord,
 };
 
 pub use mongo::MongoStore;
@@ -120,6 +121,11 @@ pub trait Store: Send + Sync + 'static {
         counted: Counted,
         user_id: Option<Uuid>,
     ) -> StoreResult<std::collections::BTreeMap<String, u64>>;
+
+    /// The tasks of `kind` that are not over (`TaskStatus::ACTIVE`) grouped by queue and
+    /// status, and the running ones counted by unit: grouped queries bounded by the status
+    /// index (never over the finished tasks, which only grow). What `GET /metrics` reports.
+    async fn active_tasks(&self, kind: UnitKind) -> StoreResult<ActiveTasks>;
 
     /// Insert or replace the unit with this id.
     async fn put_unit(&self, unit: &Unit) -> StoreResult<()>;

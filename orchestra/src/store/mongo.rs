@@ -34,6 +34,8 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
+use oscied_protocol::TaskStatus;
+use oscied_protocol::node::UnitKind;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -41,9 +43,10 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    Counted, Delivery, DeliveryFilter, DeliveryStatus, Hold, Idempotency, ListOptions, Media,
-    MediaFilter, Page, ProfileFilter, PublisherTask, Revised, TaskFilter, Token, TransformProfile,
-    TransformTask, Unit, User, UserFilter, UserRecord, WebhookFilter, WebhookRecord,
+    ActiveTasks, Counted, Delivery, DeliveryFilter, DeliveryStatus, Hold, Idempotency, ListOptions,
+    Media, MediaFilter, Page, ProfileFilter, PublisherTask, Revised, TaskFilter, TaskGroup, Token,
+    TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord, WebhookFilter,
+    WebhookRecord,
 };
 
 /// The database when the URI names none.
@@ -632,15 +635,55 @@ impl Store for MongoStore {
             let Ok(status) = group.get_str("_id") else {
                 continue;
             };
-            let n = match group.get("n") {
-                Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
-                Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
-                Some(Bson::Double(n)) => *n as u64,
-                _ => return Err(StoreError::Corrupt(format!("count of {status}: {group}"))),
-            };
+            let n = group_count(&group)?;
             counts.insert(status.to_owned(), n);
         }
         Ok(counts)
+    }
+
+    async fn active_tasks(&self, kind: UnitKind) -> StoreResult<ActiveTasks> {
+        let coll = match kind {
+            UnitKind::Transform => &self.transform_tasks,
+            UnitKind::Publisher => &self.publisher_tasks,
+        };
+        // One `$group` on a single field per status: a group key of several fields is not
+        // understood by every server speaking the protocol (NX-27017 takes it literally).
+        let mut active = ActiveTasks::default();
+        for status in TaskStatus::ACTIVE {
+            let pipeline = [
+                doc! { "$match": { "status": status.as_str() } },
+                doc! { "$group": {
+                    "_id": "$queue", "n": { "$sum": 1 }, "oldest": { "$min": "$created_at" },
+                } },
+            ];
+            let mut cursor = coll.aggregate(pipeline).await.map_err(unavailable)?;
+            while let Some(group) = cursor.try_next().await.map_err(unavailable)? {
+                active.groups.push(TaskGroup {
+                    queue: group.get_str("_id").unwrap_or_default().to_owned(),
+                    status: status.as_str().to_owned(),
+                    count: group_count(&group)?,
+                    oldest_created_at: group
+                        .get_str("oldest")
+                        .ok()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&Utc)),
+                });
+            }
+        }
+        let running: Vec<&str> = TaskStatus::RUNNING.iter().map(|s| s.as_str()).collect();
+        let pipeline = [
+            doc! { "$match": { "status": { "$in": running } } },
+            doc! { "$group": { "_id": "$unit_id", "n": { "$sum": 1 } } },
+        ];
+        let mut cursor = coll.aggregate(pipeline).await.map_err(unavailable)?;
+        while let Some(group) = cursor.try_next().await.map_err(unavailable)? {
+            if let Ok(unit) = group.get_str("_id") {
+                active
+                    .running_by_unit
+                    .insert(unit.to_owned(), group_count(&group)?);
+            }
+        }
+        Ok(active)
     }
 
     async fn root_secret_hash(&self) -> StoreResult<Option<String>> {
@@ -1180,6 +1223,16 @@ fn bson_to_json(value: Bson) -> Value {
 }
 
 /// The driver's messages carry its whole topology; an API client needs the gist.
+/// The `n` of a `$group`'s `{"$sum": 1}`, whichever number type the server answers.
+fn group_count(group: &Document) -> StoreResult<u64> {
+    match group.get("n") {
+        Some(Bson::Int32(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
+        Some(Bson::Int64(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
+        Some(Bson::Double(n)) => Ok(*n as u64),
+        _ => Err(StoreError::Corrupt(format!("a grouped count: {group}"))),
+    }
+}
+
 fn unavailable(e: MongoError) -> StoreError {
     let message = match &*e.kind {
         ErrorKind::ServerSelection { .. } => {

@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use oscied_protocol::TaskStatus;
+use oscied_protocol::node::UnitKind;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params, params_from_iter, types::Value};
 use serde::Serialize;
@@ -32,9 +34,10 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
 use crate::models::{
-    Counted, Delivery, DeliveryFilter, DeliveryStatus, Hold, Idempotency, ListOptions, Media,
-    MediaFilter, Page, ProfileFilter, PublisherTask, Revised, TaskFilter, Token, TransformProfile,
-    TransformTask, Unit, User, UserFilter, UserRecord, WebhookFilter, WebhookRecord,
+    ActiveTasks, Counted, Delivery, DeliveryFilter, DeliveryStatus, Hold, Idempotency, ListOptions,
+    Media, MediaFilter, Page, ProfileFilter, PublisherTask, Revised, TaskFilter, TaskGroup, Token,
+    TransformProfile, TransformTask, Unit, User, UserFilter, UserRecord, WebhookFilter,
+    WebhookRecord,
 };
 
 #[derive(Clone)]
@@ -999,6 +1002,66 @@ impl Store for SqliteStore {
                 .into_iter()
                 .filter_map(|(status, n)| Some((status?, u64::try_from(n).unwrap_or(0))))
                 .collect())
+        })
+        .await
+    }
+
+    async fn active_tasks(&self, kind: UnitKind) -> StoreResult<ActiveTasks> {
+        let table = match kind {
+            UnitKind::Transform => "transform_tasks",
+            UnitKind::Publisher => "publisher_tasks",
+        };
+        let texts = |statuses: &[TaskStatus]| -> Vec<Value> {
+            statuses
+                .iter()
+                .map(|s| Value::Text(s.as_str().to_owned()))
+                .collect()
+        };
+        let (active, running) = (texts(&TaskStatus::ACTIVE), texts(&TaskStatus::RUNNING));
+        self.with(move |c| {
+            let marks = |n: usize| vec!["?"; n].join(", ");
+            let sql = format!(
+                "SELECT json_extract(doc, '$.queue'), json_extract(doc, '$.status'), COUNT(*), \
+                 MIN(json_extract(doc, '$.created_at')) FROM {table} \
+                 WHERE json_extract(doc, '$.status') IN ({}) GROUP BY 1, 2",
+                marks(active.len())
+            );
+            let mut stmt = c.prepare(&sql).map_err(unavailable)?;
+            let groups = stmt
+                .query_map(params_from_iter(active.iter()), |r| {
+                    Ok(TaskGroup {
+                        queue: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                        status: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        count: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                        oldest_created_at: r
+                            .get::<_, Option<String>>(3)?
+                            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                            .map(|t| t.with_timezone(&Utc)),
+                    })
+                })
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?;
+            let sql = format!(
+                "SELECT json_extract(doc, '$.unit_id'), COUNT(*) FROM {table} \
+                 WHERE json_extract(doc, '$.status') IN ({}) GROUP BY 1",
+                marks(running.len())
+            );
+            let mut stmt = c.prepare(&sql).map_err(unavailable)?;
+            let running_by_unit = stmt
+                .query_map(params_from_iter(running.iter()), |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unavailable)?
+                .into_iter()
+                .filter_map(|(unit, n)| Some((unit?, u64::try_from(n).unwrap_or(0))))
+                .collect();
+            Ok(ActiveTasks {
+                groups,
+                running_by_unit,
+            })
         })
         .await
     }

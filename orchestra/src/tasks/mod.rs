@@ -269,13 +269,20 @@ fn emit_status<K: TaskKind>(state: &AppState, before: TaskStatus, task: &K) {
 }
 
 /// After a winning write: its event if the status changed; a task that has just ended is
-/// cleaned up (once: only the writer that ended it gets here), and one waiting for a message
-/// is sent it.
+/// counted ([`crate::metrics`]) and cleaned up (once: only the writer that ended it gets
+/// here), and one waiting for a message is sent it.
 pub async fn settle<K: TaskKind>(state: &AppState, before: TaskStatus, task: &K) {
     if before != task.status {
         emit_status(state, before, task);
     }
     if !before.is_final() && task.status.is_final() {
+        state.metrics.task_finished(
+            K::KIND,
+            &task.queue,
+            task.status,
+            task.ran_secs(),
+            task.error.as_deref(),
+        );
         K::finished(state, task).await;
     }
     if task.awaits_message() {

@@ -377,9 +377,16 @@ impl TaskKind for TransformTask {
             // output, and its ffmpeg run (0.2 s) held every completion and the unit waiting on
             // it. A request for it meanwhile makes it then or waits for this one.
             let (state, media_id) = (state.clone(), task.media_out_id);
+            let ran_secs = task.ran_secs();
             tokio::spawn(async move {
                 match state.store.get_media(media_id).await {
-                    Ok(Some(media)) => state.thumbnailer.make_for_ready(&media).await,
+                    Ok(Some(media)) => {
+                        // Output seconds per wall second, from the probed output.
+                        if let (Some(output), Some(wall)) = (media.duration, ran_secs) {
+                            state.metrics.encode_speed(output, wall);
+                        }
+                        state.thumbnailer.make_for_ready(&media).await
+                    }
                     Ok(None) => {}
                     Err(e) => tracing::warn!(media = %media_id, error = %e, "no thumbnail made"),
                 }

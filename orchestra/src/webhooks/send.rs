@@ -79,7 +79,9 @@ async fn attempt(state: &AppState, id: Uuid) -> Result<(), crate::store::StoreEr
             .as_deref()
             .unwrap_or("by a PATCH");
         cancel(&mut delivery, &format!("the webhook was disabled: {why}"));
-        store.update_delivery(&mut delivery).await?;
+        if store.update_delivery(&mut delivery).await? {
+            state.metrics.webhook_delivery("cancelled");
+        }
         return Ok(());
     }
     let claim = state.webhooks.claim();
@@ -106,6 +108,11 @@ async fn attempt(state: &AppState, id: Uuid) -> Result<(), crate::store::StoreEr
             _ => return Ok(()),
         }
     }
+    state.metrics.webhook_delivery(match delivery.status {
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Pending => "retried",
+        DeliveryStatus::Failed | DeliveryStatus::Cancelled => "failed",
+    });
     super::attempted(state, hook.webhook.id, delivered, error).await;
     Ok(())
 }

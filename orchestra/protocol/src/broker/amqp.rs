@@ -20,6 +20,7 @@
 //! it binds a new one and reports the [`Broadcast::Gap`].
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -71,6 +72,8 @@ struct Inner {
     /// Why the last connection attempt failed or the last connection was lost; cleared on
     /// connect. `ping` (hence the orchestra's `/health`) says it.
     last_error: Arc<Mutex<Option<String>>>,
+    /// Connections made so far (the first one and every reconnect).
+    connections: Arc<AtomicU64>,
 }
 
 impl Drop for Inner {
@@ -214,12 +217,19 @@ impl AmqpBroker {
     pub fn connect(uri: &str) -> AmqpBroker {
         let (tx, rx) = watch::channel(None);
         let last_error = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(keep_connected(uri.to_string(), tx, last_error.clone()));
+        let connections = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(keep_connected(
+            uri.to_string(),
+            tx,
+            last_error.clone(),
+            connections.clone(),
+        ));
         AmqpBroker {
             inner: Arc::new(Inner {
                 link: rx,
                 task,
                 last_error,
+                connections,
             }),
         }
     }
@@ -315,6 +325,13 @@ impl Broker for AmqpBroker {
 
     fn durable(&self) -> bool {
         true
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.inner
+            .connections
+            .load(Ordering::Relaxed)
+            .saturating_sub(1)
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {
@@ -560,6 +577,7 @@ async fn keep_connected(
     uri: String,
     tx: watch::Sender<Option<Arc<Link>>>,
     last_error: Arc<Mutex<Option<String>>>,
+    connections: Arc<AtomicU64>,
 ) {
     let set_error = |cause: Option<String>| {
         *last_error.lock().unwrap_or_else(|e| e.into_inner()) = cause;
@@ -577,6 +595,7 @@ async fn keep_connected(
         match attempt {
             Ok(Ok(conn)) => {
                 generation += 1;
+                connections.fetch_add(1, Ordering::Relaxed);
                 set_error(None);
                 info!(broker = %target, "connected to RabbitMQ");
                 let events = conn.events_listener();

@@ -51,6 +51,10 @@ pub trait Broker: Send + Sync + 'static {
     fn durable(&self) -> bool;
     /// Connected and answering.
     async fn ping(&self) -> Result<(), BrokerError>;
+    /// Connections made again after a loss since this broker was created (0 in-process).
+    fn reconnects(&self) -> u64 {
+        0
+    }
     /// Queue one persistent message (declaring the durable queue) and wait for the broker's
     /// confirm. `priority` is clamped to [`MAX_PRIORITY`].
     async fn publish(&self, queue: &str, payload: &[u8], priority: u8) -> Result<(), BrokerError>;

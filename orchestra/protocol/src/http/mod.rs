@@ -1,7 +1,9 @@
 //! HTTP plumbing the orchestra and the publisher share: [`serve`] with timeouts and request
-//! size bounds, and [`file`] answers with conditional requests and Range.
+//! size bounds, [`file`] answers with conditional requests and Range, and [`metrics`]
+//! expositions.
 
 pub mod file;
+pub mod metrics;
 pub mod range;
 mod server;
 

@@ -68,6 +68,10 @@ pub struct UnitArgs {
     #[arg(long, env = "OSCIED_DRAIN_SECS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=86400))]
     pub drain_secs: u64,
+    /// When set, the unit's `GET /metrics` answers only `Authorization: Bearer <this>`;
+    /// unset, it is open (firewall it).
+    #[arg(long, env = "OSCIED_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 impl UnitArgs {
@@ -101,6 +105,10 @@ impl UnitArgs {
             .field("refused_exit_secs", &self.refused_exit_secs)
             .field("log_format", &self.log_format)
             .field("drain_secs", &self.drain_secs)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<hidden>"),
+            )
     }
 }
 

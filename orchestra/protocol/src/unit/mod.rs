@@ -14,6 +14,7 @@ mod decode;
 mod drain;
 mod heartbeat;
 pub mod log;
+pub mod metrics;
 mod report;
 pub mod runtime;
 pub mod secret;

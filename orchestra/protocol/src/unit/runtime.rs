@@ -44,6 +44,7 @@ use super::claim::{ack, claim};
 use super::decode::decode;
 use super::drain::{hand_back, wind_down};
 use super::heartbeat::{UnitInfo, heartbeat};
+use super::metrics::UnitMetrics;
 use super::report::{Completion, LeaseEvent, Reporter, complete};
 use super::{Running, UnitError, UnitLink};
 use crate::broker::{Broker, Delivery};
@@ -222,6 +223,8 @@ pub struct Unit {
     pub link: UnitLink,
     pub running: Running,
     pub broker: Arc<dyn Broker>,
+    /// What the unit's `/metrics` shows; the runtime counts the attempts' outcomes.
+    pub metrics: Arc<UnitMetrics>,
 }
 
 /// What a handler runs beside its jobs for the unit's life (the publisher's HTTP server and
@@ -396,11 +399,13 @@ impl Drop for Attempt {
 /// handler's [`Services`] and return. Ends the same way, with an error, when the orchestra
 /// refused the node secret for `refused_exit_secs`; with an error at once when the spec is
 /// refused (queues of the other kind) or the handler's start fails. Meant for `tokio::spawn`.
+/// The attempts' outcomes are counted in `metrics`.
 pub async fn run_unit<H: JobHandler>(
     handler: H,
     mut spec: UnitSpec,
     broker: Arc<dyn Broker>,
     client: NodeClient,
+    metrics: Arc<UnitMetrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), UnitError> {
     let kind = H::KIND.as_str();
@@ -418,6 +423,7 @@ pub async fn run_unit<H: JobHandler>(
         link,
         running: Running::default(),
         broker,
+        metrics,
     });
     let handler = Arc::new(handler);
     let mut services = handler.clone().start(unit.clone()).await?;
@@ -571,6 +577,7 @@ async fn take<H: JobHandler>(
 /// Complete the attempt as its work ended, and remove what the orchestra did not take.
 async fn settle<H: JobHandler>(unit: &Unit, handler: &H, job: &H::Job, ran: Ran) {
     let (task, attempt) = job.task();
+    unit.metrics.task_ended(H::KIND, outcome(&ran));
     let (status, error, output) = match ran {
         Ran::Success(output) => (TaskStatus::Success, None, output),
         Ran::Failure(message) => {
@@ -631,6 +638,17 @@ async fn settle<H: JobHandler>(unit: &Unit, handler: &H, job: &H::Job, ran: Ran)
         // Stopped while the orchestra did not answer: the task goes back rather than waiting
         // for its lease, if the orchestra answers the hand-back.
         Completion::Stopped => give_back(unit, handler, job, success).await,
+    }
+}
+
+/// The label of how an attempt's work ended (`oscied_unit_tasks_total`).
+fn outcome(ran: &Ran) -> &'static str {
+    match ran {
+        Ran::Success(_) => "success",
+        Ran::Failure(_) => "failure",
+        Ran::Stopped(Interrupted(Interrupt::Revoked)) => "revoked",
+        Ran::Stopped(Interrupted(Interrupt::Stale(_))) => "stale",
+        Ran::Stopped(Interrupted(Interrupt::Shutdown)) => "handed_back",
     }
 }
 
@@ -750,9 +768,17 @@ mod tests {
             let client = NodeClient::new(&api(node.url()), NODE_SECRET).unwrap();
             let discarded = handler.discarded.clone();
             let (stop, stopped) = oneshot::channel::<()>();
-            let unit = tokio::spawn(run_unit(handler, spec, broker.clone(), client, async {
-                let _ = stopped.await;
-            }));
+            let metrics = crate::unit::metrics::UnitMetrics::new();
+            let unit = tokio::spawn(run_unit(
+                handler,
+                spec,
+                broker.clone(),
+                client,
+                metrics,
+                async {
+                    let _ = stopped.await;
+                },
+            ));
             Harness {
                 node,
                 broker,
