@@ -38,7 +38,7 @@ pub const FRESH: Duration = Duration::from_secs(5);
 /// A subscription as matched.
 #[derive(Clone)]
 pub struct Sub {
-    pub id: Uuid,
+    pub target: Target,
     pub owner: Uuid,
     /// Its owner is an admin, who sees everyone's events.
     pub sees_all: bool,
@@ -61,6 +61,25 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector<Guarded>>;
+
+/// Where and how one webhook's deliveries are sent.
+#[derive(Clone)]
+pub struct Target {
+    pub webhook_id: Uuid,
+    pub url: String,
+    /// The signing secret.
+    pub key: String,
+}
+
+impl Target {
+    pub fn of(hook: &WebhookRecord) -> Target {
+        Target {
+            webhook_id: hook.webhook.id,
+            url: hook.webhook.url.clone(),
+            key: hook.signing_key.clone(),
+        }
+    }
+}
 
 /// The webhooks' HTTP client, what is in flight here, the subscriptions as last read.
 pub struct WebhookClient {
@@ -186,14 +205,10 @@ impl WebhookClient {
     }
 
     /// POST one attempt.
-    pub async fn post(
-        &self,
-        hook: &WebhookRecord,
-        delivery: &Delivery,
-    ) -> (DeliveryAttempt, Outcome) {
+    pub async fn post(&self, target: &Target, delivery: &Delivery) -> (DeliveryAttempt, Outcome) {
         let at = now();
         let started = Instant::now();
-        let (status, outcome, error) = match self.try_post(hook, delivery).await {
+        let (status, outcome, error) = match self.try_post(target, delivery).await {
             Ok((status, headers)) => {
                 let outcome = match judge(status) {
                     Outcome::Retry(_) => Outcome::Retry(retry_after(&headers)),
@@ -224,10 +239,10 @@ impl WebhookClient {
 
     async fn try_post(
         &self,
-        hook: &WebhookRecord,
+        target: &Target,
         delivery: &Delivery,
     ) -> Result<(StatusCode, HeaderMap), (Outcome, String)> {
-        let url = url::Url::parse(&hook.webhook.url)
+        let url = url::Url::parse(&target.url)
             .map_err(|e| (Outcome::Final, format!("the URL is invalid: {e}")))?;
         self.targets
             .check_literal(&url)
@@ -248,7 +263,7 @@ impl WebhookClient {
             .header("X-OSCIED-Timestamp", timestamp.to_string())
             .header(
                 "X-OSCIED-Signature",
-                signature(&hook.signing_key, timestamp, &delivery.body),
+                signature(&target.key, timestamp, &delivery.body),
             )
             .body(Full::new(Bytes::from(delivery.body.clone())))
             .map_err(|e| (Outcome::Final, format!("the request: {e}")))?;

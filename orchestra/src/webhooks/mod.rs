@@ -30,7 +30,7 @@ use crate::models::{
 };
 use crate::state::AppState;
 use crate::store::backoff;
-use crate::webhook_client::Sub;
+use crate::webhook_client::{Sub, Target};
 
 /// Subscriptions per account (a task's callback does not count).
 const MAX_PER_USER: u64 = 50;
@@ -556,7 +556,7 @@ async fn load(state: &AppState, task_id: Option<Option<Uuid>>) -> Vec<Sub> {
             }
         };
         subs.push(Sub {
-            id: hook.webhook.id,
+            target: Target::of(&hook),
             owner,
             sees_all,
             filter: filter_of(&hook.webhook),
@@ -582,13 +582,14 @@ async fn fan_in(state: &AppState, event: &Event) {
     for sub in wanted {
         let delivery = Delivery {
             id: Uuid::new_v4(),
-            webhook_id: sub.id,
+            webhook_id: sub.target.webhook_id,
             user_id: sub.owner,
             event_id: event.id.clone(),
             event_type: event.kind.as_str().to_owned(),
             status: DeliveryStatus::Pending,
             attempts: vec![],
-            next_at: Some(at),
+            // Stored claimed by this replica for its first attempt, sent at once.
+            next_at: Some(send::claimed_until(state)),
             replay_of: None,
             body: body.clone(),
             created_at: at,
@@ -597,10 +598,10 @@ async fn fan_in(state: &AppState, event: &Event) {
             revision: 0,
         };
         if !keep(state, &delivery).await {
-            tracing::warn!(event = %event.id, webhook = %sub.id, "webhook delivery lost: the store is away");
+            tracing::warn!(event = %event.id, webhook = %sub.target.webhook_id, "webhook delivery lost: the store is away");
             continue;
         }
-        send::spawn_attempt(state, delivery.id);
+        send::spawn_first(state, delivery, sub.target);
     }
 }
 

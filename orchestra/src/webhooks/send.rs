@@ -8,6 +8,7 @@
 //! sender that dies mid-attempt lets another retry after that. At least once: a receiver
 //! dedupes on `X-OSCIED-Delivery`.
 
+use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -15,7 +16,8 @@ use uuid::Uuid;
 
 use crate::models::{Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, ListOptions, now};
 use crate::state::AppState;
-use crate::webhook_client::{Outcome, backoff};
+use crate::store::StoreError;
+use crate::webhook_client::{Outcome, Target, backoff};
 
 /// A delivery is retried until it is this old.
 pub const RETRY_FOR: chrono::Duration = chrono::Duration::hours(24);
@@ -44,6 +46,26 @@ pub async fn deliver_due(state: &AppState) {
 
 /// Send delivery `id` in the background if it is due and not in flight here.
 pub fn spawn_attempt(state: &AppState, id: Uuid) {
+    let work = state.clone();
+    spawn_guarded(state, id, async move { attempt(&work, id).await });
+}
+
+/// Send a delivery just stored already claimed (its first attempt, where its event was):
+/// no store read before the POST.
+pub fn spawn_first(state: &AppState, delivery: Delivery, target: Target) {
+    let work = state.clone();
+    spawn_guarded(state, delivery.id, async move {
+        send_claimed(&work, delivery, &target).await
+    });
+}
+
+/// Run `work` in the background unless delivery `id` is in flight here already, within the
+/// replica's bound of attempts at once.
+fn spawn_guarded(
+    state: &AppState,
+    id: Uuid,
+    work: impl Future<Output = Result<(), StoreError>> + Send + 'static,
+) {
     if !state.webhooks.enter(id) {
         return;
     }
@@ -51,7 +73,7 @@ pub fn spawn_attempt(state: &AppState, id: Uuid) {
     tokio::spawn(async move {
         let client = &state.webhooks;
         if let Some(_permit) = client.permit().await
-            && let Err(e) = attempt(&state, id).await
+            && let Err(e) = work.await
         {
             tracing::debug!(delivery = %id, error = %e, "webhook delivery attempt not made");
         }
@@ -59,8 +81,13 @@ pub fn spawn_attempt(state: &AppState, id: Uuid) {
     });
 }
 
+/// When a delivery stored now is claimed until: its first attempt's.
+pub fn claimed_until(state: &AppState) -> DateTime<Utc> {
+    now() + chrono::Duration::from_std(state.webhooks.claim()).unwrap_or_default()
+}
+
 /// Claim, send and record one attempt of delivery `id`.
-async fn attempt(state: &AppState, id: Uuid) -> Result<(), crate::store::StoreError> {
+async fn attempt(state: &AppState, id: Uuid) -> Result<(), StoreError> {
     let store = state.store.as_ref();
     let Some(mut delivery) = store.get_delivery(id).await? else {
         return Ok(());
@@ -84,16 +111,26 @@ async fn attempt(state: &AppState, id: Uuid) -> Result<(), crate::store::StoreEr
         }
         return Ok(());
     }
-    let claim = state.webhooks.claim();
-    delivery.next_at = Some(at + chrono::Duration::from_std(claim).unwrap_or_default());
+    delivery.next_at = Some(claimed_until(state));
     if !store.update_delivery(&mut delivery).await? {
         // Another sender claimed it.
         return Ok(());
     }
-    let (tried, outcome) = state.webhooks.post(&hook, &delivery).await;
+    send_claimed(state, delivery, &Target::of(&hook)).await
+}
+
+/// Send a claimed delivery and record how it went.
+async fn send_claimed(
+    state: &AppState,
+    mut delivery: Delivery,
+    target: &Target,
+) -> Result<(), StoreError> {
+    let store = state.store.as_ref();
+    let id = delivery.id;
+    let (tried, outcome) = state.webhooks.post(target, &delivery).await;
     let delivered = outcome == Outcome::Delivered;
     let error = tried.error.clone();
-    tracing::debug!(delivery = %id, webhook = %hook.webhook.id, status = ?tried.status, ?outcome, "webhook attempt");
+    tracing::debug!(delivery = %id, webhook = %target.webhook_id, status = ?tried.status, ?outcome, "webhook attempt");
     let base = Duration::from_secs_f64(state.config.webhook_retry_secs);
     // The claim holds off every other writer but the webhook's deletion.
     let mut rounds = 0;
@@ -113,7 +150,7 @@ async fn attempt(state: &AppState, id: Uuid) -> Result<(), crate::store::StoreEr
         DeliveryStatus::Pending => "retried",
         DeliveryStatus::Failed | DeliveryStatus::Cancelled => "failed",
     });
-    super::attempted(state, hook.webhook.id, delivered, error).await;
+    super::attempted(state, target.webhook_id, delivered, error).await;
     Ok(())
 }
 
