@@ -69,6 +69,8 @@ pub struct Target {
     pub url: String,
     /// The signing secret.
     pub key: String,
+    /// Its failures in a row as read.
+    pub failures: u32,
 }
 
 impl Target {
@@ -77,6 +79,7 @@ impl Target {
             webhook_id: hook.webhook.id,
             url: hook.webhook.url.clone(),
             key: hook.signing_key.clone(),
+            failures: hook.webhook.failures,
         }
     }
 }
@@ -90,6 +93,8 @@ pub struct WebhookClient {
     timeout: Duration,
     permits: Semaphore,
     in_flight: Mutex<HashSet<Uuid>>,
+    /// Webhooks whose last attempt here failed.
+    failing: Mutex<HashSet<Uuid>>,
     /// The users' subscriptions, read at most [`FRESH`] ago (None: read them again).
     subscriptions: Mutex<Option<Cached>>,
     /// Tasks' callbacks, by task, as last read.
@@ -176,6 +181,7 @@ impl WebhookClient {
             timeout,
             permits: Semaphore::new(PARALLEL),
             in_flight: Mutex::default(),
+            failing: Mutex::default(),
             subscriptions: Mutex::default(),
             callbacks: Mutex::default(),
         })
@@ -202,6 +208,20 @@ impl WebhookClient {
 
     pub fn leave(&self, id: Uuid) {
         locked(&self.in_flight).remove(&id);
+    }
+
+    /// Whether an attempt's outcome must be written to its webhook's count of failures in a
+    /// row: a failure always is; a success only when the count may not be 0 (it was not
+    /// when read, or an attempt failed here since), so that a healthy webhook's deliveries
+    /// cost no write but their own.
+    pub fn count_changes(&self, target: &Target, delivered: bool) -> bool {
+        let mut failing = locked(&self.failing);
+        if delivered {
+            failing.remove(&target.webhook_id) || target.failures > 0
+        } else {
+            failing.insert(target.webhook_id);
+            true
+        }
     }
 
     /// POST one attempt.

@@ -150,7 +150,9 @@ async fn send_claimed(
         DeliveryStatus::Pending => "retried",
         DeliveryStatus::Failed | DeliveryStatus::Cancelled => "failed",
     });
-    super::attempted(state, target.webhook_id, delivered, error).await;
+    if state.webhooks.count_changes(target, delivered) {
+        super::attempted(state, target.webhook_id, delivered, error).await;
+    }
     Ok(())
 }
 
