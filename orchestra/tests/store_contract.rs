@@ -3914,22 +3914,12 @@ async fn idempotency_races(stores: Vec<Arc<dyn Store>>) {
             let record = idempotency(&id, &format!("request-{n}"), at(60));
             tokio::spawn(async move { store.insert_idempotency(&record).await.expect("insert") })
         });
-        let won: Vec<bool> = futures_util::future::join_all(tries)
-            .await
-            .into_iter()
-            .map(|joined| joined.expect("the racer ran"))
-            .collect();
-        assert_eq!(
-            won.iter().filter(|w| **w).count(),
-            1,
-            "round {round}: {won:?}"
-        );
+        let winner = one_winner(tries, round).await;
         let kept = stores[0]
             .get_idempotency(&id)
             .await
             .expect("get")
             .expect("kept");
-        let winner = won.iter().position(|w| *w).expect("a winner");
         assert_eq!(kept.holder, format!("request-{winner}"));
     }
 }
@@ -4186,17 +4176,7 @@ async fn delivery_claim_races(stores: Vec<Arc<dyn Store>>) {
             claim.next_at = Some(at(100 + n as i64));
             tokio::spawn(async move { store.update_delivery(&mut claim).await.expect("claim") })
         });
-        let won: Vec<bool> = futures_util::future::join_all(tries)
-            .await
-            .into_iter()
-            .map(|joined| joined.expect("the racer ran"))
-            .collect();
-        assert_eq!(
-            won.iter().filter(|w| **w).count(),
-            1,
-            "round {round}: {won:?}"
-        );
-        let winner = won.iter().position(|w| *w).expect("a winner") as i64;
+        let winner = one_winner(tries, round).await as i64;
         let kept = stores[0]
             .get_delivery(first.id)
             .await
@@ -4205,4 +4185,22 @@ async fn delivery_claim_races(stores: Vec<Arc<dyn Store>>) {
         assert_eq!(kept.next_at, Some(at(100 + winner)));
         assert_eq!(kept.revision, 1);
     }
+}
+
+/// Await the racers of one round: the index of the one that won (exactly one must).
+async fn one_winner(
+    tries: impl Iterator<Item = tokio::task::JoinHandle<bool>>,
+    round: impl std::fmt::Display,
+) -> usize {
+    let won: Vec<bool> = futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|joined| joined.expect("the racer ran"))
+        .collect();
+    assert_eq!(
+        won.iter().filter(|w| **w).count(),
+        1,
+        "round {round}: {won:?}"
+    );
+    won.iter().position(|w| *w).expect("a winner")
 }
