@@ -409,6 +409,11 @@ pub async fn delivery(
     delivery_id: Uuid,
 ) -> ApiResult<Delivery> {
     visible(state, caller, id).await?;
+    of_webhook(state, id, delivery_id).await
+}
+
+/// Delivery `delivery_id` of webhook `id`; another webhook's is not found either.
+async fn of_webhook(state: &AppState, id: Uuid, delivery_id: Uuid) -> ApiResult<Delivery> {
     match state.store.get_delivery(delivery_id).await? {
         Some(d) if d.webhook_id == id => Ok(d),
         _ => Err(ApiError::not_found("delivery", delivery_id)),
@@ -432,10 +437,7 @@ pub async fn replay(
                 .unwrap_or("by a PATCH")
         )));
     }
-    let first = match state.store.get_delivery(delivery_id).await? {
-        Some(d) if d.webhook_id == id => d,
-        _ => return Err(ApiError::not_found("delivery", delivery_id)),
-    };
+    let first = of_webhook(state, id, delivery_id).await?;
     let at = now();
     let again = Delivery {
         id: Uuid::new_v4(),
