@@ -267,6 +267,9 @@ impl Bench {
         let attach = std::env::var("BENCH_ATTACH").is_ok_and(|v| v == "1");
         let attached = attach.then(|| Attached::new(self.cluster.user()));
         let (mut ratios, mut with) = (vec![], vec![]);
+        // Of the attached comparison: each round's pipeline time and the CPU the system's
+        // own processes used, without and with.
+        let (mut plain, mut loaded) = (Rounds::default(), Rounds::default());
         let rounds = if attach { rounds * 2 } else { rounds };
         for round in 0..rounds {
             // Odd rounds with the webhook and the streams, even ones without.
@@ -322,11 +325,15 @@ impl Bench {
                 .map(|id| self.cluster.wait_done(id))
                 .map(|t| seconds_until(posted_first.expect("posted"), &t["finished_at"]))
                 .fold(0.0, f64::max);
-            let cpu: Vec<String> = self
+            let used: Vec<(String, f64)> = self
                 .cpu_times()
-                .iter()
+                .into_iter()
                 .zip(&cpu_before)
-                .map(|((name, after), (_, before))| format!("{name} {:.2} s", after - before))
+                .map(|((name, after), (_, before))| (name, after - before))
+                .collect();
+            let cpu: Vec<String> = used
+                .iter()
+                .map(|(name, seconds)| format!("{name} {seconds:.2} s"))
                 .collect();
             let attached_now = streams.as_ref().is_some_and(|s| !s.is_empty());
             println!(
@@ -339,10 +346,13 @@ impl Bench {
                 last / xargs,
                 cpu.join(", ")
             );
+            let cpu_total = used.iter().map(|(_, seconds)| seconds).sum();
             if attached_now {
                 with.push(last / xargs);
+                loaded.add(last, cpu_total);
             } else {
                 ratios.push(last / xargs);
+                plain.add(last, cpu_total);
             }
             drop(streams);
         }
@@ -353,9 +363,47 @@ impl Bench {
                 (with / without - 1.0) * 100.0,
                 attached.receiver.received().len()
             );
+            // The wall-time comparisons swing with the VM's noise (±10 % a round); the CPU
+            // the attached work adds is counted exactly, and on a machine the encoders keep
+            // busy, work of W CPU-seconds delays the batch by at most W / cores.
+            let (before, after) = (plain.mean_pipeline(), loaded.mean_pipeline());
+            let extra = loaded.mean_cpu() - plain.mean_cpu();
+            let bound = extra / cores() as f64;
+            println!(
+                "(c) mean pipeline {after:.2} s with against {before:.2} s without ({:+.1} %); the system's processes used {extra:.2} CPU-seconds more a round: at most {bound:.2} s on {} cores, {:.1} % of the batch",
+                (after / before - 1.0) * 100.0,
+                cores(),
+                bound / before * 100.0
+            );
         }
         median(&mut ratios)
     }
+}
+
+/// Rounds of (c) of one kind (with or without the attached work).
+#[derive(Default)]
+struct Rounds {
+    pipelines: Vec<f64>,
+    cpu: Vec<f64>,
+}
+
+impl Rounds {
+    fn add(&mut self, pipeline: f64, cpu: f64) {
+        self.pipelines.push(pipeline);
+        self.cpu.push(cpu);
+    }
+
+    fn mean_pipeline(&self) -> f64 {
+        mean(&self.pipelines)
+    }
+
+    fn mean_cpu(&self) -> f64 {
+        mean(&self.cpu)
+    }
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
 /// A webhook subscription to every event and the event streams of `BENCH_ATTACH`.
