@@ -98,6 +98,15 @@ impl EventType {
         }
     }
 
+    /// Whether it tells of a task created or changing status (what a list's total counts);
+    /// progress does not.
+    pub fn changes_a_task(self) -> bool {
+        matches!(
+            self,
+            EventType::TaskCreated | EventType::TaskStatus | EventType::TaskFinished
+        )
+    }
+
     /// The types a filter word names: one type (`task.status`), or every type of a subject
     /// (`task`, `media`, `unit`, also written `task.*`). None when it names none.
     pub fn named(word: &str) -> Option<Vec<EventType>> {
@@ -239,6 +248,10 @@ pub struct Hub {
     /// it skips its own events coming back from the broker.
     origin: String,
     seq: AtomicU64,
+    /// How many task creations and status changes this process has seen, its own and the
+    /// other replicas' (a gap counts as one): a list's total counted since is still right
+    /// while it stays.
+    task_changes: AtomicU64,
     /// The window and the live channel change together, under this lock: a new stream's
     /// replay and its first live event neither overlap nor leave a gap.
     window: Mutex<Window>,
@@ -267,6 +280,7 @@ impl Hub {
         Hub {
             origin: Uuid::new_v4().simple().to_string()[..10].to_owned(),
             seq: AtomicU64::new(0),
+            task_changes: AtomicU64::new(0),
             window: Mutex::default(),
             live: broadcast::channel(LIVE_BACKLOG).0,
             fan_out: None,
@@ -349,7 +363,15 @@ impl Hub {
         locked(&self.progress).remove(&task);
     }
 
+    /// The count of task changes seen so far (see the field).
+    pub fn task_changes(&self) -> u64 {
+        self.task_changes.load(Ordering::SeqCst)
+    }
+
     fn accept(&self, event: Arc<Event>) {
+        if event.kind.changes_a_task() {
+            self.task_changes.fetch_add(1, Ordering::SeqCst);
+        }
         let mut window = locked(&self.window);
         window.push(event.clone());
         // No stream listening is fine.
@@ -359,6 +381,7 @@ impl Hub {
     /// Events may have been lost on the way here: every stream is told, and the window
     /// starts afresh (a client resuming from before now gets a reset too).
     fn gap(&self, why: &'static str) {
+        self.task_changes.fetch_add(1, Ordering::SeqCst);
         let mut window = locked(&self.window);
         window.clear();
         let _ = self.live.send(Live::Reset(why));

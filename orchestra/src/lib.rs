@@ -42,6 +42,7 @@ pub mod store;
 pub mod tasks;
 pub mod thumbnails;
 pub mod tokens;
+pub mod totals;
 pub mod units;
 pub mod users;
 pub mod webhook_client;

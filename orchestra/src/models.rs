@@ -519,7 +519,7 @@ revised_task!(TransformTask);
 revised_task!(PublisherTask);
 
 /// Filters of transform and publisher task lists.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TaskFilter {
     pub user_id: Option<Uuid>,
     /// Transform tasks whose input or output is this media; publisher tasks of this media.

@@ -190,6 +190,7 @@ pub async fn build(config: Config) -> Result<AppState, StartupError> {
         argon: Arc::new(argon),
         logins: Arc::new(logins),
         replica: replica.into(),
+        totals: Arc::default(),
     })
 }
 

@@ -13,6 +13,7 @@ use crate::secrets::{Secrets, VerifiedCache};
 use crate::storage::Storage;
 use crate::store::Store;
 use crate::thumbnails::Thumbnailer;
+use crate::totals::Totals;
 use crate::webhook_client::WebhookClient;
 
 #[derive(Clone)]
@@ -39,4 +40,6 @@ pub struct AppState {
     pub thumbnailer: Arc<Thumbnailer>,
     /// What `GET /metrics` shows: this process's counters, the store's gauges.
     pub metrics: Arc<Metrics>,
+    /// Task lists' totals as last counted, while no task has changed (MongoDB).
+    pub totals: Arc<Totals>,
 }

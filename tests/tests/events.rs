@@ -344,3 +344,74 @@ fn each_replica_streams_the_events_of_the_others() {
     let replayed = moved.until(SOON, |e| e.event == "task.finished");
     assert_eq!(ids(&replayed), ids(&firsts)[1..].to_vec(), "{replayed:#?}");
 }
+
+#[test]
+fn a_lists_total_follows_every_change_made_on_any_replica() {
+    // On MongoDB a replica keeps a page's total from one count to the next while no task
+    // changes (`orchestra/src/totals.rs`); the events of the other replicas' changes are
+    // what tell it the total moved.
+    let cluster = Cluster::replicas(2, 0, &[]);
+    let api = cluster.api();
+    let clip = cluster.clip("in.mp4", 1, 160, 90);
+    let (status, media) = api.on(0).upload(&clip, &[("title", "in")]);
+    assert_eq!(status, 201, "{media}");
+    let copy = cluster.profile_id("File Copy");
+    let make = |on: usize, name: &str| -> String {
+        let (status, task) = api.on(on).post(
+            "/transform/tasks",
+            &json!({"media_in_id": media["id"], "profile_id": copy, "filename": name,
+                    "metadata": {"title": name}}),
+        );
+        assert_eq!(status, 201, "{task}");
+        str_of(&task, "id").to_owned()
+    };
+    // A full page of one: its total is counted, then kept.
+    const PAGE: &str = "/transform/tasks?status=PENDING&limit=1";
+    let total = |on: usize| -> u64 {
+        let (status, page) = api.on(on).get(PAGE);
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+        page["total"].as_u64().expect("total")
+    };
+    // The kept total lives 5 s; an event brings the change in a few milliseconds.
+    let follows = |on: usize, expected: u64, what: &str| {
+        let start = std::time::Instant::now();
+        while total(on) != expected {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "replica {on} still answers {} after {what}, not {expected}",
+                total(on)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    make(0, "a.mp4");
+    make(0, "b.mp4");
+    assert_eq!((total(1), total(1)), (2, 2));
+    // Made on the other replica.
+    let third = make(0, "c.mp4");
+    follows(1, 3, "a task made on replica 0");
+    // Made on this one: right at once.
+    make(1, "d.mp4");
+    assert_eq!(total(1), 4);
+    // Revoked on the other: no longer PENDING.
+    let (status, revoked) = api
+        .on(0)
+        .call("DELETE", &format!("/transform/tasks/{third}"), None);
+    assert_eq!(status, 200, "{revoked}");
+    follows(1, 3, "a task revoked on replica 0");
+    follows(0, 3, "a task revoked on replica 0 itself");
+    // Past the last item: no items, the total still told.
+    let (status, page) = api
+        .on(1)
+        .get("/transform/tasks?status=PENDING&limit=1&skip=50");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        (
+            page["items"].as_array().map(Vec::len),
+            page["total"].as_u64()
+        ),
+        (Some(0), Some(3)),
+        "{page}"
+    );
+}

@@ -133,7 +133,7 @@ pub async fn list<K: TaskKind + serde::Serialize>(
     let Some((filter, opts)) = query.filter(caller, sorts)? else {
         return Ok(Json(Page::empty()));
     };
-    Ok(Json(tasks::list::<K>(state, &filter, &opts).await?))
+    Ok(Json(tasks::page::<K>(state, &filter, &opts).await?))
 }
 
 /// One task the caller may see.

@@ -55,6 +55,12 @@ pub fn backoff(round: u32) -> std::time::Duration {
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `mongodb`.
     fn kind(&self) -> &'static str;
+    /// Whether a list's total is counted by walking its matches (MongoDB: worth keeping
+    /// while nothing changes, see `crate::totals`) rather than read off counters kept with
+    /// the records (SQLite).
+    fn counts_by_walking(&self) -> bool {
+        false
+    }
     async fn ping(&self) -> StoreResult<()>;
 
     async fn create_user(&self, user: &UserRecord) -> StoreResult<()>;

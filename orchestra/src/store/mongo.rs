@@ -389,6 +389,10 @@ impl Store for MongoStore {
         "mongodb"
     }
 
+    fn counts_by_walking(&self) -> bool {
+        true
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.client
             .database("admin")

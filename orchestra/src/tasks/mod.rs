@@ -157,6 +157,43 @@ pub async fn list<K: TaskKind>(
     Ok(K::list(state.store.as_ref(), filter, opts).await?)
 }
 
+/// A page of a list route: [`list`], with a total kept from an earlier count while no task
+/// has changed since, where counting walks the matches ([`crate::totals`]). Not for the
+/// domain's own checks, which must count now.
+pub async fn page<K: TaskKind>(
+    state: &AppState,
+    filter: &TaskFilter,
+    opts: &ListOptions,
+) -> ApiResult<Page<K>> {
+    // Several statuses read uncounted are several queries merged (see the MongoDB store):
+    // those count as before.
+    if opts.uncounted || !state.store.counts_by_walking() || filter.statuses.len() > 1 {
+        return list(state, filter, opts).await;
+    }
+    // Read before the count: a change landing during it leaves the total kept under an
+    // older number.
+    let changes = state.events.task_changes();
+    let Some(total) = state.totals.get(K::KIND, filter, changes) else {
+        let page = list::<K>(state, filter, opts).await?;
+        state.totals.keep(K::KIND, filter, changes, page.total);
+        return Ok(page);
+    };
+    let uncounted = ListOptions {
+        uncounted: true,
+        ..opts.clone()
+    };
+    let mut page = list::<K>(state, filter, &uncounted).await?;
+    let listed = match page.items.len() {
+        0 => 0,
+        n => opts.skip.saturating_add(n as u64),
+    };
+    // A short page tells the total itself; a kept one is never below what was just listed.
+    page.total = opts
+        .total_of_page(page.items.len())
+        .unwrap_or(total.max(listed));
+    Ok(page)
+}
+
 /// A winning write: the record as stored, its status before, the decision's answer.
 pub struct Written<K, R> {
     pub task: K,
