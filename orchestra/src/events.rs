@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -24,6 +24,7 @@ use tokio::sync::{broadcast, mpsc};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::locks::locked;
 use crate::models::{now, ts};
 
 /// The broker topic the replicas share their events on.
@@ -267,11 +268,6 @@ pub struct Hub {
     /// This process's own events, for whoever acts on each event once (the webhooks): each
     /// is emitted by one replica only, so each is taken here once in the cluster.
     own: std::sync::OnceLock<mpsc::Sender<Arc<Event>>>,
-}
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each guarded value stays consistent whatever panicked (single-step updates).
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Hub {

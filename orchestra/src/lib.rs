@@ -23,6 +23,7 @@ pub mod http;
 pub mod idempotency;
 pub mod lifecycle;
 pub mod live;
+pub mod locks;
 pub mod logins;
 pub mod loops;
 pub mod medias;

@@ -187,7 +187,7 @@ type RefusalKey = (Option<IpAddr>, Option<String>);
 impl RefusalLog {
     /// Some(refusals not logged since the last line) when this one is to be logged.
     fn note(&self, peer: RefusalKey, now: Instant) -> Option<u64> {
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peers = crate::locks::locked(&self.peers);
         if let Some((logged, suppressed)) = peers.get_mut(&peer) {
             if now.duration_since(*logged) < REFUSAL_LOG_EVERY {
                 *suppressed += 1;

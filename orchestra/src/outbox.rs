@@ -119,7 +119,7 @@ impl Outbox {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let mut set = self.0.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut set = crate::locks::locked(&self.0.in_flight);
         set.remove(&self.1);
     }
 }

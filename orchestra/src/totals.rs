@@ -1,5 +1,5 @@
 //! Totals of task lists as last counted, kept while no task has changed (docs/architecture.md
-//! §11): a queue's page (`GET /transform/tasks?status=PENDING`) polled over a long backlog
+//! §15, "Totals"): a queue's page (`GET /transform/tasks?status=PENDING`) polled over a long backlog
 //! then costs its page only, not a count over every queued task each time (on MongoDB a count
 //! walks the index: 10,000 queued, 2–3 ms a page on NX-27017; SQLite keeps counters and
 //! does not use this).
@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::locks::locked;
 use crate::models::TaskFilter;
 
 /// A total is counted again after this long whatever the events say.
@@ -43,7 +44,7 @@ impl Totals {
     /// The total of `kind`'s list through `filter` when it was counted with the task changes
     /// at `changes` (read now) and is fresh.
     pub fn get(&self, kind: &'static str, filter: &TaskFilter, changes: u64) -> Option<u64> {
-        let kept = self.locked();
+        let kept = locked(&self.kept);
         let found = kept.get(&(kind, filter.clone()))?;
         (found.changes == changes && found.at.elapsed() < FRESH).then_some(found.total)
     }
@@ -51,17 +52,12 @@ impl Totals {
     /// Keep `total`, counted after the task changes were read at `changes`: a change during
     /// the count leaves it kept under an old number, so never used.
     pub fn keep(&self, kind: &'static str, filter: &TaskFilter, changes: u64, total: u64) {
-        let mut kept = self.locked();
+        let mut kept = locked(&self.kept);
         if kept.len() >= MAX_KEPT {
             kept.clear();
         }
         let at = Instant::now();
         kept.insert((kind, filter.clone()), Kept { total, changes, at });
-    }
-
-    fn locked(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Kept>> {
-        // A map of plain values, consistent whatever panicked.
-        self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -108,6 +104,6 @@ mod tests {
             };
             totals.keep("transform", &filter, 0, n);
         }
-        assert!(totals.locked().len() <= MAX_KEPT);
+        assert!(locked(&totals.kept).len() <= MAX_KEPT);
     }
 }

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::events::{Event, EventFilter};
+use crate::locks::locked;
 use crate::models::{Delivery, DeliveryAttempt, WebhookRecord, now};
 use target::{Guarded, Targets};
 
@@ -55,10 +56,6 @@ impl Sub {
 }
 
 type Cached = (Instant, Arc<Vec<Sub>>);
-
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector<Guarded>>;
 
