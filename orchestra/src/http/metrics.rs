@@ -6,13 +6,12 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use oscied_protocol::http::metrics::{authorized, exposition};
+use oscied_protocol::http::metrics::{authorized, exposition, unauthorized};
 
-use crate::error::ApiError;
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 use crate::overview;
 use crate::state::AppState;
@@ -24,15 +23,7 @@ pub(crate) fn routes() -> Router<AppState> {
 /// The Prometheus exposition; with `OSCIED_METRICS_TOKEN` set, only for its bearer.
 async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !authorized(&headers, state.config.metrics_token.as_deref()) {
-        let mut response = ApiError::unauthorized(
-            "GET /metrics needs Authorization: Bearer <OSCIED_METRICS_TOKEN>",
-        )
-        .into_response();
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"OSCIED metrics\""),
-        );
-        return response;
+        return unauthorized();
     }
     exposition(overview::metrics(&state).await)
 }

@@ -47,12 +47,13 @@ pub fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
         .is_some_and(|given| same_bytes(given.as_bytes(), token.as_bytes()))
 }
 
-/// The 401 of a scrape without the token, in the error shape of every OSCIED server.
+/// The 401 of a scrape without the token, in the error shape of every OSCIED server (the
+/// orchestra's and the units').
 pub fn unauthorized() -> Response {
     let mut response = super::error_response(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
-        "/metrics needs Authorization: Bearer <OSCIED_METRICS_TOKEN>",
+        "GET /metrics needs Authorization: Bearer <OSCIED_METRICS_TOKEN>",
     );
     response.headers_mut().insert(
         WWW_AUTHENTICATE,
